@@ -1,0 +1,182 @@
+//! Previous release's manifest + the new one → what to upload, delete and create.
+//!
+//! The new release starts as a copy of the previous one (when its manifest is known), so the
+//! plan only names differences. Files the application wrote into the previous release at runtime
+//! are in no manifest and are therefore neither uploaded nor deleted: the copy carries them over.
+
+use std::collections::BTreeSet;
+
+use crate::source::{Entry, Kind, Manifest};
+
+/// How the new release begins on the server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Base {
+    /// No usable previous release: everything is uploaded and the staged tree becomes the release.
+    Empty,
+    /// Copy the previous release (whose manifest the plan was built from), then apply the diff.
+    Previous(crate::layout::ReleaseId),
+}
+
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub base: Base,
+    /// Files and symlinks to stage and move into the release, sorted.
+    pub uploads: Vec<String>,
+    /// Paths to remove from the copied release before anything is moved in: paths gone from the
+    /// source, paths whose type changed, and changed symlinks. Never a child of another entry.
+    pub deletes: Vec<String>,
+    /// Directories the copied release lacks (only with a previous base).
+    pub new_dirs: Vec<String>,
+    pub unchanged: usize,
+    pub upload_bytes: u64,
+}
+
+impl Plan {
+    pub fn build(previous: Option<(&crate::layout::ReleaseId, &Manifest)>, new: &Manifest, full: bool) -> Plan {
+        let Some((prev_id, prev)) = previous else {
+            let uploads: Vec<String> = new
+                .entries
+                .iter()
+                .filter(|(_, e)| !e.is_dir())
+                .map(|(p, _)| p.clone())
+                .collect();
+            return Plan {
+                base: Base::Empty,
+                upload_bytes: new.total_bytes(),
+                uploads,
+                deletes: vec![],
+                new_dirs: vec![],
+                unchanged: 0,
+            };
+        };
+
+        let mut deletes = BTreeSet::new();
+        for (path, old) in &prev.entries {
+            match new.entries.get(path) {
+                None => {
+                    deletes.insert(path.clone());
+                }
+                Some(e) if !same_type(old, e) => {
+                    deletes.insert(path.clone());
+                }
+                // A symlink is replaced by deleting then moving the new one in: `mv` onto a link
+                // to a directory would move into that directory instead of replacing the link.
+                Some(e) if matches!(old.kind, Kind::Symlink { .. }) && old != e => {
+                    deletes.insert(path.clone());
+                }
+                _ => {}
+            }
+        }
+        let deletes: Vec<String> = deletes.iter().filter(|p| !has_ancestor_in(p, &deletes)).cloned().collect();
+
+        let mut uploads = Vec::new();
+        let mut new_dirs = Vec::new();
+        let mut unchanged = 0;
+        let mut upload_bytes = 0;
+        for (path, e) in &new.entries {
+            let old = prev.entries.get(path).filter(|old| same_type(old, e));
+            match (&e.kind, old) {
+                (Kind::Dir, Some(_)) => {}
+                (Kind::Dir, None) => new_dirs.push(path.clone()),
+                (_, Some(old)) if old == e && !full => unchanged += 1,
+                (kind, _) => {
+                    if let Kind::File { size, .. } = kind {
+                        upload_bytes += size;
+                    }
+                    uploads.push(path.clone());
+                }
+            }
+        }
+        Plan { base: Base::Previous(prev_id.clone()), uploads, deletes, new_dirs, unchanged, upload_bytes }
+    }
+
+    pub fn is_noop(&self) -> bool {
+        self.uploads.is_empty() && self.deletes.is_empty() && self.new_dirs.is_empty()
+    }
+}
+
+fn same_type(a: &Entry, b: &Entry) -> bool {
+    std::mem::discriminant(&a.kind) == std::mem::discriminant(&b.kind)
+}
+
+fn has_ancestor_in(path: &str, set: &BTreeSet<String>) -> bool {
+    let mut cur = path;
+    while let Some((parent, _)) = cur.rsplit_once('/') {
+        if set.contains(parent) {
+            return true;
+        }
+        cur = parent;
+    }
+    false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::layout::ReleaseId;
+
+    fn m(items: &[(&str, &str)]) -> Manifest {
+        let mut out = Manifest::default();
+        for (p, spec) in items {
+            let kind = match *spec {
+                "d" => Kind::Dir,
+                s if s.starts_with("l:") => Kind::Symlink { target: s[2..].into() },
+                s => Kind::File { size: s.len() as u64, hash: xxhash_rust::xxh3::xxh3_128(s.as_bytes()) },
+            };
+            out.entries.insert(p.to_string(), Entry { kind, mode: 0o644 });
+        }
+        out
+    }
+
+    #[test]
+    fn first_deploy_uploads_every_file_and_link() {
+        let new = m(&[("a", "d"), ("a/x", "1"), ("l", "l:a")]);
+        let p = Plan::build(None, &new, false);
+        assert_eq!(p.base, Base::Empty);
+        assert_eq!(p.uploads, ["a/x", "l"]);
+        assert_eq!(p.upload_bytes, 1);
+    }
+
+    #[test]
+    fn incremental_uploads_changes_and_deletes_removals() {
+        let id = ReleaseId::parse("20260101000000").unwrap();
+        let old = m(&[("a", "d"), ("a/x", "1"), ("a/y", "2"), ("gone", "d"), ("gone/z", "3"), ("keep", "4")]);
+        let new = m(&[("a", "d"), ("a/x", "1 changed"), ("a/y", "2"), ("b", "d"), ("b/n", "5"), ("keep", "4")]);
+        let p = Plan::build(Some((&id, &old)), &new, false);
+        assert_eq!(p.uploads, ["a/x", "b/n"]);
+        assert_eq!(p.deletes, ["gone"], "children of a deleted dir are not listed");
+        assert_eq!(p.new_dirs, ["b"]);
+        assert_eq!(p.unchanged, 2);
+    }
+
+    #[test]
+    fn type_changes_delete_first() {
+        let id = ReleaseId::parse("20260101000000").unwrap();
+        let old = m(&[("a", "1"), ("b", "d"), ("c", "l:x")]);
+        let new = m(&[("a", "d"), ("a/f", "x"), ("b", "2"), ("c", "l:y")]);
+        let p = Plan::build(Some((&id, &old)), &new, false);
+        assert_eq!(p.deletes, ["a", "b", "c"]);
+        assert_eq!(p.new_dirs, ["a"]);
+        assert_eq!(p.uploads, ["a/f", "b", "c"]);
+    }
+
+    #[test]
+    fn full_reuploads_everything_but_still_deletes() {
+        let id = ReleaseId::parse("20260101000000").unwrap();
+        let old = m(&[("x", "1"), ("y", "2")]);
+        let new = m(&[("x", "1")]);
+        let p = Plan::build(Some((&id, &old)), &new, true);
+        assert_eq!(p.uploads, ["x"]);
+        assert_eq!(p.deletes, ["y"]);
+        assert_eq!(p.unchanged, 0);
+    }
+
+    #[test]
+    fn mode_change_is_an_upload() {
+        let id = ReleaseId::parse("20260101000000").unwrap();
+        let old = m(&[("x", "1")]);
+        let mut new = old.clone();
+        new.entries.get_mut("x").unwrap().mode = 0o755;
+        assert_eq!(Plan::build(Some((&id, &old)), &new, false).uploads, ["x"]);
+    }
+}

@@ -1,0 +1,167 @@
+//! Talking to a target: an SSH connection (SFTP for files, one exec for the script) or, for
+//! `host = "local"`, this machine's file system and `/bin/sh`.
+//!
+//! Both kinds offer the same small set of operations, so a deploy runs the same stages, the
+//! same plan and the same script whichever it talks to.
+
+pub mod known_hosts;
+pub mod local;
+pub mod sftp;
+pub mod ssh;
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+
+use crate::config::{Host, Target};
+
+/// A file or symlink to place in the staging tree.
+#[derive(Debug, Clone)]
+pub struct Upload {
+    /// Absolute remote path.
+    pub remote: String,
+    pub what: UploadKind,
+}
+
+#[derive(Debug, Clone)]
+pub enum UploadKind {
+    File { local: PathBuf, size: u64, mode: u32 },
+    Symlink { target: String },
+    /// Made by cutover itself: the manifest, the script.
+    Data { bytes: Vec<u8>, mode: u32 },
+}
+
+/// What is at a remote path, without following a final symlink.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PathKind {
+    Missing,
+    Dir,
+    File,
+    Symlink,
+    Other,
+}
+
+/// How the server-side script ended.
+#[derive(Debug)]
+pub struct ScriptExit {
+    /// Exit status; None when the process was killed by a signal or the connection dropped.
+    pub code: Option<u32>,
+    pub stdout: String,
+}
+
+/// Where progress of an upload is reported.
+pub trait Progress: Send + Sync {
+    fn advance(&self, bytes: u64);
+}
+
+pub enum Session {
+    Ssh(ssh::SshSession),
+    Local(local::LocalSession),
+}
+
+impl Session {
+    pub async fn open(target: &Target, verbose: bool) -> Result<Session> {
+        match &target.host {
+            Host::Local => Ok(Session::Local(local::LocalSession)),
+            Host::Ssh { .. } => Ok(Session::Ssh(ssh::SshSession::connect(target, verbose).await?)),
+        }
+    }
+
+    /// The target of the symlink at `path`; None when nothing is there.
+    pub async fn read_link(&self, path: &str) -> Result<Option<String>> {
+        match self {
+            Session::Ssh(s) => s.sftp.read_link(path).await,
+            Session::Local(s) => s.read_link(path),
+        }
+    }
+
+    /// The file's content when it exists; refuses files larger than `limit` bytes.
+    pub async fn read_file(&self, path: &str, limit: u64) -> Result<Option<Vec<u8>>> {
+        match self {
+            Session::Ssh(s) => s.sftp.read_file(path, limit).await,
+            Session::Local(s) => s.read_file(path, limit),
+        }
+    }
+
+    pub async fn path_kind(&self, path: &str) -> Result<PathKind> {
+        match self {
+            Session::Ssh(s) => s.sftp.path_kind(path).await,
+            Session::Local(s) => s.path_kind(path),
+        }
+    }
+
+    /// Remove a directory tree (best effort clean-up of staging after a failed upload).
+    pub async fn remove_tree(&self, path: &str) -> Result<()> {
+        match self {
+            Session::Ssh(s) => s.sftp.remove_tree(path).await,
+            Session::Local(s) => s.remove_tree(path),
+        }
+    }
+
+    /// Entry names of a directory; None when it does not exist.
+    pub async fn list_dir(&self, path: &str) -> Result<Option<Vec<String>>> {
+        match self {
+            Session::Ssh(s) => s.sftp.list_dir(path).await,
+            Session::Local(s) => s.list_dir(path),
+        }
+    }
+
+    /// Create `path` and its missing parents.
+    pub async fn create_dir_all(&self, path: &str) -> Result<()> {
+        match self {
+            Session::Ssh(s) => s.sftp.create_dir_all(path).await,
+            Session::Local(s) => s.create_dir_all(path),
+        }
+    }
+
+    /// Create one directory atomically; false when it already exists (how the lock is taken).
+    pub async fn create_dir_exclusive(&self, path: &str) -> Result<bool> {
+        match self {
+            Session::Ssh(s) => s.sftp.create_dir_exclusive(path).await,
+            Session::Local(s) => s.create_dir_exclusive(path),
+        }
+    }
+
+    pub async fn write_file(&self, path: &str, data: &[u8], mode: u32) -> Result<()> {
+        match self {
+            Session::Ssh(s) => s.sftp.write_file(path, data, mode).await,
+            Session::Local(s) => s.write_file(path, data, mode),
+        }
+    }
+
+    pub async fn remove_file(&self, path: &str) -> Result<()> {
+        match self {
+            Session::Ssh(s) => s.sftp.remove_file(path).await,
+            Session::Local(s) => s.remove_file(path),
+        }
+    }
+
+    pub async fn remove_dir(&self, path: &str) -> Result<()> {
+        match self {
+            Session::Ssh(s) => s.sftp.remove_dir(path).await,
+            Session::Local(s) => s.remove_dir(path),
+        }
+    }
+
+    /// Create `dirs` (parents before children) and place every upload.
+    pub async fn upload(&self, dirs: &[String], uploads: Vec<Upload>, progress: &dyn Progress) -> Result<()> {
+        match self {
+            Session::Ssh(s) => s.sftp.upload(dirs, uploads, progress).await,
+            Session::Local(s) => s.upload(dirs, uploads, progress),
+        }
+    }
+
+    /// Run `sh SCRIPT` in one exec call; the script's stderr is passed through to ours.
+    pub async fn run_script(&self, script_path: &str, quiet: bool) -> Result<ScriptExit> {
+        match self {
+            Session::Ssh(s) => s.run_script(script_path, quiet).await,
+            Session::Local(s) => s.run_script(script_path, quiet),
+        }
+    }
+
+    pub async fn close(self) {
+        if let Session::Ssh(s) = self {
+            s.close().await;
+        }
+    }
+}

@@ -1,0 +1,276 @@
+//! One SSH connection per command: host key verified before anything is sent, public-key
+//! authentication, an SFTP channel for files and one exec channel for the script.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context, Result};
+use russh::client::{self, AuthResult, Handle};
+use russh::keys::{self, ssh_key, PrivateKeyWithHashAlg, PublicKeyOrCertificate};
+use russh::ChannelMsg;
+
+use super::known_hosts::{self, HostKeyQuery, Verdict};
+use super::sftp::Sftp;
+use super::ScriptExit;
+use crate::config::{home_dir, Host, HostKeyChecking, Target};
+
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
+
+pub struct SshSession {
+    handle: Handle<Client>,
+    pub sftp: Sftp,
+    pub description: String,
+}
+
+/// What the host key check decided, kept outside the handler (which `connect` consumes) so a
+/// refusal can be explained after the handshake fails.
+#[derive(Default)]
+struct HostKeyOutcome {
+    refusal: Option<String>,
+}
+
+struct Client {
+    host: String,
+    port: u16,
+    files: Vec<PathBuf>,
+    user_file: PathBuf,
+    mode: HostKeyChecking,
+    outcome: Arc<Mutex<HostKeyOutcome>>,
+}
+
+impl client::Handler for Client {
+    type Error = russh::Error;
+
+    async fn check_server_key(&mut self, offered: &PublicKeyOrCertificate) -> Result<bool, Self::Error> {
+        let query = HostKeyQuery { host: &self.host, port: self.port };
+        let key = offered.public_key();
+        let verdict = match offered.certificate() {
+            Some(cert) => known_hosts::check_certificate(&self.files, &query, cert),
+            None => known_hosts::check(&self.files, &query, &key),
+        };
+        let fp = known_hosts::fingerprint(&key);
+        let name = display_name(&self.host, self.port);
+        let refusal = match verdict {
+            Ok(Verdict::Known) => None,
+            Ok(Verdict::Unknown) if self.mode == HostKeyChecking::AcceptNew => {
+                match known_hosts::append(&self.user_file, &query, &key) {
+                    Ok(()) => {
+                        eprintln!("cutover: added {name} ({} {fp}) to {}", key.algorithm(), self.user_file.display());
+                        None
+                    }
+                    Err(e) => Some(format!("cannot record the host key of {name} in {}: {e}", self.user_file.display())),
+                }
+            }
+            Ok(Verdict::Unknown) => Some(format!(
+                "the host key of {name} is not known ({} {fp}); nothing was sent.\n\
+                 If this is the right server, add its key: ssh-keyscan -p {} {} >> {}\n\
+                 (check the fingerprint with the server's administrator), or set host_key_checking = \"accept-new\"",
+                key.algorithm(),
+                self.port,
+                self.host,
+                self.user_file.display()
+            )),
+            Ok(Verdict::Changed { known }) => {
+                let mut msg = format!(
+                    "HOST KEY CHANGED for {name}: the server offered {} {fp}, but known_hosts has:",
+                    key.algorithm()
+                );
+                for k in known {
+                    msg.push_str(&format!("\n  {} {} ({}:{})", k.algorithm, k.fingerprint, k.file.display(), k.line));
+                }
+                msg.push_str("\nThis can be an attack (someone in the middle) or a reinstalled server. Nothing was sent. \
+                              If the change is expected, remove the old line(s) and add the new key.");
+                Some(msg)
+            }
+            Ok(Verdict::Revoked { file, line }) => Some(format!(
+                "the host key of {name} ({} {fp}) is marked @revoked in {}:{line}; refusing to connect",
+                key.algorithm(),
+                file.display()
+            )),
+            Err(e) => Some(format!("cannot check the host key of {name}: {e}")),
+        };
+        let accepted = refusal.is_none();
+        self.outcome.lock().unwrap().refusal = refusal;
+        Ok(accepted)
+    }
+}
+
+fn display_name(host: &str, port: u16) -> String {
+    if port == 22 {
+        host.to_string()
+    } else {
+        format!("[{host}]:{port}")
+    }
+}
+
+impl SshSession {
+    pub async fn connect(target: &Target, verbose: bool) -> Result<SshSession> {
+        let Host::Ssh { host, port, user } = &target.host else { unreachable!("local targets do not use SSH") };
+        let user_file = target.known_hosts.clone().unwrap_or_else(|| home_dir().join(".ssh/known_hosts"));
+        let files = vec![user_file.clone(), PathBuf::from("/etc/ssh/ssh_known_hosts")];
+        let outcome = Arc::new(Mutex::new(HostKeyOutcome::default()));
+        let handler = Client {
+            host: host.clone(),
+            port: *port,
+            files,
+            user_file,
+            mode: target.host_key_checking,
+            outcome: outcome.clone(),
+        };
+        let config = Arc::new(client::Config {
+            keepalive_interval: Some(Duration::from_secs(15)),
+            keepalive_max: 4,
+            nodelay: true,
+            window_size: 16 * 1024 * 1024,
+            ..Default::default()
+        });
+        let name = display_name(host, *port);
+        let connected = tokio::time::timeout(CONNECT_TIMEOUT, client::connect(config, (host.as_str(), *port), handler)).await;
+        let mut handle = match connected {
+            Err(_) => bail!("connecting to {name} timed out after {} s", CONNECT_TIMEOUT.as_secs()),
+            Ok(Err(e)) => {
+                if let Some(refusal) = outcome.lock().unwrap().refusal.take() {
+                    bail!(refusal);
+                }
+                return Err(describe_connect_error(e, &name));
+            }
+            Ok(Ok(h)) => h,
+        };
+        let method = authenticate(&mut handle, user, target).await.with_context(|| format!("authentication as {user} on {name} failed"))?;
+        if verbose {
+            eprintln!("cutover: connected to {name} as {user} ({method})");
+        }
+        let channel = handle.channel_open_session().await.context("cannot open an SSH channel for SFTP")?;
+        let sftp = Sftp::start(channel).await?;
+        Ok(SshSession { handle, sftp, description: name })
+    }
+
+    /// Run `sh SCRIPT` in one exec call, passing its stderr through.
+    pub async fn run_script(&self, script_path: &str, quiet: bool) -> Result<ScriptExit> {
+        let mut channel = self.handle.channel_open_session().await.context("cannot open an SSH channel for the deploy script")?;
+        let command = format!("sh {}", crate::shell::quote(script_path));
+        channel.exec(true, command).await.context("the server refused to run the deploy script")?;
+        let mut stdout = Vec::new();
+        let mut stderr = Vec::new();
+        let mut code = None;
+        // OpenSSH sends the exit status after EOF: read until the channel closes.
+        while let Some(msg) = channel.wait().await {
+            match msg {
+                ChannelMsg::Data { data } => stdout.extend_from_slice(&data),
+                ChannelMsg::ExtendedData { data, .. } => {
+                    if quiet {
+                        stderr.extend_from_slice(&data);
+                    } else {
+                        use std::io::Write;
+                        let _ = std::io::stderr().write_all(&data);
+                    }
+                }
+                ChannelMsg::ExitStatus { exit_status } => code = Some(exit_status),
+                ChannelMsg::ExitSignal { signal_name, .. } => {
+                    eprintln!("cutover: the deploy script was killed by signal {signal_name:?}");
+                }
+                _ => {}
+            }
+        }
+        if quiet && code != Some(0) {
+            eprint!("{}", String::from_utf8_lossy(&stderr));
+        }
+        Ok(ScriptExit { code, stdout: String::from_utf8_lossy(&stdout).into_owned() })
+    }
+
+    pub async fn close(self) {
+        let _ = self.handle.disconnect(russh::Disconnect::ByApplication, "", "en").await;
+    }
+}
+
+fn describe_connect_error(e: russh::Error, name: &str) -> anyhow::Error {
+    if let russh::Error::IO(io) = &e {
+        use std::io::ErrorKind::*;
+        let why = match io.kind() {
+            ConnectionRefused => "connection refused (is sshd running, and is the port right?)".to_string(),
+            TimedOut => "timed out".to_string(),
+            NotFound => "host name not found".to_string(),
+            _ if io.to_string().contains("failed to lookup address") => format!("cannot resolve the host name: {io}"),
+            _ if io.raw_os_error() == Some(113) || io.raw_os_error() == Some(101) => format!("no route to host: {io}"),
+            _ => io.to_string(),
+        };
+        return anyhow!("cannot connect to {name}: {why}");
+    }
+    anyhow!("cannot connect to {name}: {e}")
+}
+
+/// identity_file, then every ssh-agent key, then ~/.ssh/id_ed25519, id_ecdsa, id_rsa.
+async fn authenticate(handle: &mut Handle<Client>, user: &str, target: &Target) -> Result<String> {
+    let mut tried = Vec::new();
+    let rsa_hash = handle.best_supported_rsa_hash().await.ok().flatten().flatten();
+
+    if let Some(path) = &target.identity_file {
+        let key = load_key(path)?;
+        if try_key(handle, user, key, rsa_hash).await? {
+            return Ok(format!("key {}", path.display()));
+        }
+        tried.push(format!("key {}", path.display()));
+    }
+
+    if std::env::var_os("SSH_AUTH_SOCK").is_some() {
+        match keys::agent::client::AgentClient::connect_env().await {
+            Ok(mut agent) => {
+                let identities = agent.request_identities().await.unwrap_or_default();
+                for id in identities {
+                    let keys::agent::AgentIdentity::PublicKey { key, comment } = id else { continue };
+                    let hash = if key.algorithm().is_rsa() { rsa_hash } else { None };
+                    let ok = handle.authenticate_publickey_with(user, key.clone(), hash, &mut agent).await;
+                    if let Ok(AuthResult::Success) = ok {
+                        return Ok(format!("ssh-agent key {comment}"));
+                    }
+                    tried.push(format!("ssh-agent key {} {}", key.algorithm(), comment));
+                }
+            }
+            Err(e) => tried.push(format!("ssh-agent (cannot connect: {e})")),
+        }
+    }
+
+    for name in ["id_ed25519", "id_ecdsa", "id_rsa"] {
+        let path = home_dir().join(".ssh").join(name);
+        if !path.exists() || target.identity_file.as_ref() == Some(&path) {
+            continue;
+        }
+        match load_key(&path) {
+            Ok(key) => {
+                if try_key(handle, user, key, rsa_hash).await? {
+                    return Ok(format!("key {}", path.display()));
+                }
+                tried.push(format!("key {}", path.display()));
+            }
+            Err(e) => tried.push(format!("key {} (unusable: {e:#})", path.display())),
+        }
+    }
+
+    if tried.is_empty() {
+        bail!("no key to offer: set identity_file, load a key into ssh-agent, or create ~/.ssh/id_ed25519");
+    }
+    bail!("the server accepted none of: {}", tried.join(", "))
+}
+
+async fn try_key(handle: &mut Handle<Client>, user: &str, key: ssh_key::PrivateKey, rsa_hash: Option<ssh_key::HashAlg>) -> Result<bool> {
+    let hash = if key.algorithm().is_rsa() { rsa_hash.or(Some(ssh_key::HashAlg::Sha256)) } else { None };
+    let key = PrivateKeyWithHashAlg::new(Arc::new(key), hash);
+    let result = handle.authenticate_publickey(user, key).await.context("the connection failed during authentication")?;
+    Ok(matches!(result, AuthResult::Success))
+}
+
+/// Load a private key; an encrypted one is unlocked with `CUTOVER_SSH_PASSPHRASE`. The
+/// passphrase is never printed, not even in errors.
+fn load_key(path: &std::path::Path) -> Result<ssh_key::PrivateKey> {
+    match keys::load_secret_key(path, None) {
+        Ok(k) => Ok(k),
+        Err(keys::Error::KeyIsEncrypted) => {
+            let Ok(pass) = std::env::var("CUTOVER_SSH_PASSPHRASE") else {
+                bail!("{} is encrypted: set CUTOVER_SSH_PASSPHRASE or load the key into ssh-agent", path.display());
+            };
+            keys::load_secret_key(path, Some(&pass)).map_err(|_| anyhow!("cannot decrypt {} with CUTOVER_SSH_PASSPHRASE", path.display()))
+        }
+        Err(e) => Err(anyhow!("cannot load the key {}: {e}", path.display())),
+    }
+}

@@ -1,0 +1,150 @@
+//! Render the server-side deploy script from `templates/deploy.sh.hbs`.
+//!
+//! The template engine's escape function is [`crate::shell::quote`], so every `{{value}}` in a
+//! template comes out as one single-quoted shell word; templates never use the raw `{{{…}}}`
+//! form (a test enforces it). Paths are grouped into batches so that no command line comes near
+//! ARG_MAX, while 20,000 changed files still cost a few hundred processes rather than 20,000.
+
+use handlebars::Handlebars;
+use serde::Serialize;
+
+use crate::config::{CopyMode, Target};
+use crate::layout::ReleaseId;
+use crate::plan::{Base, Plan};
+
+pub const DEPLOY_TEMPLATE: &str = include_str!("../templates/deploy.sh.hbs");
+
+/// Bytes of arguments per command. Far below every ARG_MAX in use (4096 bytes is POSIX's minimum
+/// for the whole environment + arguments, real systems have 256 KiB and more).
+const BATCH_BYTES: usize = 32 * 1024;
+
+/// Does the script take the lock itself?
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lock {
+    /// The cutover client holds the lock and wrote this release's name into it.
+    HeldByClient,
+    /// The script is run by hand (`--emit-script`): it takes the lock itself.
+    TakenByScript,
+}
+
+#[derive(Serialize)]
+struct DeployVars<'a> {
+    version: &'a str,
+    target: &'a str,
+    root: &'a str,
+    release: String,
+    previous: String,
+    keep_releases: String,
+    copy: &'a str,
+    take_lock: &'a str,
+    deletes: Vec<Vec<&'a str>>,
+    new_dirs: Vec<Vec<&'a str>>,
+    moves: Vec<Move<'a>>,
+    before_swap: &'a [String],
+    after_swap: &'a [String],
+}
+
+#[derive(Serialize)]
+struct Move<'a> {
+    dir: &'a str,
+    files: Vec<&'a str>,
+}
+
+fn engine() -> Handlebars<'static> {
+    let mut hb = Handlebars::new();
+    hb.set_strict_mode(true);
+    hb.register_escape_fn(crate::shell::quote);
+    hb.register_template_string("deploy", DEPLOY_TEMPLATE).expect("templates/deploy.sh.hbs is valid handlebars");
+    hb
+}
+
+/// The deploy script for `plan` as release `id` of `target`.
+pub fn deploy_script(target: &Target, id: &ReleaseId, plan: &Plan, lock: Lock) -> String {
+    let previous = match &plan.base {
+        Base::Empty => String::new(),
+        Base::Previous(p) => p.to_string(),
+    };
+    let vars = DeployVars {
+        version: env!("CARGO_PKG_VERSION"),
+        target: &target.name,
+        root: &target.path,
+        release: id.to_string(),
+        previous,
+        keep_releases: target.keep_releases.to_string(),
+        copy: match target.copy {
+            CopyMode::Full => "full",
+            CopyMode::Hardlink => "hardlink",
+        },
+        take_lock: match lock {
+            Lock::HeldByClient => "no",
+            Lock::TakenByScript => "yes",
+        },
+        deletes: batches(plan.deletes.iter().map(String::as_str)),
+        new_dirs: batches(plan.new_dirs.iter().map(String::as_str)),
+        moves: moves(plan),
+        before_swap: &target.hooks.before_swap,
+        after_swap: &target.hooks.after_swap,
+    };
+    engine().render("deploy", &vars).expect("the deploy template renders with its own variables")
+}
+
+/// Group `paths` into lists whose quoted length stays under [`BATCH_BYTES`].
+fn batches<'a>(paths: impl IntoIterator<Item = &'a str>) -> Vec<Vec<&'a str>> {
+    let mut out: Vec<Vec<&str>> = Vec::new();
+    let mut size = 0;
+    for p in paths {
+        // quoting can grow a path by 4 bytes per quote; count generously
+        let cost = p.len() + 3 + 3 * p.matches('\'').count() + 64;
+        if out.is_empty() || size + cost > BATCH_BYTES {
+            out.push(Vec::new());
+            size = 0;
+        }
+        size += cost;
+        out.last_mut().unwrap().push(p);
+    }
+    out
+}
+
+/// Staged files grouped by their directory in the release: one `mv` per directory (and batch).
+/// A first deploy moves the whole staged tree at once and needs none.
+fn moves(plan: &Plan) -> Vec<Move<'_>> {
+    if plan.base == Base::Empty {
+        return Vec::new();
+    }
+    let mut by_dir: std::collections::BTreeMap<&str, Vec<&str>> = Default::default();
+    for p in &plan.uploads {
+        let dir = p.rsplit_once('/').map(|(d, _)| d).unwrap_or(".");
+        by_dir.entry(dir).or_default().push(p);
+    }
+    let mut out = Vec::new();
+    for (dir, files) in by_dir {
+        for batch in batches(files) {
+            out.push(Move { dir, files: batch });
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batches_stay_under_the_limit() {
+        let long = "x".repeat(1000);
+        let paths: Vec<&str> = (0..200).map(|_| long.as_str()).collect();
+        let b = batches(paths);
+        assert!(b.len() > 1);
+        assert!(b.iter().all(|batch| batch.iter().map(|p| p.len() + 3).sum::<usize>() <= BATCH_BYTES));
+        assert_eq!(b.iter().map(Vec::len).sum::<usize>(), 200);
+    }
+
+    #[test]
+    fn templates_never_interpolate_unquoted() {
+        // `{{{x}}}` and `{{& x}}` bypass the escape function (the quoting helper): forbidden.
+        for (name, text) in [("deploy.sh.hbs", DEPLOY_TEMPLATE)] {
+            assert!(!text.contains("{{{"), "{name} uses raw {{{{{{…}}}}}}");
+            assert!(!text.contains("{{&"), "{name} uses raw {{{{&…}}}}");
+        }
+    }
+}

@@ -1,0 +1,50 @@
+//! The one shell-quoting helper.
+//!
+//! Every value that reaches a rendered script or a remote command line goes through [`quote`].
+//! The template engine uses it as its escape function, so `{{value}}` in a template is always a
+//! single-quoted shell word; nothing in a file name, hook or path can become shell code.
+
+/// Quote `s` as one POSIX shell word: wrap it in single quotes and write each embedded single
+/// quote as `'\''`. Inside single quotes no character is special (not `$`, backquote, backslash
+/// or newline), so this is safe for any string — the one thing a single-quoted word cannot hold
+/// is NUL, which no path can contain either.
+pub fn quote(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('\'');
+    for c in s.chars() {
+        if c == '\'' {
+            out.push_str("'\\''");
+        } else {
+            out.push(c);
+        }
+    }
+    out.push('\'');
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::quote;
+
+    #[test]
+    fn plain_words_are_wrapped_in_single_quotes() {
+        assert_eq!(quote("abc"), "'abc'");
+        assert_eq!(quote(""), "''");
+    }
+
+    #[test]
+    fn single_quotes_are_closed_escaped_and_reopened() {
+        assert_eq!(quote("it's"), "'it'\\''s'");
+    }
+
+    #[test]
+    fn quoted_words_round_trip_through_a_real_shell() {
+        let hostile = "a'b\"c$(touch /tmp/x)`id`;|&<>\n\t -rf * ? [ ] \\ ${HOME} %s%n # ~ é";
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(format!("printf %s {}", quote(hostile)))
+            .output()
+            .unwrap();
+        assert_eq!(String::from_utf8(out.stdout).unwrap(), hostile);
+    }
+}
