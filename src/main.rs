@@ -1,22 +1,13 @@
 //! cutover: zero-downtime deploys. Each deploy builds a complete new release beside the live one
 //! and switches `current` to it with one atomic rename.
 
-mod commands;
-mod config;
-mod error;
-mod layout;
-mod plan;
-mod remote;
-mod script;
-mod shell;
-mod source;
-
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use commands::Output;
+use cutover::commands::{self, Output};
+use cutover::{config, error};
 
 #[derive(Parser)]
 #[command(name = "cutover", version, about = "Zero-downtime atomic deploys over SSH/SFTP")]

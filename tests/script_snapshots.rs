@@ -1,0 +1,113 @@
+//! Snapshots of the rendered deploy script: every change to what runs on a user's server shows up
+//! as a readable diff in `tests/snapshots/`. Review with `cargo insta review`.
+
+use std::path::PathBuf;
+
+use cutover::config::{CopyMode, Host, HostKeyChecking, Hooks, Target};
+use cutover::layout::ReleaseId;
+use cutover::plan::Plan;
+use cutover::script::{deploy_script, Lock};
+use cutover::source::{Entry, Kind, Manifest};
+
+fn target(hooks: Hooks) -> Target {
+    Target {
+        name: "production".into(),
+        host: Host::Ssh { host: "example.com".into(), port: 22, user: "deploy".into() },
+        path: "/var/www/app".into(),
+        source: PathBuf::from("/src"),
+        exclude: vec![],
+        include: vec![],
+        keep_releases: 3,
+        copy: CopyMode::Full,
+        hooks,
+        identity_file: None,
+        known_hosts: None,
+        host_key_checking: HostKeyChecking::Strict,
+    }
+}
+
+fn manifest(items: &[(&str, &str)]) -> Manifest {
+    let mut m = Manifest::default();
+    for (path, spec) in items {
+        let kind = match *spec {
+            "d" => Kind::Dir,
+            s if s.starts_with("->") => Kind::Symlink { target: s[2..].into() },
+            s => Kind::File { size: s.len() as u64, hash: xxhash_rust::xxh3::xxh3_128(s.as_bytes()) },
+        };
+        m.entries.insert(path.to_string(), Entry { kind, mode: 0o644 });
+    }
+    m
+}
+
+fn id(s: &str) -> ReleaseId {
+    ReleaseId::parse(s).unwrap()
+}
+
+fn v1() -> Manifest {
+    manifest(&[
+        ("index.php", "<?php echo 1;"),
+        ("assets", "d"),
+        ("assets/app.css", "body{}"),
+        ("assets/old.js", "old"),
+        ("vendor", "d"),
+        ("vendor/lib.php", "lib"),
+        ("latest", "->index.php"),
+    ])
+}
+
+#[test]
+fn first_deploy() {
+    let plan = Plan::build(None, &v1(), false);
+    insta::assert_snapshot!(deploy_script(&target(Hooks::default()), &id("20261126120000"), &plan, Lock::HeldByClient));
+}
+
+#[test]
+fn incremental_with_changes_and_deletions() {
+    let mut v2 = v1();
+    v2.entries.remove("assets/old.js");
+    v2.entries.remove("vendor/lib.php");
+    v2.entries.remove("vendor");
+    v2.entries.insert("index.php".into(), Entry { kind: Kind::File { size: 2, hash: 2 }, mode: 0o644 });
+    v2.entries.insert("src".into(), Entry { kind: Kind::Dir, mode: 0o755 });
+    v2.entries.insert("src/App.php".into(), Entry { kind: Kind::File { size: 3, hash: 3 }, mode: 0o644 });
+    v2.entries.insert("latest".into(), Entry { kind: Kind::Symlink { target: "src/App.php".into() }, mode: 0o777 });
+    let prev = id("20261126120000");
+    let plan = Plan::build(Some((&prev, &v1())), &v2, false);
+    insta::assert_snapshot!(deploy_script(&target(Hooks::default()), &id("20261126130000"), &plan, Lock::HeldByClient));
+}
+
+/// A path that was linked from shared/ is now a directory of the repository, and names that
+/// would be shell syntax if they were not quoted.
+#[test]
+fn shared_path_becomes_repository_dir_with_hostile_names() {
+    let prev = id("20261126120000");
+    let mut v2 = v1();
+    v2.entries.insert("uploads".into(), Entry { kind: Kind::Dir, mode: 0o755 });
+    v2.entries.insert("uploads/README".into(), Entry { kind: Kind::File { size: 1, hash: 1 }, mode: 0o644 });
+    v2.entries.insert("it's $(touch pwned) `id`;|&<>".into(), Entry { kind: Kind::File { size: 1, hash: 1 }, mode: 0o644 });
+    v2.entries.insert("-rf".into(), Entry { kind: Kind::File { size: 1, hash: 1 }, mode: 0o644 });
+    v2.entries.insert("new\nline".into(), Entry { kind: Kind::File { size: 1, hash: 1 }, mode: 0o644 });
+    let plan = Plan::build(Some((&prev, &v1())), &v2, false);
+    insta::assert_snapshot!(deploy_script(&target(Hooks::default()), &id("20261126130000"), &plan, Lock::HeldByClient));
+}
+
+#[test]
+fn hooks() {
+    let hooks = Hooks {
+        before_swap: vec!["php artisan migrate --force".into(), "echo \"it's $CUTOVER_RELEASE\" > build.txt".into()],
+        after_swap: vec!["curl -fsS https://example.com/healthz".into()],
+    };
+    let plan = Plan::build(None, &v1(), false);
+    insta::assert_snapshot!(deploy_script(&target(hooks), &id("20261126120000"), &plan, Lock::HeldByClient));
+}
+
+#[test]
+fn emit_script_takes_the_lock_itself() {
+    let prev = id("20261126120000");
+    let mut v2 = v1();
+    v2.entries.insert("index.php".into(), Entry { kind: Kind::File { size: 2, hash: 2 }, mode: 0o644 });
+    let plan = Plan::build(Some((&prev, &v1())), &v2, false);
+    let mut t = target(Hooks::default());
+    t.copy = CopyMode::Hardlink;
+    insta::assert_snapshot!(deploy_script(&t, &id("20261126130000"), &plan, Lock::TakenByScript));
+}
