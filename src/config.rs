@@ -161,6 +161,9 @@ impl Config {
             },
         };
         let key = |k: &str| format!("targets.{name}.{k}");
+        if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
+            return Err(usage(format!("{file}: target name {name:?}: use letters, digits, `-`, `_` and `.` only")));
+        }
 
         let base = self.file.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
         let source = base.join(&self.raw.source);

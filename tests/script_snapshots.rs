@@ -111,3 +111,38 @@ fn emit_script_takes_the_lock_itself() {
     t.copy = CopyMode::Hardlink;
     insta::assert_snapshot!(deploy_script(&t, &id("20261126130000"), &plan, Lock::TakenByScript));
 }
+
+/// Every snapshot is a real script: shellcheck finds nothing at warning level or above.
+#[test]
+fn rendered_scripts_pass_shellcheck() {
+    let have = std::process::Command::new("shellcheck").arg("--version").output().is_ok();
+    if !have {
+        assert!(std::env::var_os("CI").is_none(), "shellcheck is missing in CI: scripts/test installs it");
+        eprintln!("shellcheck not installed: skipped");
+        return;
+    }
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/snapshots");
+    let mut checked = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_none_or(|e| e != "snap") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path).unwrap();
+        // insta's header is a YAML block between the first two `---` lines.
+        let script = text.splitn(3, "---\n").nth(2).unwrap();
+        assert!(script.starts_with("#!/bin/sh"), "{}", path.display());
+        let mut child = std::process::Command::new("shellcheck")
+            .args(["-s", "sh", "-S", "warning", "-"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        use std::io::Write;
+        child.stdin.take().unwrap().write_all(script.as_bytes()).unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "shellcheck on {}:\n{}", path.display(), String::from_utf8_lossy(&out.stdout));
+        checked += 1;
+    }
+    assert!(checked >= 5, "only {checked} snapshots found");
+}

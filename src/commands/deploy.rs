@@ -60,39 +60,80 @@ pub async fn run(target: &Target, opts: Options, out: Output) -> Result<()> {
     }
 
     let held = lock::acquire(&session, &layout, target).await?;
-    let result = locked_stages(&session, &layout, target, &new, opts, out, &held, started).await;
-    match result {
-        Ok(Finished::Ran) => {
-            // the script released the lock
-            session.close().await;
-            Ok(())
-        }
-        Ok(Finished::Emitted) => {
-            lock::release(&session, &layout).await.with_context(|| format!("target {}, stage unlock", target.name))?;
-            session.close().await;
-            Ok(())
-        }
-        Ok(Finished::LiveWithWarnings(msg)) => {
-            session.close().await;
-            Err(LiveWithWarnings(msg).into())
-        }
+    // Until the script runs, an interrupt (Ctrl-C, SIGTERM) abandons the deploy cleanly: the
+    // server has nothing but staging and the lock to forget.
+    let prepared = tokio::select! {
+        signal = interrupted() => Err(anyhow!("target {name}: interrupted by {signal} before the deploy script ran; current is untouched")),
+        prepared = prepare(&session, &layout, target, &new, opts, out, &held) => prepared,
+    };
+    let prepared = match prepared {
+        Ok(p) => p,
         Err(e) => {
-            if let Some(id) = held.release.lock().unwrap().clone() {
-                let _ = session.remove_tree(&layout.staging(&id)).await;
-            }
-            if lock::release(&session, &layout).await.is_err() {
-                out.warn(&format!("could not release the lock {}; run `cutover unlock {}`", layout.lock(), target.name));
-            }
+            abandon(&session, &layout, &held, target, out).await;
             session.close().await;
-            Err(e)
+            return Err(e);
         }
+    };
+
+    if opts.emit_script {
+        print!("{}", prepared.script);
+        out.info(format_args!(
+            "staged release {} ({} files, {}); the script above completes the deploy when run on the server with sh",
+            prepared.id,
+            prepared.plan.uploads.len(),
+            human_bytes(prepared.plan.upload_bytes)
+        ));
+        let released = lock::release(&session, &layout).await.with_context(|| format!("target {name}, stage unlock"));
+        session.close().await;
+        return released;
+    }
+
+    // Once the script runs, the server finishes it (or undoes it) whatever happens to us, and it
+    // holds the lock: an interrupt must not release it under the script's feet.
+    let notice = tokio::spawn(async {
+        interrupted().await;
+        eprintln!("cutover: the deploy script keeps running on the server and completes or undoes itself; press Ctrl-C again to stop waiting");
+        interrupted().await;
+        std::process::exit(130);
+    });
+    let finished = run_remote_script(&session, &layout, target, &prepared, out, started).await;
+    notice.abort();
+    session.close().await;
+    finished
+}
+
+/// Best effort after a failure before the script ran: remove staging, release the lock.
+async fn abandon(session: &Session, layout: &Layout, held: &lock::Held, target: &Target, out: Output) {
+    let staging = held.release.lock().unwrap().clone().map(|id| layout.staging(&id));
+    let mut done = Vec::new();
+    if let Some(staging) = staging {
+        match session.remove_tree(&staging).await {
+            Ok(()) => done.push(format!("removed {staging}")),
+            Err(_) => done.push(format!("left {staging} (the next deploy removes it)")),
+        }
+    }
+    match lock::release(session, layout).await {
+        Ok(()) => done.push("released the lock".into()),
+        Err(_) => done.push(format!("could NOT release the lock {}: run `cutover unlock {}`", layout.lock(), target.name)),
+    }
+    out.warn(&format!("deploy abandoned: {}", done.join(", ")));
+}
+
+/// Resolves on SIGINT or SIGTERM, naming it.
+async fn interrupted() -> &'static str {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("can listen for SIGTERM");
+    let mut int = signal(SignalKind::interrupt()).expect("can listen for SIGINT");
+    tokio::select! {
+        _ = int.recv() => "SIGINT",
+        _ = term.recv() => "SIGTERM",
     }
 }
 
-enum Finished {
-    Ran,
-    Emitted,
-    LiveWithWarnings(String),
+struct Prepared {
+    id: ReleaseId,
+    plan: Plan,
+    script: String,
 }
 
 /// What the server holds before this deploy.
@@ -158,8 +199,8 @@ pub async fn read_state(session: &Session, layout: &Layout, target: &Target) -> 
     Ok(State { releases, foreign, current, previous })
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn locked_stages(
+/// Plan and upload, with the lock held.
+async fn prepare(
     session: &Session,
     layout: &Layout,
     target: &Target,
@@ -167,8 +208,7 @@ async fn locked_stages(
     opts: Options,
     out: Output,
     held: &lock::Held,
-    started: Instant,
-) -> Result<Finished> {
+) -> Result<Prepared> {
     let name = &target.name;
     let state = read_state(session, layout, target).await?;
     let id = ReleaseId::next(&state.releases);
@@ -223,19 +263,16 @@ async fn locked_stages(
         .with_context(|| format!("target {name}, stage upload into {}", layout.staging(&id)))?;
     progress.finish();
 
-    if opts.emit_script {
-        print!("{text}");
-        out.info(format_args!(
-            "staged release {id} ({} files, {}); the script above completes the deploy when run on the server with sh",
-            plan.uploads.len(),
-            human_bytes(plan.upload_bytes)
-        ));
-        return Ok(Finished::Emitted);
-    }
+    Ok(Prepared { id, plan, script: text })
+}
 
+/// Run the uploaded script in one exec call and report how it ended.
+async fn run_remote_script(session: &Session, layout: &Layout, target: &Target, prepared: &Prepared, out: Output, started: Instant) -> Result<()> {
+    let Prepared { id, plan, .. } = prepared;
+    let name = &target.name;
     // --- run
     let exit = session
-        .run_script(&layout.staging_script(&id), out.quiet)
+        .run_script(&layout.staging_script(id), out.quiet)
         .await
         .with_context(|| format!("target {name}, stage run: the deploy script could not be started"))?;
     let result = parse_result(&exit.stdout);
@@ -254,13 +291,14 @@ async fn locked_stages(
     match exit.code {
         Some(0) => {
             out.summary(&summary("is live"));
-            Ok(Finished::Ran)
+            Ok(())
         }
         Some(3) => {
             out.summary(&summary("is live"));
-            Ok(Finished::LiveWithWarnings(format!(
+            Err(LiveWithWarnings(format!(
                 "target {name}, stage after swap: release {id} is live, but an after_swap hook or the cleanup failed (see the warnings above)"
-            )))
+            ))
+            .into())
         }
         Some(code) => Err(anyhow!(
             "target {name}, stage run: the deploy script failed (exit {code}); current is untouched and release {id} was removed"
