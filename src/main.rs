@@ -98,7 +98,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             runtime.block_on(commands::releases::unlock(&target, out))
         }
         Command::Check { .. } => Err(error::usage("`cutover check` is not implemented yet (tracked in its own issue)")),
-        Command::Rollback { .. } => Err(error::usage("`cutover rollback` is not implemented yet (tracked in its own issue)")),
+        Command::Rollback { target, to } => {
+            let target = cfg.target(target.as_deref())?;
+            runtime.block_on(commands::rollback::run(&target, to.as_deref(), out))
+        }
         Command::Init => unreachable!(),
     }
 }

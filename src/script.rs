@@ -13,6 +13,12 @@ use crate::layout::ReleaseId;
 use crate::plan::{Base, Plan};
 
 pub const DEPLOY_TEMPLATE: &str = include_str!("../templates/deploy.sh.hbs");
+pub const ROLLBACK_TEMPLATE: &str = include_str!("../templates/rollback.sh.hbs");
+pub const LIB_PARTIAL: &str = include_str!("../templates/partials/lib.sh.hbs");
+
+/// Every template, by file name (the tests check them all).
+pub const TEMPLATES: &[(&str, &str)] =
+    &[("deploy.sh.hbs", DEPLOY_TEMPLATE), ("rollback.sh.hbs", ROLLBACK_TEMPLATE), ("partials/lib.sh.hbs", LIB_PARTIAL)];
 
 /// Bytes of arguments per command. Far below every ARG_MAX in use (4096 bytes is POSIX's minimum
 /// for the whole environment + arguments, real systems have 256 KiB and more).
@@ -54,7 +60,9 @@ fn engine() -> Handlebars<'static> {
     let mut hb = Handlebars::new();
     hb.set_strict_mode(true);
     hb.register_escape_fn(crate::shell::quote);
+    hb.register_partial("lib", LIB_PARTIAL).expect("templates/partials/lib.sh.hbs is valid handlebars");
     hb.register_template_string("deploy", DEPLOY_TEMPLATE).expect("templates/deploy.sh.hbs is valid handlebars");
+    hb.register_template_string("rollback", ROLLBACK_TEMPLATE).expect("templates/rollback.sh.hbs is valid handlebars");
     hb
 }
 
@@ -86,6 +94,27 @@ pub fn deploy_script(target: &Target, id: &ReleaseId, plan: &Plan, lock: Lock) -
         after_swap: &target.hooks.after_swap,
     };
     engine().render("deploy", &vars).expect("the deploy template renders with its own variables")
+}
+
+#[derive(Serialize)]
+struct RollbackVars<'a> {
+    version: &'a str,
+    target: &'a str,
+    root: &'a str,
+    to: String,
+    from: String,
+}
+
+/// The rollback script: point `current` from release `from` (checked under the lock) to `to`.
+pub fn rollback_script(target: &Target, from: &ReleaseId, to: &ReleaseId) -> String {
+    let vars = RollbackVars {
+        version: env!("CARGO_PKG_VERSION"),
+        target: &target.name,
+        root: &target.path,
+        to: to.to_string(),
+        from: from.to_string(),
+    };
+    engine().render("rollback", &vars).expect("the rollback template renders with its own variables")
 }
 
 /// Group `paths` into lists whose quoted length stays under [`BATCH_BYTES`].
@@ -142,7 +171,7 @@ mod tests {
     #[test]
     fn templates_never_interpolate_unquoted() {
         // `{{{x}}}` and `{{& x}}` bypass the escape function (the quoting helper): forbidden.
-        for (name, text) in [("deploy.sh.hbs", DEPLOY_TEMPLATE)] {
+        for (name, text) in TEMPLATES {
             assert!(!text.contains("{{{"), "{name} uses raw {{{{{{…}}}}}}");
             assert!(!text.contains("{{&"), "{name} uses raw {{{{&…}}}}");
         }

@@ -146,3 +146,8 @@ fn rendered_scripts_pass_shellcheck() {
     }
     assert!(checked >= 5, "only {checked} snapshots found");
 }
+
+#[test]
+fn rollback() {
+    insta::assert_snapshot!(cutover::script::rollback_script(&target(Hooks::default()), &id("20261126130000"), &id("20261126120000")));
+}

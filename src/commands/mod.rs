@@ -4,6 +4,7 @@ pub mod deploy;
 pub mod init;
 pub mod lock;
 pub mod releases;
+pub mod rollback;
 
 use std::fmt::Display;
 use std::io::IsTerminal;

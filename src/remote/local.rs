@@ -114,14 +114,28 @@ impl LocalSession {
     }
 
     pub fn run_script(&self, script_path: &str, quiet: bool) -> Result<ScriptExit> {
-        let out = Command::new("/bin/sh")
-            .arg(script_path)
+        self.sh(&[script_path], None, quiet)
+    }
+
+    pub fn run_script_text(&self, script: &str, quiet: bool) -> Result<ScriptExit> {
+        self.sh(&["-s"], Some(script), quiet)
+    }
+
+    fn sh(&self, args: &[&str], stdin: Option<&str>, quiet: bool) -> Result<ScriptExit> {
+        let mut child = Command::new("/bin/sh")
+            .args(args)
             .current_dir(Path::new("/"))
-            .stdin(Stdio::null())
+            .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
             .stdout(Stdio::piped())
             .stderr(if quiet { Stdio::piped() } else { Stdio::inherit() })
-            .output()
-            .with_context(|| format!("cannot run /bin/sh {script_path}"))?;
+            .spawn()
+            .context("cannot run /bin/sh")?;
+        if let Some(text) = stdin {
+            use std::io::Write;
+            let mut pipe = child.stdin.take().expect("stdin is piped");
+            pipe.write_all(text.as_bytes()).context("cannot send the script to /bin/sh")?;
+        }
+        let out = child.wait_with_output().context("cannot run /bin/sh")?;
         if quiet && !out.status.success() {
             // quiet hides progress, never the reason a deploy failed
             eprint!("{}", String::from_utf8_lossy(&out.stderr));

@@ -159,6 +159,15 @@ impl Session {
         }
     }
 
+    /// Run a script sent over stdin (`sh -s`) in one exec call: for scripts without hooks, which
+    /// could otherwise read the script's own text from stdin.
+    pub async fn run_script_text(&self, script: &str, quiet: bool) -> Result<ScriptExit> {
+        match self {
+            Session::Ssh(s) => s.run_script_text(script, quiet).await,
+            Session::Local(s) => s.run_script_text(script, quiet),
+        }
+    }
+
     pub async fn close(self) {
         if let Session::Ssh(s) = self {
             s.close().await;

@@ -148,9 +148,21 @@ impl SshSession {
 
     /// Run `sh SCRIPT` in one exec call, passing its stderr through.
     pub async fn run_script(&self, script_path: &str, quiet: bool) -> Result<ScriptExit> {
-        let mut channel = self.handle.channel_open_session().await.context("cannot open an SSH channel for the deploy script")?;
-        let command = format!("sh {}", crate::shell::quote(script_path));
-        channel.exec(true, command).await.context("the server refused to run the deploy script")?;
+        self.exec(&format!("sh {}", crate::shell::quote(script_path)), None, quiet).await
+    }
+
+    /// Run `sh -s` in one exec call with `script` on its stdin.
+    pub async fn run_script_text(&self, script: &str, quiet: bool) -> Result<ScriptExit> {
+        self.exec("sh -s", Some(script), quiet).await
+    }
+
+    async fn exec(&self, command: &str, stdin: Option<&str>, quiet: bool) -> Result<ScriptExit> {
+        let mut channel = self.handle.channel_open_session().await.context("cannot open an SSH channel for the script")?;
+        channel.exec(true, command).await.context("the server refused to run the script")?;
+        if let Some(text) = stdin {
+            channel.data(text.as_bytes()).await.context("cannot send the script")?;
+            channel.eof().await.context("cannot send the script")?;
+        }
         let mut stdout = Vec::new();
         let mut stderr = Vec::new();
         let mut code = None;

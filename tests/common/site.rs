@@ -48,6 +48,8 @@ pub struct Site {
     top: String,
     /// Extra keys inside `[targets.t]`.
     target_extra: String,
+    /// known_hosts file for SSH targets (default: the sshd's, which holds its key).
+    known_hosts: Option<PathBuf>,
 }
 
 impl Site {
@@ -82,6 +84,7 @@ impl Site {
             tmp,
             top: String::new(),
             target_extra: String::new(),
+            known_hosts: None,
         };
         site.write_config();
         Some(site)
@@ -103,6 +106,12 @@ impl Site {
         self.write_config();
     }
 
+    /// Points the SSH target at another known_hosts file.
+    pub fn set_known_hosts(&mut self, file: &Path) {
+        self.known_hosts = Some(file.to_path_buf());
+        self.write_config();
+    }
+
     /// The `[targets.t]` table for this site (without extra keys).
     pub fn target_table(&self) -> String {
         let path = toml_str(&self.path.display().to_string());
@@ -114,7 +123,14 @@ impl Site {
                 s.port,
                 toml_str(&s.user),
                 toml_str(&s.identity.display().to_string()),
-                toml_str(&s.known_hosts.display().to_string()),
+                toml_str(
+                    &self
+                        .known_hosts
+                        .as_ref()
+                        .unwrap_or(&s.known_hosts)
+                        .display()
+                        .to_string()
+                ),
             ),
         }
     }
