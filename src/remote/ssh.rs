@@ -104,20 +104,62 @@ fn display_name(host: &str, port: u16) -> String {
     }
 }
 
-impl SshSession {
-    pub async fn connect(target: &Target, verbose: bool) -> Result<SshSession> {
-        let Host::Ssh { host, port, user } = &target.host else { unreachable!("local targets do not use SSH") };
+/// Why a connection could not be made, in the categories a user acts on differently.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error("cannot resolve the host name {host}: {detail}")]
+    Dns { host: String, detail: String },
+    #[error("connection to {name} refused: is sshd running, and is the port right?")]
+    Refused { name: String },
+    #[error("connecting to {name} timed out after {secs} s: a firewall may be dropping packets")]
+    Timeout { name: String, secs: u64 },
+    #[error("no route to {name}: {detail}")]
+    NoRoute { name: String, detail: String },
+    /// The host key was refused; the message says why and what to do.
+    #[error("{0}")]
+    HostKey(String),
+    #[error("cannot connect to {name}: {detail}")]
+    Other { name: String, detail: String },
+}
+
+/// A connection whose host key was accepted, not yet authenticated.
+pub struct Handshake {
+    handle: Handle<Client>,
+    pub name: String,
+}
+
+impl Handshake {
+    /// Resolve, connect over TCP, and run the SSH handshake; the host key is checked against
+    /// known_hosts before anything else is sent.
+    pub async fn start(target: &Target) -> Result<Handshake, ConnectError> {
+        let Host::Ssh { host, port, .. } = &target.host else { unreachable!("local targets do not use SSH") };
+        let name = display_name(host, *port);
+        let addrs: Vec<std::net::SocketAddr> = match tokio::net::lookup_host((host.as_str(), *port)).await {
+            Ok(a) => a.collect(),
+            Err(e) => return Err(ConnectError::Dns { host: host.clone(), detail: e.to_string() }),
+        };
+        if addrs.is_empty() {
+            return Err(ConnectError::Dns { host: host.clone(), detail: "no address".into() });
+        }
+        let mut last = None;
+        let mut stream = None;
+        for addr in addrs {
+            match tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::TcpStream::connect(addr)).await {
+                Ok(Ok(s)) => {
+                    stream = Some(s);
+                    break;
+                }
+                Ok(Err(e)) => last = Some(classify_io(&e, &name)),
+                Err(_) => last = Some(ConnectError::Timeout { name: name.clone(), secs: CONNECT_TIMEOUT.as_secs() }),
+            }
+        }
+        let Some(stream) = stream else { return Err(last.expect("at least one address was tried")) };
+        let _ = stream.set_nodelay(true);
+
         let user_file = target.known_hosts.clone().unwrap_or_else(|| home_dir().join(".ssh/known_hosts"));
         let files = vec![user_file.clone(), PathBuf::from("/etc/ssh/ssh_known_hosts")];
         let outcome = Arc::new(Mutex::new(HostKeyOutcome::default()));
-        let handler = Client {
-            host: host.clone(),
-            port: *port,
-            files,
-            user_file,
-            mode: target.host_key_checking,
-            outcome: outcome.clone(),
-        };
+        let handler = Client { host: host.clone(), port: *port, files, user_file, mode: target.host_key_checking, outcome: outcome.clone() };
         let config = Arc::new(client::Config {
             keepalive_interval: Some(Duration::from_secs(15)),
             keepalive_max: 4,
@@ -125,25 +167,53 @@ impl SshSession {
             window_size: 16 * 1024 * 1024,
             ..Default::default()
         });
-        let name = display_name(host, *port);
-        let connected = tokio::time::timeout(CONNECT_TIMEOUT, client::connect(config, (host.as_str(), *port), handler)).await;
-        let mut handle = match connected {
-            Err(_) => bail!("connecting to {name} timed out after {} s", CONNECT_TIMEOUT.as_secs()),
+        let handshake = tokio::time::timeout(CONNECT_TIMEOUT, client::connect_stream(config, stream, handler)).await;
+        match handshake {
+            Err(_) => Err(ConnectError::Timeout { name, secs: CONNECT_TIMEOUT.as_secs() }),
             Ok(Err(e)) => {
                 if let Some(refusal) = outcome.lock().unwrap().refusal.take() {
-                    bail!(refusal);
+                    return Err(ConnectError::HostKey(refusal));
                 }
-                return Err(describe_connect_error(e, &name));
+                Err(ConnectError::Other { name, detail: e.to_string() })
             }
-            Ok(Ok(h)) => h,
-        };
-        let method = authenticate(&mut handle, user, target).await.with_context(|| format!("authentication as {user} on {name} failed"))?;
-        if verbose {
-            eprintln!("cutover: connected to {name} as {user} ({method})");
+            Ok(Ok(handle)) => Ok(Handshake { handle, name }),
         }
-        let channel = handle.channel_open_session().await.context("cannot open an SSH channel for SFTP")?;
+    }
+
+    /// Public-key authentication; returns how it succeeded ("key ~/.ssh/id_ed25519", …).
+    pub async fn authenticate(&mut self, target: &Target) -> Result<String> {
+        let Host::Ssh { user, .. } = &target.host else { unreachable!("local targets do not use SSH") };
+        authenticate(&mut self.handle, user, target).await.with_context(|| format!("authentication as {user} on {} failed", self.name))
+    }
+
+    /// Open the SFTP channel: the session is ready for a deploy.
+    pub async fn into_session(self) -> Result<SshSession> {
+        let channel = self.handle.channel_open_session().await.context("cannot open an SSH channel for SFTP")?;
         let sftp = Sftp::start(channel).await?;
-        Ok(SshSession { handle, sftp, description: name })
+        Ok(SshSession { handle: self.handle, sftp, description: self.name })
+    }
+}
+
+fn classify_io(e: &std::io::Error, name: &str) -> ConnectError {
+    use std::io::ErrorKind::*;
+    match (e.kind(), e.raw_os_error()) {
+        (ConnectionRefused, _) => ConnectError::Refused { name: name.into() },
+        (TimedOut, _) => ConnectError::Timeout { name: name.into(), secs: CONNECT_TIMEOUT.as_secs() },
+        (_, Some(113)) | (_, Some(101)) | (HostUnreachable, _) | (NetworkUnreachable, _) => {
+            ConnectError::NoRoute { name: name.into(), detail: e.to_string() }
+        }
+        _ => ConnectError::Other { name: name.into(), detail: e.to_string() },
+    }
+}
+
+impl SshSession {
+    pub async fn connect(target: &Target, verbose: bool) -> Result<SshSession> {
+        let mut handshake = Handshake::start(target).await?;
+        let method = handshake.authenticate(target).await?;
+        if verbose {
+            eprintln!("cutover: connected to {} ({method})", handshake.name);
+        }
+        handshake.into_session().await
     }
 
     /// Run `sh SCRIPT` in one exec call, passing its stderr through.
@@ -194,22 +264,6 @@ impl SshSession {
     pub async fn close(self) {
         let _ = self.handle.disconnect(russh::Disconnect::ByApplication, "", "en").await;
     }
-}
-
-fn describe_connect_error(e: russh::Error, name: &str) -> anyhow::Error {
-    if let russh::Error::IO(io) = &e {
-        use std::io::ErrorKind::*;
-        let why = match io.kind() {
-            ConnectionRefused => "connection refused (is sshd running, and is the port right?)".to_string(),
-            TimedOut => "timed out".to_string(),
-            NotFound => "host name not found".to_string(),
-            _ if io.to_string().contains("failed to lookup address") => format!("cannot resolve the host name: {io}"),
-            _ if io.raw_os_error() == Some(113) || io.raw_os_error() == Some(101) => format!("no route to host: {io}"),
-            _ => io.to_string(),
-        };
-        return anyhow!("cannot connect to {name}: {why}");
-    }
-    anyhow!("cannot connect to {name}: {e}")
 }
 
 /// identity_file, then every ssh-agent key, then ~/.ssh/id_ed25519, id_ecdsa, id_rsa.

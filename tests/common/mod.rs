@@ -30,6 +30,9 @@
 //! ```
 #![allow(dead_code)]
 
+pub mod scenarios;
+pub mod site;
+
 use std::fs;
 use std::io::Read;
 use std::net::{SocketAddr, TcpListener, TcpStream};

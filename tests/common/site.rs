@@ -74,7 +74,7 @@ impl Site {
         let home = root.join("home");
         fs::create_dir(&src).unwrap();
         fs::create_dir(&home).unwrap();
-        let mut site = Site {
+        let site = Site {
             kind,
             sshd,
             src,

@@ -1,0 +1,251 @@
+//! End-to-end deploys to a `host = "local"` target, plus the config and `init` contract.
+//! The deploy bodies are shared with tests/deploy_ssh.rs (tests/common/scenarios.rs).
+mod common;
+
+use std::fs;
+
+use common::scenarios as s;
+use common::site::{run_cutover, toml_str, TargetKind::Local};
+
+#[test]
+fn first_deploy_gives_the_exact_layout() {
+    s::first_deploy_gives_the_exact_layout(Local);
+}
+
+#[test]
+fn second_deploy_uploads_only_changed_files() {
+    s::second_deploy_uploads_only_changed_files(Local);
+}
+
+#[test]
+fn full_deploy_uploads_everything_again() {
+    s::full_deploy_uploads_everything_again(Local);
+}
+
+#[test]
+fn runtime_files_are_carried_into_the_next_release() {
+    s::runtime_files_are_carried_into_the_next_release(Local);
+}
+
+#[test]
+fn shared_entries_are_linked_by_the_rule() {
+    s::shared_entries_are_linked_by_the_rule(Local);
+}
+
+#[test]
+fn former_shared_link_now_in_the_repo_never_writes_into_shared() {
+    s::former_shared_link_now_in_the_repo_never_writes_into_shared(Local);
+}
+
+#[test]
+fn three_releases_are_kept_by_default() {
+    s::only_keep_releases_releases_are_kept(Local, None);
+}
+
+#[test]
+fn keep_releases_from_config_is_honoured() {
+    s::only_keep_releases_releases_are_kept(Local, Some(2));
+}
+
+#[test]
+fn emit_script_is_completed_by_running_it() {
+    s::emit_script_is_completed_by_running_it(Local);
+}
+
+#[test]
+fn dry_run_writes_nothing() {
+    s::dry_run_writes_nothing(Local);
+}
+
+#[test]
+fn failing_before_swap_hook_leaves_current_untouched() {
+    s::failing_before_swap_hook_leaves_current_untouched(Local);
+}
+
+#[test]
+fn failing_after_swap_hook_exits_3_and_stays_live() {
+    s::failing_after_swap_hook_exits_3_and_stays_live(Local);
+}
+
+#[test]
+fn hooks_see_the_release_environment() {
+    s::hooks_see_the_release_environment(Local);
+}
+
+#[test]
+fn held_lock_refuses_and_unlock_clears_it() {
+    s::held_lock_refuses_and_unlock_clears_it(Local);
+}
+
+#[test]
+fn hostile_names_deploy_byte_exact() {
+    s::hostile_names_deploy_byte_exact(Local);
+}
+
+#[test]
+fn type_changes_are_applied() {
+    s::type_changes_are_applied(Local);
+}
+
+#[test]
+fn hardlink_copy_keeps_the_previous_release_intact() {
+    s::hardlink_copy_keeps_the_previous_release_intact(Local);
+}
+
+#[test]
+fn ignore_rules_and_include_patterns_apply() {
+    s::ignore_rules_and_include_patterns_apply(Local);
+}
+
+#[test]
+fn non_utf8_name_is_refused_before_anything_is_sent() {
+    s::non_utf8_name_is_refused_before_anything_is_sent(Local);
+}
+
+// --- config errors: exit 2, nothing attempted ---------------------------------------------------
+
+struct Project {
+    tmp: tempfile::TempDir,
+}
+
+impl Project {
+    fn new() -> Project {
+        let tmp = tempfile::Builder::new()
+            .prefix("cutover-cfg-")
+            .tempdir()
+            .unwrap();
+        fs::create_dir(tmp.path().join("home")).unwrap();
+        fs::create_dir(tmp.path().join("src")).unwrap();
+        fs::write(tmp.path().join("src/index.html"), "<h1>hi</h1>\n").unwrap();
+        Project { tmp }
+    }
+    fn deploy_path(&self) -> String {
+        self.tmp.path().join("app").display().to_string()
+    }
+    /// Writes cutover.toml and runs `cutover --config cutover.toml ARGS` in the project dir.
+    fn run_with(&self, config: &str, args: &[&str]) -> common::site::Run {
+        fs::write(self.tmp.path().join("cutover.toml"), config).unwrap();
+        self.run(args)
+    }
+    fn run(&self, args: &[&str]) -> common::site::Run {
+        let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        run_cutover(self.tmp.path(), &self.tmp.path().join("home"), &args)
+    }
+    fn assert_nothing_deployed(&self) {
+        assert!(
+            fs::symlink_metadata(self.tmp.path().join("app")).is_err(),
+            "a config error must not create the deploy path"
+        );
+    }
+}
+
+#[test]
+fn missing_config_exits_2_and_suggests_init() {
+    let p = Project::new();
+    let run = p.run(&["--config", "nope.toml", "deploy"]);
+    run.expect_code(2, "missing config");
+    assert!(run.stderr.contains("nope.toml"), "{}", run.describe());
+    assert!(run.stderr.contains("cutover init"), "{}", run.describe());
+    // the default ./cutover.toml too
+    let run = p.run(&["deploy", "--dry-run"]);
+    run.expect_code(2, "missing default config");
+    assert!(run.stderr.contains("cutover.toml"), "{}", run.describe());
+    assert!(run.stderr.contains("cutover init"), "{}", run.describe());
+}
+
+#[test]
+fn unknown_config_keys_exit_2_naming_the_key() {
+    let p = Project::new();
+    let path = toml_str(&p.deploy_path());
+    let top = format!("source = \"src\"\nkeep_release = 3\n[targets.t]\nhost = \"local\"\npath = {path}\n");
+    let run = p.run_with(&top, &["deploy"]);
+    run.expect_code(2, "unknown top-level key");
+    assert!(run.stderr.contains("keep_release"), "{}", run.describe());
+
+    let inner = format!("source = \"src\"\n[targets.t]\nhost = \"local\"\npath = {path}\nprot = 22\n");
+    let run = p.run_with(&inner, &["deploy"]);
+    run.expect_code(2, "unknown target key");
+    assert!(run.stderr.contains("prot"), "{}", run.describe());
+    p.assert_nothing_deployed();
+}
+
+#[test]
+fn relative_deploy_path_exits_2() {
+    let p = Project::new();
+    let cfg = "source = \"src\"\n[targets.t]\nhost = \"local\"\npath = \"app\"\n";
+    let run = p.run_with(cfg, &["deploy"]);
+    run.expect_code(2, "relative path");
+    assert!(run.stderr.contains("targets.t.path"), "{}", run.describe());
+    assert!(run.stderr.contains("absolute"), "{}", run.describe());
+    p.assert_nothing_deployed();
+}
+
+#[test]
+fn unknown_target_exits_2_listing_known_ones() {
+    let p = Project::new();
+    let path = toml_str(&p.deploy_path());
+    let cfg = format!("source = \"src\"\n[targets.staging]\nhost = \"local\"\npath = {path}\n");
+    let run = p.run_with(&cfg, &["deploy", "production"]);
+    run.expect_code(2, "unknown target");
+    assert!(run.stderr.contains("production"), "{}", run.describe());
+    assert!(run.stderr.contains("staging"), "lists the known target\n{}", run.describe());
+    p.assert_nothing_deployed();
+}
+
+#[test]
+fn invalid_values_exit_2() {
+    let p = Project::new();
+    let path = toml_str(&p.deploy_path());
+    for (cfg, key) in [
+        (format!("source = \"src\"\nkeep_releases = 0\n[targets.t]\nhost = \"local\"\npath = {path}\n"), "keep_releases"),
+        (format!("source = \"src\"\ncopy = \"rsync\"\n[targets.t]\nhost = \"local\"\npath = {path}\n"), "copy"),
+        (format!("source = \"nope\"\n[targets.t]\nhost = \"local\"\npath = {path}\n"), "nope"),
+        ("source = \"src\"\n[targets.t]\nhost = \"local\"\npath = \"/\"\n".to_string(), "/"),
+        (format!("source = \"src\"\n[targets.t]\nhost = \"example.com\"\nport = 70000\npath = {path}\n"), "port"),
+        ("source = \"src\"\n[targets.t\n".to_string(), "cutover.toml"),
+    ] {
+        let run = p.run_with(&cfg, &["deploy"]);
+        run.expect_code(2, &format!("config {cfg:?}"));
+        assert!(run.stderr.contains(key), "the message names {key:?}\n{}", run.describe());
+    }
+    p.assert_nothing_deployed();
+    let run = p.run(&["deploy", "--no-such-flag"]);
+    run.expect_code(2, "unknown flag");
+}
+
+#[test]
+fn init_writes_a_usable_config_and_never_overwrites() {
+    let p = Project::new();
+    let dir = p.tmp.path().join("site");
+    fs::create_dir(&dir).unwrap();
+    fs::write(dir.join("index.html"), "<h1>init</h1>\n").unwrap();
+    let home = p.tmp.path().join("home");
+    let run = run_cutover(&dir, &home, &["init".to_string()]);
+    run.expect_code(0, "cutover init");
+    let file = dir.join("cutover.toml");
+    let text = fs::read_to_string(&file).expect("init wrote ./cutover.toml");
+    assert!(text.contains("[targets.production]"), "{text}");
+
+    // edit in a local target path, as a user would
+    assert!(text.contains("host = \"example.com\"") && text.contains("path = \"/var/www/app\""), "{text}");
+    let edited = text
+        .replace("host = \"example.com\"", "host = \"local\"")
+        .replace("path = \"/var/www/app\"", &format!("path = {}", toml_str(&p.deploy_path())));
+    fs::write(&file, &edited).unwrap();
+    let run = run_cutover(&dir, &home, &["deploy".to_string(), "--dry-run".to_string()]);
+    run.expect_code(0, "dry run with the starter config");
+    assert!(run.stdout.contains("dry run"), "{}", run.describe());
+    p.assert_nothing_deployed();
+
+    // a second init refuses and leaves the file alone
+    let run = run_cutover(&dir, &home, &["init".to_string()]);
+    run.expect_code(2, "init over an existing config");
+    assert!(run.stderr.contains("already exists"), "{}", run.describe());
+    assert_eq!(fs::read_to_string(&file).unwrap(), edited);
+
+    // and the starter config deploys for real
+    let run = run_cutover(&dir, &home, &["deploy".to_string()]);
+    run.expect_code(0, "deploy with the starter config");
+    let live = p.tmp.path().join("app/current/index.html");
+    assert_eq!(fs::read_to_string(live).unwrap(), "<h1>init</h1>\n");
+}
