@@ -77,7 +77,11 @@ pub enum HostKeyChecking {
 pub enum Host {
     /// This machine: files are copied locally and the script runs under /bin/sh.
     Local,
-    Ssh { host: String, port: u16, user: String },
+    Ssh {
+        host: String,
+        port: u16,
+        user: String,
+    },
 }
 
 #[derive(Debug, Clone, Default)]
@@ -130,11 +134,24 @@ impl Config {
                     file.display()
                 )))
             }
-            Err(e) => return Err(usage(format!("cannot read config file {}: {e}", file.display()))),
+            Err(e) => {
+                return Err(usage(format!(
+                    "cannot read config file {}: {e}",
+                    file.display()
+                )))
+            }
         };
-        let raw: RawConfig = toml::from_str(&text)
-            .map_err(|e| usage(format!("config file {}: {}", file.display(), e.to_string().trim_end())))?;
-        Ok(Config { file: file.to_path_buf(), raw })
+        let raw: RawConfig = toml::from_str(&text).map_err(|e| {
+            usage(format!(
+                "config file {}: {}",
+                file.display(),
+                e.to_string().trim_end()
+            ))
+        })?;
+        Ok(Config {
+            file: file.to_path_buf(),
+            raw,
+        })
     }
 
     pub fn target_names(&self) -> Vec<&str> {
@@ -149,29 +166,58 @@ impl Config {
             Some(n) => match self.raw.targets.get_key_value(n) {
                 Some(kv) => kv,
                 None if self.raw.targets.is_empty() => {
-                    return Err(usage(format!("unknown target `{n}`: {file} defines no [targets.NAME] table")))
+                    return Err(usage(format!(
+                        "unknown target `{n}`: {file} defines no [targets.NAME] table"
+                    )))
                 }
-                None => return Err(usage(format!("unknown target `{n}` in {file}; known targets: {names}"))),
+                None => {
+                    return Err(usage(format!(
+                        "unknown target `{n}` in {file}; known targets: {names}"
+                    )))
+                }
             },
             None => match self.raw.targets.len() {
                 1 => self.raw.targets.iter().next().unwrap(),
-                0 => return Err(usage(format!("{file} defines no target: add a [targets.NAME] table with host and path"))),
-                _ => return Err(usage(format!("{file} defines several targets ({names}): name one, e.g. `cutover deploy {}`",
-                    self.raw.targets.keys().next().unwrap()))),
+                0 => {
+                    return Err(usage(format!(
+                        "{file} defines no target: add a [targets.NAME] table with host and path"
+                    )))
+                }
+                _ => return Err(usage(format!(
+                    "{file} defines several targets ({names}): name one, e.g. `cutover deploy {}`",
+                    self.raw.targets.keys().next().unwrap()
+                ))),
             },
         };
         let key = |k: &str| format!("targets.{name}.{k}");
-        if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
-            return Err(usage(format!("{file}: target name {name:?}: use letters, digits, `-`, `_` and `.` only")));
+        if name.is_empty()
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        {
+            return Err(usage(format!(
+                "{file}: target name {name:?}: use letters, digits, `-`, `_` and `.` only"
+            )));
         }
 
-        let base = self.file.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        let base = self
+            .file
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
         let source = base.join(&self.raw.source);
         let source = std::fs::canonicalize(&source).map_err(|e| {
-            usage(format!("{file}: `source` = {:?}: directory {} cannot be opened: {e}", self.raw.source, source.display()))
+            usage(format!(
+                "{file}: `source` = {:?}: directory {} cannot be opened: {e}",
+                self.raw.source,
+                source.display()
+            ))
         })?;
         if !source.is_dir() {
-            return Err(usage(format!("{file}: `source` = {:?} is not a directory", self.raw.source)));
+            return Err(usage(format!(
+                "{file}: `source` = {:?} is not a directory",
+                self.raw.source
+            )));
         }
 
         let keep_releases = match raw.keep_releases.or(self.raw.keep_releases).unwrap_or(3) {
@@ -181,7 +227,11 @@ impl Config {
         let copy = match self.raw.copy.as_deref().unwrap_or("full") {
             "full" => CopyMode::Full,
             "hardlink" => CopyMode::Hardlink,
-            other => return Err(usage(format!("{file}: `copy` = {other:?}: expected \"full\" or \"hardlink\""))),
+            other => {
+                return Err(usage(format!(
+                    "{file}: `copy` = {other:?}: expected \"full\" or \"hardlink\""
+                )))
+            }
         };
 
         let path = validate_deploy_path(&raw.path)
@@ -190,21 +240,45 @@ impl Config {
         let host = if raw.host == "local" {
             Host::Local
         } else {
-            if raw.host.is_empty() || raw.host.starts_with('-') || raw.host.chars().any(|c| c.is_whitespace() || c.is_control()) {
-                return Err(usage(format!("{file}: `{}` = {:?} is not a host name", key("host"), raw.host)));
+            if raw.host.is_empty()
+                || raw.host.starts_with('-')
+                || raw
+                    .host
+                    .chars()
+                    .any(|c| c.is_whitespace() || c.is_control())
+            {
+                return Err(usage(format!(
+                    "{file}: `{}` = {:?} is not a host name",
+                    key("host"),
+                    raw.host
+                )));
             }
             let port = match raw.port.unwrap_or(22) {
                 p if (1..=65535).contains(&p) => p as u16,
-                p => return Err(usage(format!("{file}: `{}` = {p}: expected a port between 1 and 65535", key("port")))),
+                p => {
+                    return Err(usage(format!(
+                        "{file}: `{}` = {p}: expected a port between 1 and 65535",
+                        key("port")
+                    )))
+                }
             };
             let user = match &raw.user {
-                Some(u) if u.is_empty() || u.chars().any(|c| c.is_whitespace() || c.is_control()) => {
-                    return Err(usage(format!("{file}: `{}` = {u:?} is not a user name", key("user"))))
+                Some(u)
+                    if u.is_empty() || u.chars().any(|c| c.is_whitespace() || c.is_control()) =>
+                {
+                    return Err(usage(format!(
+                        "{file}: `{}` = {u:?} is not a user name",
+                        key("user")
+                    )))
                 }
                 Some(u) => u.clone(),
                 None => local_user_name(),
             };
-            Host::Ssh { host: raw.host.clone(), port, user }
+            Host::Ssh {
+                host: raw.host.clone(),
+                port,
+                user,
+            }
         };
 
         let host_key_checking = match raw.host_key_checking.as_deref().unwrap_or("strict") {
@@ -218,8 +292,14 @@ impl Config {
         let top = &self.raw.hooks;
         let own = raw.hooks.clone().unwrap_or_default();
         let hooks = Hooks {
-            before_swap: own.before_swap.or_else(|| top.before_swap.clone()).unwrap_or_default(),
-            after_swap: own.after_swap.or_else(|| top.after_swap.clone()).unwrap_or_default(),
+            before_swap: own
+                .before_swap
+                .or_else(|| top.before_swap.clone())
+                .unwrap_or_default(),
+            after_swap: own
+                .after_swap
+                .or_else(|| top.after_swap.clone())
+                .unwrap_or_default(),
         };
 
         Ok(Target {
@@ -248,7 +328,10 @@ fn validate_deploy_path(p: &str) -> std::result::Result<String, &'static str> {
         return Err("the deploy path contains a control character");
     }
     let path = Path::new(p);
-    if path.components().any(|c| matches!(c, Component::ParentDir | Component::CurDir)) {
+    if path
+        .components()
+        .any(|c| matches!(c, Component::ParentDir | Component::CurDir))
+    {
         return Err("the deploy path must not contain `.` or `..` components");
     }
     let trimmed = p.trim_end_matches('/');
@@ -275,7 +358,9 @@ pub fn expand_home(p: &str, base: &Path) -> PathBuf {
 }
 
 pub fn home_dir() -> PathBuf {
-    std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/"))
+    std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/"))
 }
 
 pub fn local_user_name() -> String {
@@ -284,7 +369,10 @@ pub fn local_user_name() -> String {
         .ok()
         .filter(|u| !u.is_empty())
         .or_else(|| {
-            std::process::Command::new("id").arg("-un").output().ok()
+            std::process::Command::new("id")
+                .arg("-un")
+                .output()
+                .ok()
                 .and_then(|o| String::from_utf8(o.stdout).ok())
                 .map(|s| s.trim().to_string())
         })
@@ -349,7 +437,10 @@ mod tests {
 
     #[test]
     fn unknown_key_is_named() {
-        let e = err("keep_release = 3\n[targets.a]\nhost='local'\npath='/x'\n", None);
+        let e = err(
+            "keep_release = 3\n[targets.a]\nhost='local'\npath='/x'\n",
+            None,
+        );
         assert!(e.contains("keep_release"), "{e}");
     }
 
@@ -362,7 +453,10 @@ mod tests {
     #[test]
     fn relative_path_is_refused() {
         let e = err("[targets.a]\nhost='local'\npath='var/www'\n", None);
-        assert!(e.contains("targets.a.path") && e.contains("absolute"), "{e}");
+        assert!(
+            e.contains("targets.a.path") && e.contains("absolute"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -373,7 +467,10 @@ mod tests {
 
     #[test]
     fn missing_source_dir_is_named() {
-        let e = err("source='nope'\n[targets.a]\nhost='local'\npath='/x'\n", None);
+        let e = err(
+            "source='nope'\n[targets.a]\nhost='local'\npath='/x'\n",
+            None,
+        );
         assert!(e.contains("source") && e.contains("nope"), "{e}");
     }
 
@@ -385,13 +482,18 @@ mod tests {
 
     #[test]
     fn several_targets_need_a_name() {
-        let e = err("[targets.a]\nhost='local'\npath='/x'\n[targets.b]\nhost='local'\npath='/y'\n", None);
+        let e = err(
+            "[targets.a]\nhost='local'\npath='/x'\n[targets.b]\nhost='local'\npath='/y'\n",
+            None,
+        );
         assert!(e.contains("several"), "{e}");
     }
 
     #[test]
     fn missing_config_suggests_init() {
-        let e = Config::load(Path::new("/nonexistent/cutover.toml")).err().unwrap();
+        let e = Config::load(Path::new("/nonexistent/cutover.toml"))
+            .err()
+            .unwrap();
         assert!(format!("{e}").contains("cutover init"));
         assert_eq!(crate::error::exit_code(&e), 2);
     }
@@ -408,7 +510,10 @@ mod tests {
 
     #[test]
     fn zero_keep_releases_is_refused() {
-        let e = err("keep_releases=0\n[targets.a]\nhost='local'\npath='/x'\n", None);
+        let e = err(
+            "keep_releases=0\n[targets.a]\nhost='local'\npath='/x'\n",
+            None,
+        );
         assert!(e.contains("keep_releases"), "{e}");
     }
 }

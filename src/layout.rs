@@ -20,7 +20,9 @@ pub struct Layout {
 
 impl Layout {
     pub fn new(deploy_path: &str) -> Layout {
-        Layout { root: deploy_path.trim_end_matches('/').to_string() }
+        Layout {
+            root: deploy_path.trim_end_matches('/').to_string(),
+        }
     }
     pub fn root(&self) -> &str {
         &self.root
@@ -107,7 +109,12 @@ impl ReleaseId {
         let days = secs.div_euclid(86_400);
         let rem = secs.rem_euclid(86_400);
         let (y, m, d) = civil_from_days(days);
-        ReleaseId(format!("{y:04}{m:02}{d:02}{:02}{:02}{:02}", rem / 3600, rem % 3600 / 60, rem % 60))
+        ReleaseId(format!(
+            "{y:04}{m:02}{d:02}{:02}{:02}{:02}",
+            rem / 3600,
+            rem % 3600 / 60,
+            rem % 60
+        ))
     }
 
     pub fn unix(&self) -> i64 {
@@ -118,7 +125,10 @@ impl ReleaseId {
     /// newest existing release when that is later (a clock behind the server's, or two deploys
     /// in one second), so names stay unique and sort in deploy order.
     pub fn next<'a>(existing: impl IntoIterator<Item = &'a ReleaseId>) -> ReleaseId {
-        let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0);
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs() as i64)
+            .unwrap_or(0);
         let newest = existing.into_iter().map(ReleaseId::unix).max();
         match newest {
             Some(n) if n >= now => ReleaseId::from_unix(n + 1),
@@ -129,7 +139,14 @@ impl ReleaseId {
 
 fn to_unix(s: &str) -> Option<i64> {
     let n = |a: usize, b: usize| s[a..b].parse::<i64>().ok();
-    let (y, mo, d, h, mi, se) = (n(0, 4)?, n(4, 6)?, n(6, 8)?, n(8, 10)?, n(10, 12)?, n(12, 14)?);
+    let (y, mo, d, h, mi, se) = (
+        n(0, 4)?,
+        n(4, 6)?,
+        n(6, 8)?,
+        n(8, 10)?,
+        n(10, 12)?,
+        n(12, 14)?,
+    );
     if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || se > 59 {
         return None;
     }
@@ -171,8 +188,14 @@ mod tests {
     #[test]
     fn ids_are_utc_timestamps() {
         assert_eq!(ReleaseId::from_unix(0).as_str(), "19700101000000");
-        assert_eq!(ReleaseId::from_unix(1_795_694_400).as_str(), "20261126120000");
-        assert_eq!(ReleaseId::parse("20261126120000").unwrap().unix(), 1_795_694_400);
+        assert_eq!(
+            ReleaseId::from_unix(1_795_694_400).as_str(),
+            "20261126120000"
+        );
+        assert_eq!(
+            ReleaseId::parse("20261126120000").unwrap().unix(),
+            1_795_694_400
+        );
     }
 
     #[test]

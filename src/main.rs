@@ -10,7 +10,11 @@ use cutover::commands::{self, Output};
 use cutover::{config, error};
 
 #[derive(Parser)]
-#[command(name = "cutover", version, about = "Zero-downtime atomic deploys over SSH/SFTP")]
+#[command(
+    name = "cutover",
+    version,
+    about = "Zero-downtime atomic deploys over SSH/SFTP"
+)]
 struct Cli {
     /// Config file
     #[arg(long, global = true, default_value = config::DEFAULT_CONFIG, value_name = "FILE")]
@@ -63,7 +67,11 @@ fn main() -> ExitCode {
         Ok(c) => c,
         Err(e) => {
             let _ = e.print();
-            return ExitCode::from(if e.use_stderr() { error::EXIT_USAGE as u8 } else { 0 });
+            return ExitCode::from(if e.use_stderr() {
+                error::EXIT_USAGE as u8
+            } else {
+                0
+            });
         }
     };
     match run(cli) {
@@ -76,17 +84,30 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
-    let mut out = Output { quiet: cli.quiet, verbose: cli.verbose, stdout_reserved: false };
+    let mut out = Output {
+        quiet: cli.quiet,
+        verbose: cli.verbose,
+        stdout_reserved: false,
+    };
     if let Command::Init = cli.command {
         return commands::init::run(&cli.config);
     }
     let cfg = config::Config::load(&cli.config)?;
     let runtime = tokio::runtime::Runtime::new()?;
     match cli.command {
-        Command::Deploy { target, dry_run, emit_script, full } => {
+        Command::Deploy {
+            target,
+            dry_run,
+            emit_script,
+            full,
+        } => {
             let target = cfg.target(target.as_deref())?;
             out.stdout_reserved = emit_script;
-            let opts = commands::deploy::Options { dry_run, emit_script, full };
+            let opts = commands::deploy::Options {
+                dry_run,
+                emit_script,
+                full,
+            };
             runtime.block_on(commands::deploy::run(&target, opts, out))
         }
         Command::Releases { target } => {
@@ -97,7 +118,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let target = cfg.target(target.as_deref())?;
             runtime.block_on(commands::releases::unlock(&target, out))
         }
-        Command::Check { .. } => Err(error::usage("`cutover check` is not implemented yet (tracked in its own issue)")),
+        Command::Check { .. } => Err(error::usage(
+            "`cutover check` is not implemented yet (tracked in its own issue)",
+        )),
         Command::Rollback { target, to } => {
             let target = cfg.target(target.as_deref())?;
             runtime.block_on(commands::rollback::run(&target, to.as_deref(), out))

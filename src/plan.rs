@@ -32,7 +32,11 @@ pub struct Plan {
 }
 
 impl Plan {
-    pub fn build(previous: Option<(&crate::layout::ReleaseId, &Manifest)>, new: &Manifest, full: bool) -> Plan {
+    pub fn build(
+        previous: Option<(&crate::layout::ReleaseId, &Manifest)>,
+        new: &Manifest,
+        full: bool,
+    ) -> Plan {
         let Some((prev_id, prev)) = previous else {
             let uploads: Vec<String> = new
                 .entries
@@ -67,7 +71,11 @@ impl Plan {
                 _ => {}
             }
         }
-        let deletes: Vec<String> = deletes.iter().filter(|p| !has_ancestor_in(p, &deletes)).cloned().collect();
+        let deletes: Vec<String> = deletes
+            .iter()
+            .filter(|p| !has_ancestor_in(p, &deletes))
+            .cloned()
+            .collect();
 
         let mut uploads = Vec::new();
         let mut new_dirs = Vec::new();
@@ -87,7 +95,14 @@ impl Plan {
                 }
             }
         }
-        Plan { base: Base::Previous(prev_id.clone()), uploads, deletes, new_dirs, unchanged, upload_bytes }
+        Plan {
+            base: Base::Previous(prev_id.clone()),
+            uploads,
+            deletes,
+            new_dirs,
+            unchanged,
+            upload_bytes,
+        }
     }
 
     pub fn is_noop(&self) -> bool {
@@ -120,10 +135,16 @@ mod tests {
         for (p, spec) in items {
             let kind = match *spec {
                 "d" => Kind::Dir,
-                s if s.starts_with("l:") => Kind::Symlink { target: s[2..].into() },
-                s => Kind::File { size: s.len() as u64, hash: xxhash_rust::xxh3::xxh3_128(s.as_bytes()) },
+                s if s.starts_with("l:") => Kind::Symlink {
+                    target: s[2..].into(),
+                },
+                s => Kind::File {
+                    size: s.len() as u64,
+                    hash: xxhash_rust::xxh3::xxh3_128(s.as_bytes()),
+                },
             };
-            out.entries.insert(p.to_string(), Entry { kind, mode: 0o644 });
+            out.entries
+                .insert(p.to_string(), Entry { kind, mode: 0o644 });
         }
         out
     }
@@ -140,11 +161,29 @@ mod tests {
     #[test]
     fn incremental_uploads_changes_and_deletes_removals() {
         let id = ReleaseId::parse("20260101000000").unwrap();
-        let old = m(&[("a", "d"), ("a/x", "1"), ("a/y", "2"), ("gone", "d"), ("gone/z", "3"), ("keep", "4")]);
-        let new = m(&[("a", "d"), ("a/x", "1 changed"), ("a/y", "2"), ("b", "d"), ("b/n", "5"), ("keep", "4")]);
+        let old = m(&[
+            ("a", "d"),
+            ("a/x", "1"),
+            ("a/y", "2"),
+            ("gone", "d"),
+            ("gone/z", "3"),
+            ("keep", "4"),
+        ]);
+        let new = m(&[
+            ("a", "d"),
+            ("a/x", "1 changed"),
+            ("a/y", "2"),
+            ("b", "d"),
+            ("b/n", "5"),
+            ("keep", "4"),
+        ]);
         let p = Plan::build(Some((&id, &old)), &new, false);
         assert_eq!(p.uploads, ["a/x", "b/n"]);
-        assert_eq!(p.deletes, ["gone"], "children of a deleted dir are not listed");
+        assert_eq!(
+            p.deletes,
+            ["gone"],
+            "children of a deleted dir are not listed"
+        );
         assert_eq!(p.new_dirs, ["b"]);
         assert_eq!(p.unchanged, 2);
     }

@@ -17,8 +17,11 @@ pub const ROLLBACK_TEMPLATE: &str = include_str!("../templates/rollback.sh.hbs")
 pub const LIB_PARTIAL: &str = include_str!("../templates/partials/lib.sh.hbs");
 
 /// Every template, by file name (the tests check them all).
-pub const TEMPLATES: &[(&str, &str)] =
-    &[("deploy.sh.hbs", DEPLOY_TEMPLATE), ("rollback.sh.hbs", ROLLBACK_TEMPLATE), ("partials/lib.sh.hbs", LIB_PARTIAL)];
+pub const TEMPLATES: &[(&str, &str)] = &[
+    ("deploy.sh.hbs", DEPLOY_TEMPLATE),
+    ("rollback.sh.hbs", ROLLBACK_TEMPLATE),
+    ("partials/lib.sh.hbs", LIB_PARTIAL),
+];
 
 /// Bytes of arguments per command. Far below every ARG_MAX in use (4096 bytes is POSIX's minimum
 /// for the whole environment + arguments, real systems have 256 KiB and more).
@@ -60,9 +63,12 @@ fn engine() -> Handlebars<'static> {
     let mut hb = Handlebars::new();
     hb.set_strict_mode(true);
     hb.register_escape_fn(crate::shell::quote);
-    hb.register_partial("lib", LIB_PARTIAL).expect("templates/partials/lib.sh.hbs is valid handlebars");
-    hb.register_template_string("deploy", DEPLOY_TEMPLATE).expect("templates/deploy.sh.hbs is valid handlebars");
-    hb.register_template_string("rollback", ROLLBACK_TEMPLATE).expect("templates/rollback.sh.hbs is valid handlebars");
+    hb.register_partial("lib", LIB_PARTIAL)
+        .expect("templates/partials/lib.sh.hbs is valid handlebars");
+    hb.register_template_string("deploy", DEPLOY_TEMPLATE)
+        .expect("templates/deploy.sh.hbs is valid handlebars");
+    hb.register_template_string("rollback", ROLLBACK_TEMPLATE)
+        .expect("templates/rollback.sh.hbs is valid handlebars");
     hb
 }
 
@@ -93,7 +99,9 @@ pub fn deploy_script(target: &Target, id: &ReleaseId, plan: &Plan, lock: Lock) -
         before_swap: &target.hooks.before_swap,
         after_swap: &target.hooks.after_swap,
     };
-    engine().render("deploy", &vars).expect("the deploy template renders with its own variables")
+    engine()
+        .render("deploy", &vars)
+        .expect("the deploy template renders with its own variables")
 }
 
 #[derive(Serialize)]
@@ -114,7 +122,9 @@ pub fn rollback_script(target: &Target, from: &ReleaseId, to: &ReleaseId) -> Str
         to: to.to_string(),
         from: from.to_string(),
     };
-    engine().render("rollback", &vars).expect("the rollback template renders with its own variables")
+    engine()
+        .render("rollback", &vars)
+        .expect("the rollback template renders with its own variables")
 }
 
 /// Group `paths` into lists whose quoted length stays under [`BATCH_BYTES`].
@@ -164,7 +174,9 @@ mod tests {
         let paths: Vec<&str> = (0..200).map(|_| long.as_str()).collect();
         let b = batches(paths);
         assert!(b.len() > 1);
-        assert!(b.iter().all(|batch| batch.iter().map(|p| p.len() + 3).sum::<usize>() <= BATCH_BYTES));
+        assert!(b
+            .iter()
+            .all(|batch| batch.iter().map(|p| p.len() + 3).sum::<usize>() <= BATCH_BYTES));
         assert_eq!(b.iter().map(Vec::len).sum::<usize>(), 200);
     }
 

@@ -157,12 +157,15 @@ fn missing_config_exits_2_and_suggests_init() {
 fn unknown_config_keys_exit_2_naming_the_key() {
     let p = Project::new();
     let path = toml_str(&p.deploy_path());
-    let top = format!("source = \"src\"\nkeep_release = 3\n[targets.t]\nhost = \"local\"\npath = {path}\n");
+    let top = format!(
+        "source = \"src\"\nkeep_release = 3\n[targets.t]\nhost = \"local\"\npath = {path}\n"
+    );
     let run = p.run_with(&top, &["deploy"]);
     run.expect_code(2, "unknown top-level key");
     assert!(run.stderr.contains("keep_release"), "{}", run.describe());
 
-    let inner = format!("source = \"src\"\n[targets.t]\nhost = \"local\"\npath = {path}\nprot = 22\n");
+    let inner =
+        format!("source = \"src\"\n[targets.t]\nhost = \"local\"\npath = {path}\nprot = 22\n");
     let run = p.run_with(&inner, &["deploy"]);
     run.expect_code(2, "unknown target key");
     assert!(run.stderr.contains("prot"), "{}", run.describe());
@@ -188,7 +191,11 @@ fn unknown_target_exits_2_listing_known_ones() {
     let run = p.run_with(&cfg, &["deploy", "production"]);
     run.expect_code(2, "unknown target");
     assert!(run.stderr.contains("production"), "{}", run.describe());
-    assert!(run.stderr.contains("staging"), "lists the known target\n{}", run.describe());
+    assert!(
+        run.stderr.contains("staging"),
+        "lists the known target\n{}",
+        run.describe()
+    );
     p.assert_nothing_deployed();
 }
 
@@ -227,12 +234,22 @@ fn init_writes_a_usable_config_and_never_overwrites() {
     assert!(text.contains("[targets.production]"), "{text}");
 
     // edit in a local target path, as a user would
-    assert!(text.contains("host = \"example.com\"") && text.contains("path = \"/var/www/app\""), "{text}");
+    assert!(
+        text.contains("host = \"example.com\"") && text.contains("path = \"/var/www/app\""),
+        "{text}"
+    );
     let edited = text
         .replace("host = \"example.com\"", "host = \"local\"")
-        .replace("path = \"/var/www/app\"", &format!("path = {}", toml_str(&p.deploy_path())));
+        .replace(
+            "path = \"/var/www/app\"",
+            &format!("path = {}", toml_str(&p.deploy_path())),
+        );
     fs::write(&file, &edited).unwrap();
-    let run = run_cutover(&dir, &home, &["deploy".to_string(), "--dry-run".to_string()]);
+    let run = run_cutover(
+        &dir,
+        &home,
+        &["deploy".to_string(), "--dry-run".to_string()],
+    );
     run.expect_code(0, "dry run with the starter config");
     assert!(run.stdout.contains("dry run"), "{}", run.describe());
     p.assert_nothing_deployed();

@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use cutover::config::{CopyMode, Host, HostKeyChecking, Hooks, Target};
+use cutover::config::{CopyMode, Hooks, Host, HostKeyChecking, Target};
 use cutover::layout::ReleaseId;
 use cutover::plan::Plan;
 use cutover::script::{deploy_script, Lock};
@@ -12,7 +12,11 @@ use cutover::source::{Entry, Kind, Manifest};
 fn target(hooks: Hooks) -> Target {
     Target {
         name: "production".into(),
-        host: Host::Ssh { host: "example.com".into(), port: 22, user: "deploy".into() },
+        host: Host::Ssh {
+            host: "example.com".into(),
+            port: 22,
+            user: "deploy".into(),
+        },
         path: "/var/www/app".into(),
         source: PathBuf::from("/src"),
         exclude: vec![],
@@ -31,10 +35,16 @@ fn manifest(items: &[(&str, &str)]) -> Manifest {
     for (path, spec) in items {
         let kind = match *spec {
             "d" => Kind::Dir,
-            s if s.starts_with("->") => Kind::Symlink { target: s[2..].into() },
-            s => Kind::File { size: s.len() as u64, hash: xxhash_rust::xxh3::xxh3_128(s.as_bytes()) },
+            s if s.starts_with("->") => Kind::Symlink {
+                target: s[2..].into(),
+            },
+            s => Kind::File {
+                size: s.len() as u64,
+                hash: xxhash_rust::xxh3::xxh3_128(s.as_bytes()),
+            },
         };
-        m.entries.insert(path.to_string(), Entry { kind, mode: 0o644 });
+        m.entries
+            .insert(path.to_string(), Entry { kind, mode: 0o644 });
     }
     m
 }
@@ -58,7 +68,12 @@ fn v1() -> Manifest {
 #[test]
 fn first_deploy() {
     let plan = Plan::build(None, &v1(), false);
-    insta::assert_snapshot!(deploy_script(&target(Hooks::default()), &id("20261126120000"), &plan, Lock::HeldByClient));
+    insta::assert_snapshot!(deploy_script(
+        &target(Hooks::default()),
+        &id("20261126120000"),
+        &plan,
+        Lock::HeldByClient
+    ));
 }
 
 #[test]
@@ -67,13 +82,44 @@ fn incremental_with_changes_and_deletions() {
     v2.entries.remove("assets/old.js");
     v2.entries.remove("vendor/lib.php");
     v2.entries.remove("vendor");
-    v2.entries.insert("index.php".into(), Entry { kind: Kind::File { size: 2, hash: 2 }, mode: 0o644 });
-    v2.entries.insert("src".into(), Entry { kind: Kind::Dir, mode: 0o755 });
-    v2.entries.insert("src/App.php".into(), Entry { kind: Kind::File { size: 3, hash: 3 }, mode: 0o644 });
-    v2.entries.insert("latest".into(), Entry { kind: Kind::Symlink { target: "src/App.php".into() }, mode: 0o777 });
+    v2.entries.insert(
+        "index.php".into(),
+        Entry {
+            kind: Kind::File { size: 2, hash: 2 },
+            mode: 0o644,
+        },
+    );
+    v2.entries.insert(
+        "src".into(),
+        Entry {
+            kind: Kind::Dir,
+            mode: 0o755,
+        },
+    );
+    v2.entries.insert(
+        "src/App.php".into(),
+        Entry {
+            kind: Kind::File { size: 3, hash: 3 },
+            mode: 0o644,
+        },
+    );
+    v2.entries.insert(
+        "latest".into(),
+        Entry {
+            kind: Kind::Symlink {
+                target: "src/App.php".into(),
+            },
+            mode: 0o777,
+        },
+    );
     let prev = id("20261126120000");
     let plan = Plan::build(Some((&prev, &v1())), &v2, false);
-    insta::assert_snapshot!(deploy_script(&target(Hooks::default()), &id("20261126130000"), &plan, Lock::HeldByClient));
+    insta::assert_snapshot!(deploy_script(
+        &target(Hooks::default()),
+        &id("20261126130000"),
+        &plan,
+        Lock::HeldByClient
+    ));
 }
 
 /// A path that was linked from shared/ is now a directory of the repository, and names that
@@ -82,42 +128,102 @@ fn incremental_with_changes_and_deletions() {
 fn shared_path_becomes_repository_dir_with_hostile_names() {
     let prev = id("20261126120000");
     let mut v2 = v1();
-    v2.entries.insert("uploads".into(), Entry { kind: Kind::Dir, mode: 0o755 });
-    v2.entries.insert("uploads/README".into(), Entry { kind: Kind::File { size: 1, hash: 1 }, mode: 0o644 });
-    v2.entries.insert("it's $(touch pwned) `id`;|&<>".into(), Entry { kind: Kind::File { size: 1, hash: 1 }, mode: 0o644 });
-    v2.entries.insert("-rf".into(), Entry { kind: Kind::File { size: 1, hash: 1 }, mode: 0o644 });
-    v2.entries.insert("new\nline".into(), Entry { kind: Kind::File { size: 1, hash: 1 }, mode: 0o644 });
+    v2.entries.insert(
+        "uploads".into(),
+        Entry {
+            kind: Kind::Dir,
+            mode: 0o755,
+        },
+    );
+    v2.entries.insert(
+        "uploads/README".into(),
+        Entry {
+            kind: Kind::File { size: 1, hash: 1 },
+            mode: 0o644,
+        },
+    );
+    v2.entries.insert(
+        "it's $(touch pwned) `id`;|&<>".into(),
+        Entry {
+            kind: Kind::File { size: 1, hash: 1 },
+            mode: 0o644,
+        },
+    );
+    v2.entries.insert(
+        "-rf".into(),
+        Entry {
+            kind: Kind::File { size: 1, hash: 1 },
+            mode: 0o644,
+        },
+    );
+    v2.entries.insert(
+        "new\nline".into(),
+        Entry {
+            kind: Kind::File { size: 1, hash: 1 },
+            mode: 0o644,
+        },
+    );
     let plan = Plan::build(Some((&prev, &v1())), &v2, false);
-    insta::assert_snapshot!(deploy_script(&target(Hooks::default()), &id("20261126130000"), &plan, Lock::HeldByClient));
+    insta::assert_snapshot!(deploy_script(
+        &target(Hooks::default()),
+        &id("20261126130000"),
+        &plan,
+        Lock::HeldByClient
+    ));
 }
 
 #[test]
 fn hooks() {
     let hooks = Hooks {
-        before_swap: vec!["php artisan migrate --force".into(), "echo \"it's $CUTOVER_RELEASE\" > build.txt".into()],
+        before_swap: vec![
+            "php artisan migrate --force".into(),
+            "echo \"it's $CUTOVER_RELEASE\" > build.txt".into(),
+        ],
         after_swap: vec!["curl -fsS https://example.com/healthz".into()],
     };
     let plan = Plan::build(None, &v1(), false);
-    insta::assert_snapshot!(deploy_script(&target(hooks), &id("20261126120000"), &plan, Lock::HeldByClient));
+    insta::assert_snapshot!(deploy_script(
+        &target(hooks),
+        &id("20261126120000"),
+        &plan,
+        Lock::HeldByClient
+    ));
 }
 
 #[test]
 fn emit_script_takes_the_lock_itself() {
     let prev = id("20261126120000");
     let mut v2 = v1();
-    v2.entries.insert("index.php".into(), Entry { kind: Kind::File { size: 2, hash: 2 }, mode: 0o644 });
+    v2.entries.insert(
+        "index.php".into(),
+        Entry {
+            kind: Kind::File { size: 2, hash: 2 },
+            mode: 0o644,
+        },
+    );
     let plan = Plan::build(Some((&prev, &v1())), &v2, false);
     let mut t = target(Hooks::default());
     t.copy = CopyMode::Hardlink;
-    insta::assert_snapshot!(deploy_script(&t, &id("20261126130000"), &plan, Lock::TakenByScript));
+    insta::assert_snapshot!(deploy_script(
+        &t,
+        &id("20261126130000"),
+        &plan,
+        Lock::TakenByScript
+    ));
 }
 
 /// Every snapshot is a real script: shellcheck finds nothing at warning level or above.
 #[test]
 fn rendered_scripts_pass_shellcheck() {
-    let have = std::process::Command::new("shellcheck").arg("--version").output().is_ok();
+    let have = std::process::Command::new("shellcheck")
+        .arg("--version")
+        .output()
+        .is_ok();
     if !have {
-        assert!(std::env::var_os("CI").is_none(), "shellcheck is missing in CI: scripts/test installs it");
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "shellcheck is missing in CI: scripts/test installs it"
+        );
         eprintln!("shellcheck not installed: skipped");
         return;
     }
@@ -139,9 +245,19 @@ fn rendered_scripts_pass_shellcheck() {
             .spawn()
             .unwrap();
         use std::io::Write;
-        child.stdin.take().unwrap().write_all(script.as_bytes()).unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(script.as_bytes())
+            .unwrap();
         let out = child.wait_with_output().unwrap();
-        assert!(out.status.success(), "shellcheck on {}:\n{}", path.display(), String::from_utf8_lossy(&out.stdout));
+        assert!(
+            out.status.success(),
+            "shellcheck on {}:\n{}",
+            path.display(),
+            String::from_utf8_lossy(&out.stdout)
+        );
         checked += 1;
     }
     assert!(checked >= 5, "only {checked} snapshots found");
@@ -149,5 +265,9 @@ fn rendered_scripts_pass_shellcheck() {
 
 #[test]
 fn rollback() {
-    insta::assert_snapshot!(cutover::script::rollback_script(&target(Hooks::default()), &id("20261126130000"), &id("20261126120000")));
+    insta::assert_snapshot!(cutover::script::rollback_script(
+        &target(Hooks::default()),
+        &id("20261126130000"),
+        &id("20261126120000")
+    ));
 }

@@ -42,16 +42,39 @@ struct Shell {
 }
 
 const SHELLS: &[Shell] = &[
-    Shell { name: "dash", argv: &["dash"] },
-    Shell { name: "bash-posix", argv: &["bash", "--posix"] },
-    Shell { name: "busybox", argv: &["busybox", "sh"] },
-    Shell { name: "posh", argv: &["posh"] },
-    Shell { name: "yash", argv: &["yash"] },
-    Shell { name: "mksh", argv: &["mksh"] },
+    Shell {
+        name: "dash",
+        argv: &["dash"],
+    },
+    Shell {
+        name: "bash-posix",
+        argv: &["bash", "--posix"],
+    },
+    Shell {
+        name: "busybox",
+        argv: &["busybox", "sh"],
+    },
+    Shell {
+        name: "posh",
+        argv: &["posh"],
+    },
+    Shell {
+        name: "yash",
+        argv: &["yash"],
+    },
+    Shell {
+        name: "mksh",
+        argv: &["mksh"],
+    },
 ];
 
 fn have(program: &str) -> bool {
-    Command::new("sh").arg("-c").arg(format!("command -v {program}")).output().map(|o| o.status.success()).unwrap_or(false)
+    Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {program}"))
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false)
 }
 
 /// A deploy path and source tree driven through `--emit-script` + a chosen shell.
@@ -75,7 +98,11 @@ impl Lab {
             Some(u) => u.display().to_string(),
             None => std::env::var("PATH").unwrap(),
         };
-        let lab = Lab { path_env: format!("{}:{rest}", shim.display()), argv: argv.iter().map(|s| s.to_string()).collect(), dir };
+        let lab = Lab {
+            path_env: format!("{}:{rest}", shim.display()),
+            argv: argv.iter().map(|s| s.to_string()).collect(),
+            dir,
+        };
         fs::create_dir(lab.src()).unwrap();
         lab.write_config("");
         lab
@@ -103,7 +130,11 @@ impl Lab {
             .arg(self.dir.path().join("cutover.toml"))
             .output()
             .unwrap();
-        assert!(emitted.status.success(), "emit failed: {}", String::from_utf8_lossy(&emitted.stderr));
+        assert!(
+            emitted.status.success(),
+            "emit failed: {}",
+            String::from_utf8_lossy(&emitted.stderr)
+        );
         let script = self.dir.path().join("deploy.sh");
         fs::write(&script, &emitted.stdout).unwrap();
         let out = Command::new(&self.argv[0])
@@ -114,7 +145,12 @@ impl Lab {
             .output()
             .unwrap();
         if !out.status.success() {
-            eprintln!("{} exited {:?}:\n{}", self.argv.join(" "), out.status.code(), String::from_utf8_lossy(&out.stderr));
+            eprintln!(
+                "{} exited {:?}:\n{}",
+                self.argv.join(" "),
+                out.status.code(),
+                String::from_utf8_lossy(&out.stderr)
+            );
         }
         out.status.code().unwrap_or(-1)
     }
@@ -131,7 +167,10 @@ enum Node {
 /// trees of different runs compare equal.
 fn tree(root: &Path) -> BTreeMap<String, Node> {
     let mut releases: Vec<String> = fs::read_dir(root.join("releases"))
-        .map(|rd| rd.map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect())
+        .map(|rd| {
+            rd.map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect()
+        })
         .unwrap_or_default();
     releases.sort();
     let norm = |s: &str| {
@@ -236,50 +275,127 @@ fn assert_reference_behaviour(codes: &[i32], trees: &[BTreeMap<String, Node>], l
     let first = &trees[0];
     assert_eq!(first["current"], Node::Link("releases/R0".into()));
     for (i, name) in HOSTILE.iter().enumerate() {
-        assert_eq!(first[&format!("releases/R0/{name}")], Node::File(0o644, format!("file {i}").into_bytes()), "{name:?}");
+        assert_eq!(
+            first[&format!("releases/R0/{name}")],
+            Node::File(0o644, format!("file {i}").into_bytes()),
+            "{name:?}"
+        );
     }
-    assert_eq!(first["releases/R0/bin/console"], Node::File(0o755, b"#!/bin/sh\necho hi\n".to_vec()));
-    assert_eq!(first["releases/R0/home.php"], Node::Link("index.php".into()));
+    assert_eq!(
+        first["releases/R0/bin/console"],
+        Node::File(0o755, b"#!/bin/sh\necho hi\n".to_vec())
+    );
+    assert_eq!(
+        first["releases/R0/home.php"],
+        Node::Link("index.php".into())
+    );
 
     let shared = &trees[1];
     assert_eq!(shared["current"], Node::Link("releases/R1".into()));
-    assert_eq!(shared["releases/R1/uploads"], Node::Link("../../shared/uploads".into()));
-    assert_eq!(shared["releases/R1/assets/user.css"], Node::Link("../../../shared/assets/user.css".into()));
-    assert_eq!(shared["releases/R1/index.php"], Node::File(0o644, b"<?php echo 1;".to_vec()), "the release wins");
-    assert_eq!(shared["releases/R1/-n/$(touch canary) shared"], Node::Link("../../../shared/-n/$(touch canary) shared".into()));
-    assert_eq!(shared["releases/R1/cache"], Node::Link("../../shared/cache".into()));
-    assert_eq!(shared["releases/R1/runtime.log"], Node::File(0o644, b"runtime".to_vec()), "runtime files are carried");
+    assert_eq!(
+        shared["releases/R1/uploads"],
+        Node::Link("../../shared/uploads".into())
+    );
+    assert_eq!(
+        shared["releases/R1/assets/user.css"],
+        Node::Link("../../../shared/assets/user.css".into())
+    );
+    assert_eq!(
+        shared["releases/R1/index.php"],
+        Node::File(0o644, b"<?php echo 1;".to_vec()),
+        "the release wins"
+    );
+    assert_eq!(
+        shared["releases/R1/-n/$(touch canary) shared"],
+        Node::Link("../../../shared/-n/$(touch canary) shared".into())
+    );
+    assert_eq!(
+        shared["releases/R1/cache"],
+        Node::Link("../../shared/cache".into())
+    );
+    assert_eq!(
+        shared["releases/R1/runtime.log"],
+        Node::File(0o644, b"runtime".to_vec()),
+        "runtime files are carried"
+    );
     assert_eq!(shared["releases/R0"], first["releases/R0"]);
 
     let v2 = &trees[2];
-    assert_eq!(v2["releases/R2/index.php"], Node::File(0o644, b"<?php echo 2;".to_vec()));
+    assert_eq!(
+        v2["releases/R2/index.php"],
+        Node::File(0o644, b"<?php echo 2;".to_vec())
+    );
     assert!(!v2.contains_key("releases/R2/assets/app.css"));
-    assert_eq!(v2["releases/R2/assets/user.css"], Node::Link("../../../shared/assets/user.css".into()));
+    assert_eq!(
+        v2["releases/R2/assets/user.css"],
+        Node::Link("../../../shared/assets/user.css".into())
+    );
     for name in &HOSTILE[..6] {
-        assert!(!v2.contains_key(&format!("releases/R2/{name}")), "{name:?} deleted");
-        assert!(v2.contains_key(&format!("releases/R1/{name}")), "{name:?} kept in the previous release");
+        assert!(
+            !v2.contains_key(&format!("releases/R2/{name}")),
+            "{name:?} deleted"
+        );
+        assert!(
+            v2.contains_key(&format!("releases/R1/{name}")),
+            "{name:?} kept in the previous release"
+        );
     }
-    assert_eq!(v2["releases/R2/-n/it's"], Node::File(0o644, b"changed".to_vec()));
-    assert_eq!(v2["releases/R2/uploads"], Node::Dir(0o755), "a shared link became a repo dir");
-    assert_eq!(v2["releases/R2/uploads/README"], Node::File(0o644, b"now in the repo".to_vec()));
-    assert_eq!(v2["releases/R2/uploads/photo.jpg"], Node::Link("../../../shared/uploads/photo.jpg".into()));
-    assert!(!v2.contains_key("shared/uploads/README"), "nothing written through a shared link");
-    assert_eq!(v2["releases/R2/new/deep/dir/f"], Node::File(0o644, b"f".to_vec()));
+    assert_eq!(
+        v2["releases/R2/-n/it's"],
+        Node::File(0o644, b"changed".to_vec())
+    );
+    assert_eq!(
+        v2["releases/R2/uploads"],
+        Node::Dir(0o755),
+        "a shared link became a repo dir"
+    );
+    assert_eq!(
+        v2["releases/R2/uploads/README"],
+        Node::File(0o644, b"now in the repo".to_vec())
+    );
+    assert_eq!(
+        v2["releases/R2/uploads/photo.jpg"],
+        Node::Link("../../../shared/uploads/photo.jpg".into())
+    );
+    assert!(
+        !v2.contains_key("shared/uploads/README"),
+        "nothing written through a shared link"
+    );
+    assert_eq!(
+        v2["releases/R2/new/deep/dir/f"],
+        Node::File(0o644, b"f".to_vec())
+    );
     assert_eq!(v2["releases/R2/home.php"], Node::Link("bin/console".into()));
     // The previous release is untouched by the incremental deploy.
-    for (k, v) in shared.iter().filter(|(k, _)| k.starts_with("releases/R1") || k.starts_with("releases/R0")) {
+    for (k, v) in shared
+        .iter()
+        .filter(|(k, _)| k.starts_with("releases/R1") || k.starts_with("releases/R0"))
+    {
         assert_eq!(v2.get(k), Some(v), "{k:?} changed");
     }
 
     assert_eq!(&trees[3], v2, "a failed before_swap hook changes nothing");
 
     let last = &trees[4];
-    let releases: Vec<&String> = last.keys().filter(|k| k.starts_with("releases/") && k.matches('/').count() == 1).collect();
+    let releases: Vec<&String> = last
+        .keys()
+        .filter(|k| k.starts_with("releases/") && k.matches('/').count() == 1)
+        .collect();
     assert_eq!(releases.len(), 3, "{releases:?}");
-    assert_eq!(last["current"], Node::Link("releases/R2".into()), "the newest of the three kept is live");
-    assert_eq!(last["releases/R2/index.php"], Node::File(0o644, b"<?php echo 4;".to_vec()));
+    assert_eq!(
+        last["current"],
+        Node::Link("releases/R2".into()),
+        "the newest of the three kept is live"
+    );
+    assert_eq!(
+        last["releases/R2/index.php"],
+        Node::File(0o644, b"<?php echo 4;".to_vec())
+    );
 
-    let canaries: Vec<_> = walk_names(lab.dir.path()).into_iter().filter(|n| n == "canary").collect();
+    let canaries: Vec<_> = walk_names(lab.dir.path())
+        .into_iter()
+        .filter(|n| n == "canary")
+        .collect();
     assert!(canaries.is_empty(), "a name was executed as code");
 }
 
@@ -303,7 +419,11 @@ fn every_posix_shell_builds_the_same_trees() {
     let mut results = Vec::new();
     for shell in SHELLS {
         if !have(shell.argv[0]) {
-            assert!(std::env::var_os("CI").is_none(), "{} is missing in CI: scripts/test installs it", shell.name);
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "{} is missing in CI: scripts/test installs it",
+                shell.name
+            );
             eprintln!("skipping {}: not installed", shell.name);
             continue;
         }
@@ -336,12 +456,22 @@ fn swap_stays_atomic_without_mv_dash_t() {
         .unwrap();
     let script = lab.dir.path().join("deploy.sh");
     fs::write(&script, &emitted.stdout).unwrap();
-    let out = Command::new("dash").arg(&script).env("PATH", &lab.path_env).output().unwrap();
+    let out = Command::new("dash")
+        .arg(&script)
+        .env("PATH", &lab.path_env)
+        .output()
+        .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
-    assert!(stderr.contains("swap: perl") || stderr.contains("swap: python3"), "{stderr}");
+    assert!(
+        stderr.contains("swap: perl") || stderr.contains("swap: python3"),
+        "{stderr}"
+    );
     assert!(!stderr.contains("swap: mv-T"), "{stderr}");
-    assert_eq!(fs::read_to_string(lab.app().join("current/index.html")).unwrap(), "v1");
+    assert_eq!(
+        fs::read_to_string(lab.app().join("current/index.html")).unwrap(),
+        "v1"
+    );
 }
 
 /// Busybox's applets as the whole userland: the scenario still holds.
@@ -352,7 +482,12 @@ fn busybox_userland_builds_the_same_trees() {
         return;
     }
     let userland = tempfile::tempdir().unwrap();
-    let status = Command::new("busybox").arg("--install").arg("-s").arg(userland.path()).status().unwrap();
+    let status = Command::new("busybox")
+        .arg("--install")
+        .arg("-s")
+        .arg(userland.path())
+        .status()
+        .unwrap();
     assert!(status.success());
     // Outside the shim, PATH holds busybox's applets only: name busybox itself by its path.
     let lab = Lab::new(&["/bin/busybox", "sh"], Some(userland.path()));

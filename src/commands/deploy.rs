@@ -46,14 +46,24 @@ pub async fn run(target: &Target, opts: Options, out: Output) -> Result<()> {
         out.warn(w);
     }
     let new = scan.manifest;
-    out.verbose(format_args!("scanned {} entries, {} in files", new.entries.len(), human_bytes(new.total_bytes())));
+    out.verbose(format_args!(
+        "scanned {} entries, {} in files",
+        new.entries.len(),
+        human_bytes(new.total_bytes())
+    ));
 
-    let session = Session::open(target, out.verbose).await.with_context(|| format!("target {name}, stage connect"))?;
+    let session = Session::open(target, out.verbose)
+        .await
+        .with_context(|| format!("target {name}, stage connect"))?;
     let layout = Layout::new(&target.path);
 
     if opts.dry_run {
         let state = read_state(&session, &layout, target).await?;
-        let plan = Plan::build(state.previous.as_ref().map(|(id, m)| (id, m)), &new, opts.full);
+        let plan = Plan::build(
+            state.previous.as_ref().map(|(id, m)| (id, m)),
+            &new,
+            opts.full,
+        );
         print_plan(&plan, &state, out);
         session.close().await;
         return Ok(());
@@ -83,7 +93,9 @@ pub async fn run(target: &Target, opts: Options, out: Output) -> Result<()> {
             prepared.plan.uploads.len(),
             human_bytes(prepared.plan.upload_bytes)
         ));
-        let released = lock::release(&session, &layout).await.with_context(|| format!("target {name}, stage unlock"));
+        let released = lock::release(&session, &layout)
+            .await
+            .with_context(|| format!("target {name}, stage unlock"));
         session.close().await;
         return released;
     }
@@ -103,8 +115,19 @@ pub async fn run(target: &Target, opts: Options, out: Output) -> Result<()> {
 }
 
 /// Best effort after a failure before the script ran: remove staging, release the lock.
-async fn abandon(session: &Session, layout: &Layout, held: &lock::Held, target: &Target, out: Output) {
-    let staging = held.release.lock().unwrap().clone().map(|id| layout.staging(&id));
+async fn abandon(
+    session: &Session,
+    layout: &Layout,
+    held: &lock::Held,
+    target: &Target,
+    out: Output,
+) {
+    let staging = held
+        .release
+        .lock()
+        .unwrap()
+        .clone()
+        .map(|id| layout.staging(&id));
     let mut done = Vec::new();
     if let Some(staging) = staging {
         match session.remove_tree(&staging).await {
@@ -114,7 +137,11 @@ async fn abandon(session: &Session, layout: &Layout, held: &lock::Held, target: 
     }
     match lock::release(session, layout).await {
         Ok(()) => done.push("released the lock".into()),
-        Err(_) => done.push(format!("could NOT release the lock {}: run `cutover unlock {}`", layout.lock(), target.name)),
+        Err(_) => done.push(format!(
+            "could NOT release the lock {}: run `cutover unlock {}`",
+            layout.lock(),
+            target.name
+        )),
     }
     out.warn(&format!("deploy abandoned: {}", done.join(", ")));
 }
@@ -146,7 +173,11 @@ pub struct State {
 
 pub async fn read_state(session: &Session, layout: &Layout, target: &Target) -> Result<State> {
     let ctx = || format!("target {}, stage plan", target.name);
-    let names = session.list_dir(&layout.releases()).await.with_context(ctx)?.unwrap_or_default();
+    let names = session
+        .list_dir(&layout.releases())
+        .await
+        .with_context(ctx)?
+        .unwrap_or_default();
     let mut releases = Vec::new();
     let mut foreign = Vec::new();
     for n in names {
@@ -174,13 +205,19 @@ pub async fn read_state(session: &Session, layout: &Layout, target: &Target) -> 
     // `current` made by cutover is `releases/ID`; Capistrano-style tools write absolute links.
     let current_id = current.as_deref().and_then(|link| {
         let (parent, last) = link.trim_end_matches('/').rsplit_once('/')?;
-        let parent_ok = parent == "releases" || parent == layout.releases() || parent.ends_with("/releases");
+        let parent_ok =
+            parent == "releases" || parent == layout.releases() || parent.ends_with("/releases");
         ReleaseId::parse(last).filter(|_| parent_ok)
     });
     let previous = match current_id {
-        Some(id) if releases.contains(&id) => match session.read_file(&layout.manifest(&id), MANIFEST_LIMIT).await.with_context(ctx)? {
+        Some(id) if releases.contains(&id) => match session
+            .read_file(&layout.manifest(&id), MANIFEST_LIMIT)
+            .await
+            .with_context(ctx)?
+        {
             Some(bytes) => {
-                let text = String::from_utf8(bytes).map_err(|_| anyhow!("the manifest is not UTF-8"));
+                let text =
+                    String::from_utf8(bytes).map_err(|_| anyhow!("the manifest is not UTF-8"));
                 let manifest = text.and_then(|t| Manifest::parse(&t)).map_err(|e| {
                     anyhow!(
                         "target {}, stage plan: the manifest {} is not valid ({e:#}). It is read from the server, so cutover \
@@ -196,7 +233,12 @@ pub async fn read_state(session: &Session, layout: &Layout, target: &Target) -> 
         },
         _ => None,
     };
-    Ok(State { releases, foreign, current, previous })
+    Ok(State {
+        releases,
+        foreign,
+        current,
+        previous,
+    })
 }
 
 /// Plan and upload, with the lock held.
@@ -213,9 +255,15 @@ async fn prepare(
     let state = read_state(session, layout, target).await?;
     let id = ReleaseId::next(&state.releases);
     *held.release.lock().unwrap() = Some(id.clone());
-    lock::write_info(session, layout, &id, "cutover deploy").await.with_context(|| format!("target {name}, stage lock"))?;
+    lock::write_info(session, layout, &id, "cutover deploy")
+        .await
+        .with_context(|| format!("target {name}, stage lock"))?;
 
-    let plan = Plan::build(state.previous.as_ref().map(|(id, m)| (id, m)), new, opts.full);
+    let plan = Plan::build(
+        state.previous.as_ref().map(|(id, m)| (id, m)),
+        new,
+        opts.full,
+    );
     out.verbose(format_args!(
         "release {id}: {} to upload ({}), {} to delete, {} unchanged{}",
         plan.uploads.len(),
@@ -228,15 +276,29 @@ async fn prepare(
         }
     ));
 
-    let lock_mode = if opts.emit_script { Lock::TakenByScript } else { Lock::HeldByClient };
+    let lock_mode = if opts.emit_script {
+        Lock::TakenByScript
+    } else {
+        Lock::HeldByClient
+    };
     let text = script::deploy_script(target, &id, &plan, lock_mode);
 
     // --- upload
     let tree = layout.staging_tree(&id);
     let mut dirs = vec![layout.staging_root(), layout.staging(&id), tree.clone()];
     let wanted: std::collections::BTreeSet<&str> = match plan.base {
-        Base::Empty => new.entries.iter().filter(|(_, e)| e.is_dir()).map(|(p, _)| p.as_str()).collect(),
-        Base::Previous(_) => plan.uploads.iter().filter_map(|p| p.rsplit_once('/').map(|(d, _)| d)).flat_map(ancestors).collect(),
+        Base::Empty => new
+            .entries
+            .iter()
+            .filter(|(_, e)| e.is_dir())
+            .map(|(p, _)| p.as_str())
+            .collect(),
+        Base::Previous(_) => plan
+            .uploads
+            .iter()
+            .filter_map(|p| p.rsplit_once('/').map(|(d, _)| d))
+            .flat_map(ancestors)
+            .collect(),
     };
     dirs.extend(wanted.iter().map(|d| format!("{tree}/{d}")));
     let mut uploads: Vec<Upload> = plan
@@ -245,16 +307,37 @@ async fn prepare(
         .map(|rel| {
             let e = &new.entries[rel];
             let what = match &e.kind {
-                Kind::File { size, .. } => UploadKind::File { local: target.source.join(rel), size: *size, mode: e.mode },
-                Kind::Symlink { target } => UploadKind::Symlink { target: target.clone() },
+                Kind::File { size, .. } => UploadKind::File {
+                    local: target.source.join(rel),
+                    size: *size,
+                    mode: e.mode,
+                },
+                Kind::Symlink { target } => UploadKind::Symlink {
+                    target: target.clone(),
+                },
                 Kind::Dir => unreachable!("directories are created, not uploaded"),
             };
-            Upload { remote: format!("{tree}/{rel}"), what }
+            Upload {
+                remote: format!("{tree}/{rel}"),
+                what,
+            }
         })
         .collect();
-    uploads.push(Upload { remote: layout.staging_manifest(&id), what: UploadKind::Data { bytes: new.render().into_bytes(), mode: 0o644 } });
+    uploads.push(Upload {
+        remote: layout.staging_manifest(&id),
+        what: UploadKind::Data {
+            bytes: new.render().into_bytes(),
+            mode: 0o644,
+        },
+    });
     if !opts.emit_script {
-        uploads.push(Upload { remote: layout.staging_script(&id), what: UploadKind::Data { bytes: text.clone().into_bytes(), mode: 0o644 } });
+        uploads.push(Upload {
+            remote: layout.staging_script(&id),
+            what: UploadKind::Data {
+                bytes: text.clone().into_bytes(),
+                mode: 0o644,
+            },
+        });
     }
     let progress = Progress::new(plan.upload_bytes, out);
     session
@@ -263,18 +346,31 @@ async fn prepare(
         .with_context(|| format!("target {name}, stage upload into {}", layout.staging(&id)))?;
     progress.finish();
 
-    Ok(Prepared { id, plan, script: text })
+    Ok(Prepared {
+        id,
+        plan,
+        script: text,
+    })
 }
 
 /// Run the uploaded script in one exec call and report how it ended.
-async fn run_remote_script(session: &Session, layout: &Layout, target: &Target, prepared: &Prepared, out: Output, started: Instant) -> Result<()> {
+async fn run_remote_script(
+    session: &Session,
+    layout: &Layout,
+    target: &Target,
+    prepared: &Prepared,
+    out: Output,
+    started: Instant,
+) -> Result<()> {
     let Prepared { id, plan, .. } = prepared;
     let name = &target.name;
     // --- run
     let exit = session
         .run_script(&layout.staging_script(id), out.quiet)
         .await
-        .with_context(|| format!("target {name}, stage run: the deploy script could not be started"))?;
+        .with_context(|| {
+            format!("target {name}, stage run: the deploy script could not be started")
+        })?;
     let result = parse_result(&exit.stdout);
     let summary = |verb: &str| {
         format!(
@@ -329,7 +425,11 @@ struct ScriptResult {
 /// The script's last stdout line: `cutover-result release=ID links=N warnings=N swap=METHOD`.
 fn parse_result(stdout: &str) -> ScriptResult {
     let mut r = ScriptResult::default();
-    if let Some(line) = stdout.lines().rev().find(|l| l.starts_with("cutover-result ")) {
+    if let Some(line) = stdout
+        .lines()
+        .rev()
+        .find(|l| l.starts_with("cutover-result "))
+    {
         for field in line.split_whitespace() {
             match field.split_once('=') {
                 Some(("links", n)) => r.links = n.parse().unwrap_or(0),

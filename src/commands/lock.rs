@@ -18,8 +18,15 @@ pub struct Held {
 
 pub async fn acquire(session: &Session, layout: &Layout, target: &Target) -> Result<Held> {
     let ctx = || format!("target {}, stage lock", target.name);
-    session.create_dir_all(&layout.state()).await.with_context(ctx)?;
-    if !session.create_dir_exclusive(&layout.lock()).await.with_context(ctx)? {
+    session
+        .create_dir_all(&layout.state())
+        .await
+        .with_context(ctx)?;
+    if !session
+        .create_dir_exclusive(&layout.lock())
+        .await
+        .with_context(ctx)?
+    {
         let holder = describe_holder(session, layout).await;
         bail!(
             "target {}, stage lock: {} is locked by another deploy ({holder}). If no deploy is running (one was killed), \
@@ -29,10 +36,17 @@ pub async fn acquire(session: &Session, layout: &Layout, target: &Target) -> Res
             target.name
         );
     }
-    Ok(Held { release: Mutex::new(None) })
+    Ok(Held {
+        release: Mutex::new(None),
+    })
 }
 
-pub async fn write_info(session: &Session, layout: &Layout, release: &ReleaseId, command: &str) -> Result<()> {
+pub async fn write_info(
+    session: &Session,
+    layout: &Layout,
+    release: &ReleaseId,
+    command: &str,
+) -> Result<()> {
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|h| h.trim().to_string())
         .or_else(|_| std::env::var("HOSTNAME"))
@@ -43,7 +57,9 @@ pub async fn write_info(session: &Session, layout: &Layout, release: &ReleaseId,
         std::process::id(),
         now_iso(),
     );
-    session.write_file(&layout.lock_info(), info.as_bytes(), 0o644).await
+    session
+        .write_file(&layout.lock_info(), info.as_bytes(), 0o644)
+        .await
 }
 
 pub async fn release(session: &Session, layout: &Layout) -> Result<()> {
@@ -56,10 +72,22 @@ pub async fn describe_holder(session: &Session, layout: &Layout) -> String {
     match session.read_file(&layout.lock_info(), 64 * 1024).await {
         Ok(Some(bytes)) => {
             let text = String::from_utf8_lossy(&bytes);
-            let field = |k: &str| text.lines().find_map(|l| l.strip_prefix(&format!("{k}="))).unwrap_or("?").to_string();
+            let field = |k: &str| {
+                text.lines()
+                    .find_map(|l| l.strip_prefix(&format!("{k}=")))
+                    .unwrap_or("?")
+                    .to_string()
+            };
             let started = field("started");
-            let age = age_of(&started).map(|s| format!(", {s} ago")).unwrap_or_default();
-            format!("held by {} pid {}, started {started}{age}, release {}", field("holder"), field("pid"), field("release"))
+            let age = age_of(&started)
+                .map(|s| format!(", {s} ago"))
+                .unwrap_or_default();
+            format!(
+                "held by {} pid {}, started {started}{age}, release {}",
+                field("holder"),
+                field("pid"),
+                field("release")
+            )
         }
         _ => "holder unknown: the lock has no info file".into(),
     }
@@ -68,11 +96,22 @@ pub async fn describe_holder(session: &Session, layout: &Layout) -> String {
 pub fn now_iso() -> String {
     let id = ReleaseId::from_unix(unix_now());
     let s = id.as_str();
-    format!("{}-{}-{}T{}:{}:{}Z", &s[0..4], &s[4..6], &s[6..8], &s[8..10], &s[10..12], &s[12..14])
+    format!(
+        "{}-{}-{}T{}:{}:{}Z",
+        &s[0..4],
+        &s[4..6],
+        &s[6..8],
+        &s[8..10],
+        &s[10..12],
+        &s[12..14]
+    )
 }
 
 fn unix_now() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
 }
 
 /// "3 min" for an ISO time written by [`now_iso`].

@@ -59,8 +59,10 @@ impl Progress {
         }
         let bar = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
         bar.set_style(
-            ProgressStyle::with_template("uploading {bar:30} {bytes}/{total_bytes} {bytes_per_sec} {eta}")
-                .expect("valid template"),
+            ProgressStyle::with_template(
+                "uploading {bar:30} {bytes}/{total_bytes} {bytes_per_sec} {eta}",
+            )
+            .expect("valid template"),
         );
         Progress { bar: Some(bar) }
     }

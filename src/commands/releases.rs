@@ -10,24 +10,47 @@ use super::lock::{describe_holder, human_age};
 use super::Output;
 
 pub async fn list(target: &Target, out: Output) -> Result<()> {
-    let session = Session::open(target, out.verbose).await.with_context(|| format!("target {}, stage connect", target.name))?;
+    let session = Session::open(target, out.verbose)
+        .await
+        .with_context(|| format!("target {}, stage connect", target.name))?;
     let layout = Layout::new(&target.path);
     let state = super::deploy::read_state(&session, &layout, target).await?;
-    let live = state.current.as_deref().and_then(|c| c.rsplit('/').next()).and_then(ReleaseId::parse);
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0);
+    let live = state
+        .current
+        .as_deref()
+        .and_then(|c| c.rsplit('/').next())
+        .and_then(ReleaseId::parse);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
     if state.releases.is_empty() {
         println!("{}: no releases yet", target.name);
     }
     for id in state.releases.iter().rev() {
-        let files = match session.read_file(&layout.manifest(id), 256 * 1024 * 1024).await {
+        let files = match session
+            .read_file(&layout.manifest(id), 256 * 1024 * 1024)
+            .await
+        {
             Ok(Some(m)) => {
-                let n = m.split(|b| *b == b'\n').skip(1).filter(|l| l.first() == Some(&b'f')).count();
+                let n = m
+                    .split(|b| *b == b'\n')
+                    .skip(1)
+                    .filter(|l| l.first() == Some(&b'f'))
+                    .count();
                 format!("{n} files")
             }
             _ => "no manifest".into(),
         };
-        let mark = if Some(id) == live.as_ref() { "current" } else { "" };
-        println!("{id}  {:>9} ago  {files:>12}  {mark}", human_age(now - id.unix()));
+        let mark = if Some(id) == live.as_ref() {
+            "current"
+        } else {
+            ""
+        };
+        println!(
+            "{id}  {:>9} ago  {files:>12}  {mark}",
+            human_age(now - id.unix())
+        );
     }
     for f in &state.foreign {
         println!("{f:?}: not a cutover release (left alone)");
@@ -37,7 +60,9 @@ pub async fn list(target: &Target, out: Output) -> Result<()> {
 }
 
 pub async fn unlock(target: &Target, out: Output) -> Result<()> {
-    let session = Session::open(target, out.verbose).await.with_context(|| format!("target {}, stage connect", target.name))?;
+    let session = Session::open(target, out.verbose)
+        .await
+        .with_context(|| format!("target {}, stage connect", target.name))?;
     let layout = Layout::new(&target.path);
     if session.path_kind(&layout.lock()).await? == PathKind::Missing {
         println!("{}: not locked", target.name);
@@ -45,8 +70,15 @@ pub async fn unlock(target: &Target, out: Output) -> Result<()> {
         return Ok(());
     }
     let holder = describe_holder(&session, &layout).await;
-    session.remove_tree(&layout.lock()).await.with_context(|| format!("target {}: cannot remove {}", target.name, layout.lock()))?;
-    println!("{}: removed the lock {} ({holder})", target.name, layout.lock());
+    session
+        .remove_tree(&layout.lock())
+        .await
+        .with_context(|| format!("target {}: cannot remove {}", target.name, layout.lock()))?;
+    println!(
+        "{}: removed the lock {} ({holder})",
+        target.name,
+        layout.lock()
+    );
     session.close().await;
     Ok(())
 }

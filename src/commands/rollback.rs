@@ -18,14 +18,22 @@ pub async fn run(target: &Target, to: Option<&str>, out: Output) -> Result<()> {
         Some(t) => Some(ReleaseId::parse(t).ok_or_else(|| usage(format!("--to {t:?}: a release name is 14 digits, e.g. 20261126120000 (see cutover releases)")))?),
         None => None,
     };
-    let session = Session::open(target, out.verbose).await.with_context(|| format!("target {name}, stage connect"))?;
+    let session = Session::open(target, out.verbose)
+        .await
+        .with_context(|| format!("target {name}, stage connect"))?;
     let layout = Layout::new(&target.path);
     let result = rollback(&session, &layout, target, wanted, out).await;
     session.close().await;
     result
 }
 
-async fn rollback(session: &Session, layout: &Layout, target: &Target, wanted: Option<ReleaseId>, out: Output) -> Result<()> {
+async fn rollback(
+    session: &Session,
+    layout: &Layout,
+    target: &Target,
+    wanted: Option<ReleaseId>,
+    out: Output,
+) -> Result<()> {
     let name = &target.name;
     let state = super::deploy::read_state(session, layout, target).await?;
     let live = state
@@ -49,7 +57,10 @@ async fn rollback(session: &Session, layout: &Layout, target: &Target, wanted: O
         })?,
     };
     let text = script::rollback_script(target, &live, &to);
-    let exit = session.run_script_text(&text, out.quiet).await.with_context(|| format!("target {name}, stage rollback"))?;
+    let exit = session
+        .run_script_text(&text, out.quiet)
+        .await
+        .with_context(|| format!("target {name}, stage rollback"))?;
     match exit.code {
         Some(0) => {
             out.summary(&format!("{name}: rolled back: current -> releases/{to} (was {live})"));

@@ -37,15 +37,22 @@ impl LocalSession {
 
     pub fn remove_tree(&self, path: &str) -> Result<()> {
         match fs::remove_dir_all(path) {
-            Err(e) if e.kind() != ErrorKind::NotFound => Err(e).with_context(|| format!("cannot remove {path}")),
+            Err(e) if e.kind() != ErrorKind::NotFound => {
+                Err(e).with_context(|| format!("cannot remove {path}"))
+            }
             _ => Ok(()),
         }
     }
 
     pub fn read_file(&self, path: &str, limit: u64) -> Result<Option<Vec<u8>>> {
         match fs::metadata(path) {
-            Ok(md) if md.len() > limit => anyhow::bail!("{path} is {} bytes, more than the {limit} expected", md.len()),
-            Ok(_) => Ok(Some(fs::read(path).with_context(|| format!("cannot read {path}"))?)),
+            Ok(md) if md.len() > limit => anyhow::bail!(
+                "{path} is {} bytes, more than the {limit} expected",
+                md.len()
+            ),
+            Ok(_) => Ok(Some(
+                fs::read(path).with_context(|| format!("cannot read {path}"))?,
+            )),
             Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
             Err(e) => Err(e).with_context(|| format!("cannot read {path}")),
         }
@@ -67,7 +74,11 @@ impl LocalSession {
     }
 
     pub fn create_dir_all(&self, path: &str) -> Result<()> {
-        fs::DirBuilder::new().recursive(true).mode(0o755).create(path).with_context(|| format!("cannot create directory {path}"))
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o755)
+            .create(path)
+            .with_context(|| format!("cannot create directory {path}"))
     }
 
     pub fn create_dir_exclusive(&self, path: &str) -> Result<bool> {
@@ -80,7 +91,8 @@ impl LocalSession {
 
     pub fn write_file(&self, path: &str, data: &[u8], mode: u32) -> Result<()> {
         fs::write(path, data).with_context(|| format!("cannot write {path}"))?;
-        fs::set_permissions(path, fs::Permissions::from_mode(mode)).with_context(|| format!("cannot set the mode of {path}"))
+        fs::set_permissions(path, fs::Permissions::from_mode(mode))
+            .with_context(|| format!("cannot set the mode of {path}"))
     }
 
     pub fn remove_file(&self, path: &str) -> Result<()> {
@@ -91,7 +103,12 @@ impl LocalSession {
         fs::remove_dir(path).with_context(|| format!("cannot remove directory {path}"))
     }
 
-    pub fn upload(&self, dirs: &[String], uploads: Vec<Upload>, progress: &dyn Progress) -> Result<()> {
+    pub fn upload(
+        &self,
+        dirs: &[String],
+        uploads: Vec<Upload>,
+        progress: &dyn Progress,
+    ) -> Result<()> {
         for d in dirs {
             self.create_dir_all(d)?;
         }
@@ -99,13 +116,16 @@ impl LocalSession {
             match &u.what {
                 UploadKind::File { local, mode, size } => {
                     // A new file, never a write into an existing one: copy creates it fresh.
-                    fs::copy(local, &u.remote).with_context(|| format!("cannot copy {} to {}", local.display(), u.remote))?;
+                    fs::copy(local, &u.remote).with_context(|| {
+                        format!("cannot copy {} to {}", local.display(), u.remote)
+                    })?;
                     fs::set_permissions(&u.remote, fs::Permissions::from_mode(*mode))
                         .with_context(|| format!("cannot set the mode of {}", u.remote))?;
                     progress.advance(*size);
                 }
                 UploadKind::Symlink { target } => {
-                    symlink(target, &u.remote).with_context(|| format!("cannot create the symlink {}", u.remote))?;
+                    symlink(target, &u.remote)
+                        .with_context(|| format!("cannot create the symlink {}", u.remote))?;
                 }
                 UploadKind::Data { bytes, mode } => self.write_file(&u.remote, bytes, *mode)?,
             }
@@ -125,21 +145,33 @@ impl LocalSession {
         let mut child = Command::new("/bin/sh")
             .args(args)
             .current_dir(Path::new("/"))
-            .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+            .stdin(if stdin.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
             .stdout(Stdio::piped())
-            .stderr(if quiet { Stdio::piped() } else { Stdio::inherit() })
+            .stderr(if quiet {
+                Stdio::piped()
+            } else {
+                Stdio::inherit()
+            })
             .spawn()
             .context("cannot run /bin/sh")?;
         if let Some(text) = stdin {
             use std::io::Write;
             let mut pipe = child.stdin.take().expect("stdin is piped");
-            pipe.write_all(text.as_bytes()).context("cannot send the script to /bin/sh")?;
+            pipe.write_all(text.as_bytes())
+                .context("cannot send the script to /bin/sh")?;
         }
         let out = child.wait_with_output().context("cannot run /bin/sh")?;
         if quiet && !out.status.success() {
             // quiet hides progress, never the reason a deploy failed
             eprint!("{}", String::from_utf8_lossy(&out.stderr));
         }
-        Ok(ScriptExit { code: out.status.code().map(|c| c as u32), stdout: String::from_utf8_lossy(&out.stdout).into_owned() })
+        Ok(ScriptExit {
+            code: out.status.code().map(|c| c as u32),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        })
     }
 }

@@ -25,10 +25,19 @@ pub struct Upload {
 
 #[derive(Debug, Clone)]
 pub enum UploadKind {
-    File { local: PathBuf, size: u64, mode: u32 },
-    Symlink { target: String },
+    File {
+        local: PathBuf,
+        size: u64,
+        mode: u32,
+    },
+    Symlink {
+        target: String,
+    },
     /// Made by cutover itself: the manifest, the script.
-    Data { bytes: Vec<u8>, mode: u32 },
+    Data {
+        bytes: Vec<u8>,
+        mode: u32,
+    },
 }
 
 /// What is at a remote path, without following a final symlink.
@@ -63,7 +72,9 @@ impl Session {
     pub async fn open(target: &Target, verbose: bool) -> Result<Session> {
         match &target.host {
             Host::Local => Ok(Session::Local(local::LocalSession)),
-            Host::Ssh { .. } => Ok(Session::Ssh(ssh::SshSession::connect(target, verbose).await?)),
+            Host::Ssh { .. } => Ok(Session::Ssh(
+                ssh::SshSession::connect(target, verbose).await?,
+            )),
         }
     }
 
@@ -144,7 +155,12 @@ impl Session {
     }
 
     /// Create `dirs` (parents before children) and place every upload.
-    pub async fn upload(&self, dirs: &[String], uploads: Vec<Upload>, progress: &dyn Progress) -> Result<()> {
+    pub async fn upload(
+        &self,
+        dirs: &[String],
+        uploads: Vec<Upload>,
+        progress: &dyn Progress,
+    ) -> Result<()> {
         match self {
             Session::Ssh(s) => s.sftp.upload(dirs, uploads, progress).await,
             Session::Local(s) => s.upload(dirs, uploads, progress),

@@ -41,13 +41,26 @@ fn not_found(e: &SftpError) -> bool {
 
 impl Sftp {
     pub async fn start(channel: russh::Channel<russh::client::Msg>) -> Result<Sftp> {
-        channel.request_subsystem(true, "sftp").await.context("the server refused the SFTP subsystem")?;
-        let cfg = russh_sftp::client::Config { request_timeout_secs: 120, ..Default::default() };
+        channel
+            .request_subsystem(true, "sftp")
+            .await
+            .context("the server refused the SFTP subsystem")?;
+        let cfg = russh_sftp::client::Config {
+            request_timeout_secs: 120,
+            ..Default::default()
+        };
         let raw = RawSftpSession::new_with_config(channel.into_stream(), cfg);
-        let version = raw.init().await.context("SFTP handshake failed (is the sftp subsystem enabled on the server?)")?;
+        let version = raw
+            .init()
+            .await
+            .context("SFTP handshake failed (is the sftp subsystem enabled on the server?)")?;
         let mut write_len = DEFAULT_WRITE_LEN;
         let mut raw = raw;
-        if version.extensions.get("limits@openssh.com").is_some_and(|v| v == "1") {
+        if version
+            .extensions
+            .get("limits@openssh.com")
+            .is_some_and(|v| v == "1")
+        {
             if let Ok(limits) = raw.limits().await {
                 if limits.max_write_len > 0 {
                     write_len = write_len.min(limits.max_write_len as usize);
@@ -55,7 +68,10 @@ impl Sftp {
                 raw.set_limits(limits.into());
             }
         }
-        Ok(Sftp { raw: Arc::new(raw), write_len })
+        Ok(Sftp {
+            raw: Arc::new(raw),
+            write_len,
+        })
     }
 
     pub async fn read_link(&self, path: &str) -> Result<Option<String>> {
@@ -105,7 +121,10 @@ impl Sftp {
             }
             let _ = self.raw.close(handle).await;
         }
-        stream::iter(files.iter().map(|f| self.remove_file(f))).buffer_unordered(FILES_IN_FLIGHT).try_collect::<Vec<()>>().await?;
+        stream::iter(files.iter().map(|f| self.remove_file(f)))
+            .buffer_unordered(FILES_IN_FLIGHT)
+            .try_collect::<Vec<()>>()
+            .await?;
         for d in dirs.iter().rev() {
             self.remove_dir(d).await?;
         }
@@ -113,7 +132,11 @@ impl Sftp {
     }
 
     pub async fn read_file(&self, path: &str, limit: u64) -> Result<Option<Vec<u8>>> {
-        let handle = match self.raw.open(path, OpenFlags::READ, FileAttributes::empty()).await {
+        let handle = match self
+            .raw
+            .open(path, OpenFlags::READ, FileAttributes::empty())
+            .await
+        {
             Ok(h) => h.handle,
             Err(e) if not_found(&e) => return Ok(None),
             Err(e) => return Err(e).with_context(|| format!("cannot open {path}")),
@@ -122,7 +145,11 @@ impl Sftp {
         let chunk = 32 * 1024u32;
         let result = async {
             loop {
-                match self.raw.read(handle.as_str(), data.len() as u64, chunk).await {
+                match self
+                    .raw
+                    .read(handle.as_str(), data.len() as u64, chunk)
+                    .await
+                {
                     Ok(d) => {
                         if d.data.is_empty() {
                             break;
@@ -152,7 +179,13 @@ impl Sftp {
         let mut names = Vec::new();
         loop {
             match self.raw.readdir(handle.as_str()).await {
-                Ok(batch) => names.extend(batch.files.into_iter().map(|f| f.filename).filter(|n| n != "." && n != "..")),
+                Ok(batch) => names.extend(
+                    batch
+                        .files
+                        .into_iter()
+                        .map(|f| f.filename)
+                        .filter(|n| n != "." && n != ".."),
+                ),
                 Err(e) if is_status(&e, StatusCode::Eof) => break,
                 Err(e) => {
                     let _ = self.raw.close(handle).await;
@@ -165,7 +198,10 @@ impl Sftp {
     }
 
     fn dir_attrs() -> FileAttributes {
-        FileAttributes { permissions: Some(0o755), ..FileAttributes::empty() }
+        FileAttributes {
+            permissions: Some(0o755),
+            ..FileAttributes::empty()
+        }
     }
 
     /// mkdir that treats "already a directory" as success.
@@ -204,33 +240,61 @@ impl Sftp {
     }
 
     pub async fn write_file(&self, path: &str, data: &[u8], mode: u32) -> Result<()> {
-        let attrs = FileAttributes { permissions: Some(mode), ..FileAttributes::empty() };
+        let attrs = FileAttributes {
+            permissions: Some(mode),
+            ..FileAttributes::empty()
+        };
         let handle = self
             .raw
-            .open(path, OpenFlags::CREATE | OpenFlags::TRUNCATE | OpenFlags::WRITE, attrs)
+            .open(
+                path,
+                OpenFlags::CREATE | OpenFlags::TRUNCATE | OpenFlags::WRITE,
+                attrs,
+            )
             .await
             .with_context(|| format!("cannot create {path}"))?
             .handle;
         let mut result = Ok(());
         for (i, chunk) in data.chunks(self.write_len).enumerate() {
-            if let Err(e) = self.raw.write(handle.as_str(), (i * self.write_len) as u64, chunk.to_vec()).await {
+            if let Err(e) = self
+                .raw
+                .write(handle.as_str(), (i * self.write_len) as u64, chunk.to_vec())
+                .await
+            {
                 result = Err(e).with_context(|| format!("cannot write {path}"));
                 break;
             }
         }
-        let closed = self.raw.close(handle).await.with_context(|| format!("cannot finish writing {path}"));
+        let closed = self
+            .raw
+            .close(handle)
+            .await
+            .with_context(|| format!("cannot finish writing {path}"));
         result.and(closed.map(|_| ()))
     }
 
     pub async fn remove_file(&self, path: &str) -> Result<()> {
-        self.raw.remove(path).await.map(|_| ()).with_context(|| format!("cannot remove {path}"))
+        self.raw
+            .remove(path)
+            .await
+            .map(|_| ())
+            .with_context(|| format!("cannot remove {path}"))
     }
 
     pub async fn remove_dir(&self, path: &str) -> Result<()> {
-        self.raw.rmdir(path).await.map(|_| ()).with_context(|| format!("cannot remove directory {path}"))
+        self.raw
+            .rmdir(path)
+            .await
+            .map(|_| ())
+            .with_context(|| format!("cannot remove directory {path}"))
     }
 
-    pub async fn upload(&self, dirs: &[String], uploads: Vec<Upload>, progress: &dyn Progress) -> Result<()> {
+    pub async fn upload(
+        &self,
+        dirs: &[String],
+        uploads: Vec<Upload>,
+        progress: &dyn Progress,
+    ) -> Result<()> {
         // Directories level by level: siblings in parallel, parents before children.
         let mut by_depth: std::collections::BTreeMap<usize, Vec<&String>> = Default::default();
         for d in dirs {
@@ -248,8 +312,13 @@ impl Sftp {
             let writes = writes.clone();
             async move {
                 match &u.what {
-                    UploadKind::File { local, mode, .. } => self.upload_file(local, &u.remote, *mode, &writes, progress).await,
-                    UploadKind::Data { bytes, mode } => self.write_file(&u.remote, bytes, *mode).await,
+                    UploadKind::File { local, mode, .. } => {
+                        self.upload_file(local, &u.remote, *mode, &writes, progress)
+                            .await
+                    }
+                    UploadKind::Data { bytes, mode } => {
+                        self.write_file(&u.remote, bytes, *mode).await
+                    }
                     UploadKind::Symlink { target } => {
                         // OpenSSH's sftp-server reads SYMLINK's two paths in the reverse of the
                         // draft's order: the first argument is the target, the second the link.
@@ -268,12 +337,28 @@ impl Sftp {
         Ok(())
     }
 
-    async fn upload_file(&self, local: &std::path::Path, remote: &str, mode: u32, writes: &Arc<Semaphore>, progress: &dyn Progress) -> Result<()> {
-        let mut file = tokio::fs::File::open(local).await.with_context(|| format!("cannot read {}", local.display()))?;
-        let attrs = FileAttributes { permissions: Some(mode), ..FileAttributes::empty() };
+    async fn upload_file(
+        &self,
+        local: &std::path::Path,
+        remote: &str,
+        mode: u32,
+        writes: &Arc<Semaphore>,
+        progress: &dyn Progress,
+    ) -> Result<()> {
+        let mut file = tokio::fs::File::open(local)
+            .await
+            .with_context(|| format!("cannot read {}", local.display()))?;
+        let attrs = FileAttributes {
+            permissions: Some(mode),
+            ..FileAttributes::empty()
+        };
         let handle = self
             .raw
-            .open(remote, OpenFlags::CREATE | OpenFlags::TRUNCATE | OpenFlags::WRITE, attrs)
+            .open(
+                remote,
+                OpenFlags::CREATE | OpenFlags::TRUNCATE | OpenFlags::WRITE,
+                attrs,
+            )
             .await
             .with_context(|| format!("cannot create {remote}"))?
             .handle;
@@ -282,12 +367,18 @@ impl Sftp {
         let mut offset = 0u64;
         let mut failure: Option<anyhow::Error> = None;
         loop {
-            let permit = writes.clone().acquire_owned().await.expect("semaphore is never closed");
+            let permit = writes
+                .clone()
+                .acquire_owned()
+                .await
+                .expect("semaphore is never closed");
             let mut buf = vec![0u8; self.write_len];
             let n = match read_full(&mut file, &mut buf).await {
                 Ok(n) => n,
                 Err(e) => {
-                    failure = Some(anyhow::Error::new(e).context(format!("cannot read {}", local.display())));
+                    failure = Some(
+                        anyhow::Error::new(e).context(format!("cannot read {}", local.display())),
+                    );
                     break;
                 }
             };
@@ -309,7 +400,8 @@ impl Sftp {
                 match r {
                     Ok(n) => progress.advance(n),
                     Err(e) => {
-                        failure = Some(anyhow::Error::new(e).context(format!("cannot write {remote}")));
+                        failure =
+                            Some(anyhow::Error::new(e).context(format!("cannot write {remote}")));
                         break;
                     }
                 }
@@ -321,7 +413,9 @@ impl Sftp {
         while let Some(r) = pending.next().await {
             match r {
                 Ok(n) => progress.advance(n),
-                Err(e) if failure.is_none() => failure = Some(anyhow::Error::new(e).context(format!("cannot write {remote}"))),
+                Err(e) if failure.is_none() => {
+                    failure = Some(anyhow::Error::new(e).context(format!("cannot write {remote}")))
+                }
                 Err(_) => {}
             }
         }

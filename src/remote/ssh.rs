@@ -42,8 +42,14 @@ struct Client {
 impl client::Handler for Client {
     type Error = russh::Error;
 
-    async fn check_server_key(&mut self, offered: &PublicKeyOrCertificate) -> Result<bool, Self::Error> {
-        let query = HostKeyQuery { host: &self.host, port: self.port };
+    async fn check_server_key(
+        &mut self,
+        offered: &PublicKeyOrCertificate,
+    ) -> Result<bool, Self::Error> {
+        let query = HostKeyQuery {
+            host: &self.host,
+            port: self.port,
+        };
         let key = offered.public_key();
         let verdict = match offered.certificate() {
             Some(cert) => known_hosts::check_certificate(&self.files, &query, cert),
@@ -132,49 +138,90 @@ impl Handshake {
     /// Resolve, connect over TCP, and run the SSH handshake; the host key is checked against
     /// known_hosts before anything else is sent.
     pub async fn start(target: &Target) -> Result<Handshake, ConnectError> {
-        let Host::Ssh { host, port, .. } = &target.host else { unreachable!("local targets do not use SSH") };
-        let name = display_name(host, *port);
-        let addrs: Vec<std::net::SocketAddr> = match tokio::net::lookup_host((host.as_str(), *port)).await {
-            Ok(a) => a.collect(),
-            Err(e) => return Err(ConnectError::Dns { host: host.clone(), detail: e.to_string() }),
+        let Host::Ssh { host, port, .. } = &target.host else {
+            unreachable!("local targets do not use SSH")
         };
+        let name = display_name(host, *port);
+        let addrs: Vec<std::net::SocketAddr> =
+            match tokio::net::lookup_host((host.as_str(), *port)).await {
+                Ok(a) => a.collect(),
+                Err(e) => {
+                    return Err(ConnectError::Dns {
+                        host: host.clone(),
+                        detail: e.to_string(),
+                    })
+                }
+            };
         if addrs.is_empty() {
-            return Err(ConnectError::Dns { host: host.clone(), detail: "no address".into() });
+            return Err(ConnectError::Dns {
+                host: host.clone(),
+                detail: "no address".into(),
+            });
         }
         let mut last = None;
         let mut stream = None;
         for addr in addrs {
-            match tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::TcpStream::connect(addr)).await {
+            match tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::TcpStream::connect(addr)).await
+            {
                 Ok(Ok(s)) => {
                     stream = Some(s);
                     break;
                 }
                 Ok(Err(e)) => last = Some(classify_io(&e, &name)),
-                Err(_) => last = Some(ConnectError::Timeout { name: name.clone(), secs: CONNECT_TIMEOUT.as_secs() }),
+                Err(_) => {
+                    last = Some(ConnectError::Timeout {
+                        name: name.clone(),
+                        secs: CONNECT_TIMEOUT.as_secs(),
+                    })
+                }
             }
         }
-        let Some(stream) = stream else { return Err(last.expect("at least one address was tried")) };
+        let Some(stream) = stream else {
+            return Err(last.expect("at least one address was tried"));
+        };
         let _ = stream.set_nodelay(true);
 
-        let user_file = target.known_hosts.clone().unwrap_or_else(|| home_dir().join(".ssh/known_hosts"));
+        let user_file = target
+            .known_hosts
+            .clone()
+            .unwrap_or_else(|| home_dir().join(".ssh/known_hosts"));
         let files = vec![user_file.clone(), PathBuf::from("/etc/ssh/ssh_known_hosts")];
+        let preferred = prefer_known_key_types(&files, host, *port);
         let outcome = Arc::new(Mutex::new(HostKeyOutcome::default()));
-        let handler = Client { host: host.clone(), port: *port, files, user_file, mode: target.host_key_checking, outcome: outcome.clone() };
+        let handler = Client {
+            host: host.clone(),
+            port: *port,
+            files,
+            user_file,
+            mode: target.host_key_checking,
+            outcome: outcome.clone(),
+        };
         let config = Arc::new(client::Config {
             keepalive_interval: Some(Duration::from_secs(15)),
             keepalive_max: 4,
             nodelay: true,
             window_size: 16 * 1024 * 1024,
+            preferred,
             ..Default::default()
         });
-        let handshake = tokio::time::timeout(CONNECT_TIMEOUT, client::connect_stream(config, stream, handler)).await;
+        let handshake = tokio::time::timeout(
+            CONNECT_TIMEOUT,
+            client::connect_stream(config, stream, handler),
+        )
+        .await;
         match handshake {
-            Err(_) => Err(ConnectError::Timeout { name, secs: CONNECT_TIMEOUT.as_secs() }),
+            Err(_) => Err(ConnectError::Timeout {
+                name,
+                secs: CONNECT_TIMEOUT.as_secs(),
+            }),
             Ok(Err(e)) => {
                 if let Some(refusal) = outcome.lock().unwrap().refusal.take() {
                     return Err(ConnectError::HostKey(refusal));
                 }
-                Err(ConnectError::Other { name, detail: e.to_string() })
+                Err(ConnectError::Other {
+                    name,
+                    detail: e.to_string(),
+                })
             }
             Ok(Ok(handle)) => Ok(Handshake { handle, name }),
         }
@@ -182,27 +229,82 @@ impl Handshake {
 
     /// Public-key authentication; returns how it succeeded ("key ~/.ssh/id_ed25519", …).
     pub async fn authenticate(&mut self, target: &Target) -> Result<String> {
-        let Host::Ssh { user, .. } = &target.host else { unreachable!("local targets do not use SSH") };
-        authenticate(&mut self.handle, user, target).await.with_context(|| format!("authentication as {user} on {} failed", self.name))
+        let Host::Ssh { user, .. } = &target.host else {
+            unreachable!("local targets do not use SSH")
+        };
+        authenticate(&mut self.handle, user, target)
+            .await
+            .with_context(|| format!("authentication as {user} on {} failed", self.name))
     }
 
     /// Open the SFTP channel: the session is ready for a deploy.
     pub async fn into_session(self) -> Result<SshSession> {
-        let channel = self.handle.channel_open_session().await.context("cannot open an SSH channel for SFTP")?;
+        let channel = self
+            .handle
+            .channel_open_session()
+            .await
+            .context("cannot open an SSH channel for SFTP")?;
         let sftp = Sftp::start(channel).await?;
-        Ok(SshSession { handle: self.handle, sftp, description: self.name })
+        Ok(SshSession {
+            handle: self.handle,
+            sftp,
+            description: self.name,
+        })
     }
+}
+
+/// Ask for a host key type known_hosts already has for this host, as OpenSSH does: a server
+/// recorded only by its ECDSA key would otherwise offer Ed25519 and look like a changed key.
+fn prefer_known_key_types(files: &[PathBuf], host: &str, port: u16) -> russh::Preferred {
+    let mut preferred = russh::Preferred::default();
+    let known =
+        known_hosts::known_algorithms(files, &HostKeyQuery { host, port }).unwrap_or_default();
+    if known.is_empty() {
+        return preferred;
+    }
+    let mut first: Vec<ssh_key::Algorithm> = Vec::new();
+    for alg in &known {
+        if alg.clone().is_rsa() {
+            // an `ssh-rsa` line is the same key whichever SHA-2 signature the server makes
+            first.push(ssh_key::Algorithm::Rsa {
+                hash: Some(ssh_key::HashAlg::Sha512),
+            });
+            first.push(ssh_key::Algorithm::Rsa {
+                hash: Some(ssh_key::HashAlg::Sha256),
+            });
+        } else {
+            first.push(alg.clone());
+        }
+    }
+    let mut order: Vec<ssh_key::Algorithm> = preferred
+        .key
+        .iter()
+        .filter(|a| first.contains(a))
+        .cloned()
+        .collect();
+    order.extend(preferred.key.iter().filter(|a| !first.contains(a)).cloned());
+    preferred.key = std::borrow::Cow::Owned(order);
+    preferred
 }
 
 fn classify_io(e: &std::io::Error, name: &str) -> ConnectError {
     use std::io::ErrorKind::*;
     match (e.kind(), e.raw_os_error()) {
         (ConnectionRefused, _) => ConnectError::Refused { name: name.into() },
-        (TimedOut, _) => ConnectError::Timeout { name: name.into(), secs: CONNECT_TIMEOUT.as_secs() },
+        (TimedOut, _) => ConnectError::Timeout {
+            name: name.into(),
+            secs: CONNECT_TIMEOUT.as_secs(),
+        },
         (_, Some(113)) | (_, Some(101)) | (HostUnreachable, _) | (NetworkUnreachable, _) => {
-            ConnectError::NoRoute { name: name.into(), detail: e.to_string() }
+            ConnectError::NoRoute {
+                name: name.into(),
+                detail: e.to_string(),
+            }
         }
-        _ => ConnectError::Other { name: name.into(), detail: e.to_string() },
+        _ => ConnectError::Other {
+            name: name.into(),
+            detail: e.to_string(),
+        },
     }
 }
 
@@ -218,7 +320,12 @@ impl SshSession {
 
     /// Run `sh SCRIPT` in one exec call, passing its stderr through.
     pub async fn run_script(&self, script_path: &str, quiet: bool) -> Result<ScriptExit> {
-        self.exec(&format!("sh {}", crate::shell::quote(script_path)), None, quiet).await
+        self.exec(
+            &format!("sh {}", crate::shell::quote(script_path)),
+            None,
+            quiet,
+        )
+        .await
     }
 
     /// Run `sh -s` in one exec call with `script` on its stdin.
@@ -227,10 +334,20 @@ impl SshSession {
     }
 
     async fn exec(&self, command: &str, stdin: Option<&str>, quiet: bool) -> Result<ScriptExit> {
-        let mut channel = self.handle.channel_open_session().await.context("cannot open an SSH channel for the script")?;
-        channel.exec(true, command).await.context("the server refused to run the script")?;
+        let mut channel = self
+            .handle
+            .channel_open_session()
+            .await
+            .context("cannot open an SSH channel for the script")?;
+        channel
+            .exec(true, command)
+            .await
+            .context("the server refused to run the script")?;
         if let Some(text) = stdin {
-            channel.data(text.as_bytes()).await.context("cannot send the script")?;
+            channel
+                .data(text.as_bytes())
+                .await
+                .context("cannot send the script")?;
             channel.eof().await.context("cannot send the script")?;
         }
         let mut stdout = Vec::new();
@@ -258,18 +375,29 @@ impl SshSession {
         if quiet && code != Some(0) {
             eprint!("{}", String::from_utf8_lossy(&stderr));
         }
-        Ok(ScriptExit { code, stdout: String::from_utf8_lossy(&stdout).into_owned() })
+        Ok(ScriptExit {
+            code,
+            stdout: String::from_utf8_lossy(&stdout).into_owned(),
+        })
     }
 
     pub async fn close(self) {
-        let _ = self.handle.disconnect(russh::Disconnect::ByApplication, "", "en").await;
+        let _ = self
+            .handle
+            .disconnect(russh::Disconnect::ByApplication, "", "en")
+            .await;
     }
 }
 
 /// identity_file, then every ssh-agent key, then ~/.ssh/id_ed25519, id_ecdsa, id_rsa.
 async fn authenticate(handle: &mut Handle<Client>, user: &str, target: &Target) -> Result<String> {
     let mut tried = Vec::new();
-    let rsa_hash = handle.best_supported_rsa_hash().await.ok().flatten().flatten();
+    let rsa_hash = handle
+        .best_supported_rsa_hash()
+        .await
+        .ok()
+        .flatten()
+        .flatten();
 
     if let Some(path) = &target.identity_file {
         let key = load_key(path)?;
@@ -284,9 +412,17 @@ async fn authenticate(handle: &mut Handle<Client>, user: &str, target: &Target) 
             Ok(mut agent) => {
                 let identities = agent.request_identities().await.unwrap_or_default();
                 for id in identities {
-                    let keys::agent::AgentIdentity::PublicKey { key, comment } = id else { continue };
-                    let hash = if key.algorithm().is_rsa() { rsa_hash } else { None };
-                    let ok = handle.authenticate_publickey_with(user, key.clone(), hash, &mut agent).await;
+                    let keys::agent::AgentIdentity::PublicKey { key, comment } = id else {
+                        continue;
+                    };
+                    let hash = if key.algorithm().is_rsa() {
+                        rsa_hash
+                    } else {
+                        None
+                    };
+                    let ok = handle
+                        .authenticate_publickey_with(user, key.clone(), hash, &mut agent)
+                        .await;
                     if let Ok(AuthResult::Success) = ok {
                         return Ok(format!("ssh-agent key {comment}"));
                     }
@@ -319,10 +455,22 @@ async fn authenticate(handle: &mut Handle<Client>, user: &str, target: &Target) 
     bail!("the server accepted none of: {}", tried.join(", "))
 }
 
-async fn try_key(handle: &mut Handle<Client>, user: &str, key: ssh_key::PrivateKey, rsa_hash: Option<ssh_key::HashAlg>) -> Result<bool> {
-    let hash = if key.algorithm().is_rsa() { rsa_hash.or(Some(ssh_key::HashAlg::Sha256)) } else { None };
+async fn try_key(
+    handle: &mut Handle<Client>,
+    user: &str,
+    key: ssh_key::PrivateKey,
+    rsa_hash: Option<ssh_key::HashAlg>,
+) -> Result<bool> {
+    let hash = if key.algorithm().is_rsa() {
+        rsa_hash.or(Some(ssh_key::HashAlg::Sha256))
+    } else {
+        None
+    };
     let key = PrivateKeyWithHashAlg::new(Arc::new(key), hash);
-    let result = handle.authenticate_publickey(user, key).await.context("the connection failed during authentication")?;
+    let result = handle
+        .authenticate_publickey(user, key)
+        .await
+        .context("the connection failed during authentication")?;
     Ok(matches!(result, AuthResult::Success))
 }
 
@@ -333,9 +481,17 @@ fn load_key(path: &std::path::Path) -> Result<ssh_key::PrivateKey> {
         Ok(k) => Ok(k),
         Err(keys::Error::KeyIsEncrypted) => {
             let Ok(pass) = std::env::var("CUTOVER_SSH_PASSPHRASE") else {
-                bail!("{} is encrypted: set CUTOVER_SSH_PASSPHRASE or load the key into ssh-agent", path.display());
+                bail!(
+                    "{} is encrypted: set CUTOVER_SSH_PASSPHRASE or load the key into ssh-agent",
+                    path.display()
+                );
             };
-            keys::load_secret_key(path, Some(&pass)).map_err(|_| anyhow!("cannot decrypt {} with CUTOVER_SSH_PASSPHRASE", path.display()))
+            keys::load_secret_key(path, Some(&pass)).map_err(|_| {
+                anyhow!(
+                    "cannot decrypt {} with CUTOVER_SSH_PASSPHRASE",
+                    path.display()
+                )
+            })
         }
         Err(e) => Err(anyhow!("cannot load the key {}: {e}", path.display())),
     }

@@ -61,7 +61,9 @@ pub struct Manifest {
 
 impl Manifest {
     pub fn files(&self) -> impl Iterator<Item = (&String, &Entry)> {
-        self.entries.iter().filter(|(_, e)| matches!(e.kind, Kind::File { .. }))
+        self.entries
+            .iter()
+            .filter(|(_, e)| matches!(e.kind, Kind::File { .. }))
     }
 
     pub fn total_bytes(&self) -> u64 {
@@ -106,7 +108,10 @@ impl Manifest {
         let mut lines = text.split('\n');
         match lines.next() {
             Some(HEADER) => {}
-            Some(other) => bail!("not a cutover manifest (first line is {:?}, expected {HEADER:?})", truncate(other)),
+            Some(other) => bail!(
+                "not a cutover manifest (first line is {:?}, expected {HEADER:?})",
+                truncate(other)
+            ),
             None => bail!("empty manifest"),
         }
         let mut entries = BTreeMap::new();
@@ -115,7 +120,8 @@ impl Manifest {
             if line.is_empty() {
                 continue;
             }
-            let (path, entry) = parse_line(line).map_err(|e| anyhow::anyhow!("line {lineno}: {e}"))?;
+            let (path, entry) =
+                parse_line(line).map_err(|e| anyhow::anyhow!("line {lineno}: {e}"))?;
             if entries.insert(path.clone(), entry).is_some() {
                 bail!("line {lineno}: path {path:?} appears twice");
             }
@@ -126,7 +132,9 @@ impl Manifest {
             if let Some((parent, _)) = path.rsplit_once('/') {
                 match entries.get(parent) {
                     Some(e) if e.is_dir() => {}
-                    Some(_) => bail!("path {path:?} is inside {parent:?}, which is not a directory"),
+                    Some(_) => {
+                        bail!("path {path:?} is inside {parent:?}, which is not a directory")
+                    }
                     None => bail!("path {path:?} has no entry for its directory {parent:?}"),
                 }
             }
@@ -143,7 +151,10 @@ fn parse_line(line: &str) -> Result<(String, Entry)> {
     let fields: Vec<&str> = line.split('\t').collect();
     let (kind, mode, size, hash, path) = match fields.as_slice() {
         [k, m, s, h, p] | [k, m, s, h, p, _] => (*k, *m, *s, *h, *p),
-        _ => bail!("malformed line: expected 5 or 6 TAB-separated fields, found {}", fields.len()),
+        _ => bail!(
+            "malformed line: expected 5 or 6 TAB-separated fields, found {}",
+            fields.len()
+        ),
     };
     let mode = u32::from_str_radix(mode, 8)
         .ok()
@@ -153,11 +164,20 @@ fn parse_line(line: &str) -> Result<(String, Entry)> {
     validate_relative_path(&path)?;
     let kind = match (kind, fields.len()) {
         ("f", 5) => {
-            let size = size.parse::<u64>().map_err(|_| anyhow::anyhow!("bad size {:?} for {path:?}", truncate(size)))?;
-            if hash.len() != 32 || !hash.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+            let size = size
+                .parse::<u64>()
+                .map_err(|_| anyhow::anyhow!("bad size {:?} for {path:?}", truncate(size)))?;
+            if hash.len() != 32
+                || !hash
+                    .bytes()
+                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+            {
                 bail!("bad hash {:?} for {path:?}", truncate(hash));
             }
-            Kind::File { size, hash: u128::from_str_radix(hash, 16)? }
+            Kind::File {
+                size,
+                hash: u128::from_str_radix(hash, 16)?,
+            }
         }
         ("d", 5) if size == "-" && hash == "-" => Kind::Dir,
         ("l", 6) if size == "-" && hash == "-" => {
@@ -245,10 +265,42 @@ mod tests {
 
     fn sample() -> Manifest {
         let mut m = Manifest::default();
-        m.entries.insert("a".into(), Entry { kind: Kind::Dir, mode: 0o755 });
-        m.entries.insert("a/x y\tz\n\\'$(id)".into(), Entry { kind: Kind::File { size: 3, hash: 0xabc }, mode: 0o644 });
-        m.entries.insert("run".into(), Entry { kind: Kind::File { size: 0, hash: u128::MAX }, mode: 0o755 });
-        m.entries.insert("l".into(), Entry { kind: Kind::Symlink { target: "a/\x01é".into() }, mode: 0o777 });
+        m.entries.insert(
+            "a".into(),
+            Entry {
+                kind: Kind::Dir,
+                mode: 0o755,
+            },
+        );
+        m.entries.insert(
+            "a/x y\tz\n\\'$(id)".into(),
+            Entry {
+                kind: Kind::File {
+                    size: 3,
+                    hash: 0xabc,
+                },
+                mode: 0o644,
+            },
+        );
+        m.entries.insert(
+            "run".into(),
+            Entry {
+                kind: Kind::File {
+                    size: 0,
+                    hash: u128::MAX,
+                },
+                mode: 0o755,
+            },
+        );
+        m.entries.insert(
+            "l".into(),
+            Entry {
+                kind: Kind::Symlink {
+                    target: "a/\x01é".into(),
+                },
+                mode: 0o777,
+            },
+        );
         m
     }
 
@@ -256,7 +308,11 @@ mod tests {
     fn render_then_parse_round_trips_hostile_names() {
         let m = sample();
         let text = m.render();
-        assert_eq!(text.lines().count(), 5, "one line per entry plus header:\n{text}");
+        assert_eq!(
+            text.lines().count(),
+            5,
+            "one line per entry plus header:\n{text}"
+        );
         assert_eq!(Manifest::parse(&text).unwrap(), m);
     }
 
@@ -280,7 +336,9 @@ mod tests {
 
     #[test]
     fn empty_and_dot_components_are_refused() {
-        assert!(refused(&format!("d\t755\t-\t-\ta\nf\t644\t1\t{H}\ta//b")).contains("empty component"));
+        assert!(
+            refused(&format!("d\t755\t-\t-\ta\nf\t644\t1\t{H}\ta//b")).contains("empty component")
+        );
         assert!(refused(&format!("f\t644\t1\t{H}\t.")).contains("`.`"));
         assert!(refused(&format!("f\t644\t1\t{H}\t")).contains("empty path"));
     }
@@ -304,7 +362,9 @@ mod tests {
     #[test]
     fn missing_parent_directory_is_refused() {
         assert!(refused(&format!("f\t644\t1\t{H}\ta/b")).contains("no entry for its directory"));
-        assert!(refused(&format!("f\t644\t1\t{H}\ta\nf\t644\t1\t{H}\ta/b")).contains("not a directory"));
+        assert!(
+            refused(&format!("f\t644\t1\t{H}\ta\nf\t644\t1\t{H}\ta/b")).contains("not a directory")
+        );
     }
 
     #[test]

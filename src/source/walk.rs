@@ -47,7 +47,11 @@ pub fn scan(root: &Path, exclude: &[String], include: &[String]) -> Result<Scan>
     let found = found.into_inner().unwrap();
     if !found.errors.is_empty() {
         let n = found.errors.len();
-        let mut msg = format!("cannot read the source tree {} ({n} problem{}):", root.display(), if n == 1 { "" } else { "s" });
+        let mut msg = format!(
+            "cannot read the source tree {} ({n} problem{}):",
+            root.display(),
+            if n == 1 { "" } else { "s" }
+        );
         for e in found.errors.iter().take(20) {
             msg.push_str("\n  ");
             msg.push_str(e);
@@ -61,22 +65,34 @@ pub fn scan(root: &Path, exclude: &[String], include: &[String]) -> Result<Scan>
     let entries: BTreeMap<String, Entry> = found.entries.into_iter().collect();
     let mut entries = hash_entries(root, entries)?;
     add_missing_parents(&mut entries);
-    Ok(Scan { manifest: Manifest { entries }, warnings: found.warnings })
+    Ok(Scan {
+        manifest: Manifest { entries },
+        warnings: found.warnings,
+    })
 }
 
 /// Fill in the hash of every file, on all cores: reading the files is the expensive part.
-fn hash_entries(root: &Path, mut entries: BTreeMap<String, Entry>) -> Result<BTreeMap<String, Entry>> {
+fn hash_entries(
+    root: &Path,
+    mut entries: BTreeMap<String, Entry>,
+) -> Result<BTreeMap<String, Entry>> {
     let hashed: Vec<Result<(String, u128)>> = entries
         .par_iter()
         .filter(|(_, e)| matches!(e.kind, Kind::File { .. }))
         .map(|(rel, _)| {
             let path = root.join(rel);
-            hash_file(&path).with_context(|| format!("cannot read {}", path.display())).map(|h| (rel.clone(), h))
+            hash_file(&path)
+                .with_context(|| format!("cannot read {}", path.display()))
+                .map(|h| (rel.clone(), h))
         })
         .collect();
     for r in hashed {
         let (rel, h) = r?;
-        if let Some(Entry { kind: Kind::File { hash, .. }, .. }) = entries.get_mut(&rel) {
+        if let Some(Entry {
+            kind: Kind::File { hash, .. },
+            ..
+        }) = entries.get_mut(&rel)
+        {
             *hash = h;
         }
     }
@@ -93,9 +109,12 @@ struct Found {
 fn matcher(root: &Path, patterns: &[String], key: &str) -> Result<Gitignore> {
     let mut b = GitignoreBuilder::new(root);
     for p in patterns {
-        b.add_line(None, p).map_err(|e| crate::error::usage(format!("config `{key}` pattern {p:?} is invalid: {e}")))?;
+        b.add_line(None, p).map_err(|e| {
+            crate::error::usage(format!("config `{key}` pattern {p:?} is invalid: {e}"))
+        })?;
     }
-    b.build().map_err(|e| crate::error::usage(format!("config `{key}` patterns are invalid: {e}")))
+    b.build()
+        .map_err(|e| crate::error::usage(format!("config `{key}` patterns are invalid: {e}")))
 }
 
 fn walk(root: &Path, excluded: &Gitignore, standard_filters: bool, found: &Mutex<Found>) {
@@ -113,7 +132,9 @@ fn walk(root: &Path, excluded: &Gitignore, standard_filters: bool, found: &Mutex
                 return false;
             }
             let is_dir = e.file_type().is_some_and(|t| t.is_dir());
-            !excluded.matched_path_or_any_parents(e.path(), is_dir).is_ignore()
+            !excluded
+                .matched_path_or_any_parents(e.path(), is_dir)
+                .is_ignore()
         });
     builder.build_parallel().run(|| {
         Box::new(|result| {
@@ -125,7 +146,10 @@ fn walk(root: &Path, excluded: &Gitignore, standard_filters: bool, found: &Mutex
 
 fn walk_included(root: &Path, included: &Gitignore, found: &Mutex<Found>) {
     let mut builder = WalkBuilder::new(root);
-    builder.standard_filters(false).follow_links(false).filter_entry(|e| e.file_name() != ".git");
+    builder
+        .standard_filters(false)
+        .follow_links(false)
+        .filter_entry(|e| e.file_name() != ".git");
     builder.build_parallel().run(|| {
         Box::new(|result| {
             record(root, result, found, Some(included));
@@ -134,7 +158,12 @@ fn walk_included(root: &Path, included: &Gitignore, found: &Mutex<Found>) {
     });
 }
 
-fn record(root: &Path, result: std::result::Result<ignore::DirEntry, ignore::Error>, found: &Mutex<Found>, only: Option<&Gitignore>) {
+fn record(
+    root: &Path,
+    result: std::result::Result<ignore::DirEntry, ignore::Error>,
+    found: &Mutex<Found>,
+    only: Option<&Gitignore>,
+) {
     let entry = match result {
         Ok(e) => e,
         Err(err) => {
@@ -148,7 +177,10 @@ fn record(root: &Path, result: std::result::Result<ignore::DirEntry, ignore::Err
     let path = entry.path();
     let Some(ft) = entry.file_type() else { return };
     if let Some(inc) = only {
-        if !inc.matched_path_or_any_parents(path, ft.is_dir()).is_ignore() {
+        if !inc
+            .matched_path_or_any_parents(path, ft.is_dir())
+            .is_ignore()
+        {
             return;
         }
     }
@@ -162,32 +194,65 @@ fn record(root: &Path, result: std::result::Result<ignore::DirEntry, ignore::Err
     let item = if ft.is_symlink() {
         match fs::read_link(path) {
             Ok(t) => match t.to_str() {
-                Some(t) => Entry { kind: Kind::Symlink { target: t.to_string() }, mode: 0o777 },
+                Some(t) => Entry {
+                    kind: Kind::Symlink {
+                        target: t.to_string(),
+                    },
+                    mode: 0o777,
+                },
                 None => {
-                    found.lock().unwrap().errors.push(format!("{}: symlink target {:?} is not valid UTF-8", path.display(), t));
+                    found.lock().unwrap().errors.push(format!(
+                        "{}: symlink target {:?} is not valid UTF-8",
+                        path.display(),
+                        t
+                    ));
                     return;
                 }
             },
             Err(e) => {
-                found.lock().unwrap().errors.push(format!("{}: cannot read symlink: {e}", path.display()));
+                found
+                    .lock()
+                    .unwrap()
+                    .errors
+                    .push(format!("{}: cannot read symlink: {e}", path.display()));
                 return;
             }
         }
     } else if ft.is_dir() {
-        Entry { kind: Kind::Dir, mode: 0o755 }
+        Entry {
+            kind: Kind::Dir,
+            mode: 0o755,
+        }
     } else if ft.is_file() {
         match entry.metadata() {
             Ok(md) => {
-                let mode = if md.permissions().mode() & 0o111 != 0 { 0o755 } else { 0o644 };
-                Entry { kind: Kind::File { size: md.len(), hash: 0 }, mode }
+                let mode = if md.permissions().mode() & 0o111 != 0 {
+                    0o755
+                } else {
+                    0o644
+                };
+                Entry {
+                    kind: Kind::File {
+                        size: md.len(),
+                        hash: 0,
+                    },
+                    mode,
+                }
             }
             Err(e) => {
-                found.lock().unwrap().errors.push(format!("{}: {e}", path.display()));
+                found
+                    .lock()
+                    .unwrap()
+                    .errors
+                    .push(format!("{}: {e}", path.display()));
                 return;
             }
         }
     } else {
-        found.lock().unwrap().warnings.push(format!("skipped {}: not a file, directory or symlink", path.display()));
+        found.lock().unwrap().warnings.push(format!(
+            "skipped {}: not a file, directory or symlink",
+            path.display()
+        ));
         return;
     };
     found.lock().unwrap().entries.push((rel, item));
@@ -220,7 +285,13 @@ fn add_missing_parents(entries: &mut BTreeMap<String, Entry>) {
         .filter(|p| !entries.contains_key(p))
         .collect();
     for p in missing {
-        entries.insert(p, Entry { kind: Kind::Dir, mode: 0o755 });
+        entries.insert(
+            p,
+            Entry {
+                kind: Kind::Dir,
+                mode: 0o755,
+            },
+        );
     }
 }
 
@@ -278,7 +349,17 @@ mod tests {
         let s = scan(d.path(), &["node_modules/".into()], &[]).unwrap();
         assert_eq!(
             paths(&s),
-            [".cutoverignore", ".gitignore", ".htaccess", ".well-known", ".well-known/security.txt", "empty", "home.html", "index.html", "run.sh"]
+            [
+                ".cutoverignore",
+                ".gitignore",
+                ".htaccess",
+                ".well-known",
+                ".well-known/security.txt",
+                "empty",
+                "home.html",
+                "index.html",
+                "run.sh"
+            ]
         );
     }
 
@@ -305,17 +386,32 @@ mod tests {
         let d = tree();
         let s = scan(d.path(), &[], &[]).unwrap();
         let e = &s.manifest.entries;
-        assert_eq!(e["home.html"].kind, Kind::Symlink { target: "index.html".into() });
+        assert_eq!(
+            e["home.html"].kind,
+            Kind::Symlink {
+                target: "index.html".into()
+            }
+        );
         assert_eq!(e["run.sh"].mode, 0o755);
         assert_eq!(e["index.html"].mode, 0o644);
-        assert_eq!(e["index.html"].kind, Kind::File { size: 2, hash: xxhash_rust::xxh3::xxh3_128(b"hi") });
+        assert_eq!(
+            e["index.html"].kind,
+            Kind::File {
+                size: 2,
+                hash: xxhash_rust::xxh3::xxh3_128(b"hi")
+            }
+        );
     }
 
     #[test]
     fn non_utf8_name_is_an_error_naming_it() {
         use std::os::unix::ffi::OsStrExt;
         let d = tree();
-        fs::write(d.path().join(std::ffi::OsStr::from_bytes(b"bad\xffname")), "x").unwrap();
+        fs::write(
+            d.path().join(std::ffi::OsStr::from_bytes(b"bad\xffname")),
+            "x",
+        )
+        .unwrap();
         let e = format!("{:#}", scan(d.path(), &[], &[]).err().unwrap());
         assert!(e.contains("bad\\xFFname") && e.contains("UTF-8"), "{e}");
     }
@@ -325,15 +421,26 @@ mod tests {
         // A FIFO opens but a directory cannot be read as a file, even by root: swap a file for a
         // directory between the walk and the hash to reach the error path deterministically.
         let d = tree();
-        let e = hash_file(&d.path().join("empty")).err().expect("reading a directory fails");
+        let e = hash_file(&d.path().join("empty"))
+            .err()
+            .expect("reading a directory fails");
         assert_eq!(e.raw_os_error(), Some(21), "EISDIR");
         let f = d.path().join("gone.txt");
-        let e = format!("{:#}", scan_with_hook(d.path(), || {
-            fs::write(&f, "x").unwrap();
-        }, || {
-            fs::remove_file(&f).unwrap();
-            fs::create_dir(&f).unwrap();
-        }).err().unwrap());
+        let e = format!(
+            "{:#}",
+            scan_with_hook(
+                d.path(),
+                || {
+                    fs::write(&f, "x").unwrap();
+                },
+                || {
+                    fs::remove_file(&f).unwrap();
+                    fs::create_dir(&f).unwrap();
+                }
+            )
+            .err()
+            .unwrap()
+        );
         assert!(e.contains("gone.txt"), "{e}");
     }
 
@@ -345,6 +452,9 @@ mod tests {
         between();
         let found = found.into_inner().unwrap();
         let entries: BTreeMap<String, Entry> = found.entries.into_iter().collect();
-        hash_entries(root, entries).map(|entries| Scan { manifest: Manifest { entries }, warnings: vec![] })
+        hash_entries(root, entries).map(|entries| Scan {
+            manifest: Manifest { entries },
+            warnings: vec![],
+        })
     }
 }

@@ -51,7 +51,10 @@ pub fn first_deploy_gives_the_exact_layout(kind: TargetKind) {
     // current: a relative symlink releases/ID
     assert!(meta(&site.at("current")).file_type().is_symlink());
     assert_eq!(site.current_link(), Some(format!("releases/{id}")));
-    assert_eq!(read(&site.at("current/index.php")), read(&site.src.join("index.php")));
+    assert_eq!(
+        read(&site.at("current/index.php")),
+        read(&site.src.join("index.php"))
+    );
 
     // the deploy path holds exactly the documented layout
     assert_eq!(
@@ -78,17 +81,39 @@ pub fn first_deploy_gives_the_exact_layout(kind: TargetKind) {
     );
     assert!(rel.join(".well-known/security.txt").is_file());
     assert!(!rel.join(".git").exists(), ".git/ must never be deployed");
-    assert!(!rel.join("debug.log").exists(), "a gitignored file was deployed");
-    assert!(!rel.join("node_modules").exists(), "a gitignored dir was deployed");
-    assert_eq!(meta(&rel.join("bin/console")).permissions().mode() & 0o777, 0o755);
-    assert_eq!(meta(&rel.join("index.php")).permissions().mode() & 0o777, 0o644);
+    assert!(
+        !rel.join("debug.log").exists(),
+        "a gitignored file was deployed"
+    );
+    assert!(
+        !rel.join("node_modules").exists(),
+        "a gitignored dir was deployed"
+    );
+    assert_eq!(
+        meta(&rel.join("bin/console")).permissions().mode() & 0o777,
+        0o755
+    );
+    assert_eq!(
+        meta(&rel.join("index.php")).permissions().mode() & 0o777,
+        0o644
+    );
     assert_eq!(link_target(&rel.join("favicon.ico")), "assets/img/logo.png");
     assert_eq!(link_target(&rel.join("dangling")), "does/not/exist");
-    assert_eq!(fs::read(rel.join("assets/img/logo.png")).unwrap(), noise(7, 4096));
-    assert!(meta(&rel.join("storage/logs")).is_dir(), "empty directories are deployed");
+    assert_eq!(
+        fs::read(rel.join("assets/img/logo.png")).unwrap(),
+        noise(7, 4096)
+    );
+    assert!(
+        meta(&rel.join("storage/logs")).is_dir(),
+        "empty directories are deployed"
+    );
 
     assert_eq!(s.uploaded, count_uploadable(&expected), "{s:?}");
-    assert_eq!((s.deleted, s.unchanged, s.links, s.warnings), (0, 0, 0, 0), "{s:?}");
+    assert_eq!(
+        (s.deleted, s.unchanged, s.links, s.warnings),
+        (0, 0, 0, 0),
+        "{s:?}"
+    );
 }
 
 /// Second deploy: only changed files travel, removed files and directories go, the previous
@@ -98,12 +123,18 @@ pub fn second_deploy_uploads_only_changed_files(kind: TargetKind) {
     write_webapp(&site, 40);
     let first = site.deploy();
     let total = count_uploadable(&source_view(&site.src, WEBAPP_NOT_DEPLOYED));
-    assert!(total >= 45, "the fixture should have ~50 entries, has {total}");
+    assert!(
+        total >= 45,
+        "the fixture should have ~50 entries, has {total}"
+    );
     let release1 = snapshot(&site.release_dir(&first.release));
 
     // change 2 files, delete 1 file and 1 whole directory (with several files)
     site.write("assets/css/app.css", "body { margin: 1px; }\n");
-    site.write("vendor/pkg1/src/Class1.php", "<?php\nclass Class1 { /* v2 */ }\n");
+    site.write(
+        "vendor/pkg1/src/Class1.php",
+        "<?php\nclass Class1 { /* v2 */ }\n",
+    );
     site.remove("assets/js/app.js");
     let gone_dir = site.src.join("vendor/pkg4");
     let gone_files = count_uploadable(&snapshot(&gone_dir));
@@ -128,7 +159,10 @@ pub fn second_deploy_uploads_only_changed_files(kind: TargetKind) {
         &snapshot(&site.release_dir(&first.release)),
         "the previous release after the second deploy",
     );
-    assert_eq!(site.releases(), [first.release.clone(), second.release.clone()]);
+    assert_eq!(
+        site.releases(),
+        [first.release.clone(), second.release.clone()]
+    );
     assert_eq!(site.manifests(), site.releases());
     site.assert_clean("second deploy");
 
@@ -161,7 +195,11 @@ pub fn runtime_files_are_carried_into_the_next_release(kind: TargetKind) {
     write_webapp(&site, 5);
     let first = site.deploy();
     let rel1 = site.release_dir(&first.release);
-    write_file(&rel1.join("runtime/cache.txt"), b"cached at runtime\n", 0o644);
+    write_file(
+        &rel1.join("runtime/cache.txt"),
+        b"cached at runtime\n",
+        0o644,
+    );
     write_file(&rel1.join("storage/logs/app.log"), b"log line\n", 0o644);
 
     site.write("index.php", "<?php echo 'v2';\n");
@@ -191,7 +229,11 @@ pub fn shared_entries_are_linked_by_the_rule(kind: TargetKind) {
     write_file(&shared.join("uploads/a.jpg"), &noise(1, 300), 0o644);
     write_file(&shared.join("uploads/2026/b.jpg"), &noise(2, 300), 0o644);
     write_file(&shared.join("conf/x"), b"shared x\n", 0o644);
-    write_file(&shared.join("index.php"), b"<?php // shared, must lose\n", 0o644);
+    write_file(
+        &shared.join("index.php"),
+        b"<?php // shared, must lose\n",
+        0o644,
+    );
     write_file(&shared.join(".env"), b"APP_KEY=secret\n", 0o600);
     let shared_before = snapshot(&shared);
 
@@ -214,7 +256,10 @@ pub fn shared_entries_are_linked_by_the_rule(kind: TargetKind) {
     // hidden entries of shared/ count too
     assert_eq!(link_target(&rel.join(".env")), "../../shared/.env");
     // (2) a directory in both: descend; conf/ stays a real directory
-    assert!(meta(&rel.join("conf")).is_dir(), "conf/ must be a real directory");
+    assert!(
+        meta(&rel.join("conf")).is_dir(),
+        "conf/ must be a real directory"
+    );
     assert_eq!(link_target(&rel.join("conf/x")), "../../../shared/conf/x");
     assert_eq!(read(&rel.join("conf/x")), "shared x\n");
     assert_eq!(read(&rel.join("conf/app.ini")), "a=1\n");
@@ -229,7 +274,11 @@ pub fn shared_entries_are_linked_by_the_rule(kind: TargetKind) {
         run.describe()
     );
     assert_eq!((s.links, s.warnings), (3, 1), "{s:?}");
-    assert_trees_equal(&shared_before, &snapshot(&shared), "shared/ after the deploy");
+    assert_trees_equal(
+        &shared_before,
+        &snapshot(&shared),
+        "shared/ after the deploy",
+    );
     // the manifest lists only what came from the repository
     let manifest = read(&site.at(format!(".cutover/manifests/{}", s.release)));
     assert!(!manifest.contains("uploads"), "{manifest}");
@@ -248,7 +297,11 @@ pub fn shared_entries_are_linked_by_the_rule(kind: TargetKind) {
     assert_eq!(link_target(&rel2.join(".env")), "../../shared/.env");
     assert_eq!(read(&rel2.join("index.php")), "<?php // from the repo\n");
     assert_eq!(read(&rel2.join("conf/app.ini")), "a=2\n");
-    assert_trees_equal(&shared_before, &snapshot(&shared), "shared/ after two deploys");
+    assert_trees_equal(
+        &shared_before,
+        &snapshot(&shared),
+        "shared/ after two deploys",
+    );
 }
 
 /// A path that was a shared link in the previous release and is a repository path now is a
@@ -265,7 +318,10 @@ pub fn former_shared_link_now_in_the_repo_never_writes_into_shared(kind: TargetK
     let first = site.deploy();
     let rel1 = site.release_dir(&first.release);
     assert_eq!(link_target(&rel1.join("uploads")), "../../shared/uploads");
-    assert_eq!(link_target(&rel1.join("robots.txt")), "../../shared/robots.txt");
+    assert_eq!(
+        link_target(&rel1.join("robots.txt")),
+        "../../shared/robots.txt"
+    );
     let release1 = snapshot(&rel1);
 
     // the repository now has its own uploads/ directory and robots.txt file
@@ -277,7 +333,10 @@ pub fn former_shared_link_now_in_the_repo_never_writes_into_shared(kind: TargetK
     let s = run.summary();
     let rel2 = site.release_dir(&s.release);
 
-    assert!(meta(&rel2.join("uploads")).is_dir(), "uploads/ is a real directory now");
+    assert!(
+        meta(&rel2.join("uploads")).is_dir(),
+        "uploads/ is a real directory now"
+    );
     assert!(meta(&rel2.join("uploads/a.jpg")).is_file());
     assert_eq!(read(&rel2.join("uploads/a.jpg")), "repo a\n");
     assert_eq!(read(&rel2.join("uploads/readme.txt")), "repo readme\n");
@@ -290,14 +349,20 @@ pub fn former_shared_link_now_in_the_repo_never_writes_into_shared(kind: TargetK
     );
     assert_eq!((s.links, s.warnings), (1, 2), "{s:?}");
 
-    assert_trees_equal(&shared_before, &snapshot(&shared), "shared/ (nothing may be written into it)");
+    assert_trees_equal(
+        &shared_before,
+        &snapshot(&shared),
+        "shared/ (nothing may be written into it)",
+    );
     assert_trees_equal(&release1, &snapshot(&rel1), "the previous release");
 }
 
 /// Releases beyond keep_releases (default 3) are pruned with their manifests; current is the
 /// newest.
 pub fn only_keep_releases_releases_are_kept(kind: TargetKind, keep: Option<u32>) {
-    let Some(mut site) = Site::new(kind) else { return };
+    let Some(mut site) = Site::new(kind) else {
+        return;
+    };
     let keep_n = keep.unwrap_or(3) as usize;
     if let Some(k) = keep {
         site.configure(&format!("keep_releases = {k}"), "");
@@ -311,7 +376,10 @@ pub fn only_keep_releases_releases_are_kept(kind: TargetKind, keep: Option<u32>)
         let want: Vec<String> = ids[ids.len().saturating_sub(keep_n)..].to_vec();
         assert_eq!(site.releases(), want, "releases after deploy {}", i + 1);
         assert_eq!(site.manifests(), want, "manifests after deploy {}", i + 1);
-        assert_eq!(site.current_id().as_deref(), want.last().map(String::as_str));
+        assert_eq!(
+            site.current_id().as_deref(),
+            want.last().map(String::as_str)
+        );
         assert_eq!(read(&site.at("current/rev.txt")), format!("revision {i}\n"));
     }
     let mut sorted = ids.clone();
@@ -335,14 +403,25 @@ pub fn emit_script_is_completed_by_running_it(kind: TargetKind) {
     run.expect_code(0, "deploy --emit-script");
     let script = run.stdout.clone();
     assert!(script.starts_with("#!/bin/sh\n"), "{}", run.describe());
-    assert!(!script.contains(" is live: "), "stdout must be only the script");
+    assert!(
+        !script.contains(" is live: "),
+        "stdout must be only the script"
+    );
     assert!(
         script.trim_end().ends_with("exit \"$status\""),
         "stdout must end with the script's last line:\n{}",
         &script[script.len().saturating_sub(300)..]
     );
-    assert_eq!(site.exec_sessions(), execs, "--emit-script runs nothing on the server");
-    assert_eq!(site.current_id(), Some(first.release.clone()), "current unchanged");
+    assert_eq!(
+        site.exec_sessions(),
+        execs,
+        "--emit-script runs nothing on the server"
+    );
+    assert_eq!(
+        site.current_id(),
+        Some(first.release.clone()),
+        "current unchanged"
+    );
     assert!(!site.lock_exists(), "--emit-script releases the lock");
     assert_eq!(site.releases(), [first.release.clone()]);
     let staged = site.staging_leftovers();
@@ -357,7 +436,11 @@ pub fn emit_script_is_completed_by_running_it(kind: TargetKind) {
 
     let out = sh(&file, site.root());
     assert!(out.status.success(), "sh deploy.sh: {out:?}");
-    assert_eq!(site.current_id(), Some(id.clone()), "the script switched current");
+    assert_eq!(
+        site.current_id(),
+        Some(id.clone()),
+        "the script switched current"
+    );
     site.assert_release_is_source(&id, WEBAPP_NOT_DEPLOYED);
     assert_eq!(read(&site.at("current/new/file.txt")), "new\n");
     assert_eq!(site.releases(), [first.release.clone(), id.clone()]);
@@ -371,7 +454,11 @@ pub fn emit_script_is_completed_by_running_it(kind: TargetKind) {
     let err = String::from_utf8_lossy(&again.stderr);
     assert!(err.contains("gone") || err.contains("exists"), "{err}");
     assert_eq!(site.current_id(), Some(id.clone()));
-    assert_trees_equal(&before_again, &snapshot(&site.path), "deploy path after the second run");
+    assert_trees_equal(
+        &before_again,
+        &snapshot(&site.path),
+        "deploy path after the second run",
+    );
     site.assert_clean("after the second run");
 
     // and a normal deploy goes on from the emitted release
@@ -399,7 +486,11 @@ pub fn dry_run_writes_nothing(kind: TargetKind) {
         "a dry run on a fresh server created {}",
         site.path.display()
     );
-    assert_eq!(site.exec_sessions().unwrap_or(0), 0, "a dry run runs nothing");
+    assert_eq!(
+        site.exec_sessions().unwrap_or(0),
+        0,
+        "a dry run runs nothing"
+    );
 
     let first = site.deploy();
     site.write("index.php", "<?php echo 'v2';\n");
@@ -411,45 +502,79 @@ pub fn dry_run_writes_nothing(kind: TargetKind) {
     run.expect_code(0, "dry run after a deploy");
     assert!(run.stdout.contains("2 to upload"), "{}", run.describe());
     assert!(run.stdout.contains("1 to delete"), "{}", run.describe());
-    assert!(run.stdout.contains(&first.release), "names its base release\n{}", run.describe());
+    assert!(
+        run.stdout.contains(&first.release),
+        "names its base release\n{}",
+        run.describe()
+    );
     let all = format!("{}{}", run.stdout, run.stderr);
     for p in ["index.php", "assets/css/app.css", "assets/js/app.js"] {
         assert!(all.contains(p), "-v lists {p}\n{}", run.describe());
     }
-    assert_trees_equal(&before, &snapshot(&site.path), "the deploy path after a dry run");
+    assert_trees_equal(
+        &before,
+        &snapshot(&site.path),
+        "the deploy path after a dry run",
+    );
     assert_eq!(site.exec_sessions(), execs, "a dry run runs nothing");
 }
 
 /// A failing before_swap hook aborts: exit 1, current and the previous release untouched,
 /// nothing left behind; the next good deploy works.
 pub fn failing_before_swap_hook_leaves_current_untouched(kind: TargetKind) {
-    let Some(mut site) = Site::new(kind) else { return };
+    let Some(mut site) = Site::new(kind) else {
+        return;
+    };
     write_webapp(&site, 5);
     let first = site.deploy();
     let release1 = snapshot(&site.release_dir(&first.release));
 
-    site.configure("[hooks]\nbefore_swap = [\"touch hook-ran\", \"exit 7\"]", "");
+    site.configure(
+        "[hooks]\nbefore_swap = [\"touch hook-ran\", \"exit 7\"]",
+        "",
+    );
     site.write("index.php", "<?php echo 'v2';\n");
     let run = site.deploy_with(&[]);
     run.expect_code(1, "deploy with a failing before_swap hook");
     assert!(run.stderr.contains("before_swap"), "{}", run.describe());
-    assert!(parse_summary(&run.stdout).is_none(), "no `is live` summary\n{}", run.describe());
-    assert_eq!(site.current_id(), Some(first.release.clone()), "current untouched");
-    assert_eq!(site.releases(), [first.release.clone()], "no partial release");
+    assert!(
+        parse_summary(&run.stdout).is_none(),
+        "no `is live` summary\n{}",
+        run.describe()
+    );
+    assert_eq!(
+        site.current_id(),
+        Some(first.release.clone()),
+        "current untouched"
+    );
+    assert_eq!(
+        site.releases(),
+        [first.release.clone()],
+        "no partial release"
+    );
     assert_eq!(site.manifests(), [first.release.clone()]);
     site.assert_clean("after a failed before_swap hook");
-    assert_trees_equal(&release1, &snapshot(&site.release_dir(&first.release)), "the live release");
+    assert_trees_equal(
+        &release1,
+        &snapshot(&site.release_dir(&first.release)),
+        "the live release",
+    );
 
     site.configure("", "");
     let next = site.deploy();
-    assert_eq!(next.uploaded, 1, "planned against the live release: {next:?}");
+    assert_eq!(
+        next.uploaded, 1,
+        "planned against the live release: {next:?}"
+    );
     site.assert_release_is_source(&next.release, WEBAPP_NOT_DEPLOYED);
     site.assert_clean("after the next good deploy");
 }
 
 /// A failing after_swap hook: exit 3, the new release stays live.
 pub fn failing_after_swap_hook_exits_3_and_stays_live(kind: TargetKind) {
-    let Some(mut site) = Site::new(kind) else { return };
+    let Some(mut site) = Site::new(kind) else {
+        return;
+    };
     write_webapp(&site, 5);
     let first = site.deploy();
     site.configure("[hooks]\nafter_swap = [\"exit 5\"]", "");
@@ -459,7 +584,11 @@ pub fn failing_after_swap_hook_exits_3_and_stays_live(kind: TargetKind) {
     assert!(run.stderr.contains("after_swap"), "{}", run.describe());
     let s = run.summary();
     assert!(s.release > first.release);
-    assert_eq!(site.current_id(), Some(s.release.clone()), "the new release is live");
+    assert_eq!(
+        site.current_id(),
+        Some(s.release.clone()),
+        "the new release is live"
+    );
     site.assert_release_is_source(&s.release, WEBAPP_NOT_DEPLOYED);
     assert_eq!(site.manifests(), site.releases());
     site.assert_clean("after a failed after_swap hook");
@@ -468,7 +597,9 @@ pub fn failing_after_swap_hook_exits_3_and_stays_live(kind: TargetKind) {
 /// Hooks get CUTOVER_RELEASE, CUTOVER_RELEASE_PATH, CUTOVER_PREVIOUS_RELEASE and
 /// CUTOVER_DEPLOY_PATH, run in the new release, before_swap before and after_swap after the swap.
 pub fn hooks_see_the_release_environment(kind: TargetKind) {
-    let Some(mut site) = Site::new(kind) else { return };
+    let Some(mut site) = Site::new(kind) else {
+        return;
+    };
     let hook = |file: &str| {
         format!(
             "{{ printf '%s\\n' \"$CUTOVER_RELEASE\" \"$CUTOVER_RELEASE_PATH\" \"$CUTOVER_PREVIOUS_RELEASE\" \
@@ -487,9 +618,8 @@ pub fn hooks_see_the_release_environment(kind: TargetKind) {
     );
     site.write("index.php", "<?php\n");
     let deploy_path = site.path.display().to_string();
-    let lines = |f: &str| -> Vec<String> {
-        read(&site.at(f)).lines().map(str::to_string).collect()
-    };
+    let lines =
+        |f: &str| -> Vec<String> { read(&site.at(f)).lines().map(str::to_string).collect() };
 
     let mut previous = String::new();
     for round in 0..2 {
@@ -506,12 +636,22 @@ pub fn hooks_see_the_release_environment(kind: TargetKind) {
             "before_swap CUTOVER_RELEASE_PATH {:?} is not the new release {final_path}",
             before[1]
         );
-        assert_eq!(before[1], before[4], "before_swap runs in CUTOVER_RELEASE_PATH");
+        assert_eq!(
+            before[1], before[4],
+            "before_swap runs in CUTOVER_RELEASE_PATH"
+        );
         assert_eq!(before[2], previous, "before_swap CUTOVER_PREVIOUS_RELEASE");
         assert_eq!(before[3], deploy_path, "before_swap CUTOVER_DEPLOY_PATH");
-        let old_current = if previous.is_empty() { String::new() } else { format!("releases/{previous}") };
+        let old_current = if previous.is_empty() {
+            String::new()
+        } else {
+            format!("releases/{previous}")
+        };
         assert_eq!(before[5], old_current, "before_swap runs before the swap");
-        assert_eq!(before[6], "has-index", "the release is complete when before_swap runs");
+        assert_eq!(
+            before[6], "has-index",
+            "the release is complete when before_swap runs"
+        );
 
         let after = lines("after.env");
         assert_eq!(after.len(), 7, "{after:?}");
@@ -520,7 +660,11 @@ pub fn hooks_see_the_release_environment(kind: TargetKind) {
         assert_eq!(after[4], final_path, "after_swap runs in the release");
         assert_eq!(after[2], previous, "after_swap CUTOVER_PREVIOUS_RELEASE");
         assert_eq!(after[3], deploy_path, "after_swap CUTOVER_DEPLOY_PATH");
-        assert_eq!(after[5], format!("releases/{id}"), "after_swap runs after the swap");
+        assert_eq!(
+            after[5],
+            format!("releases/{id}"),
+            "after_swap runs after the swap"
+        );
         assert_eq!(after[6], "has-index");
         previous = id;
     }
@@ -540,16 +684,32 @@ pub fn held_lock_refuses_and_unlock_clears_it(kind: TargetKind) {
 
     let run = site.deploy_with(&[]);
     run.expect_code(1, "deploy while locked");
-    assert!(run.stderr.contains("someone@box"), "names the holder\n{}", run.describe());
+    assert!(
+        run.stderr.contains("someone@box"),
+        "names the holder\n{}",
+        run.describe()
+    );
     assert!(run.stderr.contains("cutover unlock"), "{}", run.describe());
     assert_eq!(site.exec_sessions(), execs);
-    assert_trees_equal(&before, &snapshot(&site.path), "the deploy path (someone else's lock included)");
+    assert_trees_equal(
+        &before,
+        &snapshot(&site.path),
+        "the deploy path (someone else's lock included)",
+    );
     assert_eq!(site.current_id(), Some(first.release.clone()));
 
     let run = site.cutover(&["unlock"]);
     run.expect_code(0, "cutover unlock");
-    assert!(!site.lock_exists(), "unlock removed the lock\n{}", run.describe());
-    assert!(run.stdout.contains("someone@box"), "unlock says whose lock it removed\n{}", run.describe());
+    assert!(
+        !site.lock_exists(),
+        "unlock removed the lock\n{}",
+        run.describe()
+    );
+    assert!(
+        run.stdout.contains("someone@box"),
+        "unlock says whose lock it removed\n{}",
+        run.describe()
+    );
 
     let next = site.deploy();
     assert_eq!(next.uploaded, 1, "{next:?}");
@@ -595,7 +755,11 @@ pub fn hostile_names_deploy_byte_exact(kind: TargetKind) {
 
     let first = site.deploy();
     site.assert_release_is_source(&first.release, &[]);
-    assert!(canaries(&site).is_empty(), "CANARY created: {:?}", canaries(&site));
+    assert!(
+        canaries(&site).is_empty(),
+        "CANARY created: {:?}",
+        canaries(&site)
+    );
 
     // change two, delete a file and a directory, add a file in a new hostile directory
     site.write(quoted, "quoted v2\n");
@@ -609,7 +773,11 @@ pub fn hostile_names_deploy_byte_exact(kind: TargetKind) {
     let rel2 = site.release_dir(&second.release);
     assert_eq!(read(&rel2.join("bystander.txt")), "must survive\n");
     assert_eq!(read(&rel2.join("*")), "star v1\n");
-    assert!(canaries(&site).is_empty(), "CANARY created: {:?}", canaries(&site));
+    assert!(
+        canaries(&site).is_empty(),
+        "CANARY created: {:?}",
+        canaries(&site)
+    );
 
     // and delete the rest of them
     site.remove(quoted);
@@ -619,7 +787,11 @@ pub fn hostile_names_deploy_byte_exact(kind: TargetKind) {
     let third = site.deploy();
     assert_eq!(third.deleted, 4, "{third:?}");
     site.assert_release_is_source(&third.release, &[]);
-    assert!(canaries(&site).is_empty(), "CANARY created: {:?}", canaries(&site));
+    assert!(
+        canaries(&site).is_empty(),
+        "CANARY created: {:?}",
+        canaries(&site)
+    );
 }
 
 /// Type changes between deploys: file → directory, directory → file, symlink retargeted,
@@ -648,7 +820,11 @@ pub fn type_changes_are_applied(kind: TargetKind) {
     let second = site.deploy();
     site.assert_release_is_source(&second.release, &[]);
     // the retargeted link c pointed at a directory: nothing may have been moved into it
-    assert_trees_equal(&release1, &snapshot(&site.release_dir(&first.release)), "the previous release");
+    assert_trees_equal(
+        &release1,
+        &snapshot(&site.release_dir(&first.release)),
+        "the previous release",
+    );
     assert_eq!(
         list_names(&site.release_dir(&second.release).join("target-dir")),
         ["t.txt"]
@@ -658,7 +834,9 @@ pub fn type_changes_are_applied(kind: TargetKind) {
 /// copy = "hardlink": the new release shares unchanged files with the previous one, and a
 /// changed file never changes the previous release's copy.
 pub fn hardlink_copy_keeps_the_previous_release_intact(kind: TargetKind) {
-    let Some(mut site) = Site::new(kind) else { return };
+    let Some(mut site) = Site::new(kind) else {
+        return;
+    };
     site.configure("copy = \"hardlink\"", "");
     write_webapp(&site, 5);
     let first = site.deploy();
@@ -671,7 +849,11 @@ pub fn hardlink_copy_keeps_the_previous_release_intact(kind: TargetKind) {
     assert_eq!(second.uploaded, 2, "{second:?}");
     let rel2 = site.release_dir(&second.release);
     site.assert_release_is_source(&second.release, WEBAPP_NOT_DEPLOYED);
-    assert_trees_equal(&release1, &snapshot(&rel1), "the previous release (hard-linked copy)");
+    assert_trees_equal(
+        &release1,
+        &snapshot(&rel1),
+        "the previous release (hard-linked copy)",
+    );
     let ino = |p: PathBuf| meta(&p).ino();
     assert_eq!(
         ino(rel1.join("vendor/autoload.php")),
@@ -684,7 +866,9 @@ pub fn hardlink_copy_keeps_the_previous_release_intact(kind: TargetKind) {
 /// Ignore rules: .gitignore (in a git checkout), .cutoverignore and `exclude` drop paths,
 /// `include` forces a gitignored path back in.
 pub fn ignore_rules_and_include_patterns_apply(kind: TargetKind) {
-    let Some(mut site) = Site::new(kind) else { return };
+    let Some(mut site) = Site::new(kind) else {
+        return;
+    };
     site.configure(
         "exclude = [\"*.bak\", \"/tests/\"]\ninclude = [\"public/build/\"]",
         "",
@@ -704,7 +888,10 @@ pub fn ignore_rules_and_include_patterns_apply(kind: TargetKind) {
         &s.release,
         &[".git", "scratch.tmp", "secret.txt", "old.php.bak", "tests"],
     );
-    assert!(site.release_dir(&s.release).join("public/build/app.min.js").is_file());
+    assert!(site
+        .release_dir(&s.release)
+        .join("public/build/app.min.js")
+        .is_file());
 }
 
 /// A source name that is not UTF-8 stops the deploy before anything is written.
@@ -720,8 +907,19 @@ pub fn non_utf8_name_is_refused_before_anything_is_sent(kind: TargetKind) {
         "expected a failure\n{}",
         run.describe()
     );
-    assert!(run.stderr.contains("caf"), "names the file\n{}", run.describe());
-    assert!(run.stderr.to_lowercase().contains("utf-8"), "{}", run.describe());
-    assert!(fs::symlink_metadata(&site.path).is_err(), "nothing may be written");
+    assert!(
+        run.stderr.contains("caf"),
+        "names the file\n{}",
+        run.describe()
+    );
+    assert!(
+        run.stderr.to_lowercase().contains("utf-8"),
+        "{}",
+        run.describe()
+    );
+    assert!(
+        fs::symlink_metadata(&site.path).is_err(),
+        "nothing may be written"
+    );
     assert_eq!(site.exec_sessions().unwrap_or(0), 0);
 }

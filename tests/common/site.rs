@@ -655,7 +655,10 @@ pub fn write_webapp(site: &Site, vendor_files: usize) {
         "RewriteEngine On\nRewriteRule ^ index.php [L]\n",
     );
     site.write(".gitignore", "*.log\n/node_modules/\n");
-    site.write(".well-known/security.txt", "Contact: mailto:sec@example.com\n");
+    site.write(
+        ".well-known/security.txt",
+        "Contact: mailto:sec@example.com\n",
+    );
     site.write("assets/css/app.css", "body { margin: 0; }\n");
     site.write("assets/js/app.js", "console.log('app');\n");
     site.write("assets/img/logo.png", noise(7, 4096));
