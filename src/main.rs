@@ -45,8 +45,13 @@ enum Command {
         #[arg(long)]
         full: bool,
     },
-    /// Check that a target can be deployed to
-    Check { target: Option<String> },
+    /// Check that a target can be deployed to: one line per check, with the fix for each failure
+    Check {
+        target: Option<String>,
+        /// Print the results as JSON on stdout (for CI)
+        #[arg(long)]
+        json: bool,
+    },
     /// Point `current` back at an earlier release
     Rollback {
         target: Option<String>,
@@ -118,9 +123,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let target = cfg.target(target.as_deref())?;
             runtime.block_on(commands::releases::unlock(&target, out))
         }
-        Command::Check { .. } => Err(error::usage(
-            "`cutover check` is not implemented yet (tracked in its own issue)",
-        )),
+        Command::Check { target, json } => {
+            let target = cfg.target(target.as_deref())?;
+            runtime.block_on(commands::check::run(&target, json, out))
+        }
         Command::Rollback { target, to } => {
             let target = cfg.target(target.as_deref())?;
             runtime.block_on(commands::rollback::run(&target, to.as_deref(), out))

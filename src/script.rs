@@ -14,12 +14,14 @@ use crate::plan::{Base, Plan};
 
 pub const DEPLOY_TEMPLATE: &str = include_str!("../templates/deploy.sh.hbs");
 pub const ROLLBACK_TEMPLATE: &str = include_str!("../templates/rollback.sh.hbs");
+pub const CHECK_TEMPLATE: &str = include_str!("../templates/check.sh.hbs");
 pub const LIB_PARTIAL: &str = include_str!("../templates/partials/lib.sh.hbs");
 
 /// Every template, by file name (the tests check them all).
 pub const TEMPLATES: &[(&str, &str)] = &[
     ("deploy.sh.hbs", DEPLOY_TEMPLATE),
     ("rollback.sh.hbs", ROLLBACK_TEMPLATE),
+    ("check.sh.hbs", CHECK_TEMPLATE),
     ("partials/lib.sh.hbs", LIB_PARTIAL),
 ];
 
@@ -69,6 +71,8 @@ fn engine() -> Handlebars<'static> {
         .expect("templates/deploy.sh.hbs is valid handlebars");
     hb.register_template_string("rollback", ROLLBACK_TEMPLATE)
         .expect("templates/rollback.sh.hbs is valid handlebars");
+    hb.register_template_string("check", CHECK_TEMPLATE)
+        .expect("templates/check.sh.hbs is valid handlebars");
     hb
 }
 
@@ -125,6 +129,33 @@ pub fn rollback_script(target: &Target, from: &ReleaseId, to: &ReleaseId) -> Str
     engine()
         .render("rollback", &vars)
         .expect("the rollback template renders with its own variables")
+}
+
+#[derive(Serialize)]
+struct CheckVars<'a> {
+    version: &'a str,
+    target: &'a str,
+    root: &'a str,
+    copy: &'a str,
+    upload_kib: String,
+}
+
+/// The check script (`cutover check`): inspects `target` and changes nothing under its deploy
+/// path. `upload_bytes` is what the deploy planned now would upload, for the free-space check.
+pub fn check_script(target: &Target, upload_bytes: u64) -> String {
+    let vars = CheckVars {
+        version: env!("CARGO_PKG_VERSION"),
+        target: &target.name,
+        root: &target.path,
+        copy: match target.copy {
+            CopyMode::Full => "full",
+            CopyMode::Hardlink => "hardlink",
+        },
+        upload_kib: upload_bytes.div_ceil(1024).to_string(),
+    };
+    engine()
+        .render("check", &vars)
+        .expect("the check template renders with its own variables")
 }
 
 /// Group `paths` into lists whose quoted length stays under [`BATCH_BYTES`].

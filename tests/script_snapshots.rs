@@ -271,3 +271,12 @@ fn rollback() {
         &id("20261126120000")
     ));
 }
+
+/// `cutover check`'s script for a deploy that would upload 1.5 MiB.
+#[test]
+fn check() {
+    insta::assert_snapshot!(cutover::script::check_script(
+        &target(Hooks::default()),
+        1536 * 1024
+    ));
+}

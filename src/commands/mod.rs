@@ -1,5 +1,6 @@
 //! One module per command. `mod.rs` holds what they share: how they talk to the user.
 
+pub mod check;
 pub mod deploy;
 pub mod init;
 pub mod lock;
