@@ -106,6 +106,18 @@ pub struct Target {
     pub identity_file: Option<PathBuf>,
     pub known_hosts: Option<PathBuf>,
     pub host_key_checking: HostKeyChecking,
+    /// Which SSH settings cutover.toml set itself: those win over `~/.ssh/config`, the others
+    /// may come from there (see `remote::ssh_config`).
+    pub explicit: ExplicitSsh,
+}
+
+/// The SSH settings of a target that were written in cutover.toml rather than defaulted.
+/// (`identity_file` and `known_hosts` are `Option`s already.)
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ExplicitSsh {
+    pub port: bool,
+    pub user: bool,
+    pub host_key_checking: bool,
 }
 
 impl Target {
@@ -183,10 +195,12 @@ impl Config {
                         "{file} defines no target: add a [targets.NAME] table with host and path"
                     )))
                 }
-                _ => return Err(usage(format!(
+                _ => {
+                    return Err(usage(format!(
                     "{file} defines several targets ({names}): name one, e.g. `cutover deploy {}`",
                     self.raw.targets.keys().next().unwrap()
-                ))),
+                )))
+                }
             },
         };
         let key = |k: &str| format!("targets.{name}.{k}");
@@ -315,6 +329,11 @@ impl Config {
             identity_file: raw.identity_file.as_deref().map(|p| expand_home(p, base)),
             known_hosts: raw.known_hosts.as_deref().map(|p| expand_home(p, base)),
             host_key_checking,
+            explicit: ExplicitSsh {
+                port: raw.port.is_some(),
+                user: raw.user.is_some(),
+                host_key_checking: raw.host_key_checking.is_some(),
+            },
         })
     }
 }

@@ -6,6 +6,7 @@
 //! [`remote`] moves files over SFTP (or locally), [`script`] renders the one shell script the
 //! server runs, and [`commands`] strings the stages together for each command.
 
+pub mod archive;
 pub mod commands;
 pub mod config;
 pub mod error;

@@ -68,6 +68,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    commands::started();
     let cli = match Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {

@@ -86,7 +86,7 @@ impl Plan {
             match (&e.kind, old) {
                 (Kind::Dir, Some(_)) => {}
                 (Kind::Dir, None) => new_dirs.push(path.clone()),
-                (_, Some(old)) if old == e && !full => unchanged += 1,
+                (_, Some(old)) if old == e && !full && !shared_shaped(path, e) => unchanged += 1,
                 (kind, _) => {
                     if let Kind::File { size, .. } = kind {
                         upload_bytes += size;
@@ -108,6 +108,20 @@ impl Plan {
     pub fn is_noop(&self) -> bool {
         self.uploads.is_empty() && self.deletes.is_empty() && self.new_dirs.is_empty()
     }
+}
+
+/// A repository symlink shaped exactly like a shared link is removed by the script together
+/// with the carried-over shared links, so it must travel again on every deploy.
+fn shared_shaped(path: &str, e: &Entry) -> bool {
+    matches!(&e.kind, Kind::Symlink { target } if looks_like_shared_link(path, target))
+}
+
+/// The target the deploy script gives a shared link at `path`: `../../shared/path` plus one
+/// `../` per directory level (see templates/deploy.sh.hbs, "link shared/").
+pub fn looks_like_shared_link(path: &str, target: &str) -> bool {
+    let depth = path.matches('/').count();
+    let expected = format!("{}shared/{path}", "../".repeat(2 + depth));
+    target == expected
 }
 
 fn same_type(a: &Entry, b: &Entry) -> bool {
@@ -208,6 +222,20 @@ mod tests {
         assert_eq!(p.uploads, ["x"]);
         assert_eq!(p.deletes, ["y"]);
         assert_eq!(p.unchanged, 0);
+    }
+
+    #[test]
+    fn repository_symlinks_shaped_like_shared_links_are_always_uploaded() {
+        let id = ReleaseId::parse("20260101000000").unwrap();
+        let old = m(&[
+            ("uploads", "l:../../shared/uploads"),
+            ("conf", "d"),
+            ("conf/x", "l:../../../shared/conf/x"),
+            ("other", "l:../x"),
+        ]);
+        let p = Plan::build(Some((&id, &old)), &old, false);
+        assert_eq!(p.uploads, ["conf/x", "uploads"]);
+        assert_eq!(p.unchanged, 1);
     }
 
     #[test]

@@ -266,3 +266,102 @@ fn init_writes_a_usable_config_and_never_overwrites() {
     let live = p.tmp.path().join("app/current/index.html");
     assert_eq!(fs::read_to_string(live).unwrap(), "<h1>init</h1>\n");
 }
+
+#[test]
+fn concurrent_deploy_is_refused_while_one_runs() {
+    s::concurrent_deploy_is_refused_while_one_runs(Local);
+}
+
+#[test]
+fn interrupt_while_the_script_runs_lets_it_finish() {
+    s::interrupt_while_the_script_runs_lets_it_finish(Local);
+}
+
+#[test]
+fn deploy_after_an_unrun_emitted_script_builds_exactly_the_source() {
+    s::deploy_after_an_unrun_emitted_script_builds_exactly_the_source(Local);
+}
+
+#[test]
+fn tampered_manifest_is_refused() {
+    s::tampered_manifest_is_refused(Local);
+}
+
+#[test]
+fn emitted_script_stops_when_its_previous_release_is_gone() {
+    s::emitted_script_stops_when_its_previous_release_is_gone(Local);
+}
+
+#[test]
+fn current_that_is_a_directory_is_refused() {
+    s::current_that_is_a_directory_is_refused(Local);
+}
+
+#[test]
+fn missing_manifest_means_a_full_upload_into_an_empty_release() {
+    s::missing_manifest_means_a_full_upload_into_an_empty_release(Local);
+}
+
+#[test]
+fn absolute_current_link_is_understood_and_made_relative() {
+    s::absolute_current_link_is_understood_and_made_relative(Local);
+}
+
+#[test]
+fn deploy_path_with_shell_syntax_works() {
+    s::deploy_path_with_shell_syntax_works(Local);
+}
+
+#[test]
+fn foreign_names_in_releases_are_left_alone() {
+    s::foreign_names_in_releases_are_left_alone(Local);
+}
+
+#[test]
+fn quiet_prints_nothing_on_success_but_still_reports_errors() {
+    let Some(mut site) = common::site::Site::new(Local) else {
+        return;
+    };
+    site.write("index.php", "<?php\n");
+    let run = site.deploy_with(&["-q"]);
+    run.expect_code(0, "deploy -q");
+    assert_eq!(run.stdout, "", "{}", run.describe());
+    assert_eq!(run.stderr, "", "{}", run.describe());
+    site.configure(
+        "[hooks]\nbefore_swap = [\"echo hook-output-7 >&2; exit 7\"]",
+        "",
+    );
+    let run = site.deploy_with(&["-q"]);
+    run.expect_code(1, "failing deploy -q");
+    assert!(run.stderr.contains("before_swap"), "{}", run.describe());
+    assert!(
+        run.stderr.contains("hook-output-7"),
+        "quiet never hides why a deploy failed\n{}",
+        run.describe()
+    );
+}
+
+#[test]
+fn repository_symlinks_into_shared_survive_later_deploys() {
+    s::repository_symlinks_into_shared_survive_later_deploys(Local);
+}
+
+#[test]
+fn hostile_shared_names_are_linked() {
+    s::hostile_shared_names_are_linked(Local);
+}
+
+#[test]
+fn large_and_empty_files_are_byte_exact() {
+    s::large_and_empty_files_are_byte_exact(Local);
+}
+
+#[test]
+fn thousands_of_files_change_and_go() {
+    s::thousands_of_files_change_and_go(Local);
+}
+
+#[test]
+fn interrupt_during_the_upload_abandons_cleanly() {
+    s::interrupt_during_the_upload_abandons_cleanly(Local);
+}

@@ -284,3 +284,142 @@ fn accept_new_records_an_unknown_host_key() {
     site.deploy();
     assert_eq!(fs::read_to_string(&kh).unwrap(), recorded);
 }
+
+#[test]
+fn concurrent_deploy_is_refused_while_one_runs() {
+    s::concurrent_deploy_is_refused_while_one_runs(Ssh);
+}
+
+#[test]
+fn interrupt_while_the_script_runs_lets_it_finish() {
+    s::interrupt_while_the_script_runs_lets_it_finish(Ssh);
+}
+
+#[test]
+fn deploy_after_an_unrun_emitted_script_builds_exactly_the_source() {
+    s::deploy_after_an_unrun_emitted_script_builds_exactly_the_source(Ssh);
+}
+
+#[test]
+fn tampered_manifest_is_refused() {
+    s::tampered_manifest_is_refused(Ssh);
+}
+
+#[test]
+fn emitted_script_stops_when_its_previous_release_is_gone() {
+    s::emitted_script_stops_when_its_previous_release_is_gone(Ssh);
+}
+
+#[test]
+fn current_that_is_a_directory_is_refused() {
+    s::current_that_is_a_directory_is_refused(Ssh);
+}
+
+#[test]
+fn missing_manifest_means_a_full_upload_into_an_empty_release() {
+    s::missing_manifest_means_a_full_upload_into_an_empty_release(Ssh);
+}
+
+#[test]
+fn absolute_current_link_is_understood_and_made_relative() {
+    s::absolute_current_link_is_understood_and_made_relative(Ssh);
+}
+
+#[test]
+fn deploy_path_with_shell_syntax_works() {
+    s::deploy_path_with_shell_syntax_works(Ssh);
+}
+
+#[test]
+fn foreign_names_in_releases_are_left_alone() {
+    s::foreign_names_in_releases_are_left_alone(Ssh);
+}
+
+/// No server listening: exit 1, the message names the target, the stage and the address.
+#[test]
+fn unreachable_server_fails_with_exit_1_naming_target_and_stage() {
+    let Some(mut site) = Site::new(Ssh) else {
+        return;
+    };
+    site.write("index.php", "<?php\n");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    site.configure("", "");
+    let cfg = fs::read_to_string(&site.config).unwrap();
+    let cfg = cfg.replace(
+        &format!("port = {}", site.sshd().port),
+        &format!("port = {port}"),
+    );
+    fs::write(&site.config, cfg).unwrap();
+    let run = site.deploy_with(&[]);
+    run.expect_code(1, "deploy to a closed port");
+    assert!(run.stderr.contains("target t"), "{}", run.describe());
+    assert!(
+        run.stderr.contains("connect"),
+        "names the stage\n{}",
+        run.describe()
+    );
+    assert!(
+        run.stderr.contains(&port.to_string()),
+        "names the address\n{}",
+        run.describe()
+    );
+    assert!(fs::symlink_metadata(&site.path).is_err());
+}
+
+/// A key the server does not accept: exit 1, nothing written, no exec.
+#[test]
+fn rejected_key_fails_with_exit_1_and_sends_nothing() {
+    let Some(site) = Site::new(Ssh) else { return };
+    site.write("index.php", "<?php\n");
+    let other = site.root().join("not_authorized");
+    let out = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+        .arg(&other)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let cfg = fs::read_to_string(&site.config).unwrap().replace(
+        &site.sshd().identity.display().to_string(),
+        &other.display().to_string(),
+    );
+    fs::write(&site.config, cfg).unwrap();
+    let run = site.deploy_with(&[]);
+    run.expect_code(1, "deploy with a key the server refuses");
+    assert!(run.stderr.contains("authentication"), "{}", run.describe());
+    assert!(
+        run.stderr.contains(&site.sshd().user),
+        "names the user\n{}",
+        run.describe()
+    );
+    assert_eq!(site.sshd().exec_sessions(), 0);
+    assert!(fs::symlink_metadata(&site.path).is_err());
+}
+
+#[test]
+fn repository_symlinks_into_shared_survive_later_deploys() {
+    s::repository_symlinks_into_shared_survive_later_deploys(Ssh);
+}
+
+#[test]
+fn hostile_shared_names_are_linked() {
+    s::hostile_shared_names_are_linked(Ssh);
+}
+
+#[test]
+fn large_and_empty_files_are_byte_exact() {
+    s::large_and_empty_files_are_byte_exact(Ssh);
+}
+
+#[test]
+fn thousands_of_files_change_and_go() {
+    s::thousands_of_files_change_and_go(Ssh);
+}
+
+#[test]
+fn interrupt_during_the_upload_abandons_cleanly() {
+    s::interrupt_during_the_upload_abandons_cleanly(Ssh);
+}

@@ -27,6 +27,7 @@ fn target(hooks: Hooks) -> Target {
         identity_file: None,
         known_hosts: None,
         host_key_checking: HostKeyChecking::Strict,
+        explicit: Default::default(),
     }
 }
 

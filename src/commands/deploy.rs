@@ -13,13 +13,14 @@ use std::time::Instant;
 
 use anyhow::{anyhow, bail, Context, Result};
 
+use crate::archive;
 use crate::config::Target;
 use crate::error::LiveWithWarnings;
 use crate::layout::{Layout, ReleaseId};
 use crate::plan::{Base, Plan};
-use crate::remote::{PathKind, Session, Upload, UploadKind};
+use crate::remote::{PathKind, Session, SmallFile};
 use crate::script::{self, Lock};
-use crate::source::{walk, Kind, Manifest};
+use crate::source::{walk, Manifest};
 
 use super::{human_bytes, lock, Output, Progress};
 
@@ -46,7 +47,7 @@ pub async fn run(target: &Target, opts: Options, out: Output) -> Result<()> {
         out.warn(w);
     }
     let new = scan.manifest;
-    out.verbose(format_args!(
+    out.stage(format_args!(
         "scanned {} entries, {} in files",
         new.entries.len(),
         human_bytes(new.total_bytes())
@@ -56,6 +57,7 @@ pub async fn run(target: &Target, opts: Options, out: Output) -> Result<()> {
         .await
         .with_context(|| format!("target {name}, stage connect"))?;
     let layout = Layout::new(&target.path);
+    out.stage("connected");
 
     if opts.dry_run {
         let state = read_state(&session, &layout, target).await?;
@@ -69,12 +71,26 @@ pub async fn run(target: &Target, opts: Options, out: Output) -> Result<()> {
         return Ok(());
     }
 
-    let held = lock::acquire(&session, &layout, target).await?;
+    // The lock and the server's state are requested together; nothing is written until the
+    // lock is ours.
+    let (held, state) = tokio::join!(
+        lock::acquire(&session, &layout, target),
+        read_state(&session, &layout, target)
+    );
+    let held = held?;
+    let state = match state {
+        Ok(s) => s,
+        Err(e) => {
+            abandon(&session, &layout, &held, target, out).await;
+            session.close().await;
+            return Err(e);
+        }
+    };
     // Until the script runs, an interrupt (Ctrl-C, SIGTERM) abandons the deploy cleanly: the
     // server has nothing but staging and the lock to forget.
     let prepared = tokio::select! {
         signal = interrupted() => Err(anyhow!("target {name}: interrupted by {signal} before the deploy script ran; current is untouched")),
-        prepared = prepare(&session, &layout, target, &new, opts, out, &held) => prepared,
+        prepared = prepare(&session, &layout, target, &new, state, opts, out, &held) => prepared,
     };
     let prepared = match prepared {
         Ok(p) => p,
@@ -173,11 +189,14 @@ pub struct State {
 
 pub async fn read_state(session: &Session, layout: &Layout, target: &Target) -> Result<State> {
     let ctx = || format!("target {}, stage plan", target.name);
-    let names = session
-        .list_dir(&layout.releases())
-        .await
-        .with_context(ctx)?
-        .unwrap_or_default();
+    // Independent requests, sent together: one round trip instead of three.
+    let (releases_dir, current_link) = (layout.releases(), layout.current());
+    let (names, kind, link) = tokio::join!(
+        session.list_dir(&releases_dir),
+        session.path_kind(&current_link),
+        session.read_link(&current_link),
+    );
+    let names = names.with_context(ctx)?.unwrap_or_default();
     let mut releases = Vec::new();
     let mut foreign = Vec::new();
     for n in names {
@@ -190,11 +209,11 @@ pub async fn read_state(session: &Session, layout: &Layout, target: &Target) -> 
     releases.sort();
     foreign.sort();
 
-    let current = match session.path_kind(&layout.current()).await.with_context(ctx)? {
+    let current = match kind.with_context(ctx)? {
         PathKind::Missing => None,
-        PathKind::Symlink => session.read_link(&layout.current()).await.with_context(ctx)?,
+        PathKind::Symlink => link.with_context(ctx)?,
         _ => bail!(
-            "target {}: {} is not a symlink. It was probably made by a tool that deploys in place. \
+            "target {}, stage plan: {} is not a symlink. It was probably made by a tool that deploys in place. \
              Move it into releases/ and replace it with a link, e.g.:\n  cd {} && mv current releases/00000000000000-old && ln -s releases/00000000000000-old current\n\
              (cutover leaves non-release names in releases/ alone)",
             target.name,
@@ -242,29 +261,27 @@ pub async fn read_state(session: &Session, layout: &Layout, target: &Target) -> 
 }
 
 /// Plan and upload, with the lock held.
+#[allow(clippy::too_many_arguments)]
 async fn prepare(
     session: &Session,
     layout: &Layout,
     target: &Target,
     new: &Manifest,
+    state: State,
     opts: Options,
     out: Output,
     held: &lock::Held,
 ) -> Result<Prepared> {
     let name = &target.name;
-    let state = read_state(session, layout, target).await?;
     let id = ReleaseId::next(&state.releases);
     *held.release.lock().unwrap() = Some(id.clone());
-    lock::write_info(session, layout, &id, "cutover deploy")
-        .await
-        .with_context(|| format!("target {name}, stage lock"))?;
 
     let plan = Plan::build(
         state.previous.as_ref().map(|(id, m)| (id, m)),
         new,
         opts.full,
     );
-    out.verbose(format_args!(
+    out.stage(format_args!(
         "release {id}: {} to upload ({}), {} to delete, {} unchanged{}",
         plan.uploads.len(),
         human_bytes(plan.upload_bytes),
@@ -283,68 +300,58 @@ async fn prepare(
     };
     let text = script::deploy_script(target, &id, &plan, lock_mode);
 
-    // --- upload
-    let tree = layout.staging_tree(&id);
-    let mut dirs = vec![layout.staging_root(), layout.staging(&id), tree.clone()];
-    let wanted: std::collections::BTreeSet<&str> = match plan.base {
-        Base::Empty => new
-            .entries
-            .iter()
-            .filter(|(_, e)| e.is_dir())
-            .map(|(p, _)| p.as_str())
-            .collect(),
-        Base::Previous(_) => plan
-            .uploads
-            .iter()
-            .filter_map(|p| p.rsplit_once('/').map(|(d, _)| d))
-            .flat_map(ancestors)
-            .collect(),
-    };
-    dirs.extend(wanted.iter().map(|d| format!("{tree}/{d}")));
-    let mut uploads: Vec<Upload> = plan
-        .uploads
-        .iter()
-        .map(|rel| {
-            let e = &new.entries[rel];
-            let what = match &e.kind {
-                Kind::File { size, .. } => UploadKind::File {
-                    local: target.source.join(rel),
-                    size: *size,
-                    mode: e.mode,
-                },
-                Kind::Symlink { target } => UploadKind::Symlink {
-                    target: target.clone(),
-                },
-                Kind::Dir => unreachable!("directories are created, not uploaded"),
-            };
-            Upload {
-                remote: format!("{tree}/{rel}"),
-                what,
-            }
-        })
-        .collect();
-    uploads.push(Upload {
-        remote: layout.staging_manifest(&id),
-        what: UploadKind::Data {
+    // --- upload: the archive of changed files, the manifest, the script and the lock's info,
+    // all in flight together.
+    session
+        .create_dir_all(&layout.staging(&id))
+        .await
+        .with_context(|| format!("target {name}, stage upload"))?;
+    let mut small = vec![
+        SmallFile {
+            path: layout.staging_manifest(&id),
             bytes: new.render().into_bytes(),
             mode: 0o644,
         },
-    });
+        lock::info_file(layout, &id, "cutover deploy"),
+    ];
     if !opts.emit_script {
-        uploads.push(Upload {
-            remote: layout.staging_script(&id),
-            what: UploadKind::Data {
-                bytes: text.clone().into_bytes(),
-                mode: 0o644,
-            },
+        small.push(SmallFile {
+            path: layout.staging_script(&id),
+            bytes: text.clone().into_bytes(),
+            mode: 0o644,
         });
     }
     let progress = Progress::new(plan.upload_bytes, out);
-    session
-        .upload(&dirs, uploads, &progress)
-        .await
-        .with_context(|| format!("target {name}, stage upload into {}", layout.staging(&id)))?;
+    let archive = async {
+        if plan.uploads.is_empty() {
+            return Ok(0);
+        }
+        // A first deploy's archive also carries every directory, so empty ones exist too.
+        let mut paths: Vec<String> = match plan.base {
+            Base::Empty => new
+                .entries
+                .iter()
+                .filter(|(_, e)| e.is_dir())
+                .map(|(p, _)| p.clone())
+                .collect(),
+            Base::Previous(_) => Vec::new(),
+        };
+        paths.extend(plan.uploads.iter().cloned());
+        let chunks = archive::pack(target.source.clone(), new, paths);
+        session
+            .upload_stream(&layout.staging_archive(&id), chunks, &progress)
+            .await
+    };
+    let (sent, written) = tokio::join!(archive, session.write_files(&small));
+    let sent =
+        sent.with_context(|| format!("target {name}, stage upload into {}", layout.staging(&id)))?;
+    written.with_context(|| format!("target {name}, stage upload into {}", layout.staging(&id)))?;
     progress.finish();
+    out.stage(format_args!(
+        "uploaded {} (archive of {} entries)",
+        human_bytes(sent),
+        plan.uploads.len()
+    ));
 
     Ok(Prepared {
         id,
@@ -365,12 +372,17 @@ async fn run_remote_script(
     let Prepared { id, plan, .. } = prepared;
     let name = &target.name;
     // --- run
+    let script_started = Instant::now();
     let exit = session
         .run_script(&layout.staging_script(id), out.quiet)
         .await
         .with_context(|| {
             format!("target {name}, stage run: the deploy script could not be started")
         })?;
+    out.stage(format_args!(
+        "script ran in {:.3} s",
+        script_started.elapsed().as_secs_f64()
+    ));
     let result = parse_result(&exit.stdout);
     let summary = |verb: &str| {
         format!(
@@ -404,16 +416,6 @@ async fn run_remote_script(
              finishes or undoes itself on its own; run `cutover releases {name}` to see which release is live"
         )),
     }
-}
-
-fn ancestors(dir: &str) -> Vec<&str> {
-    let mut out = vec![dir];
-    let mut cur = dir;
-    while let Some((parent, _)) = cur.rsplit_once('/') {
-        out.push(parent);
-        cur = parent;
-    }
-    out
 }
 
 #[derive(Default)]

@@ -8,7 +8,7 @@ use anyhow::{bail, Context, Result};
 
 use crate::config::Target;
 use crate::layout::{Layout, ReleaseId};
-use crate::remote::Session;
+use crate::remote::{Session, SmallFile};
 
 /// A lock this process took.
 pub struct Held {
@@ -18,15 +18,21 @@ pub struct Held {
 
 pub async fn acquire(session: &Session, layout: &Layout, target: &Target) -> Result<Held> {
     let ctx = || format!("target {}, stage lock", target.name);
-    session
-        .create_dir_all(&layout.state())
-        .await
-        .with_context(ctx)?;
-    if !session
-        .create_dir_exclusive(&layout.lock())
-        .await
-        .with_context(ctx)?
-    {
+    // Usually .cutover/ exists: one request. On a new server, create it and try again.
+    let taken = match session.create_dir_exclusive(&layout.lock()).await {
+        Ok(taken) => taken,
+        Err(_) => {
+            session
+                .create_dir_all(&layout.state())
+                .await
+                .with_context(ctx)?;
+            session
+                .create_dir_exclusive(&layout.lock())
+                .await
+                .with_context(ctx)?
+        }
+    };
+    if !taken {
         let holder = describe_holder(session, layout).await;
         bail!(
             "target {}, stage lock: {} is locked by another deploy ({holder}). If no deploy is running (one was killed), \
@@ -41,12 +47,8 @@ pub async fn acquire(session: &Session, layout: &Layout, target: &Target) -> Res
     })
 }
 
-pub async fn write_info(
-    session: &Session,
-    layout: &Layout,
-    release: &ReleaseId,
-    command: &str,
-) -> Result<()> {
+/// The lock's `info` file: who holds it, since when, for which release.
+pub fn info_file(layout: &Layout, release: &ReleaseId, command: &str) -> SmallFile {
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|h| h.trim().to_string())
         .or_else(|_| std::env::var("HOSTNAME"))
@@ -57,9 +59,11 @@ pub async fn write_info(
         std::process::id(),
         now_iso(),
     );
-    session
-        .write_file(&layout.lock_info(), info.as_bytes(), 0o644)
-        .await
+    SmallFile {
+        path: layout.lock_info(),
+        bytes: info.into_bytes(),
+        mode: 0o644,
+    }
 }
 
 pub async fn release(session: &Session, layout: &Layout) -> Result<()> {

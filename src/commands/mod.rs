@@ -33,6 +33,16 @@ impl Output {
             eprintln!("cutover: {msg}");
         }
     }
+    /// A verbose line stamped with the time since the command started: where a deploy's
+    /// seconds go, stage by stage.
+    pub fn stage(&self, msg: impl Display) {
+        if self.verbose && !self.quiet {
+            eprintln!(
+                "cutover: [{:6.3} s] {msg}",
+                started().elapsed().as_secs_f64()
+            );
+        }
+    }
     pub fn warn(&self, msg: &str) {
         eprintln!("cutover: warning: {msg}");
     }
@@ -46,6 +56,13 @@ impl Output {
             println!("{msg}");
         }
     }
+}
+
+static STARTED: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+
+/// When the command started (the first call wins: `main` calls it first).
+pub fn started() -> std::time::Instant {
+    *STARTED.get_or_init(std::time::Instant::now)
 }
 
 /// Upload progress: a bar on stderr when it is a terminal, nothing otherwise.

@@ -218,6 +218,23 @@ pub fn known_algorithms(
     })
 }
 
+/// True when an `@cert-authority` line vouches for this host. `ssh` then asks the server for a
+/// host certificate first; without one, certificates stay unrequested, so a server's certificate
+/// cannot displace the plain key known_hosts records for it.
+pub fn has_cert_authority(
+    files: &[PathBuf],
+    query: &HostKeyQuery,
+) -> Result<bool, KnownHostsError> {
+    let entries = load(files)?;
+    let names: Vec<String> = iter::once(query.lookup_name())
+        .chain(query.name_without_port())
+        .collect();
+    Ok(entries.iter().any(|entry| {
+        entry.marker == Marker::CertAuthority
+            && names.iter().any(|name| host_matches(&entry.hosts, name))
+    }))
+}
+
 impl HostKeyQuery<'_> {
     /// The name `ssh` files this host under. Lowercased because `ssh` lowercases host names
     /// before matching and before hashing.

@@ -3,13 +3,13 @@
 
 use std::fs;
 use std::io::ErrorKind;
-use std::os::unix::fs::{symlink, DirBuilderExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::Path;
 use std::process::{Command, Stdio};
 
 use anyhow::{Context, Result};
 
-use super::{PathKind, Progress, ScriptExit, Upload, UploadKind};
+use super::{PathKind, Progress, ScriptExit};
 
 pub struct LocalSession;
 
@@ -103,34 +103,23 @@ impl LocalSession {
         fs::remove_dir(path).with_context(|| format!("cannot remove directory {path}"))
     }
 
-    pub fn upload(
+    pub async fn upload_stream(
         &self,
-        dirs: &[String],
-        uploads: Vec<Upload>,
+        path: &str,
+        mut chunks: crate::archive::Chunks,
         progress: &dyn Progress,
-    ) -> Result<()> {
-        for d in dirs {
-            self.create_dir_all(d)?;
+    ) -> Result<u64> {
+        use std::io::Write;
+        let mut file = fs::File::create(path).with_context(|| format!("cannot create {path}"))?;
+        let mut total = 0;
+        while let Some(chunk) = chunks.recv().await {
+            let chunk = chunk?;
+            file.write_all(&chunk)
+                .with_context(|| format!("cannot write {path}"))?;
+            total += chunk.len() as u64;
+            progress.advance(chunk.len() as u64);
         }
-        for u in uploads {
-            match &u.what {
-                UploadKind::File { local, mode, size } => {
-                    // A new file, never a write into an existing one: copy creates it fresh.
-                    fs::copy(local, &u.remote).with_context(|| {
-                        format!("cannot copy {} to {}", local.display(), u.remote)
-                    })?;
-                    fs::set_permissions(&u.remote, fs::Permissions::from_mode(*mode))
-                        .with_context(|| format!("cannot set the mode of {}", u.remote))?;
-                    progress.advance(*size);
-                }
-                UploadKind::Symlink { target } => {
-                    symlink(target, &u.remote)
-                        .with_context(|| format!("cannot create the symlink {}", u.remote))?;
-                }
-                UploadKind::Data { bytes, mode } => self.write_file(&u.remote, bytes, *mode)?,
-            }
-        }
-        Ok(())
+        Ok(total)
     }
 
     pub fn run_script(&self, script_path: &str, quiet: bool) -> Result<ScriptExit> {

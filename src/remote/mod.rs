@@ -8,36 +8,19 @@ pub mod known_hosts;
 pub mod local;
 pub mod sftp;
 pub mod ssh;
-
-use std::path::PathBuf;
+pub mod ssh_auth;
+pub mod ssh_config;
 
 use anyhow::Result;
 
 use crate::config::{Host, Target};
 
-/// A file or symlink to place in the staging tree.
+/// A small file cutover writes itself (the manifest, the script).
 #[derive(Debug, Clone)]
-pub struct Upload {
-    /// Absolute remote path.
-    pub remote: String,
-    pub what: UploadKind,
-}
-
-#[derive(Debug, Clone)]
-pub enum UploadKind {
-    File {
-        local: PathBuf,
-        size: u64,
-        mode: u32,
-    },
-    Symlink {
-        target: String,
-    },
-    /// Made by cutover itself: the manifest, the script.
-    Data {
-        bytes: Vec<u8>,
-        mode: u32,
-    },
+pub struct SmallFile {
+    pub path: String,
+    pub bytes: Vec<u8>,
+    pub mode: u32,
 }
 
 /// What is at a remote path, without following a final symlink.
@@ -81,7 +64,7 @@ impl Session {
     /// The target of the symlink at `path`; None when nothing is there.
     pub async fn read_link(&self, path: &str) -> Result<Option<String>> {
         match self {
-            Session::Ssh(s) => s.sftp.read_link(path).await,
+            Session::Ssh(s) => s.guard(s.sftp.read_link(path)).await,
             Session::Local(s) => s.read_link(path),
         }
     }
@@ -89,14 +72,14 @@ impl Session {
     /// The file's content when it exists; refuses files larger than `limit` bytes.
     pub async fn read_file(&self, path: &str, limit: u64) -> Result<Option<Vec<u8>>> {
         match self {
-            Session::Ssh(s) => s.sftp.read_file(path, limit).await,
+            Session::Ssh(s) => s.guard(s.sftp.read_file(path, limit)).await,
             Session::Local(s) => s.read_file(path, limit),
         }
     }
 
     pub async fn path_kind(&self, path: &str) -> Result<PathKind> {
         match self {
-            Session::Ssh(s) => s.sftp.path_kind(path).await,
+            Session::Ssh(s) => s.guard(s.sftp.path_kind(path)).await,
             Session::Local(s) => s.path_kind(path),
         }
     }
@@ -104,7 +87,7 @@ impl Session {
     /// Remove a directory tree (best effort clean-up of staging after a failed upload).
     pub async fn remove_tree(&self, path: &str) -> Result<()> {
         match self {
-            Session::Ssh(s) => s.sftp.remove_tree(path).await,
+            Session::Ssh(s) => s.guard(s.sftp.remove_tree(path)).await,
             Session::Local(s) => s.remove_tree(path),
         }
     }
@@ -112,7 +95,7 @@ impl Session {
     /// Entry names of a directory; None when it does not exist.
     pub async fn list_dir(&self, path: &str) -> Result<Option<Vec<String>>> {
         match self {
-            Session::Ssh(s) => s.sftp.list_dir(path).await,
+            Session::Ssh(s) => s.guard(s.sftp.list_dir(path)).await,
             Session::Local(s) => s.list_dir(path),
         }
     }
@@ -120,7 +103,7 @@ impl Session {
     /// Create `path` and its missing parents.
     pub async fn create_dir_all(&self, path: &str) -> Result<()> {
         match self {
-            Session::Ssh(s) => s.sftp.create_dir_all(path).await,
+            Session::Ssh(s) => s.guard(s.sftp.create_dir_all(path)).await,
             Session::Local(s) => s.create_dir_all(path),
         }
     }
@@ -128,49 +111,59 @@ impl Session {
     /// Create one directory atomically; false when it already exists (how the lock is taken).
     pub async fn create_dir_exclusive(&self, path: &str) -> Result<bool> {
         match self {
-            Session::Ssh(s) => s.sftp.create_dir_exclusive(path).await,
+            Session::Ssh(s) => s.guard(s.sftp.create_dir_exclusive(path)).await,
             Session::Local(s) => s.create_dir_exclusive(path),
         }
     }
 
     pub async fn write_file(&self, path: &str, data: &[u8], mode: u32) -> Result<()> {
         match self {
-            Session::Ssh(s) => s.sftp.write_file(path, data, mode).await,
+            Session::Ssh(s) => s.guard(s.sftp.write_file(path, data, mode)).await,
             Session::Local(s) => s.write_file(path, data, mode),
         }
     }
 
     pub async fn remove_file(&self, path: &str) -> Result<()> {
         match self {
-            Session::Ssh(s) => s.sftp.remove_file(path).await,
+            Session::Ssh(s) => s.guard(s.sftp.remove_file(path)).await,
             Session::Local(s) => s.remove_file(path),
         }
     }
 
     pub async fn remove_dir(&self, path: &str) -> Result<()> {
         match self {
-            Session::Ssh(s) => s.sftp.remove_dir(path).await,
+            Session::Ssh(s) => s.guard(s.sftp.remove_dir(path)).await,
             Session::Local(s) => s.remove_dir(path),
         }
     }
 
-    /// Create `dirs` (parents before children) and place every upload.
-    pub async fn upload(
-        &self,
-        dirs: &[String],
-        uploads: Vec<Upload>,
-        progress: &dyn Progress,
-    ) -> Result<()> {
+    /// Write several small files at once (all requests in flight together).
+    pub async fn write_files(&self, files: &[SmallFile]) -> Result<()> {
         match self {
-            Session::Ssh(s) => s.sftp.upload(dirs, uploads, progress).await,
-            Session::Local(s) => s.upload(dirs, uploads, progress),
+            Session::Ssh(s) => s.guard(s.sftp.write_files(files)).await,
+            Session::Local(s) => files
+                .iter()
+                .try_for_each(|f| s.write_file(&f.path, &f.bytes, f.mode)),
+        }
+    }
+
+    /// Write a stream of chunks (the archive) to `path`, reporting bytes as they are sent.
+    pub async fn upload_stream(
+        &self,
+        path: &str,
+        chunks: crate::archive::Chunks,
+        progress: &dyn Progress,
+    ) -> Result<u64> {
+        match self {
+            Session::Ssh(s) => s.guard(s.sftp.upload_stream(path, chunks, progress)).await,
+            Session::Local(s) => s.upload_stream(path, chunks, progress).await,
         }
     }
 
     /// Run `sh SCRIPT` in one exec call; the script's stderr is passed through to ours.
     pub async fn run_script(&self, script_path: &str, quiet: bool) -> Result<ScriptExit> {
         match self {
-            Session::Ssh(s) => s.run_script(script_path, quiet).await,
+            Session::Ssh(s) => s.explain(s.run_script(script_path, quiet).await).await,
             Session::Local(s) => s.run_script(script_path, quiet),
         }
     }
@@ -179,7 +172,7 @@ impl Session {
     /// could otherwise read the script's own text from stdin.
     pub async fn run_script_text(&self, script: &str, quiet: bool) -> Result<ScriptExit> {
         match self {
-            Session::Ssh(s) => s.run_script_text(script, quiet).await,
+            Session::Ssh(s) => s.explain(s.run_script_text(script, quiet).await).await,
             Session::Local(s) => s.run_script_text(script, quiet),
         }
     }

@@ -13,10 +13,10 @@ use futures::stream::{self, StreamExt, TryStreamExt};
 use russh_sftp::client::error::Error as SftpError;
 use russh_sftp::client::RawSftpSession;
 use russh_sftp::protocol::{FileAttributes, OpenFlags, StatusCode};
-use tokio::io::AsyncReadExt;
-use tokio::sync::Semaphore;
 
-use super::{PathKind, Progress, Upload, UploadKind};
+use futures::stream::FuturesUnordered;
+
+use super::{PathKind, Progress, SmallFile};
 
 /// Files open at once.
 const FILES_IN_FLIGHT: usize = 64;
@@ -289,132 +289,75 @@ impl Sftp {
             .with_context(|| format!("cannot remove directory {path}"))
     }
 
-    pub async fn upload(
-        &self,
-        dirs: &[String],
-        uploads: Vec<Upload>,
-        progress: &dyn Progress,
-    ) -> Result<()> {
-        // Directories level by level: siblings in parallel, parents before children.
-        let mut by_depth: std::collections::BTreeMap<usize, Vec<&String>> = Default::default();
-        for d in dirs {
-            by_depth.entry(d.matches('/').count()).or_default().push(d);
-        }
-        for level in by_depth.values() {
-            stream::iter(level.iter().map(|d| self.ensure_dir(d)))
-                .buffer_unordered(FILES_IN_FLIGHT)
-                .try_collect::<Vec<()>>()
-                .await?;
-        }
-
-        let writes = Arc::new(Semaphore::new(WRITES_IN_FLIGHT));
-        stream::iter(uploads.into_iter().map(|u| {
-            let writes = writes.clone();
-            async move {
-                match &u.what {
-                    UploadKind::File { local, mode, .. } => {
-                        self.upload_file(local, &u.remote, *mode, &writes, progress)
-                            .await
-                    }
-                    UploadKind::Data { bytes, mode } => {
-                        self.write_file(&u.remote, bytes, *mode).await
-                    }
-                    UploadKind::Symlink { target } => {
-                        // OpenSSH's sftp-server reads SYMLINK's two paths in the reverse of the
-                        // draft's order: the first argument is the target, the second the link.
-                        self.raw
-                            .symlink(target.as_str(), u.remote.as_str())
-                            .await
-                            .map(|_| ())
-                            .with_context(|| format!("cannot create the symlink {}", u.remote))
-                    }
-                }
-            }
-        }))
-        .buffer_unordered(FILES_IN_FLIGHT)
-        .try_collect::<Vec<()>>()
+    pub async fn write_files(&self, files: &[SmallFile]) -> Result<()> {
+        futures::future::try_join_all(
+            files
+                .iter()
+                .map(|f| self.write_file(&f.path, &f.bytes, f.mode)),
+        )
         .await?;
         Ok(())
     }
 
-    async fn upload_file(
+    /// Write the chunks in order at increasing offsets, many writes in flight at once.
+    pub async fn upload_stream(
         &self,
-        local: &std::path::Path,
-        remote: &str,
-        mode: u32,
-        writes: &Arc<Semaphore>,
+        path: &str,
+        mut chunks: crate::archive::Chunks,
         progress: &dyn Progress,
-    ) -> Result<()> {
-        let mut file = tokio::fs::File::open(local)
-            .await
-            .with_context(|| format!("cannot read {}", local.display()))?;
+    ) -> Result<u64> {
         let attrs = FileAttributes {
-            permissions: Some(mode),
+            permissions: Some(0o600),
             ..FileAttributes::empty()
         };
         let handle = self
             .raw
             .open(
-                remote,
+                path,
                 OpenFlags::CREATE | OpenFlags::TRUNCATE | OpenFlags::WRITE,
                 attrs,
             )
             .await
-            .with_context(|| format!("cannot create {remote}"))?
+            .with_context(|| format!("cannot create {path}"))?
             .handle;
-
-        let mut pending = futures::stream::FuturesUnordered::new();
+        let mut pending = FuturesUnordered::new();
         let mut offset = 0u64;
         let mut failure: Option<anyhow::Error> = None;
-        loop {
-            let permit = writes
-                .clone()
-                .acquire_owned()
-                .await
-                .expect("semaphore is never closed");
-            let mut buf = vec![0u8; self.write_len];
-            let n = match read_full(&mut file, &mut buf).await {
-                Ok(n) => n,
+        'produce: while let Some(chunk) = chunks.recv().await {
+            let chunk = match chunk {
+                Ok(c) => c,
                 Err(e) => {
-                    failure = Some(
-                        anyhow::Error::new(e).context(format!("cannot read {}", local.display())),
-                    );
+                    failure = Some(e);
                     break;
                 }
             };
-            if n == 0 {
-                break;
-            }
-            buf.truncate(n);
-            let at = offset;
-            offset += n as u64;
-            let raw = self.raw.clone();
-            let h = handle.clone();
-            pending.push(async move {
-                let r = raw.write(h, at, buf).await;
-                drop(permit);
-                r.map(|_| n as u64)
-            });
-            // Collect finished writes as we go so errors surface early.
-            while let Some(Some(r)) = futures::FutureExt::now_or_never(pending.next()) {
-                match r {
-                    Ok(n) => progress.advance(n),
-                    Err(e) => {
-                        failure =
-                            Some(anyhow::Error::new(e).context(format!("cannot write {remote}")));
-                        break;
+            for piece in chunk.chunks(self.write_len) {
+                while pending.len() >= WRITES_IN_FLIGHT {
+                    match pending.next().await {
+                        Some(Ok(n)) => progress.advance(n),
+                        Some(Err(e)) => {
+                            failure =
+                                Some(anyhow::Error::new(e).context(format!("cannot write {path}")));
+                            break 'produce;
+                        }
+                        None => break,
                     }
                 }
-            }
-            if failure.is_some() || n < self.write_len {
-                break;
+                let at = offset;
+                let len = piece.len() as u64;
+                offset += len;
+                let raw = self.raw.clone();
+                let h = handle.clone();
+                let data = piece.to_vec();
+                pending.push(async move { raw.write(h, at, data).await.map(|_| len) });
             }
         }
+        drop(chunks); // stops the packer if we broke off
         while let Some(r) = pending.next().await {
             match r {
                 Ok(n) => progress.advance(n),
                 Err(e) if failure.is_none() => {
-                    failure = Some(anyhow::Error::new(e).context(format!("cannot write {remote}")))
+                    failure = Some(anyhow::Error::new(e).context(format!("cannot write {path}")))
                 }
                 Err(_) => {}
             }
@@ -423,8 +366,8 @@ impl Sftp {
         if let Some(f) = failure {
             return Err(f);
         }
-        closed.with_context(|| format!("cannot finish writing {remote}"))?;
-        Ok(())
+        closed.with_context(|| format!("cannot finish writing {path}"))?;
+        Ok(offset)
     }
 }
 
@@ -435,16 +378,4 @@ fn kind_of(attrs: &FileAttributes) -> PathKind {
         Some(0o120000) => PathKind::Symlink,
         _ => PathKind::Other,
     }
-}
-
-async fn read_full(file: &mut tokio::fs::File, buf: &mut [u8]) -> std::io::Result<usize> {
-    let mut filled = 0;
-    while filled < buf.len() {
-        let n = file.read(&mut buf[filled..]).await?;
-        if n == 0 {
-            break;
-        }
-        filled += n;
-    }
-    Ok(filled)
 }

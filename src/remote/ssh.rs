@@ -1,27 +1,45 @@
-//! One SSH connection per command: host key verified before anything is sent, public-key
-//! authentication, an SFTP channel for files and one exec channel for the script.
+//! One SSH connection per command: the route from `~/.ssh/config` (jump hosts included), each
+//! host key verified before anything is sent to that host, public-key authentication, an SFTP
+//! channel for files and one exec channel for the script.
+//!
+//! Jump hosts (`ProxyJump`) are reached in order: a TCP connection to the first, then for each
+//! next host a `direct-tcpip` channel on the previous one, over which a new SSH session runs end
+//! to end, so every hop's host key is checked against known_hosts exactly like the target's.
+//!
+//! A connection that drops later is reported as lost (with the reason when russh saw one) by
+//! [`SshSession::explain`], which the session wraps around every remote operation.
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use anyhow::{anyhow, bail, Context, Result};
-use russh::client::{self, AuthResult, Handle};
-use russh::keys::{self, ssh_key, PrivateKeyWithHashAlg, PublicKeyOrCertificate};
-use russh::ChannelMsg;
+use anyhow::{Context, Result};
+use russh::client::{self, DisconnectReason, Handle};
+use russh::keys::{ssh_key, PublicKeyOrCertificate};
+use russh::{ChannelMsg, ChannelOpenFailure};
+use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::known_hosts::{self, HostKeyQuery, Verdict};
 use super::sftp::Sftp;
+use super::ssh_auth;
+use super::ssh_config::{self, Endpoint};
 use super::ScriptExit;
-use crate::config::{home_dir, Host, HostKeyChecking, Target};
+use crate::config::{Host, HostKeyChecking, Target};
 
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
+/// System-wide known_hosts files, read after the user's (as `ssh` does).
+const GLOBAL_KNOWN_HOSTS: [&str; 2] = ["/etc/ssh/ssh_known_hosts", "/etc/ssh/ssh_known_hosts2"];
 
 pub struct SshSession {
     handle: Handle<Client>,
+    /// The jump hosts' connections, which carry this one: kept open as long as it is.
+    _jumps: Vec<Handle<Client>>,
+    lost: Lost,
     pub sftp: Sftp,
     pub description: String,
 }
+
+/// Why the connection ended, as russh reported it to the handler.
+type Lost = Arc<Mutex<Option<String>>>;
 
 /// What the host key check decided, kept outside the handler (which `connect` consumes) so a
 /// refusal can be explained after the handshake fails.
@@ -30,13 +48,17 @@ struct HostKeyOutcome {
     refusal: Option<String>,
 }
 
-struct Client {
+pub(super) struct Client {
     host: String,
     port: u16,
+    /// "jump host " for a ProxyJump hop, "" for the target: said in every message.
+    role: &'static str,
     files: Vec<PathBuf>,
-    user_file: PathBuf,
+    /// Where accept-new records a key; None with `UserKnownHostsFile none`.
+    user_file: Option<PathBuf>,
     mode: HostKeyChecking,
     outcome: Arc<Mutex<HostKeyOutcome>>,
+    lost: Lost,
 }
 
 impl client::Handler for Client {
@@ -56,16 +78,34 @@ impl client::Handler for Client {
             None => known_hosts::check(&self.files, &query, &key),
         };
         let fp = known_hosts::fingerprint(&key);
-        let name = display_name(&self.host, self.port);
+        let name = format!("{}{}", self.role, display_name(&self.host, self.port));
+        let user_file = self
+            .user_file
+            .as_ref()
+            .map(|f| f.display().to_string())
+            .unwrap_or_else(|| "~/.ssh/known_hosts".into());
         let refusal = match verdict {
             Ok(Verdict::Known) => None,
             Ok(Verdict::Unknown) if self.mode == HostKeyChecking::AcceptNew => {
-                match known_hosts::append(&self.user_file, &query, &key) {
-                    Ok(()) => {
-                        eprintln!("cutover: added {name} ({} {fp}) to {}", key.algorithm(), self.user_file.display());
-                        None
-                    }
-                    Err(e) => Some(format!("cannot record the host key of {name} in {}: {e}", self.user_file.display())),
+                match &self.user_file {
+                    Some(file) => match known_hosts::append(file, &query, &key) {
+                        Ok(()) => {
+                            eprintln!(
+                                "cutover: added {name} ({} {fp}) to {}",
+                                key.algorithm(),
+                                file.display()
+                            );
+                            None
+                        }
+                        Err(e) => Some(format!(
+                            "cannot record the host key of {name} in {}: {e}",
+                            file.display()
+                        )),
+                    },
+                    None => Some(format!(
+                        "the host key of {name} is not known ({} {fp}) and there is no known_hosts file                          to record it in (UserKnownHostsFile none); nothing was sent",
+                        key.algorithm()
+                    )),
                 }
             }
             Ok(Verdict::Unknown) => Some(format!(
@@ -75,7 +115,7 @@ impl client::Handler for Client {
                 key.algorithm(),
                 self.port,
                 self.host,
-                self.user_file.display()
+                user_file
             )),
             Ok(Verdict::Changed { known }) => {
                 let mut msg = format!(
@@ -83,7 +123,13 @@ impl client::Handler for Client {
                     key.algorithm()
                 );
                 for k in known {
-                    msg.push_str(&format!("\n  {} {} ({}:{})", k.algorithm, k.fingerprint, k.file.display(), k.line));
+                    msg.push_str(&format!(
+                        "\n  {} {} ({}:{})",
+                        k.algorithm,
+                        k.fingerprint,
+                        k.file.display(),
+                        k.line
+                    ));
                 }
                 msg.push_str("\nThis can be an attack (someone in the middle) or a reinstalled server. Nothing was sent. \
                               If the change is expected, remove the old line(s) and add the new key.");
@@ -99,6 +145,25 @@ impl client::Handler for Client {
         let accepted = refusal.is_none();
         self.outcome.lock().unwrap().refusal = refusal;
         Ok(accepted)
+    }
+
+    async fn disconnected(
+        &mut self,
+        reason: DisconnectReason<Self::Error>,
+    ) -> Result<(), Self::Error> {
+        let why = match &reason {
+            DisconnectReason::ReceivedDisconnect(info) => format!(
+                "the server disconnected: {:?} {}",
+                info.reason_code,
+                info.message.trim()
+            ),
+            DisconnectReason::Error(e) => e.to_string(),
+        };
+        self.lost.lock().unwrap().get_or_insert(why);
+        match reason {
+            DisconnectReason::ReceivedDisconnect(_) => Ok(()),
+            DisconnectReason::Error(e) => Err(e),
+        }
     }
 }
 
@@ -128,111 +193,67 @@ pub enum ConnectError {
     Other { name: String, detail: String },
 }
 
-/// A connection whose host key was accepted, not yet authenticated.
+/// A connection whose host key was accepted, not yet authenticated. Jump hosts on the way are
+/// connected and authenticated already.
 pub struct Handshake {
     handle: Handle<Client>,
     pub name: String,
+    endpoint: Endpoint,
+    jumps: Vec<Handle<Client>>,
+    /// "via jump host X, Y" (empty without jump hosts), for messages.
+    pub via: String,
+    lost: Lost,
 }
 
 impl Handshake {
-    /// Resolve, connect over TCP, and run the SSH handshake; the host key is checked against
-    /// known_hosts before anything else is sent.
+    /// Work out the route (cutover.toml, then `~/.ssh/config`), connect through any jump hosts,
+    /// and run the SSH handshake; each host key is checked against known_hosts before anything
+    /// else is sent to that host.
     pub async fn start(target: &Target) -> Result<Handshake, ConnectError> {
-        let Host::Ssh { host, port, .. } = &target.host else {
+        let Host::Ssh { host, .. } = &target.host else {
             unreachable!("local targets do not use SSH")
         };
-        let name = display_name(host, *port);
-        let addrs: Vec<std::net::SocketAddr> =
-            match tokio::net::lookup_host((host.as_str(), *port)).await {
-                Ok(a) => a.collect(),
-                Err(e) => {
-                    return Err(ConnectError::Dns {
-                        host: host.clone(),
-                        detail: e.to_string(),
-                    })
-                }
-            };
-        if addrs.is_empty() {
-            return Err(ConnectError::Dns {
-                host: host.clone(),
-                detail: "no address".into(),
-            });
+        let route = ssh_config::route(target).map_err(|e| ConnectError::Other {
+            name: host.clone(),
+            detail: format!("{e:#}"),
+        })?;
+        for warning in &route.warnings {
+            eprintln!("cutover: warning: {warning}");
         }
-        let mut last = None;
-        let mut stream = None;
-        for addr in addrs {
-            match tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::TcpStream::connect(addr)).await
-            {
-                Ok(Ok(s)) => {
-                    stream = Some(s);
-                    break;
-                }
-                Ok(Err(e)) => last = Some(classify_io(&e, &name)),
-                Err(_) => {
-                    last = Some(ConnectError::Timeout {
-                        name: name.clone(),
-                        secs: CONNECT_TIMEOUT.as_secs(),
-                    })
-                }
-            }
+        let mut jumps: Vec<Handle<Client>> = Vec::new();
+        let mut via = Vec::new();
+        for hop in &route.jumps {
+            let (mut handle, _) = connect(hop, jumps.last(), "jump host ").await?;
+            let name = display_name(&hop.host, hop.port);
+            ssh_auth::authenticate(&mut handle, hop)
+                .await
+                .map_err(|e| ConnectError::Other {
+                    name: format!("jump host {name}"),
+                    detail: format!("authentication as {} failed: {e:#}", hop.user),
+                })?;
+            via.push(name);
+            jumps.push(handle);
         }
-        let Some(stream) = stream else {
-            return Err(last.expect("at least one address was tried"));
-        };
-        let _ = stream.set_nodelay(true);
-
-        let user_file = target
-            .known_hosts
-            .clone()
-            .unwrap_or_else(|| home_dir().join(".ssh/known_hosts"));
-        let files = vec![user_file.clone(), PathBuf::from("/etc/ssh/ssh_known_hosts")];
-        let preferred = prefer_known_key_types(&files, host, *port);
-        let outcome = Arc::new(Mutex::new(HostKeyOutcome::default()));
-        let handler = Client {
-            host: host.clone(),
-            port: *port,
-            files,
-            user_file,
-            mode: target.host_key_checking,
-            outcome: outcome.clone(),
-        };
-        let config = Arc::new(client::Config {
-            keepalive_interval: Some(Duration::from_secs(15)),
-            keepalive_max: 4,
-            nodelay: true,
-            window_size: 16 * 1024 * 1024,
-            preferred,
-            ..Default::default()
-        });
-        let handshake = tokio::time::timeout(
-            CONNECT_TIMEOUT,
-            client::connect_stream(config, stream, handler),
-        )
-        .await;
-        match handshake {
-            Err(_) => Err(ConnectError::Timeout {
-                name,
-                secs: CONNECT_TIMEOUT.as_secs(),
-            }),
-            Ok(Err(e)) => {
-                if let Some(refusal) = outcome.lock().unwrap().refusal.take() {
-                    return Err(ConnectError::HostKey(refusal));
-                }
-                Err(ConnectError::Other {
-                    name,
-                    detail: e.to_string(),
-                })
-            }
-            Ok(Ok(handle)) => Ok(Handshake { handle, name }),
-        }
+        let (handle, lost) = connect(&route.target, jumps.last(), "").await?;
+        Ok(Handshake {
+            handle,
+            name: display_name(&route.target.host, route.target.port),
+            endpoint: route.target,
+            jumps,
+            via: if via.is_empty() {
+                String::new()
+            } else {
+                format!("via jump host {}", via.join(", "))
+            },
+            lost,
+        })
     }
 
     /// Public-key authentication; returns how it succeeded ("key ~/.ssh/id_ed25519", …).
-    pub async fn authenticate(&mut self, target: &Target) -> Result<String> {
-        let Host::Ssh { user, .. } = &target.host else {
-            unreachable!("local targets do not use SSH")
-        };
-        authenticate(&mut self.handle, user, target)
+    /// The user and keys are the route's (cutover.toml, then `~/.ssh/config`).
+    pub async fn authenticate(&mut self, _target: &Target) -> Result<String> {
+        let user = self.endpoint.user.clone();
+        ssh_auth::authenticate(&mut self.handle, &self.endpoint)
             .await
             .with_context(|| format!("authentication as {user} on {} failed", self.name))
     }
@@ -247,18 +268,171 @@ impl Handshake {
         let sftp = Sftp::start(channel).await?;
         Ok(SshSession {
             handle: self.handle,
+            _jumps: self.jumps,
+            lost: self.lost,
             sftp,
             description: self.name,
         })
     }
 }
 
+/// TCP (or a channel through `via`), then the SSH handshake with `ep`'s host key rules.
+async fn connect(
+    ep: &Endpoint,
+    via: Option<&Handle<Client>>,
+    role: &'static str,
+) -> Result<(Handle<Client>, Lost), ConnectError> {
+    let name = format!("{role}{}", display_name(&ep.host, ep.port));
+    let secs = ep.connect_timeout.as_secs();
+    let Some(jump) = via else {
+        let stream = tcp_connect(ep, &name).await?;
+        return handshake(ep, stream, role, &name).await;
+    };
+    let opened = tokio::time::timeout(
+        ep.connect_timeout,
+        jump.channel_open_direct_tcpip(ep.host.clone(), u32::from(ep.port), "127.0.0.1", 0),
+    )
+    .await
+    .map_err(|_| ConnectError::Timeout {
+        name: name.clone(),
+        secs,
+    })?;
+    let channel = opened.map_err(|e| ConnectError::Other {
+        name: name.clone(),
+        detail: match e {
+            russh::Error::ChannelOpenFailure(ChannelOpenFailure::AdministrativelyProhibited) => {
+                "the jump host refused to forward the connection (its sshd needs AllowTcpForwarding yes)"
+                    .to_string()
+            }
+            russh::Error::ChannelOpenFailure(ChannelOpenFailure::ConnectFailed) => {
+                "the jump host could not connect to it (refused, unreachable, or the name does not resolve there)"
+                    .to_string()
+            }
+            e => format!("the jump host could not open a connection to it: {e}"),
+        },
+    })?;
+    handshake(ep, channel.into_stream(), role, &name).await
+}
+
+async fn tcp_connect(ep: &Endpoint, name: &str) -> Result<tokio::net::TcpStream, ConnectError> {
+    let secs = ep.connect_timeout.as_secs();
+    let lookup = tokio::time::timeout(
+        ep.connect_timeout,
+        tokio::net::lookup_host((ep.host.as_str(), ep.port)),
+    )
+    .await
+    .map_err(|_| ConnectError::Timeout {
+        name: name.to_string(),
+        secs,
+    })?;
+    let addrs: Vec<std::net::SocketAddr> = match lookup {
+        Ok(a) => a.collect(),
+        Err(e) => {
+            return Err(ConnectError::Dns {
+                host: ep.host.clone(),
+                detail: e.to_string(),
+            })
+        }
+    };
+    if addrs.is_empty() {
+        return Err(ConnectError::Dns {
+            host: ep.host.clone(),
+            detail: "no address".into(),
+        });
+    }
+    let mut last = None;
+    for addr in addrs {
+        match tokio::time::timeout(ep.connect_timeout, tokio::net::TcpStream::connect(addr)).await {
+            Ok(Ok(s)) => {
+                let _ = s.set_nodelay(true);
+                return Ok(s);
+            }
+            Ok(Err(e)) => last = Some(classify_io(&e, name, secs)),
+            Err(_) => {
+                last = Some(ConnectError::Timeout {
+                    name: name.to_string(),
+                    secs,
+                })
+            }
+        }
+    }
+    Err(last.expect("at least one address was tried"))
+}
+
+async fn handshake<S>(
+    ep: &Endpoint,
+    stream: S,
+    role: &'static str,
+    name: &str,
+) -> Result<(Handle<Client>, Lost), ConnectError>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let mut files = ep.known_hosts.clone();
+    files.extend(GLOBAL_KNOWN_HOSTS.iter().map(PathBuf::from));
+    let preferred = prefer_known_key_types(&files, &ep.host, ep.port);
+    let outcome = Arc::new(Mutex::new(HostKeyOutcome::default()));
+    let lost = Lost::default();
+    let handler = Client {
+        host: ep.host.clone(),
+        port: ep.port,
+        role,
+        files,
+        user_file: ep.known_hosts.first().cloned(),
+        mode: ep.host_key_checking,
+        outcome: outcome.clone(),
+        lost: lost.clone(),
+    };
+    let config = Arc::new(client::Config {
+        keepalive_interval: ep.keepalive,
+        keepalive_max: ep.keepalive_max,
+        nodelay: true,
+        window_size: 16 * 1024 * 1024,
+        preferred,
+        ..Default::default()
+    });
+    let result = tokio::time::timeout(
+        ep.connect_timeout,
+        client::connect_stream(config, stream, handler),
+    )
+    .await;
+    match result {
+        Err(_) => Err(ConnectError::Timeout {
+            name: name.to_string(),
+            secs: ep.connect_timeout.as_secs(),
+        }),
+        Ok(Err(e)) => {
+            if let Some(refusal) = outcome.lock().unwrap().refusal.take() {
+                return Err(ConnectError::HostKey(refusal));
+            }
+            Err(ConnectError::Other {
+                name: name.to_string(),
+                detail: e.to_string(),
+            })
+        }
+        Ok(Ok(handle)) => Ok((handle, lost)),
+    }
+}
+
 /// Ask for a host key type known_hosts already has for this host, as OpenSSH does: a server
 /// recorded only by its ECDSA key would otherwise offer Ed25519 and look like a changed key.
+///
+/// Also: never `ssh-rsa` (SHA-1) host key signatures, as OpenSSH 8.8+; and host certificates
+/// first when an `@cert-authority` line vouches for this host, also as OpenSSH.
 fn prefer_known_key_types(files: &[PathBuf], host: &str, port: u16) -> russh::Preferred {
     let mut preferred = russh::Preferred::default();
-    let known =
-        known_hosts::known_algorithms(files, &HostKeyQuery { host, port }).unwrap_or_default();
+    let query = HostKeyQuery { host, port };
+    let sha2_only: Vec<ssh_key::Algorithm> = preferred
+        .key
+        .iter()
+        .filter(|a| **a != ssh_key::Algorithm::Rsa { hash: None })
+        .cloned()
+        .collect();
+    preferred.key = std::borrow::Cow::Owned(sha2_only);
+    if known_hosts::has_cert_authority(files, &query).unwrap_or(false) {
+        preferred.host_key_certificates = preferred.key.clone();
+    }
+    let known = known_hosts::known_algorithms(files, &query).unwrap_or_default();
     if known.is_empty() {
         return preferred;
     }
@@ -287,13 +461,13 @@ fn prefer_known_key_types(files: &[PathBuf], host: &str, port: u16) -> russh::Pr
     preferred
 }
 
-fn classify_io(e: &std::io::Error, name: &str) -> ConnectError {
+fn classify_io(e: &std::io::Error, name: &str, secs: u64) -> ConnectError {
     use std::io::ErrorKind::*;
     match (e.kind(), e.raw_os_error()) {
         (ConnectionRefused, _) => ConnectError::Refused { name: name.into() },
         (TimedOut, _) => ConnectError::Timeout {
             name: name.into(),
-            secs: CONNECT_TIMEOUT.as_secs(),
+            secs,
         },
         (_, Some(113)) | (_, Some(101)) | (HostUnreachable, _) | (NetworkUnreachable, _) => {
             ConnectError::NoRoute {
@@ -313,7 +487,12 @@ impl SshSession {
         let mut handshake = Handshake::start(target).await?;
         let method = handshake.authenticate(target).await?;
         if verbose {
-            eprintln!("cutover: connected to {} ({method})", handshake.name);
+            let via = if handshake.via.is_empty() {
+                String::new()
+            } else {
+                format!(" {}", handshake.via)
+            };
+            eprintln!("cutover: connected to {}{via} ({method})", handshake.name);
         }
         handshake.into_session().await
     }
@@ -381,118 +560,48 @@ impl SshSession {
         })
     }
 
+    /// Runs a remote operation, giving up as soon as the connection is gone: russh-sftp would
+    /// otherwise wait out its request timeout for answers that can no longer come.
+    pub async fn guard<T>(&self, op: impl std::future::Future<Output = Result<T>>) -> Result<T> {
+        let result = tokio::select! {
+            result = op => result,
+            () = self.connection_closed() => Err(anyhow::anyhow!("no answer from the server")),
+        };
+        self.explain(result).await
+    }
+
+    async fn connection_closed(&self) {
+        while !self.handle.is_closed() {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// `result`, with "the SSH connection to X was lost" added to an error when that is why it
+    /// failed, so every stage names a dropped connection as such.
+    pub async fn explain<T>(&self, result: Result<T>) -> Result<T> {
+        let Err(e) = result else { return result };
+        // The session task notices a dropped connection a moment after a channel does.
+        for _ in 0..4 {
+            if self.handle.is_closed() || self.lost.lock().unwrap().is_some() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        let lost = self.lost.lock().unwrap().clone();
+        if !self.handle.is_closed() && lost.is_none() {
+            return Err(e);
+        }
+        let why = lost.map(|w| format!(" ({w})")).unwrap_or_default();
+        Err(e.context(format!(
+            "the SSH connection to {} was lost{why}",
+            self.description
+        )))
+    }
+
     pub async fn close(self) {
         let _ = self
             .handle
             .disconnect(russh::Disconnect::ByApplication, "", "en")
             .await;
-    }
-}
-
-/// identity_file, then every ssh-agent key, then ~/.ssh/id_ed25519, id_ecdsa, id_rsa.
-async fn authenticate(handle: &mut Handle<Client>, user: &str, target: &Target) -> Result<String> {
-    let mut tried = Vec::new();
-    let rsa_hash = handle
-        .best_supported_rsa_hash()
-        .await
-        .ok()
-        .flatten()
-        .flatten();
-
-    if let Some(path) = &target.identity_file {
-        let key = load_key(path)?;
-        if try_key(handle, user, key, rsa_hash).await? {
-            return Ok(format!("key {}", path.display()));
-        }
-        tried.push(format!("key {}", path.display()));
-    }
-
-    if std::env::var_os("SSH_AUTH_SOCK").is_some() {
-        match keys::agent::client::AgentClient::connect_env().await {
-            Ok(mut agent) => {
-                let identities = agent.request_identities().await.unwrap_or_default();
-                for id in identities {
-                    let keys::agent::AgentIdentity::PublicKey { key, comment } = id else {
-                        continue;
-                    };
-                    let hash = if key.algorithm().is_rsa() {
-                        rsa_hash
-                    } else {
-                        None
-                    };
-                    let ok = handle
-                        .authenticate_publickey_with(user, key.clone(), hash, &mut agent)
-                        .await;
-                    if let Ok(AuthResult::Success) = ok {
-                        return Ok(format!("ssh-agent key {comment}"));
-                    }
-                    tried.push(format!("ssh-agent key {} {}", key.algorithm(), comment));
-                }
-            }
-            Err(e) => tried.push(format!("ssh-agent (cannot connect: {e})")),
-        }
-    }
-
-    for name in ["id_ed25519", "id_ecdsa", "id_rsa"] {
-        let path = home_dir().join(".ssh").join(name);
-        if !path.exists() || target.identity_file.as_ref() == Some(&path) {
-            continue;
-        }
-        match load_key(&path) {
-            Ok(key) => {
-                if try_key(handle, user, key, rsa_hash).await? {
-                    return Ok(format!("key {}", path.display()));
-                }
-                tried.push(format!("key {}", path.display()));
-            }
-            Err(e) => tried.push(format!("key {} (unusable: {e:#})", path.display())),
-        }
-    }
-
-    if tried.is_empty() {
-        bail!("no key to offer: set identity_file, load a key into ssh-agent, or create ~/.ssh/id_ed25519");
-    }
-    bail!("the server accepted none of: {}", tried.join(", "))
-}
-
-async fn try_key(
-    handle: &mut Handle<Client>,
-    user: &str,
-    key: ssh_key::PrivateKey,
-    rsa_hash: Option<ssh_key::HashAlg>,
-) -> Result<bool> {
-    let hash = if key.algorithm().is_rsa() {
-        rsa_hash.or(Some(ssh_key::HashAlg::Sha256))
-    } else {
-        None
-    };
-    let key = PrivateKeyWithHashAlg::new(Arc::new(key), hash);
-    let result = handle
-        .authenticate_publickey(user, key)
-        .await
-        .context("the connection failed during authentication")?;
-    Ok(matches!(result, AuthResult::Success))
-}
-
-/// Load a private key; an encrypted one is unlocked with `CUTOVER_SSH_PASSPHRASE`. The
-/// passphrase is never printed, not even in errors.
-fn load_key(path: &std::path::Path) -> Result<ssh_key::PrivateKey> {
-    match keys::load_secret_key(path, None) {
-        Ok(k) => Ok(k),
-        Err(keys::Error::KeyIsEncrypted) => {
-            let Ok(pass) = std::env::var("CUTOVER_SSH_PASSPHRASE") else {
-                bail!(
-                    "{} is encrypted: set CUTOVER_SSH_PASSPHRASE or load the key into ssh-agent",
-                    path.display()
-                );
-            };
-            keys::load_secret_key(path, Some(&pass)).map_err(|_| {
-                anyhow!(
-                    "cannot decrypt {} with CUTOVER_SSH_PASSPHRASE",
-                    path.display()
-                )
-            })
-        }
-        Err(e) => Err(anyhow!("cannot load the key {}: {e}", path.display())),
     }
 }

@@ -66,8 +66,8 @@ pub fn first_deploy_gives_the_exact_layout(kind: TargetKind) {
     assert!(meta(&site.at("shared")).is_dir(), "shared/ is a directory");
     assert_eq!(site.manifests(), [id.clone()]);
     let manifest = read(&site.at(format!(".cutover/manifests/{id}")));
-    assert!(manifest.starts_with("cutover-manifest 1\n"), "{manifest}");
-    assert!(manifest.contains("\tbin/console\n"), "{manifest}");
+    assert!(manifest.starts_with("cutover-manifest "), "{manifest}");
+    assert!(manifest.contains("bin/console"), "{manifest}");
     assert!(!manifest.contains(".git/"), "{manifest}");
     site.assert_clean("first deploy");
 
@@ -690,6 +690,16 @@ pub fn held_lock_refuses_and_unlock_clears_it(kind: TargetKind) {
         run.describe()
     );
     assert!(run.stderr.contains("cutover unlock"), "{}", run.describe());
+    assert!(
+        run.stderr.contains("2026-01-01T00:00:00Z"),
+        "says since when\n{}",
+        run.describe()
+    );
+    assert!(
+        run.stderr.contains(" ago"),
+        "README: names the lock's age\n{}",
+        run.describe()
+    );
     assert_eq!(site.exec_sessions(), execs);
     assert_trees_equal(
         &before,
@@ -805,6 +815,8 @@ pub fn type_changes_are_applied(kind: TargetKind) {
     site.symlink("c", "target-dir");
     site.write("d", "file d\n");
     site.symlink("e", "a");
+    site.write("f/inner.txt", "f inner\n");
+    site.write("g.sh", "#!/bin/sh\n");
     let first = site.deploy();
     let release1 = snapshot(&site.release_dir(&first.release));
 
@@ -817,7 +829,15 @@ pub fn type_changes_are_applied(kind: TargetKind) {
     site.symlink("d", "target-dir/t.txt");
     site.remove("e");
     site.write("e", "now a file\n");
+    site.remove("f");
+    site.symlink("f", "target-dir");
+    // only the mode changes
+    fs::set_permissions(site.src.join("g.sh"), fs::Permissions::from_mode(0o755)).unwrap();
     let second = site.deploy();
+    assert_eq!(
+        second.uploaded, 7,
+        "a/now-a-dir.txt b c d e f g.sh: {second:?}"
+    );
     site.assert_release_is_source(&second.release, &[]);
     // the retargeted link c pointed at a directory: nothing may have been moved into it
     assert_trees_equal(
@@ -922,4 +942,468 @@ pub fn non_utf8_name_is_refused_before_anything_is_sent(kind: TargetKind) {
         "nothing may be written"
     );
     assert_eq!(site.exec_sessions().unwrap_or(0), 0);
+}
+
+/// A shell snippet for a hook that says it started, then waits for the test's `go` file.
+const WAIT_FOR_GO: &str = "touch \"$CUTOVER_DEPLOY_PATH/hook-started\"; i=0; \
+     while [ ! -e \"$CUTOVER_DEPLOY_PATH/go\" ]; do i=$((i+1)); [ $i -lt 300 ] || exit 9; sleep 0.1; done";
+
+/// A second deploy while one is running is refused by the lock (exit 1, naming the holder);
+/// the running one is not disturbed.
+pub fn concurrent_deploy_is_refused_while_one_runs(kind: TargetKind) {
+    let Some(mut site) = Site::new(kind) else {
+        return;
+    };
+    site.write("index.php", "<?php\n");
+    let first = site.deploy();
+    site.configure(
+        &format!("[hooks]\nbefore_swap = [{}]", toml_str(WAIT_FOR_GO)),
+        "",
+    );
+    site.write("index.php", "<?php echo 'A';\n");
+    let a = site.spawn(&["deploy"]);
+    wait_for(&site.at("hook-started"));
+    let staged_by_a = site.staging_leftovers();
+    assert_eq!(staged_by_a.len(), 1, "{staged_by_a:?}");
+
+    site.configure("", "");
+    let b = site.deploy_with(&[]);
+    b.expect_code(1, "a deploy while another one runs");
+    assert!(b.stderr.contains("locked"), "{}", b.describe());
+    assert!(b.stderr.contains("cutover unlock"), "{}", b.describe());
+    assert!(
+        b.stderr.contains(&format!("release {}", staged_by_a[0])),
+        "names the running deploy's release\n{}",
+        b.describe()
+    );
+    assert!(site.lock_exists(), "B must not remove A's lock");
+    assert_eq!(
+        site.staging_leftovers(),
+        staged_by_a,
+        "B must not touch A's staging"
+    );
+
+    fs::write(site.at("go"), "").unwrap();
+    let a = a.wait();
+    a.expect_code(0, "the deploy that held the lock");
+    let s = a.summary();
+    assert_eq!(s.release, staged_by_a[0]);
+    assert!(s.release > first.release);
+    assert_eq!(site.current_id(), Some(s.release.clone()));
+    assert_eq!(read(&site.at("current/index.php")), "<?php echo 'A';\n");
+    site.assert_clean("after the concurrent deploys");
+}
+
+/// Ctrl-C (SIGINT) while the script runs on the server does not abandon it: the deploy
+/// completes, and the lock is released by the script.
+pub fn interrupt_while_the_script_runs_lets_it_finish(kind: TargetKind) {
+    let Some(mut site) = Site::new(kind) else {
+        return;
+    };
+    site.write("index.php", "<?php\n");
+    site.configure(
+        &format!("[hooks]\nbefore_swap = [{}]", toml_str(WAIT_FOR_GO)),
+        "",
+    );
+    let running = site.spawn(&["deploy"]);
+    wait_for(&site.at("hook-started"));
+    running.signal("INT");
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    fs::write(site.at("go"), "").unwrap();
+    let run = running.wait();
+    run.expect_code(0, "deploy interrupted once while its script ran");
+    let s = run.summary();
+    assert_eq!(site.current_id(), Some(s.release.clone()));
+    site.assert_clean("after an interrupted wait");
+}
+
+/// Staging left by `--emit-script` (never run) must not leak into a later deploy that gets the
+/// same release name (same second, or a server clock ahead of ours).
+pub fn deploy_after_an_unrun_emitted_script_builds_exactly_the_source(kind: TargetKind) {
+    let Some(site) = Site::new(kind) else { return };
+    // A release from the future (the server's clock is ahead): every new release name is the
+    // next second after it, so the emitted deploy and the next one are given the same name.
+    mkdirs(&site.at("releases/29990101000000"));
+    site.write("index.php", "<?php\n");
+    site.write("stale.txt", "only in the emitted deploy\n");
+    site.symlink("link", "index.php");
+    site.deploy_with(&["--emit-script"])
+        .expect_code(0, "deploy --emit-script");
+    assert_eq!(site.staging_leftovers(), ["29990101000001"]);
+
+    // the user changes their mind: the file and the link go, and they deploy normally
+    site.remove("stale.txt");
+    site.remove("link");
+    site.write("index.php", "<?php echo 'normal';\n");
+    let run = site.deploy_with(&[]);
+    run.expect_code(0, "a normal deploy after an emitted one");
+    let s = run.summary();
+    site.assert_release_is_source(&s.release, &[]);
+    site.assert_clean("after the normal deploy");
+}
+
+/// A manifest on the server with a path that leaves the release is refused: exit 1, the lock is
+/// released, nothing changes.
+pub fn tampered_manifest_is_refused(kind: TargetKind) {
+    let Some(site) = Site::new(kind) else { return };
+    site.write("index.php", "<?php\n");
+    site.write("keep.txt", "keep\n");
+    let first = site.deploy();
+    let manifest = site.at(format!(".cutover/manifests/{}", first.release));
+    let original = read(&manifest);
+    assert!(original.contains("\tkeep.txt\n"), "{original}");
+    // a file the `..` path would reach from inside the new release
+    write_file(&site.root().join("victim/evil"), b"victim\n", 0o644);
+    for evil in [
+        "../../../victim/evil",
+        "/nonexistent-cutover-test/evil",
+        "a//b",
+        "./keep.txt",
+    ] {
+        fs::write(
+            &manifest,
+            original.replace("\tkeep.txt\n", &format!("\t{evil}\n")),
+        )
+        .unwrap();
+        site.write("index.php", format!("<?php // {evil}\n"));
+        let before = snapshot(&site.path);
+        let run = site.deploy_with(&[]);
+        run.expect_code(1, &format!("deploy against a manifest naming {evil:?}"));
+        assert!(run.stderr.contains("manifest"), "{}", run.describe());
+        assert!(
+            run.stderr.contains(&manifest.display().to_string()),
+            "names the file\n{}",
+            run.describe()
+        );
+        assert_trees_equal(
+            &before,
+            &snapshot(&site.path),
+            "the deploy path after the refusal",
+        );
+        assert_eq!(site.current_id(), Some(first.release.clone()));
+        assert_eq!(read(&site.root().join("victim/evil")), "victim\n");
+    }
+    // control: the same edit with a harmless name is accepted (the refusal was about the path)
+    fs::write(
+        &manifest,
+        original.replace("\tkeep.txt\n", "\trenamed.txt\n"),
+    )
+    .unwrap();
+    let s = site.deploy();
+    site.assert_release_is_source(&s.release, &[]);
+}
+
+/// An emitted script whose previous release is gone when it runs stops before touching
+/// anything.
+pub fn emitted_script_stops_when_its_previous_release_is_gone(kind: TargetKind) {
+    let Some(site) = Site::new(kind) else { return };
+    site.write("index.php", "<?php\n");
+    let first = site.deploy();
+    site.write("index.php", "<?php echo 2;\n");
+    let run = site.deploy_with(&["--emit-script"]);
+    run.expect_code(0, "deploy --emit-script");
+    let file = site.root().join("deploy.sh");
+    fs::write(&file, &run.stdout).unwrap();
+
+    // someone removes the release the script was planned against (and points current elsewhere)
+    fs::rename(
+        site.release_dir(&first.release),
+        site.at("releases/moved-away"),
+    )
+    .unwrap();
+    let before = snapshot(&site.path);
+    let out = sh(&file, site.root());
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&first.release) && err.contains("gone"),
+        "{err}"
+    );
+    assert_trees_equal(
+        &before,
+        &snapshot(&site.path),
+        "the deploy path (nothing touched)",
+    );
+}
+
+/// `current` that is a real directory (an in-place deploy tool) is refused with advice.
+pub fn current_that_is_a_directory_is_refused(kind: TargetKind) {
+    let Some(site) = Site::new(kind) else { return };
+    site.write("index.php", "<?php\n");
+    write_file(&site.at("current/index.html"), b"old site\n", 0o644);
+    let run = site.deploy_with(&[]);
+    run.expect_code(1, "deploy over a real current/ directory");
+    let current = site.at("current").display().to_string();
+    assert!(
+        run.stderr.contains(&current),
+        "names the path\n{}",
+        run.describe()
+    );
+    assert!(run.stderr.contains("not a symlink"), "{}", run.describe());
+    assert!(
+        run.stderr.contains("target t"),
+        "names the target\n{}",
+        run.describe()
+    );
+    assert_eq!(read(&site.at("current/index.html")), "old site\n");
+    assert!(site.releases().is_empty());
+    assert!(!site.lock_exists());
+    // SPEC "Exit codes": every error message names the target, the stage and the path
+    assert!(
+        run.stderr.contains("stage"),
+        "SPEC: every error names the stage\n{}",
+        run.describe()
+    );
+}
+
+/// No manifest for the live release (made by another tool, or removed): everything is uploaded
+/// into an empty new release.
+pub fn missing_manifest_means_a_full_upload_into_an_empty_release(kind: TargetKind) {
+    let Some(site) = Site::new(kind) else { return };
+    write_webapp(&site, 5);
+    let total = count_uploadable(&source_view(&site.src, WEBAPP_NOT_DEPLOYED));
+    let first = site.deploy();
+    fs::remove_file(site.at(format!(".cutover/manifests/{}", first.release))).unwrap();
+    write_file(
+        &site.release_dir(&first.release).join("made-by-hand.txt"),
+        b"x\n",
+        0o644,
+    );
+    let second = site.deploy();
+    assert_eq!(
+        (second.uploaded, second.unchanged),
+        (total, 0),
+        "{second:?}"
+    );
+    site.assert_release_is_source(&second.release, WEBAPP_NOT_DEPLOYED);
+    assert!(site
+        .release_dir(&first.release)
+        .join("made-by-hand.txt")
+        .exists());
+}
+
+/// A Capistrano-style absolute `current` link is understood (incremental deploy) and replaced
+/// by a relative one.
+pub fn absolute_current_link_is_understood_and_made_relative(kind: TargetKind) {
+    let Some(site) = Site::new(kind) else { return };
+    write_webapp(&site, 5);
+    let first = site.deploy();
+    fs::remove_file(site.at("current")).unwrap();
+    std::os::unix::fs::symlink(site.release_dir(&first.release), site.at("current")).unwrap();
+    site.write("index.php", "<?php echo 2;\n");
+    let second = site.deploy();
+    assert_eq!(
+        second.uploaded, 1,
+        "planned against the absolute link's release: {second:?}"
+    );
+    assert_eq!(
+        site.current_link(),
+        Some(format!("releases/{}", second.release))
+    );
+    site.assert_release_is_source(&second.release, WEBAPP_NOT_DEPLOYED);
+}
+
+/// A deploy path full of shell syntax works, and nothing in it runs.
+pub fn deploy_path_with_shell_syntax_works(kind: TargetKind) {
+    let Some(mut site) = Site::new(kind) else {
+        return;
+    };
+    let dir = site
+        .root()
+        .join("my app's \"dir\" $(touch CANARY) `touch CANARY`;x");
+    site.set_path(dir.clone());
+    site.configure("[hooks]\nbefore_swap = [\"touch hook-ran\"]", "");
+    write_file(&dir.join("shared/uploads/a.jpg"), b"jpg\n", 0o644);
+    write_webapp(&site, 3);
+    for i in 0..4 {
+        site.write("rev.txt", format!("{i}\n"));
+        let s = site.deploy();
+        assert_eq!(s.links, 1, "{s:?}");
+        let rel = site.release_dir(&s.release);
+        assert!(rel.join("hook-ran").exists(), "the hook ran in the release");
+        assert_eq!(read(&rel.join("uploads/a.jpg")), "jpg\n");
+    }
+    assert_eq!(site.releases().len(), 3);
+    let canaries: Vec<_> = snapshot(site.root())
+        .into_keys()
+        .filter(|p| p.file_name().is_some_and(|n| n == "CANARY"))
+        .collect();
+    assert!(canaries.is_empty(), "{canaries:?}");
+    assert!(!Path::new("/CANARY").exists());
+}
+
+/// Names in releases/ that are not release names belong to someone else: never pruned.
+pub fn foreign_names_in_releases_are_left_alone(kind: TargetKind) {
+    let Some(mut site) = Site::new(kind) else {
+        return;
+    };
+    site.configure("keep_releases = 1", "");
+    write_file(&site.at("releases/old-site/index.html"), b"old\n", 0o644);
+    write_file(&site.at("releases/2026.bak/x"), b"bak\n", 0o644);
+    site.write("index.php", "<?php\n");
+    let mut last = String::new();
+    for i in 0..3 {
+        site.write("rev.txt", format!("{i}\n"));
+        last = site.deploy().release;
+    }
+    let mut want = vec![last.clone(), "2026.bak".to_string(), "old-site".to_string()];
+    want.sort();
+    assert_eq!(site.releases(), want);
+    assert_eq!(read(&site.at("releases/old-site/index.html")), "old\n");
+    assert_eq!(site.manifests(), [last]);
+}
+
+/// A symlink committed to the repository that happens to point into shared/ (as a shared link
+/// would) is a repository path: every release has it, as the manifest says.
+pub fn repository_symlinks_into_shared_survive_later_deploys(kind: TargetKind) {
+    let Some(site) = Site::new(kind) else { return };
+    site.write("index.php", "<?php\n");
+    site.symlink("uploads", "../../shared/uploads");
+    site.symlink("conf/x", "../../../shared/conf/x");
+    site.write("conf/app.ini", "a=1\n");
+    let first = site.deploy();
+    site.assert_release_is_source(&first.release, &[]);
+
+    site.write("index.php", "<?php echo 2;\n");
+    let second = site.deploy();
+    // index.php, plus the two repository links shaped like shared links: the script removes
+    // carried-over shared links before anything else, so those travel again every time.
+    assert_eq!((second.uploaded, second.deleted), (3, 0), "{second:?}");
+    site.assert_release_is_source(&second.release, &[]);
+}
+
+/// Entries of shared/ with names full of shell syntax are linked like any other.
+pub fn hostile_shared_names_are_linked(kind: TargetKind) {
+    let Some(site) = Site::new(kind) else { return };
+    let shared = site.at("shared");
+    let odd = "it's $(touch CANARY) `touch CANARY` ;|&<>";
+    write_file(&shared.join(odd).join("-n/f"), b"deep\n", 0o644);
+    write_file(&shared.join("-rf"), b"rf\n", 0o644);
+    write_file(&shared.join("*"), b"star\n", 0o644);
+    write_file(&shared.join("new\nline"), b"nl\n", 0o644);
+    write_file(&shared.join("..hidden"), b"dots\n", 0o644);
+    site.write(Path::new(odd).join("repo.txt"), "repo\n");
+    site.write("index.php", "<?php\n");
+    for round in 0..2 {
+        site.write("rev.txt", format!("{round}\n"));
+        let s = site.deploy();
+        let rel = site.release_dir(&s.release);
+        assert_eq!((s.links, s.warnings), (5, 0), "{s:?}");
+        assert!(meta(&rel.join(odd)).is_dir());
+        assert_eq!(read(&rel.join(odd).join("repo.txt")), "repo\n");
+        assert_eq!(
+            link_target(&rel.join(odd).join("-n")),
+            format!("../../../shared/{odd}/-n")
+        );
+        assert_eq!(read(&rel.join(odd).join("-n/f")), "deep\n");
+        assert_eq!(link_target(&rel.join("-rf")), "../../shared/-rf");
+        assert_eq!(link_target(&rel.join("*")), "../../shared/*");
+        assert_eq!(
+            link_target(&rel.join("new\nline")),
+            "../../shared/new\nline"
+        );
+        assert_eq!(link_target(&rel.join("..hidden")), "../../shared/..hidden");
+    }
+    let canaries: Vec<_> = snapshot(site.root())
+        .into_keys()
+        .filter(|p| p.file_name().is_some_and(|n| n == "CANARY"))
+        .collect();
+    assert!(canaries.is_empty(), "{canaries:?}");
+}
+
+/// Empty, tiny and large files (across the SFTP write size of 255 KiB) arrive byte-exact.
+pub fn large_and_empty_files_are_byte_exact(kind: TargetKind) {
+    let Some(site) = Site::new(kind) else { return };
+    site.write("empty", "");
+    site.write("one", "1");
+    site.write("no-newline.txt", "no newline at the end");
+    for (name, len, seed) in [
+        ("exact.bin", 255 * 1024, 1),
+        ("plus-one.bin", 255 * 1024 + 1, 2),
+        ("big.bin", 3 * 1024 * 1024 + 17, 3),
+    ] {
+        site.write(name, noise(seed, len));
+    }
+    let first = site.deploy();
+    site.assert_release_is_source(&first.release, &[]);
+    // change a large file in its middle only
+    let mut big = noise(3, 3 * 1024 * 1024 + 17);
+    big[1_500_000] ^= 0xff;
+    site.write("big.bin", &big);
+    site.write("empty", "now with content");
+    let second = site.deploy();
+    assert_eq!(second.uploaded, 2, "{second:?}");
+    site.assert_release_is_source(&second.release, &[]);
+}
+
+/// Thousands of changed and deleted paths (many command batches) are applied exactly.
+pub fn thousands_of_files_change_and_go(kind: TargetKind) {
+    let Some(site) = Site::new(kind) else { return };
+    let long = "x".repeat(100);
+    for i in 0..1200 {
+        site.write(format!("many/{long}-{i:04}.txt"), format!("{i}\n"));
+        if i % 10 == 0 {
+            site.write(format!("dirs/d{i:04}-{long}/f.txt"), format!("{i}\n"));
+        }
+    }
+    site.deploy();
+    for i in 0..1200 {
+        if i % 2 == 0 {
+            site.write(format!("many/{long}-{i:04}.txt"), format!("{i} v2\n"));
+        } else {
+            site.remove(format!("many/{long}-{i:04}.txt"));
+        }
+        if i % 10 == 0 && i % 20 == 0 {
+            site.remove(format!("dirs/d{i:04}-{long}"));
+        }
+    }
+    let second = site.deploy();
+    assert_eq!((second.uploaded, second.deleted), (600, 660), "{second:?}");
+    site.assert_release_is_source(&second.release, &[]);
+}
+
+/// Ctrl-C during the upload abandons the deploy: staging removed, lock released, current and
+/// the live release untouched, nothing run on the server.
+pub fn interrupt_during_the_upload_abandons_cleanly(kind: TargetKind) {
+    let Some(site) = Site::new(kind) else { return };
+    site.write("index.php", "<?php\n");
+    let first = site.deploy();
+    let before = snapshot(&site.path);
+    let execs = site.exec_sessions();
+    // a large (sparse) file keeps the upload busy for a while
+    let big = fs::File::create(site.src.join("big.bin")).unwrap();
+    big.set_len(400 * 1024 * 1024).unwrap();
+    drop(big);
+    site.write("index.php", "<?php echo 2;\n");
+
+    let running = site.spawn(&["deploy"]);
+    let staging = site.at(".cutover/staging");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    // the changed files travel as one archive into staging/ID/files.tar
+    let tree = loop {
+        if let Some(id) = list_names(&staging).first() {
+            let archive = staging.join(id).join("files.tar");
+            if fs::metadata(&archive).map(|m| m.len() > 0).unwrap_or(false) {
+                break staging.join(id);
+            }
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the upload never started"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    };
+    running.signal("INT");
+    let run = running.wait();
+    run.expect_code(1, "deploy interrupted during the upload");
+    assert!(run.stderr.contains("interrupted"), "{}", run.describe());
+    assert!(!tree.exists(), "staging removed");
+    assert_eq!(site.exec_sessions(), execs, "the script never ran");
+    assert_eq!(site.current_id(), Some(first.release.clone()));
+    site.assert_clean("after an interrupted upload");
+    assert_trees_equal(
+        &before,
+        &snapshot(&site.path),
+        "the deploy path after the interrupt",
+    );
 }

@@ -106,6 +106,12 @@ impl Site {
         self.write_config();
     }
 
+    /// Moves the deploy path (before the first deploy), e.g. to a name full of shell syntax.
+    pub fn set_path(&mut self, path: PathBuf) {
+        self.path = path;
+        self.write_config();
+    }
+
     /// Points the SSH target at another known_hosts file.
     pub fn set_known_hosts(&mut self, file: &Path) {
         self.known_hosts = Some(file.to_path_buf());
@@ -153,6 +159,13 @@ impl Site {
         let mut full: Vec<String> = vec!["--config".into(), self.config.display().to_string()];
         full.extend(args.iter().map(|s| s.to_string()));
         run_cutover(self.root(), &self.home, &full)
+    }
+
+    /// Starts `cutover --config CONFIG ARGS...` without waiting for it.
+    pub fn spawn(&self, args: &[&str]) -> Running {
+        let mut full: Vec<String> = vec!["--config".into(), self.config.display().to_string()];
+        full.extend(args.iter().map(|s| s.to_string()));
+        spawn_cutover(self.root(), &self.home, &full)
     }
 
     /// `cutover deploy` with extra flags, whatever the outcome.
@@ -306,15 +319,18 @@ impl Site {
 
 /// Runs the cutover binary in `cwd` with HOME=`home`, no agent, stdout/stderr captured.
 pub fn run_cutover(cwd: &Path, home: &Path, args: &[String]) -> Run {
-    static COUNTER: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-    let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    spawn_cutover(cwd, home, args).wait()
+}
+
+/// Starts the cutover binary (see [`run_cutover`]) without waiting for it.
+pub fn spawn_cutover(cwd: &Path, home: &Path, args: &[String]) -> Running {
     let out_dir = tempfile::Builder::new()
-        .prefix(&format!("cutover-run-{n}-"))
+        .prefix("cutover-run-")
         .tempdir()
         .unwrap();
     let stdout_path = out_dir.path().join("stdout");
     let stderr_path = out_dir.path().join("stderr");
-    let mut child = Command::new(super::cutover_bin())
+    let child = Command::new(super::cutover_bin())
         .args(args)
         .current_dir(cwd)
         .env("HOME", home)
@@ -325,26 +341,74 @@ pub fn run_cutover(cwd: &Path, home: &Path, args: &[String]) -> Run {
         .stderr(fs::File::create(&stderr_path).unwrap())
         .spawn()
         .expect("spawning cutover");
-    let deadline = Instant::now() + RUN_TIMEOUT;
-    let status = loop {
-        if let Some(st) = child.try_wait().unwrap() {
-            break st;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!(
-                "cutover {args:?} did not finish within {RUN_TIMEOUT:?}\nstderr:\n{}",
-                String::from_utf8_lossy(&fs::read(&stderr_path).unwrap_or_default())
-            );
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    };
-    Run {
+    Running {
+        child,
         args: args.to_vec(),
-        code: status.code(),
-        stdout: String::from_utf8_lossy(&fs::read(&stdout_path).unwrap()).into_owned(),
-        stderr: String::from_utf8_lossy(&fs::read(&stderr_path).unwrap()).into_owned(),
+        out_dir,
+    }
+}
+
+/// A cutover process that is still running.
+pub struct Running {
+    pub child: std::process::Child,
+    args: Vec<String>,
+    out_dir: tempfile::TempDir,
+}
+
+impl Running {
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends a signal (`INT`, `TERM`, ...) with kill(1).
+    pub fn signal(&self, name: &str) {
+        let st = Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(self.pid().to_string())
+            .status()
+            .unwrap();
+        assert!(st.success(), "kill -{name} {}", self.pid());
+    }
+
+    /// Waits (at most RUN_TIMEOUT) and collects the output.
+    pub fn wait(mut self) -> Run {
+        let stderr_path = self.out_dir.path().join("stderr");
+        let deadline = Instant::now() + RUN_TIMEOUT;
+        let status = loop {
+            if let Some(st) = self.child.try_wait().unwrap() {
+                break st;
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                panic!(
+                    "cutover {:?} did not finish within {RUN_TIMEOUT:?}\nstderr:\n{}",
+                    self.args,
+                    String::from_utf8_lossy(&fs::read(&stderr_path).unwrap_or_default())
+                );
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        };
+        Run {
+            args: self.args.clone(),
+            code: status.code(),
+            stdout: String::from_utf8_lossy(&fs::read(self.out_dir.path().join("stdout")).unwrap())
+                .into_owned(),
+            stderr: String::from_utf8_lossy(&fs::read(&stderr_path).unwrap()).into_owned(),
+        }
+    }
+}
+
+/// Waits until `path` exists (at most 30 s).
+pub fn wait_for(path: &Path) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while fs::symlink_metadata(path).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "{} never appeared",
+            path.display()
+        );
+        std::thread::sleep(Duration::from_millis(10));
     }
 }
 

@@ -1,0 +1,760 @@
+//! `scripts/bench`: cutover against the baselines it must beat, over a 50 ms round trip.
+//!
+//! Starts a throwaway sshd (the test harness's) behind a TCP proxy that delays every byte by
+//! 25 ms each way, generates a deterministic web-app tree, and times, as medians of several runs:
+//!
+//! | case        | cutover                      | baseline                                          |
+//! |-------------|------------------------------|---------------------------------------------------|
+//! | full        | first deploy                 | `tar -cf - . \| ssh host tar -xf -`; `sftp put -r` |
+//! | incremental | ~15% changed/added/deleted   | `ssh cp -a` + `rsync -a --delete` + `ssh mv -T`   |
+//! | no-op       | nothing changed              | the same rsync-based deploy                       |
+//!
+//! plus local measurements: scan + hash of a 100,000-file / 1 GB tree (time, peak RSS), the
+//! server-side assembly of 20,000 staged files, and `copy = "hardlink"` against `"full"` on 1 GB.
+//! Benchmarks measure and report; they assert nothing about time.
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const RUNS: usize = 3;
+// BENCH_RUNS overrides RUNS for quick looks.
+fn runs() -> usize {
+    std::env::var("BENCH_RUNS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(RUNS)
+}
+const ONE_WAY_DELAY: Duration = Duration::from_millis(25);
+const SFTP_CAP: Duration = Duration::from_secs(120);
+
+fn main() {
+    let quick = std::env::args().any(|a| a == "--quick");
+    let work = tempfile::Builder::new()
+        .prefix("cutover-bench")
+        .tempdir()
+        .unwrap();
+    let sshd = common::Sshd::start();
+    let proxy = delay_proxy::start(sshd.port, ONE_WAY_DELAY);
+    let known_hosts = work.path().join("known_hosts");
+    let key_line = sshd.host_public_key_line();
+    let (_, key) = key_line.split_once(' ').unwrap();
+    fs::write(&known_hosts, format!("[127.0.0.1]:{proxy} {key}\n")).unwrap();
+    let net = Net {
+        sshd: &sshd,
+        port: proxy,
+        known_hosts: known_hosts.clone(),
+    };
+    eprintln!(
+        "bench: sshd on {}, delay proxy on {proxy} (25 ms each way)",
+        sshd.port
+    );
+
+    let mut rows = Vec::new();
+
+    // --- network cases on the ~4,000-file tree
+    let v1 = work.path().join("v1");
+    let v2 = work.path().join("v2");
+    let stats = generate_webapp(&v1, 4000, 42);
+    copy_tree(&v1, &v2);
+    let changed = mutate(&v2, 7);
+    eprintln!(
+        "bench: tree {} files, {:.1} MB; incremental change: {} modified, {} added, {} deleted",
+        stats.files,
+        stats.bytes as f64 / 1e6,
+        changed.0,
+        changed.1,
+        changed.2
+    );
+
+    let mut c = Vec::new();
+    let mut t = Vec::new();
+    let mut s = Vec::new();
+    for run in 0..runs() {
+        let path = work.path().join(format!("full-cutover-{run}"));
+        c.push(cutover_deploy(&net, &v1, &path, work.path(), "full").0);
+        let dest = work.path().join(format!("full-tar-{run}"));
+        t.push(time(|| tar_over_ssh(&net, &v1, &dest)));
+        if run == 0 && !quick {
+            let dest = work.path().join("full-sftp");
+            s.push(sftp_put(&net, &v1, &dest));
+        }
+    }
+    rows.push(Row::new(
+        "full deploy",
+        median(&c),
+        "tar \\| ssh tar -x",
+        median(&t),
+        1.5,
+    ));
+    if let Some(sftp) = s.first() {
+        let label = if *sftp >= SFTP_CAP.as_secs_f64() {
+            "sftp put -r (capped)"
+        } else {
+            "sftp put -r"
+        };
+        rows.push(Row::new("full deploy", median(&c), label, *sftp, f64::NAN));
+    }
+
+    let mut ci = Vec::new();
+    let mut cn = Vec::new();
+    let mut ri = Vec::new();
+    let mut rn = Vec::new();
+    for run in 0..runs() {
+        // incremental: v1 live, deploy v2
+        let path = work.path().join(format!("inc-cutover-{run}"));
+        cutover_deploy(&net, &v1, &path, work.path(), "prep");
+        ci.push(cutover_deploy(&net, &v2, &path, work.path(), "inc").0);
+        // no-op: v2 live, deploy v2 again
+        cn.push(cutover_deploy(&net, &v2, &path, work.path(), "noop").0);
+
+        let path = work.path().join(format!("inc-rsync-{run}"));
+        rsync_deploy(&net, &v1, &path, "r0", None);
+        ri.push(time(|| rsync_deploy(&net, &v2, &path, "r1", Some("r0"))));
+        rn.push(time(|| rsync_deploy(&net, &v2, &path, "r2", Some("r1"))));
+    }
+    rows.push(Row::new(
+        "incremental (~15%)",
+        median(&ci),
+        "cp -a + rsync + mv -T",
+        median(&ri),
+        0.6,
+    ));
+    rows.push(Row::new(
+        "no-op",
+        median(&cn),
+        "cp -a + rsync + mv -T",
+        median(&rn),
+        0.5,
+    ));
+
+    if !quick {
+        rows.extend(local_cases(work.path()));
+    }
+
+    println!();
+    println!("| case | cutover (s) | baseline | baseline (s) | ratio | target |");
+    println!("|---|---:|---|---:|---:|---:|");
+    for r in &rows {
+        println!("{}", r.markdown());
+    }
+    println!();
+    println!(
+        "machine: {} cores, {}; medians of {RUNS} runs; 50 ms round trip through a delay proxy to OpenSSH {}",
+        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+        cpu_model(),
+        openssh_version()
+    );
+    drop(sshd);
+}
+
+struct Net<'a> {
+    sshd: &'a common::Sshd,
+    port: u16,
+    known_hosts: PathBuf,
+}
+
+impl Net<'_> {
+    fn ssh_args(&self) -> Vec<String> {
+        let mut a = vec![
+            "-F".into(),
+            "none".into(),
+            "-i".into(),
+            self.sshd.identity.display().to_string(),
+        ];
+        a.extend(common::client_options(&self.known_hosts));
+        a
+    }
+}
+
+struct Row {
+    case: String,
+    ours: f64,
+    baseline: String,
+    theirs: f64,
+    target: f64,
+    unit: &'static str,
+}
+
+impl Row {
+    fn new(case: &str, ours: f64, baseline: &str, theirs: f64, target: f64) -> Row {
+        Row {
+            case: case.into(),
+            ours,
+            baseline: baseline.into(),
+            theirs,
+            target,
+            unit: "",
+        }
+    }
+    fn markdown(&self) -> String {
+        let ratio = if self.theirs > 0.0 {
+            self.ours / self.theirs
+        } else {
+            f64::NAN
+        };
+        let target = if self.target.is_nan() {
+            "—".to_string()
+        } else {
+            format!(
+                "≤ {:.1}× {}",
+                self.target,
+                if ratio <= self.target { "✓" } else { "✗" }
+            )
+        };
+        let theirs = if self.theirs.is_nan() {
+            "—".into()
+        } else {
+            format!("{:.2}", self.theirs)
+        };
+        let ratio = if ratio.is_nan() {
+            "—".into()
+        } else {
+            format!("{ratio:.2}×")
+        };
+        format!(
+            "| {} | {:.2}{} | {} | {theirs} | {ratio} | {target} |",
+            self.case, self.ours, self.unit, self.baseline
+        )
+    }
+}
+
+fn median(v: &[f64]) -> f64 {
+    let mut v = v.to_vec();
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    v[v.len() / 2]
+}
+
+fn time(f: impl FnOnce()) -> f64 {
+    let t = Instant::now();
+    f();
+    t.elapsed().as_secs_f64()
+}
+
+/// Deploy `src` to `path` on the bench sshd through the proxy; returns (seconds, stderr).
+fn cutover_deploy(net: &Net, src: &Path, path: &Path, work: &Path, tag: &str) -> (f64, String) {
+    let cfg = work.join(format!("cutover-{tag}.toml"));
+    fs::write(
+        &cfg,
+        format!(
+            "source = {:?}\n[targets.bench]\nhost = \"127.0.0.1\"\nport = {}\nuser = {:?}\npath = {:?}\nidentity_file = {:?}\nknown_hosts = {:?}\n",
+            src.display().to_string(),
+            net.port,
+            net.sshd.user,
+            path.display().to_string(),
+            net.sshd.identity.display().to_string(),
+            net.known_hosts.display().to_string()
+        ),
+    )
+    .unwrap();
+    let t = Instant::now();
+    let out = Command::new(common::cutover_bin())
+        .args(["deploy", "-v", "--config"])
+        .arg(&cfg)
+        .env("HOME", work)
+        .env_remove("SSH_AUTH_SOCK")
+        .output()
+        .unwrap();
+    let secs = t.elapsed().as_secs_f64();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "cutover failed:\n{stderr}");
+    if std::env::var_os("BENCH_SHOW").is_some() {
+        eprintln!("--- cutover {tag}: {secs:.2} s\n{stderr}");
+    }
+    (secs, stderr)
+}
+
+fn tar_over_ssh(net: &Net, src: &Path, dest: &Path) {
+    let mut tar = Command::new("tar")
+        .arg("-cf")
+        .arg("-")
+        .arg("-C")
+        .arg(src)
+        .arg(".")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let status = Command::new("ssh")
+        .args(net.ssh_args())
+        .args(["-p", &net.port.to_string(), "127.0.0.1"])
+        .arg(format!("mkdir -p {0} && tar -xf - -C {0}", dest.display()))
+        .stdin(tar.stdout.take().unwrap())
+        .status()
+        .unwrap();
+    assert!(status.success() && tar.wait().unwrap().success());
+}
+
+/// OpenSSH's own recursive upload, stopped at the cap.
+fn sftp_put(net: &Net, src: &Path, dest: &Path) -> f64 {
+    fs::create_dir_all(dest).unwrap();
+    let mut child = Command::new("sftp")
+        .args(net.ssh_args())
+        .args(["-P", &net.port.to_string(), "-b", "-", "127.0.0.1"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let t = Instant::now();
+    writeln!(
+        child.stdin.take().unwrap(),
+        "put -r {} {}",
+        src.display(),
+        dest.display()
+    )
+    .unwrap();
+    loop {
+        if child.try_wait().unwrap().is_some() {
+            return t.elapsed().as_secs_f64();
+        }
+        if t.elapsed() > SFTP_CAP {
+            let _ = child.kill();
+            let _ = child.wait();
+            return SFTP_CAP.as_secs_f64();
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The rsync-based atomic deploy a careful team would script, over one shared SSH master.
+fn rsync_deploy(net: &Net, src: &Path, path: &Path, release: &str, previous: Option<&str>) {
+    let ctl = path.with_extension("ctl");
+    let port = net.port.to_string();
+    let mut base: Vec<String> = net.ssh_args();
+    base.extend([
+        "-o".into(),
+        format!("ControlPath={}", ctl.display()),
+        "-p".into(),
+        port.clone(),
+    ]);
+    let ssh = |cmd: &str| {
+        let st = Command::new("ssh")
+            .args(&base)
+            .arg("127.0.0.1")
+            .arg(cmd)
+            .status()
+            .unwrap();
+        assert!(st.success(), "ssh {cmd}");
+    };
+    let master = Command::new("ssh")
+        .args(&base)
+        .args(["-o", "ControlMaster=yes", "-N", "127.0.0.1"])
+        .spawn()
+        .unwrap();
+    let mut master = master;
+    while !ctl.exists() {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let p = path.display();
+    match previous {
+        Some(prev) => ssh(&format!("cp -a {p}/releases/{prev} {p}/releases/{release}")),
+        None => ssh(&format!("mkdir -p {p}/releases/{release}")),
+    }
+    let rsh = format!("ssh {}", base.join(" "));
+    let st = Command::new("rsync")
+        .args(["-a", "--delete", "-e", &rsh])
+        .arg(format!("{}/", src.display()))
+        .arg(format!("127.0.0.1:{p}/releases/{release}/"))
+        .status()
+        .unwrap();
+    assert!(st.success(), "rsync");
+    ssh(&format!(
+        "cd {p} && ln -sfn releases/{release} current.tmp && mv -T current.tmp current"
+    ));
+    let _ = Command::new("ssh")
+        .args(&base)
+        .args(["-O", "exit", "127.0.0.1"])
+        .stderr(Stdio::null())
+        .status();
+    let _ = master.wait();
+}
+
+struct TreeStats {
+    files: usize,
+    bytes: u64,
+}
+
+/// Deterministic pseudo-random numbers (xorshift64*): the same tree on every machine.
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+    fn bytes(&mut self, n: usize, text: bool) -> Vec<u8> {
+        let mut v = Vec::with_capacity(n);
+        while v.len() < n {
+            let x = self.next();
+            for b in x.to_le_bytes() {
+                v.push(if text {
+                    b"abcdefghij klmnopqrstuvwxyz\n{};<>=/"[b as usize % 35]
+                } else {
+                    b
+                });
+            }
+        }
+        v.truncate(n);
+        v
+    }
+}
+
+/// A web-app-like tree: many small text files in nested directories, some images, a few large
+/// bundles. About 10 KB per file on average (4,000 files ≈ 40 MB).
+fn generate_webapp(root: &Path, files: usize, seed: u64) -> TreeStats {
+    let mut rng = Rng(seed);
+    let dirs = [
+        "src",
+        "src/components",
+        "src/lib",
+        "vendor/a/src",
+        "vendor/b/lib",
+        "vendor/c",
+        "public/css",
+        "public/js",
+        "public/img",
+        "templates",
+        "config",
+        "lang/en",
+        "lang/de",
+    ];
+    let mut bytes = 0;
+    for i in 0..files {
+        let r = rng.below(1000);
+        let (dir, ext, size, text) = if r < 900 {
+            (
+                dirs[rng.below(dirs.len() as u64) as usize],
+                "php",
+                200 + rng.below(12_000) as usize,
+                true,
+            )
+        } else if r < 990 {
+            (
+                "public/img",
+                "png",
+                20_000 + rng.below(120_000) as usize,
+                false,
+            )
+        } else {
+            (
+                "public/build",
+                "js",
+                400_000 + rng.below(1_200_000) as usize,
+                true,
+            )
+        };
+        let sub = rng.below(20);
+        let path = root
+            .join(dir)
+            .join(format!("m{sub}"))
+            .join(format!("f{i}.{ext}"));
+        fs::create_dir_all(path.parent().unwrap()).unwrap();
+        fs::write(&path, rng.bytes(size, text)).unwrap();
+        bytes += size as u64;
+    }
+    TreeStats { files, bytes }
+}
+
+/// Change ~10% of files, add ~2.5%, delete ~2.5%. Returns (modified, added, deleted).
+fn mutate(root: &Path, seed: u64) -> (usize, usize, usize) {
+    let mut rng = Rng(seed);
+    let mut all = Vec::new();
+    collect_files(root, &mut all);
+    all.sort();
+    let (mut m, mut a, mut d) = (0, 0, 0);
+    for (i, f) in all.iter().enumerate() {
+        match rng.below(1000) {
+            0..=99 => {
+                let len = fs::metadata(f).unwrap().len() as usize;
+                fs::write(f, rng.bytes(len.max(10), true)).unwrap();
+                m += 1;
+            }
+            100..=124 => {
+                fs::remove_file(f).unwrap();
+                d += 1;
+            }
+            125..=149 => {
+                fs::write(
+                    f.with_file_name(format!("new{i}.php")),
+                    rng.bytes(3000, true),
+                )
+                .unwrap();
+                a += 1;
+            }
+            _ => {}
+        }
+    }
+    (m, a, d)
+}
+
+fn collect_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    for e in fs::read_dir(dir).unwrap() {
+        let e = e.unwrap();
+        if e.file_type().unwrap().is_dir() {
+            collect_files(&e.path(), out);
+        } else {
+            out.push(e.path());
+        }
+    }
+}
+
+fn copy_tree(from: &Path, to: &Path) {
+    assert!(Command::new("cp")
+        .arg("-a")
+        .arg(from)
+        .arg(to)
+        .status()
+        .unwrap()
+        .success());
+}
+
+/// Local measurements: the scan, the server-side assembly and the hardlink copy mode.
+fn local_cases(work: &Path) -> Vec<Row> {
+    let mut rows = Vec::new();
+
+    // scan + hash of 100,000 files / ~1 GB, warm cache
+    let big = work.join("big");
+    generate_sized(&big, 100_000, 1_000_000_000, 9);
+    let cfg = work.join("scan.toml");
+    fs::write(
+        &cfg,
+        format!(
+            "source = {:?}\n[targets.l]\nhost = \"local\"\npath = {:?}\n",
+            big.display().to_string(),
+            work.join("scan-dest").display().to_string()
+        ),
+    )
+    .unwrap();
+    let scan = || {
+        let t = Instant::now();
+        let out = Command::new(common::cutover_bin())
+            .args(["deploy", "--dry-run", "-q", "--config"])
+            .arg(&cfg)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        t.elapsed().as_secs_f64()
+    };
+    scan(); // warm the page cache
+    let times: Vec<f64> = (0..RUNS).map(|_| scan()).collect();
+    let rss = peak_child_rss_mb();
+    rows.push(Row {
+        case: "scan+hash 100k files / 1 GB (dry run)".into(),
+        ours: median(&times),
+        baseline: format!("target ≤ 1 s; peak RSS {rss:.0} MB (≤ 150)"),
+        theirs: f64::NAN,
+        target: f64::NAN,
+        unit: "",
+    });
+
+    // remote assembly of 20,000 staged files (local target: the script's own time)
+    let app = work.join("assembly-src");
+    generate_sized(&app, 20_000, 40_000_000, 11);
+    let dest = work.join("assembly-dest");
+    let cfg = work.join("assembly.toml");
+    fs::write(
+        &cfg,
+        format!(
+            "source = {:?}\n[targets.l]\nhost = \"local\"\npath = {:?}\n",
+            app.display().to_string(),
+            dest.display().to_string()
+        ),
+    )
+    .unwrap();
+    let deploy = |cfg: &Path| -> f64 {
+        let out = Command::new(common::cutover_bin())
+            .args(["deploy", "-v", "--config"])
+            .arg(cfg)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{stderr}");
+        script_seconds(&stderr)
+    };
+    deploy(&cfg);
+    let mut assembly = Vec::new();
+    for seed in 0..RUNS as u64 {
+        touch_all(&app, 100 + seed); // every file changes: 20,000 staged files move in
+        assembly.push(deploy(&cfg));
+    }
+    rows.push(Row {
+        case: "server script: 20,000 staged files".into(),
+        ours: median(&assembly),
+        baseline: "target ≤ 2 s".into(),
+        theirs: f64::NAN,
+        target: f64::NAN,
+        unit: "",
+    });
+
+    // copy = "full" vs "hardlink" on a 1 GB release (no files changed)
+    for mode in ["full", "hardlink"] {
+        let dest = work.join(format!("copy-{mode}"));
+        let cfg = work.join(format!("copy-{mode}.toml"));
+        fs::write(
+            &cfg,
+            format!(
+                "source = {:?}\ncopy = {mode:?}\n[targets.l]\nhost = \"local\"\npath = {:?}\n",
+                big.display().to_string(),
+                dest.display().to_string()
+            ),
+        )
+        .unwrap();
+        deploy(&cfg);
+        let t: Vec<f64> = (0..RUNS).map(|_| deploy(&cfg)).collect();
+        rows.push(Row {
+            case: format!("server script, 1 GB release, copy = \"{mode}\""),
+            ours: median(&t),
+            baseline: "".into(),
+            theirs: f64::NAN,
+            target: f64::NAN,
+            unit: "",
+        });
+        let _ = fs::remove_dir_all(&dest);
+    }
+    rows
+}
+
+/// "script ran in 1.23 s" from cutover's verbose output.
+fn script_seconds(stderr: &str) -> f64 {
+    stderr
+        .lines()
+        .find_map(|l| l.split("script ran in ").nth(1))
+        .and_then(|s| s.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no script time in:\n{stderr}"))
+}
+
+fn generate_sized(root: &Path, files: usize, total: u64, seed: u64) {
+    if root.exists() {
+        return;
+    }
+    let mut rng = Rng(seed);
+    let avg = (total / files as u64) as usize;
+    for i in 0..files {
+        let path = root
+            .join(format!("d{}", i % 500))
+            .join(format!("s{}", i % 7))
+            .join(format!("f{i}.dat"));
+        fs::create_dir_all(path.parent().unwrap()).unwrap();
+        let size = avg / 2 + rng.below(avg as u64) as usize;
+        fs::write(&path, rng.bytes(size, false)).unwrap();
+    }
+}
+
+fn touch_all(root: &Path, seed: u64) {
+    let mut files = Vec::new();
+    collect_files(root, &mut files);
+    for f in files {
+        let mut h = fs::OpenOptions::new().append(true).open(&f).unwrap();
+        h.write_all(&seed.to_le_bytes()).unwrap();
+    }
+}
+
+fn peak_child_rss_mb() -> f64 {
+    let mut usage = std::mem::MaybeUninit::<libc::rusage>::zeroed();
+    unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, usage.as_mut_ptr()) };
+    unsafe { usage.assume_init() }.ru_maxrss as f64 / 1024.0
+}
+
+fn cpu_model() -> String {
+    fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| {
+            c.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown CPU".into())
+}
+
+fn openssh_version() -> String {
+    let out = Command::new("ssh").arg("-V").output().unwrap();
+    String::from_utf8_lossy(&out.stderr)
+        .split_whitespace()
+        .next()
+        .unwrap_or("")
+        .to_string()
+}
+
+/// A TCP proxy that holds every chunk for a fixed time in each direction: latency without a
+/// bandwidth limit, like a long link.
+mod delay_proxy {
+    use std::time::Duration;
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::{TcpListener, TcpStream};
+    use tokio::sync::mpsc;
+    use tokio::time::Instant;
+
+    pub fn start(upstream: u16, delay: Duration) -> u16 {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+                tx.send(listener.local_addr().unwrap().port()).unwrap();
+                loop {
+                    let (client, _) = listener.accept().await.unwrap();
+                    tokio::spawn(async move {
+                        let server = TcpStream::connect(("127.0.0.1", upstream)).await.unwrap();
+                        let _ = client.set_nodelay(true);
+                        let _ = server.set_nodelay(true);
+                        let (cr, cw) = client.into_split();
+                        let (sr, sw) = server.into_split();
+                        tokio::spawn(pipe(cr, sw, delay));
+                        tokio::spawn(pipe(sr, cw, delay));
+                    });
+                }
+            });
+        });
+        rx.recv().unwrap()
+    }
+
+    async fn pipe(
+        mut from: tokio::net::tcp::OwnedReadHalf,
+        mut to: tokio::net::tcp::OwnedWriteHalf,
+        delay: Duration,
+    ) {
+        let (tx, mut rx) = mpsc::unbounded_channel::<(Instant, Vec<u8>)>();
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; 256 * 1024];
+            loop {
+                match from.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => {
+                        if tx
+                            .send((Instant::now() + delay, buf[..n].to_vec()))
+                            .is_err()
+                        {
+                            break;
+                        }
+                    }
+                }
+            }
+        });
+        while let Some((due, chunk)) = rx.recv().await {
+            tokio::time::sleep_until(due).await;
+            if to.write_all(&chunk).await.is_err() {
+                break;
+            }
+        }
+        let _ = to.shutdown().await;
+    }
+}

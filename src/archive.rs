@@ -1,0 +1,215 @@
+//! Pack the files a deploy uploads into one tar stream.
+//!
+//! Per-file round trips are what make SFTP deploys slow: OpenSSH's `sftp put -r` waits for every
+//! OPEN and CLOSE, and even a client with many requests in flight pays several round trips per
+//! file. So the changed files travel as ONE archive, written in large pipelined SFTP packets, and
+//! the deploy script unpacks it into staging with `tar`. The stream is produced on a thread while
+//! it uploads; memory stays bounded by the channel between them.
+//!
+//! Every file is hashed again as it is packed: a file that changed after the scan fails the
+//! deploy instead of shipping content that does not match the manifest.
+
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use tokio::sync::mpsc;
+use xxhash_rust::xxh3::Xxh3;
+
+use crate::source::{Entry, Kind, Manifest};
+
+/// Size of the chunks handed to the uploader (one SFTP write each).
+pub const CHUNK: usize = 255 * 1024;
+/// Chunks buffered between the packer and the uploader.
+const QUEUE: usize = 64;
+
+/// A running packer: chunks of the archive, in order, then the end of the channel.
+pub type Chunks = mpsc::Receiver<Result<Vec<u8>>>;
+
+/// Pack `paths` (entries of `manifest`, read from `source`) on a background thread.
+pub fn pack(source: PathBuf, manifest: &Manifest, paths: Vec<String>) -> Chunks {
+    let entries: Vec<(String, Entry)> = paths
+        .into_iter()
+        .map(|p| (p.clone(), manifest.entries[&p].clone()))
+        .collect();
+    let (tx, rx) = mpsc::channel(QUEUE);
+    std::thread::spawn(move || {
+        let writer = ChunkWriter {
+            tx: tx.clone(),
+            buf: Vec::with_capacity(CHUNK),
+        };
+        let mut builder = tar::Builder::new(writer);
+        let result = entries
+            .iter()
+            .try_for_each(|(path, entry)| append(&mut builder, &source, path, entry))
+            .and_then(|()| {
+                let mut writer = builder.into_inner().context("cannot finish the archive")?;
+                writer.flush().context("cannot finish the archive")
+            });
+        if let Err(e) = result {
+            let _ = tx.blocking_send(Err(e));
+        }
+    });
+    rx
+}
+
+fn append(
+    builder: &mut tar::Builder<ChunkWriter>,
+    source: &Path,
+    path: &str,
+    entry: &Entry,
+) -> Result<()> {
+    let mut header = tar::Header::new_gnu();
+    header.set_mode(entry.mode);
+    header.set_uid(0);
+    header.set_gid(0);
+    match &entry.kind {
+        Kind::Dir => {
+            header.set_entry_type(tar::EntryType::Directory);
+            header.set_size(0);
+            builder.append_data(&mut header, path, io::empty())?;
+        }
+        Kind::Symlink { target } => {
+            header.set_entry_type(tar::EntryType::Symlink);
+            header.set_size(0);
+            builder.append_link(&mut header, path, target)?;
+        }
+        Kind::File { size, hash } => {
+            let local = source.join(path);
+            let file =
+                File::open(&local).with_context(|| format!("cannot read {}", local.display()))?;
+            let mtime = file.metadata().ok().and_then(|m| m.modified().ok());
+            let secs = mtime
+                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                .map(|d| d.as_secs())
+                .unwrap_or(0);
+            header.set_mtime(secs);
+            header.set_entry_type(tar::EntryType::Regular);
+            header.set_size(*size);
+            let mut reader = Hashing {
+                inner: file.take(*size),
+                hasher: Xxh3::new(),
+                read: 0,
+            };
+            builder
+                .append_data(&mut header, path, &mut reader)
+                .with_context(|| format!("cannot pack {}", local.display()))?;
+            if reader.read != *size || reader.hasher.digest128() != *hash {
+                bail!(
+                    "{} changed while it was being deployed; run the deploy again",
+                    local.display()
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Passes bytes through, hashing them and counting.
+struct Hashing<R> {
+    inner: R,
+    hasher: Xxh3,
+    read: u64,
+}
+
+impl<R: Read> Read for Hashing<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.read += n as u64;
+        Ok(n)
+    }
+}
+
+/// Collects the tar stream into CHUNK-sized pieces for the uploader.
+struct ChunkWriter {
+    tx: mpsc::Sender<Result<Vec<u8>>>,
+    buf: Vec<u8>,
+}
+
+impl ChunkWriter {
+    fn send(&mut self) -> io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let chunk = std::mem::replace(&mut self.buf, Vec::with_capacity(CHUNK));
+        self.tx
+            .blocking_send(Ok(chunk))
+            .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "the upload stopped"))
+    }
+}
+
+impl Write for ChunkWriter {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        let room = CHUNK - self.buf.len();
+        let n = room.min(data.len());
+        self.buf.extend_from_slice(&data[..n]);
+        if self.buf.len() == CHUNK {
+            self.send()?;
+        }
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.send()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::symlink;
+
+    #[tokio::test]
+    async fn archive_unpacks_to_the_same_tree_with_tar() {
+        let src = tempfile::tempdir().unwrap();
+        let long = "d".repeat(120);
+        std::fs::create_dir_all(src.path().join(&long)).unwrap();
+        std::fs::write(src.path().join(&long).join("it's \"x\"\n$(id)"), b"content").unwrap();
+        std::fs::write(src.path().join("run.sh"), b"#!/bin/sh\n").unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(
+            src.path().join("run.sh"),
+            std::fs::Permissions::from_mode(0o755),
+        )
+        .unwrap();
+        symlink("x".repeat(150), src.path().join("link")).unwrap();
+        let scan = crate::source::walk::scan(src.path(), &[], &[]).unwrap();
+        let paths: Vec<String> = scan.manifest.entries.keys().cloned().collect();
+        let mut rx = pack(src.path().to_path_buf(), &scan.manifest, paths);
+        let mut bytes = Vec::new();
+        while let Some(chunk) = rx.recv().await {
+            bytes.extend(chunk.unwrap());
+        }
+        let out = tempfile::tempdir().unwrap();
+        std::fs::write(out.path().join("a.tar"), &bytes).unwrap();
+        let dest = out.path().join("t");
+        std::fs::create_dir(&dest).unwrap();
+        let st = std::process::Command::new("tar")
+            .args(["-x", "-o", "-p", "-f", "../a.tar"])
+            .current_dir(&dest)
+            .status()
+            .unwrap();
+        assert!(st.success());
+        let again = crate::source::walk::scan(&dest, &[], &[]).unwrap();
+        assert_eq!(again.manifest, scan.manifest);
+    }
+
+    #[tokio::test]
+    async fn a_file_changed_after_the_scan_fails_the_pack() {
+        let src = tempfile::tempdir().unwrap();
+        std::fs::write(src.path().join("a"), b"before").unwrap();
+        let scan = crate::source::walk::scan(src.path(), &[], &[]).unwrap();
+        std::fs::write(src.path().join("a"), b"after!").unwrap();
+        let mut rx = pack(src.path().to_path_buf(), &scan.manifest, vec!["a".into()]);
+        let mut failed = None;
+        while let Some(chunk) = rx.recv().await {
+            if let Err(e) = chunk {
+                failed = Some(format!("{e:#}"));
+            }
+        }
+        assert!(failed
+            .unwrap()
+            .contains("changed while it was being deployed"));
+    }
+}
