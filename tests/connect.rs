@@ -508,6 +508,13 @@ fn pem_format_keys_are_accepted() {
         let env: Vec<(&str, &str)> = if pass.is_empty() {
             vec![]
         } else {
+            let out = p.deploy(&[]);
+            assert_eq!(out.code, Some(1), "{}", out.describe());
+            assert!(
+                out.stderr.contains("encrypted") && out.stderr.contains("CUTOVER_SSH_PASSPHRASE"),
+                "an encrypted PEM key without a passphrase\n{}",
+                out.describe()
+            );
             vec![("CUTOVER_SSH_PASSPHRASE", pass)]
         };
         p.assert_deployed(&p.deploy(&env), &format!("PEM key {}", key.display()));
@@ -1060,4 +1067,100 @@ fn encrypted_key_passphrase_is_asked_on_the_terminal_without_echo() {
         "{text}"
     );
     assert!(p.current().is_some(), "{text}");
+}
+
+/// A relay to `to` that, once `silence` is set, keeps both connections open but passes nothing
+/// more: a peer that vanished without a word (a dead link, a dropped NAT entry).
+fn silencing_proxy(to: u16, silence: Arc<std::sync::atomic::AtomicBool>) -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let Ok((client, _)) = listener.accept() else {
+            return;
+        };
+        let server = TcpStream::connect(("127.0.0.1", to)).unwrap();
+        for (mut from, mut into) in [
+            (client.try_clone().unwrap(), server.try_clone().unwrap()),
+            (server, client),
+        ] {
+            let silence = silence.clone();
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 16384];
+                while let Ok(n) = from.read(&mut buf) {
+                    if n == 0 {
+                        break;
+                    }
+                    if !silence.load(Ordering::SeqCst) && into.write_all(&buf[..n]).is_err() {
+                        break;
+                    }
+                }
+                let _ = into.shutdown(Shutdown::Both);
+            });
+        }
+    });
+    port
+}
+
+/// ServerAliveInterval from the ssh config: a server that goes silent while the script runs is
+/// noticed after a few unanswered keepalives (not after the default 15 s × 3), and the error
+/// says the connection ended before the script reported back.
+#[test]
+fn server_alive_interval_notices_a_silent_server() {
+    if !sshd_or_skip() {
+        return;
+    }
+    let sshd = Sshd::start();
+    let p = Project::new();
+    let silence = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let proxy = silencing_proxy(sshd.port, silence.clone());
+    let kh = p.root().join("proxy_known_hosts");
+    fs::write(
+        &kh,
+        format!(
+            "[127.0.0.1]:{proxy} {}\n",
+            key_text(&sshd.host_key.with_extension("pub"))
+        ),
+    )
+    .unwrap();
+    let marker = p.root().join("hook-started");
+    p.write_ssh_config("Host 127.0.0.1\n  ServerAliveInterval 1\n  ServerAliveCountMax 2\n");
+    p.target(&format!(
+        "host = \"127.0.0.1\"\nport = {proxy}\nuser = {}\nknown_hosts = {}\n{}\
+         [targets.t.hooks]\nbefore_swap = [\"touch '{}' && sleep 20\"]\n",
+        toml_str(&sshd.user),
+        toml_str(&kh.display().to_string()),
+        identity_line(&sshd.identity),
+        marker.display()
+    ));
+    let watcher = {
+        let (marker, silence) = (marker.clone(), silence.clone());
+        std::thread::spawn(move || {
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while !marker.exists() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            silence.store(true, Ordering::SeqCst);
+            Instant::now()
+        })
+    };
+    let out = p.deploy(&[]);
+    let silenced_at = watcher.join().unwrap();
+    assert!(marker.exists(), "the hook never ran\n{}", out.describe());
+    let noticed_after = silenced_at.elapsed();
+    assert_eq!(out.code, Some(1), "{}", out.describe());
+    assert!(
+        out.stderr.contains("stage run") && out.stderr.contains("connection ended"),
+        "{}",
+        out.describe()
+    );
+    // ~3 s with ServerAliveInterval 1 × 2; the default (15 s × 3) would need a minute.
+    assert!(
+        noticed_after < Duration::from_secs(30),
+        "noticed only after {noticed_after:?}: ServerAliveInterval was not applied"
+    );
+    assert!(
+        out.stderr.contains("was lost (Keepalive timeout)"),
+        "noticed after {noticed_after:?} by keepalives\n{}",
+        out.describe()
+    );
 }

@@ -554,6 +554,14 @@ impl SshSession {
         if quiet && code != Some(0) {
             eprint!("{}", String::from_utf8_lossy(&stderr));
         }
+        if code.is_none() {
+            if let Some(why) = self.lost_reason().await {
+                eprintln!(
+                    "cutover: the SSH connection to {} was lost ({why})",
+                    self.description
+                );
+            }
+        }
         Ok(ScriptExit {
             code,
             stdout: String::from_utf8_lossy(&stdout).into_owned(),
@@ -576,10 +584,8 @@ impl SshSession {
         }
     }
 
-    /// `result`, with "the SSH connection to X was lost" added to an error when that is why it
-    /// failed, so every stage names a dropped connection as such.
-    pub async fn explain<T>(&self, result: Result<T>) -> Result<T> {
-        let Err(e) = result else { return result };
+    /// Why the connection ended, once it has: None while it is open (or when russh said nothing).
+    async fn lost_reason(&self) -> Option<String> {
         // The session task notices a dropped connection a moment after a channel does.
         for _ in 0..4 {
             if self.handle.is_closed() || self.lost.lock().unwrap().is_some() {
@@ -587,7 +593,14 @@ impl SshSession {
             }
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
-        let lost = self.lost.lock().unwrap().clone();
+        self.lost.lock().unwrap().clone()
+    }
+
+    /// `result`, with "the SSH connection to X was lost" added to an error when that is why it
+    /// failed, so every stage names a dropped connection as such.
+    pub async fn explain<T>(&self, result: Result<T>) -> Result<T> {
+        let Err(e) = result else { return result };
+        let lost = self.lost_reason().await;
         if !self.handle.is_closed() && lost.is_none() {
             return Err(e);
         }

@@ -356,9 +356,13 @@ fn identity_public_key(path: &Path) -> Option<PublicKey> {
 async fn load_private_key(path: &Path) -> Result<PrivateKey, String> {
     let text =
         Zeroizing::new(std::fs::read_to_string(path).map_err(|e| format!("cannot read it ({e})"))?);
+    // PKCS#8 and legacy PEM encryption are only visible in the armour.
+    let armoured_encrypted = text.contains("-----BEGIN ENCRYPTED PRIVATE KEY-----")
+        || text.contains("Proc-Type: 4,ENCRYPTED");
     match keys::decode_secret_key(&text, None) {
         Ok(key) => return Ok(key),
         Err(keys::Error::KeyIsEncrypted) => {}
+        Err(_) if armoured_encrypted => {}
         Err(e) => return Err(format!("not a usable private key ({e})")),
     }
     if let Ok(pass) = std::env::var(PASSPHRASE_ENV) {

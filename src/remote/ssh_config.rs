@@ -780,10 +780,16 @@ pub fn route_with(target: &Target, files: &[ConfigFile]) -> Result<Route> {
         &mut seen,
         &mut warnings,
     )?;
+    let mut unique = Vec::new();
+    for w in warnings {
+        if !unique.contains(&w) {
+            unique.push(w);
+        }
+    }
     Ok(Route {
         jumps,
         target,
-        warnings,
+        warnings: unique,
     })
 }
 
