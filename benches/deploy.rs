@@ -101,37 +101,27 @@ fn main() {
         rows.push(Row::new("full deploy", median(&c), label, *sftp, f64::NAN));
     }
 
-    let mut ci = Vec::new();
-    let mut cn = Vec::new();
     let mut ri = Vec::new();
     let mut rn = Vec::new();
     for run in 0..runs() {
-        // incremental: v1 live, deploy v2
-        let path = work.path().join(format!("inc-cutover-{run}"));
-        cutover_deploy(&net, &v1, &path, work.path(), "prep");
-        ci.push(cutover_deploy(&net, &v2, &path, work.path(), "inc").0);
-        // no-op: v2 live, deploy v2 again
-        cn.push(cutover_deploy(&net, &v2, &path, work.path(), "noop").0);
-
         let path = work.path().join(format!("inc-rsync-{run}"));
         rsync_deploy(&net, &v1, &path, "r0", None);
         ri.push(time(|| rsync_deploy(&net, &v2, &path, "r1", Some("r0"))));
         rn.push(time(|| rsync_deploy(&net, &v2, &path, "r2", Some("r1"))));
     }
-    rows.push(Row::new(
-        "incremental (~15%)",
-        median(&ci),
-        "cp -a + rsync + mv -T",
-        median(&ri),
-        0.6,
-    ));
-    rows.push(Row::new(
-        "no-op",
-        median(&cn),
-        "cp -a + rsync + mv -T",
-        median(&rn),
-        0.5,
-    ));
+    for copy in ["full", "hardlink"] {
+        let mut ci = Vec::new();
+        let mut cn = Vec::new();
+        for run in 0..runs() {
+            // incremental: v1 live, deploy v2; no-op: v2 live, deploy v2 again
+            let path = work.path().join(format!("inc-cutover-{copy}-{run}"));
+            cutover_deploy_copy(&net, &v1, &path, work.path(), "prep", copy);
+            ci.push(cutover_deploy_copy(&net, &v2, &path, work.path(), "inc", copy).0);
+            cn.push(cutover_deploy_copy(&net, &v2, &path, work.path(), "noop", copy).0);
+        }
+        rows.push(Row::new(&format!("incremental (~15%), copy = {copy}"), median(&ci), "cp -a + rsync + mv -T", median(&ri), 0.6));
+        rows.push(Row::new(&format!("no-op, copy = {copy}"), median(&cn), "cp -a + rsync + mv -T", median(&rn), 0.5));
+    }
 
     if !quick {
         rows.extend(local_cases(work.path()));
@@ -238,11 +228,15 @@ fn time(f: impl FnOnce()) -> f64 {
 
 /// Deploy `src` to `path` on the bench sshd through the proxy; returns (seconds, stderr).
 fn cutover_deploy(net: &Net, src: &Path, path: &Path, work: &Path, tag: &str) -> (f64, String) {
+    cutover_deploy_copy(net, src, path, work, tag, "full")
+}
+
+fn cutover_deploy_copy(net: &Net, src: &Path, path: &Path, work: &Path, tag: &str, copy: &str) -> (f64, String) {
     let cfg = work.join(format!("cutover-{tag}.toml"));
     fs::write(
         &cfg,
         format!(
-            "source = {:?}\n[targets.bench]\nhost = \"127.0.0.1\"\nport = {}\nuser = {:?}\npath = {:?}\nidentity_file = {:?}\nknown_hosts = {:?}\n",
+            "source = {:?}\ncopy = {copy:?}\n[targets.bench]\nhost = \"127.0.0.1\"\nport = {}\nuser = {:?}\npath = {:?}\nidentity_file = {:?}\nknown_hosts = {:?}\n",
             src.display().to_string(),
             net.port,
             net.sshd.user,

@@ -131,45 +131,68 @@ impl Sftp {
         Ok(())
     }
 
+    /// Read a whole file in about two round trips: OPEN and STAT together, then every READ at
+    /// once (the size is known), and a CLOSE nobody waits for.
     pub async fn read_file(&self, path: &str, limit: u64) -> Result<Option<Vec<u8>>> {
-        let handle = match self
-            .raw
-            .open(path, OpenFlags::READ, FileAttributes::empty())
-            .await
-        {
+        let (opened, stat) = tokio::join!(self.raw.open(path, OpenFlags::READ, FileAttributes::empty()), self.raw.stat(path));
+        let handle = match opened {
             Ok(h) => h.handle,
             Err(e) if not_found(&e) => return Ok(None),
             Err(e) => return Err(e).with_context(|| format!("cannot open {path}")),
         };
-        let mut data = Vec::new();
-        let chunk = 32 * 1024u32;
-        let result = async {
-            loop {
-                match self
-                    .raw
-                    .read(handle.as_str(), data.len() as u64, chunk)
-                    .await
-                {
-                    Ok(d) => {
-                        if d.data.is_empty() {
-                            break;
-                        }
-                        data.extend_from_slice(&d.data);
-                        if data.len() as u64 > limit {
-                            bail!("{path} is larger than the {limit} bytes expected");
-                        }
-                    }
-                    Err(e) if is_status(&e, StatusCode::Eof) => break,
-                    Err(e) => return Err(e).with_context(|| format!("cannot read {path}")),
-                }
-            }
-            Ok(())
-        }
-        .await;
-        let _ = self.raw.close(handle).await;
-        result.map(|_| Some(data))
+        let size = stat.ok().and_then(|s| s.attrs.size).unwrap_or(0);
+        let result = self.read_all(&handle, path, size, limit).await;
+        self.close_later(handle);
+        result.map(Some)
     }
 
+    async fn read_all(&self, handle: &str, path: &str, size: u64, limit: u64) -> Result<Vec<u8>> {
+        if size > limit {
+            bail!("{path} is {size} bytes, more than the {limit} expected");
+        }
+        const CHUNK: u64 = 64 * 1024;
+        let mut data = Vec::with_capacity(size as usize);
+        // Ask for one chunk past the size too, in case the file grew since the STAT.
+        let reads = (0..=size / CHUNK).map(|i| self.raw.read(handle, i * CHUNK, CHUNK as u32));
+        let mut short = false;
+        for r in futures::future::join_all(reads).await {
+            match r {
+                Ok(d) if !short => {
+                    short = (d.data.len() as u64) < CHUNK;
+                    data.extend_from_slice(&d.data);
+                }
+                Ok(_) => {}
+                Err(e) if is_status(&e, StatusCode::Eof) => short = true,
+                Err(e) => return Err(e).with_context(|| format!("cannot read {path}")),
+            }
+        }
+        // Still growing: read on, one chunk at a time.
+        while !short {
+            match self.raw.read(handle, data.len() as u64, CHUNK as u32).await {
+                Ok(d) => {
+                    short = (d.data.len() as u64) < CHUNK;
+                    data.extend_from_slice(&d.data);
+                }
+                Err(e) if is_status(&e, StatusCode::Eof) => short = true,
+                Err(e) => return Err(e).with_context(|| format!("cannot read {path}")),
+            }
+            if data.len() as u64 > limit {
+                bail!("{path} is larger than the {limit} bytes expected");
+            }
+        }
+        Ok(data)
+    }
+
+    /// Close a handle without waiting for the answer: nothing depends on it.
+    fn close_later(&self, handle: String) {
+        let raw = self.raw.clone();
+        tokio::spawn(async move {
+            let _ = raw.close(handle).await;
+        });
+    }
+
+    /// List a directory: the first two READDIRs go out together, which for the few entries of
+    /// `releases/` is the whole listing and its end in one round trip.
     pub async fn list_dir(&self, path: &str) -> Result<Option<Vec<String>>> {
         let handle = match self.raw.opendir(path).await {
             Ok(h) => h.handle,
@@ -177,23 +200,30 @@ impl Sftp {
             Err(e) => return Err(e).with_context(|| format!("cannot list {path}")),
         };
         let mut names = Vec::new();
-        loop {
-            match self.raw.readdir(handle.as_str()).await {
-                Ok(batch) => names.extend(
-                    batch
-                        .files
-                        .into_iter()
-                        .map(|f| f.filename)
-                        .filter(|n| n != "." && n != ".."),
-                ),
-                Err(e) if is_status(&e, StatusCode::Eof) => break,
-                Err(e) => {
-                    let _ = self.raw.close(handle).await;
-                    return Err(e).with_context(|| format!("cannot list {path}"));
+        let mut done = false;
+        let mut first = true;
+        while !done {
+            let batch = if first {
+                first = false;
+                let (a, b) = tokio::join!(self.raw.readdir(handle.as_str()), self.raw.readdir(handle.as_str()));
+                vec![a, b]
+            } else {
+                vec![self.raw.readdir(handle.as_str()).await]
+            };
+            for r in batch {
+                match r {
+                    Ok(b) => names.extend(b.files.into_iter().map(|f| f.filename).filter(|n| n != "." && n != "..")),
+                    Err(e) if is_status(&e, StatusCode::Eof) => done = true,
+                    Err(e) => {
+                        self.close_later(handle);
+                        return Err(e).with_context(|| format!("cannot list {path}"));
+                    }
                 }
             }
         }
-        let _ = self.raw.close(handle).await;
+        self.close_later(handle);
+        names.sort();
+        names.dedup();
         Ok(Some(names))
     }
 
