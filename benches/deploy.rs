@@ -119,8 +119,20 @@ fn main() {
             ci.push(cutover_deploy_copy(&net, &v2, &path, work.path(), "inc", copy).0);
             cn.push(cutover_deploy_copy(&net, &v2, &path, work.path(), "noop", copy).0);
         }
-        rows.push(Row::new(&format!("incremental (~15%), copy = {copy}"), median(&ci), "cp -a + rsync + mv -T", median(&ri), 0.6));
-        rows.push(Row::new(&format!("no-op, copy = {copy}"), median(&cn), "cp -a + rsync + mv -T", median(&rn), 0.5));
+        rows.push(Row::new(
+            &format!("incremental (~15%), copy = {copy}"),
+            median(&ci),
+            "cp -a + rsync + mv -T",
+            median(&ri),
+            0.6,
+        ));
+        rows.push(Row::new(
+            &format!("no-op, copy = {copy}"),
+            median(&cn),
+            "cp -a + rsync + mv -T",
+            median(&rn),
+            0.5,
+        ));
     }
 
     if !quick {
@@ -231,7 +243,14 @@ fn cutover_deploy(net: &Net, src: &Path, path: &Path, work: &Path, tag: &str) ->
     cutover_deploy_copy(net, src, path, work, tag, "full")
 }
 
-fn cutover_deploy_copy(net: &Net, src: &Path, path: &Path, work: &Path, tag: &str, copy: &str) -> (f64, String) {
+fn cutover_deploy_copy(
+    net: &Net,
+    src: &Path,
+    path: &Path,
+    work: &Path,
+    tag: &str,
+    copy: &str,
+) -> (f64, String) {
     let cfg = work.join(format!("cutover-{tag}.toml"));
     fs::write(
         &cfg,

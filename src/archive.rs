@@ -27,6 +27,49 @@ const QUEUE: usize = 64;
 /// A running packer: chunks of the archive, in order, then the end of the channel.
 pub type Chunks = mpsc::Receiver<Result<Vec<u8>>>;
 
+/// Bytes per archive part: above this, the upload is split over several SFTP channels (each
+/// channel's window limits its throughput on a long link) and unpacked by parallel `tar`s.
+const PART_BYTES: u64 = 8 * 1024 * 1024;
+/// At most this many parts (channels), well under OpenSSH's default MaxSessions of 10.
+pub const MAX_PARTS: usize = 4;
+
+/// Split `paths` into balanced parts by size; directories go to the first part. Always at
+/// least one part when `paths` is not empty.
+pub fn split(manifest: &Manifest, paths: Vec<String>) -> Vec<Vec<String>> {
+    if paths.is_empty() {
+        return Vec::new();
+    }
+    let size = |p: &String| match manifest.entries[p].kind {
+        Kind::File { size, .. } => size,
+        _ => 0,
+    };
+    let total: u64 = paths.iter().map(size).sum();
+    let n = ((total / PART_BYTES) as usize).clamp(1, MAX_PARTS);
+    let mut parts: Vec<(u64, Vec<String>)> = vec![(0, Vec::new()); n];
+    let (dirs, mut files): (Vec<String>, Vec<String>) = paths
+        .into_iter()
+        .partition(|p| manifest.entries[p].is_dir());
+    parts[0].1.extend(dirs);
+    // Largest first, each to the lightest part.
+    files.sort_by_key(|p| std::cmp::Reverse(size(p)));
+    for p in files {
+        let lightest = parts
+            .iter_mut()
+            .min_by_key(|(bytes, _)| *bytes)
+            .expect("n >= 1");
+        lightest.0 += size(&p);
+        lightest.1.push(p);
+    }
+    parts
+        .into_iter()
+        .map(|(_, mut paths)| {
+            paths.sort();
+            paths
+        })
+        .filter(|p| !p.is_empty())
+        .collect()
+}
+
 /// Pack `paths` (entries of `manifest`, read from `source`) on a background thread.
 pub fn pack(source: PathBuf, manifest: &Manifest, paths: Vec<String>) -> Chunks {
     let entries: Vec<(String, Entry)> = paths
@@ -193,6 +236,40 @@ mod tests {
         assert!(st.success());
         let again = crate::source::walk::scan(&dest, &[], &[]).unwrap();
         assert_eq!(again.manifest, scan.manifest);
+    }
+
+    #[test]
+    fn big_uploads_are_split_into_balanced_parts_with_directories_first() {
+        let mut m = Manifest::default();
+        m.entries.insert(
+            "d".into(),
+            Entry {
+                kind: Kind::Dir,
+                mode: 0o755,
+            },
+        );
+        for i in 0..8 {
+            m.entries.insert(
+                format!("d/f{i}"),
+                Entry {
+                    kind: Kind::File {
+                        size: 6 << 20,
+                        hash: 0,
+                    },
+                    mode: 0o644,
+                },
+            );
+        }
+        let paths: Vec<String> = m.entries.keys().cloned().collect();
+        let parts = split(&m, paths);
+        assert_eq!(parts.len(), MAX_PARTS);
+        assert!(parts[0].contains(&"d".to_string()));
+        assert!(parts
+            .iter()
+            .all(|p| p.iter().filter(|x| x.starts_with("d/")).count() == 2));
+        let small = split(&m, vec!["d/f0".into()]);
+        assert_eq!(small, vec![vec!["d/f0".to_string()]]);
+        assert!(split(&m, vec![]).is_empty());
     }
 
     #[tokio::test]

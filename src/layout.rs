@@ -7,7 +7,7 @@
 //! PATH/shared/                                persistent files, linked into every release
 //! PATH/.cutover/manifests/<ID>                what each release contains (see source::manifest)
 //! PATH/.cutover/lock/                         held while a deploy runs; `info` says by whom
-//! PATH/.cutover/staging/<ID>/                 one deploy's uploads: files.tar, manifest, deploy.sh
+//! PATH/.cutover/staging/<ID>/                 one deploy's uploads: files.N.tar, manifest, deploy.sh
 //! ```
 
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -67,9 +67,10 @@ impl Layout {
     pub fn staging_tree(&self, id: &ReleaseId) -> String {
         format!("{}/tree", self.staging(id))
     }
-    /// The changed files of a deploy, as one tar archive (see `archive`).
-    pub fn staging_archive(&self, id: &ReleaseId) -> String {
-        format!("{}/files.tar", self.staging(id))
+    /// The changed files of a deploy, as tar archives `files.0.tar`, `files.1.tar`, … (see
+    /// `archive`).
+    pub fn staging_archive(&self, id: &ReleaseId, part: usize) -> String {
+        format!("{}/files.{part}.tar", self.staging(id))
     }
     pub fn staging_manifest(&self, id: &ReleaseId) -> String {
         format!("{}/manifest", self.staging(id))

@@ -48,7 +48,7 @@ struct DeployVars<'a> {
     keep_releases: String,
     copy: &'a str,
     take_lock: &'a str,
-    archive: &'a str,
+    archives: String,
     deletes: Vec<Vec<&'a str>>,
     new_dirs: Vec<Vec<&'a str>>,
     moves: Vec<Move<'a>>,
@@ -78,7 +78,14 @@ fn engine() -> Handlebars<'static> {
 }
 
 /// The deploy script for `plan` as release `id` of `target`.
-pub fn deploy_script(target: &Target, id: &ReleaseId, plan: &Plan, lock: Lock) -> String {
+/// `archives` is the number of archive parts uploaded to staging (`files.0.tar`, …).
+pub fn deploy_script(
+    target: &Target,
+    id: &ReleaseId,
+    plan: &Plan,
+    archives: usize,
+    lock: Lock,
+) -> String {
     let previous = match &plan.base {
         Base::Empty => String::new(),
         Base::Previous(p) => p.to_string(),
@@ -98,7 +105,7 @@ pub fn deploy_script(target: &Target, id: &ReleaseId, plan: &Plan, lock: Lock) -
             Lock::HeldByClient => "no",
             Lock::TakenByScript => "yes",
         },
-        archive: if plan.uploads.is_empty() { "no" } else { "yes" },
+        archives: archives.to_string(),
         deletes: batches(plan.deletes.iter().map(String::as_str)),
         new_dirs: batches(plan.new_dirs.iter().map(String::as_str)),
         moves: moves(plan),

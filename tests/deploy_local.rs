@@ -363,5 +363,10 @@ fn thousands_of_files_change_and_go() {
 
 #[test]
 fn interrupt_during_the_upload_abandons_cleanly() {
-    s::interrupt_during_the_upload_abandons_cleanly(Local);
+    s::interrupt_before_the_script_abandons_cleanly(Local, s::Moment::Upload);
+}
+
+#[test]
+fn interrupt_right_after_the_lock_is_taken_releases_it() {
+    s::interrupt_before_the_script_abandons_cleanly(Local, s::Moment::LockTaken);
 }

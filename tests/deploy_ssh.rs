@@ -421,5 +421,123 @@ fn thousands_of_files_change_and_go() {
 
 #[test]
 fn interrupt_during_the_upload_abandons_cleanly() {
-    s::interrupt_during_the_upload_abandons_cleanly(Ssh);
+    s::interrupt_before_the_script_abandons_cleanly(Ssh, s::Moment::Upload);
+}
+
+#[test]
+fn interrupt_right_after_the_lock_is_taken_releases_it() {
+    s::interrupt_before_the_script_abandons_cleanly(Ssh, s::Moment::LockTaken);
+}
+
+/// An encrypted identity is unlocked with CUTOVER_SSH_PASSPHRASE, and the passphrase never
+/// appears in output (also with -v, also on failure), in the emitted script or on the server.
+#[test]
+fn passphrase_never_appears_in_output_scripts_or_files() {
+    let Some(site) = Site::new(Ssh) else { return };
+    site.write("index.php", "<?php\n");
+    const PASS: &str = "s3cret-Passphrase-42";
+    const WRONG: &str = "wrong-Passphrase-99";
+    let key = site.root().join("encrypted_key");
+    let out = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", PASS, "-C", "encrypted", "-f"])
+        .arg(&key)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let authorized = site.sshd().dir.path().join("authorized_keys");
+    let mut keys = fs::read_to_string(&authorized).unwrap();
+    keys.push_str(&fs::read_to_string(key.with_extension("pub")).unwrap());
+    fs::write(&authorized, keys).unwrap();
+    let cfg = fs::read_to_string(&site.config).unwrap().replace(
+        &site.sshd().identity.display().to_string(),
+        &key.display().to_string(),
+    );
+    fs::write(&site.config, cfg).unwrap();
+
+    let leaks = |run: &common::site::Run, secret: &str| {
+        assert!(
+            !run.stdout.contains(secret) && !run.stderr.contains(secret),
+            "the passphrase leaked\n{}",
+            run.describe()
+        );
+    };
+    // no passphrase: a clear error naming the variable
+    let run = site.deploy_with(&["-v"]);
+    run.expect_code(1, "deploy with an encrypted key and no passphrase");
+    assert!(
+        run.stderr.contains("CUTOVER_SSH_PASSPHRASE"),
+        "{}",
+        run.describe()
+    );
+    // a wrong one: refused, not shown
+    let run = site.cutover_env(&["-v", "deploy"], &[("CUTOVER_SSH_PASSPHRASE", WRONG)]);
+    run.expect_code(1, "deploy with a wrong passphrase");
+    leaks(&run, WRONG);
+    assert!(
+        run.stderr.contains(&key.display().to_string()),
+        "names the key\n{}",
+        run.describe()
+    );
+    // the right one: deploys, and nothing shows it
+    let env = [("CUTOVER_SSH_PASSPHRASE", PASS)];
+    let run = site.cutover_env(&["-v", "deploy"], &env);
+    run.expect_code(0, "deploy with the passphrase");
+    leaks(&run, PASS);
+    site.write("index.php", "<?php echo 2;\n");
+    let run = site.cutover_env(&["-v", "deploy", "--emit-script"], &env);
+    run.expect_code(0, "deploy --emit-script with the passphrase");
+    leaks(&run, PASS);
+    assert!(run.stdout.starts_with("#!/bin/sh"));
+    for (p, node) in common::site::snapshot(&site.path) {
+        if let common::site::Node::File { data, .. } = node {
+            assert!(
+                !String::from_utf8_lossy(&data).contains(PASS),
+                "the passphrase is in {}",
+                p.display()
+            );
+        }
+    }
+    assert!(!site.sshd().log_text().contains(PASS));
+}
+
+/// A host key marked @revoked is refused even when another line trusts it.
+#[test]
+fn revoked_host_key_is_refused() {
+    let Some(mut site) = Site::new(Ssh) else {
+        return;
+    };
+    site.write("index.php", "<?php\n");
+    let line = site.sshd().host_public_key_line();
+    let kh = site.root().join("revoked_known_hosts");
+    fs::write(&kh, format!("{line}\n@revoked {line}\n")).unwrap();
+    site.set_known_hosts(&kh);
+    let fp = fingerprint(&site.sshd().host_key.with_extension("pub"));
+    let run = site.deploy_with(&[]);
+    run.expect_code(1, "deploy to a host whose key is @revoked");
+    assert!(run.stderr.contains("revoked"), "{}", run.describe());
+    assert!(run.stderr.contains(&fp), "{}", run.describe());
+    assert_nothing_sent(&site);
+}
+
+/// known_hosts hashed by `ssh-keygen -H` (Debian's HashKnownHosts default) is understood.
+#[test]
+fn hashed_known_hosts_is_understood() {
+    let Some(mut site) = Site::new(Ssh) else {
+        return;
+    };
+    site.write("index.php", "<?php\n");
+    let kh = site.root().join("hashed_known_hosts");
+    fs::copy(&site.sshd().known_hosts, &kh).unwrap();
+    let out = Command::new("ssh-keygen")
+        .arg("-H")
+        .arg("-f")
+        .arg(&kh)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let text = fs::read_to_string(&kh).unwrap();
+    assert!(text.starts_with("|1|"), "ssh-keygen -H hashed it: {text}");
+    site.set_known_hosts(&kh);
+    let s = site.deploy();
+    assert_eq!(s.uploaded, 1);
 }

@@ -73,6 +73,7 @@ fn first_deploy() {
         &target(Hooks::default()),
         &id("20261126120000"),
         &plan,
+        1,
         Lock::HeldByClient
     ));
 }
@@ -119,6 +120,7 @@ fn incremental_with_changes_and_deletions() {
         &target(Hooks::default()),
         &id("20261126130000"),
         &plan,
+        1,
         Lock::HeldByClient
     ));
 }
@@ -169,6 +171,7 @@ fn shared_path_becomes_repository_dir_with_hostile_names() {
         &target(Hooks::default()),
         &id("20261126130000"),
         &plan,
+        1,
         Lock::HeldByClient
     ));
 }
@@ -187,6 +190,7 @@ fn hooks() {
         &target(hooks),
         &id("20261126120000"),
         &plan,
+        1,
         Lock::HeldByClient
     ));
 }
@@ -209,6 +213,7 @@ fn emit_script_takes_the_lock_itself() {
         &t,
         &id("20261126130000"),
         &plan,
+        2,
         Lock::TakenByScript
     ));
 }

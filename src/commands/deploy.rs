@@ -37,30 +37,21 @@ pub struct Options {
 pub async fn run(target: &Target, opts: Options, out: Output) -> Result<()> {
     let started = Instant::now();
     let name = target.name.clone();
+    let mut interrupts = Interrupts::listen()?;
 
-    let source = target.source.clone();
-    let (exclude, include) = (target.exclude.clone(), target.include.clone());
-    let scan = tokio::task::spawn_blocking(move || walk::scan(&source, &exclude, &include))
-        .await?
-        .with_context(|| format!("target {name}, stage scan"))?;
-    for w in &scan.warnings {
-        out.warn(w);
-    }
-    let new = scan.manifest;
-    out.stage(format_args!(
-        "scanned {} entries, {} in files",
-        new.entries.len(),
-        human_bytes(new.total_bytes())
-    ));
-
-    let session = Session::open(target, out.verbose)
-        .await
-        .with_context(|| format!("target {name}, stage connect"))?;
+    // Before the lock is taken nothing has been written: an interrupt simply stops.
+    let stopped = |signal| anyhow!("target {name}: interrupted by {signal}; nothing was changed");
+    let (new, session) = tokio::select! {
+        signal = interrupts.next() => return Err(stopped(signal)),
+        ready = scan_and_connect(target, out) => ready?,
+    };
     let layout = Layout::new(&target.path);
-    out.stage("connected");
 
     if opts.dry_run {
-        let state = read_state(&session, &layout, target).await?;
+        let state = tokio::select! {
+            signal = interrupts.next() => return Err(stopped(signal)),
+            state = read_state(&session, &layout, target) => state?,
+        };
         let plan = Plan::build(
             state.previous.as_ref().map(|(id, m)| (id, m)),
             &new,
@@ -89,7 +80,7 @@ pub async fn run(target: &Target, opts: Options, out: Output) -> Result<()> {
     // Until the script runs, an interrupt (Ctrl-C, SIGTERM) abandons the deploy cleanly: the
     // server has nothing but staging and the lock to forget.
     let prepared = tokio::select! {
-        signal = interrupted() => Err(anyhow!("target {name}: interrupted by {signal} before the deploy script ran; current is untouched")),
+        signal = interrupts.next() => Err(anyhow!("target {name}: interrupted by {signal} before the deploy script ran; current is untouched")),
         prepared = prepare(&session, &layout, target, &new, state, opts, out, &held) => prepared,
     };
     let prepared = match prepared {
@@ -118,16 +109,40 @@ pub async fn run(target: &Target, opts: Options, out: Output) -> Result<()> {
 
     // Once the script runs, the server finishes it (or undoes it) whatever happens to us, and it
     // holds the lock: an interrupt must not release it under the script's feet.
-    let notice = tokio::spawn(async {
-        interrupted().await;
+    let notice = tokio::spawn(async move {
+        interrupts.next().await;
         eprintln!("cutover: the deploy script keeps running on the server and completes or undoes itself; press Ctrl-C again to stop waiting");
-        interrupted().await;
+        interrupts.next().await;
         std::process::exit(130);
     });
     let finished = run_remote_script(&session, &layout, target, &prepared, out, started).await;
     notice.abort();
     session.close().await;
     finished
+}
+
+/// Stage 1: scan the source (an unreadable file stops us before anything is sent), then connect.
+async fn scan_and_connect(target: &Target, out: Output) -> Result<(Manifest, Session)> {
+    let name = &target.name;
+    let source = target.source.clone();
+    let (exclude, include) = (target.exclude.clone(), target.include.clone());
+    let scan = tokio::task::spawn_blocking(move || walk::scan(&source, &exclude, &include))
+        .await?
+        .with_context(|| format!("target {name}, stage scan"))?;
+    for w in &scan.warnings {
+        out.warn(w);
+    }
+    let new = scan.manifest;
+    out.stage(format_args!(
+        "scanned {} entries, {} in files",
+        new.entries.len(),
+        human_bytes(new.total_bytes())
+    ));
+    let session = Session::open(target, out.verbose)
+        .await
+        .with_context(|| format!("target {name}, stage connect"))?;
+    out.stage("connected");
+    Ok((new, session))
 }
 
 /// Best effort after a failure before the script ran: remove staging, release the lock.
@@ -163,13 +178,28 @@ async fn abandon(
 }
 
 /// Resolves on SIGINT or SIGTERM, naming it.
-async fn interrupted() -> &'static str {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).expect("can listen for SIGTERM");
-    let mut int = signal(SignalKind::interrupt()).expect("can listen for SIGINT");
-    tokio::select! {
-        _ = int.recv() => "SIGINT",
-        _ = term.recv() => "SIGTERM",
+struct Interrupts {
+    int: tokio::signal::unix::Signal,
+    term: tokio::signal::unix::Signal,
+}
+
+impl Interrupts {
+    /// Listen from the start of the command: a signal that arrives before anyone waits for it
+    /// is still seen, and never kills the process halfway through a stage.
+    fn listen() -> Result<Interrupts> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(Interrupts {
+            int: signal(SignalKind::interrupt()).context("cannot listen for SIGINT")?,
+            term: signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?,
+        })
+    }
+
+    /// Resolves on the next SIGINT or SIGTERM, naming it.
+    async fn next(&mut self) -> &'static str {
+        tokio::select! {
+            _ = self.int.recv() => "SIGINT",
+            _ = self.term.recv() => "SIGTERM",
+        }
     }
 }
 
@@ -298,7 +328,19 @@ async fn prepare(
     } else {
         Lock::HeldByClient
     };
-    let text = script::deploy_script(target, &id, &plan, lock_mode);
+    // A first deploy's archive also carries every directory, so empty ones exist too.
+    let mut packed: Vec<String> = match plan.base {
+        Base::Empty => new
+            .entries
+            .iter()
+            .filter(|(_, e)| e.is_dir())
+            .map(|(p, _)| p.clone())
+            .collect(),
+        Base::Previous(_) => Vec::new(),
+    };
+    packed.extend(plan.uploads.iter().cloned());
+    let archive_parts = archive::split(new, packed);
+    let text = script::deploy_script(target, &id, &plan, archive_parts.len(), lock_mode);
 
     // --- upload: the archive of changed files, the manifest, the script and the lock's info,
     // all in flight together.
@@ -323,24 +365,17 @@ async fn prepare(
     }
     let progress = Progress::new(plan.upload_bytes, out);
     let archive = async {
-        if plan.uploads.is_empty() {
-            return Ok(0);
-        }
-        // A first deploy's archive also carries every directory, so empty ones exist too.
-        let mut paths: Vec<String> = match plan.base {
-            Base::Empty => new
-                .entries
-                .iter()
-                .filter(|(_, e)| e.is_dir())
-                .map(|(p, _)| p.clone())
-                .collect(),
-            Base::Previous(_) => Vec::new(),
-        };
-        paths.extend(plan.uploads.iter().cloned());
-        let chunks = archive::pack(target.source.clone(), new, paths);
-        session
-            .upload_stream(&layout.staging_archive(&id), chunks, &progress)
-            .await
+        let parts = archive_parts
+            .into_iter()
+            .enumerate()
+            .map(|(i, part)| {
+                (
+                    layout.staging_archive(&id, i),
+                    archive::pack(target.source.clone(), new, part),
+                )
+            })
+            .collect();
+        session.upload_archives(parts, &progress).await
     };
     let (sent, written) = tokio::join!(archive, session.write_files(&small));
     let sent =

@@ -38,7 +38,7 @@ pub async fn list(target: &Target, out: Output) -> Result<()> {
                     .skip(1)
                     .filter(|l| l.first() == Some(&b'f'))
                     .count();
-                format!("{n} files")
+                format!("{n} file{}", if n == 1 { "" } else { "s" })
             }
             _ => "no manifest".into(),
         };

@@ -147,16 +147,22 @@ impl Session {
         }
     }
 
-    /// Write a stream of chunks (the archive) to `path`, reporting bytes as they are sent.
-    pub async fn upload_stream(
+    /// Upload archive parts (remote path, stream of chunks) side by side: over SSH each part
+    /// gets its own SFTP channel. Returns the bytes sent.
+    pub async fn upload_archives(
         &self,
-        path: &str,
-        chunks: crate::archive::Chunks,
+        parts: Vec<(String, crate::archive::Chunks)>,
         progress: &dyn Progress,
     ) -> Result<u64> {
         match self {
-            Session::Ssh(s) => s.guard(s.sftp.upload_stream(path, chunks, progress)).await,
-            Session::Local(s) => s.upload_stream(path, chunks, progress).await,
+            Session::Ssh(s) => s.guard(s.upload_archives(parts, progress)).await,
+            Session::Local(s) => {
+                let mut sent = 0;
+                for (path, chunks) in parts {
+                    sent += s.upload_stream(&path, chunks, progress).await?;
+                }
+                Ok(sent)
+            }
         }
     }
 

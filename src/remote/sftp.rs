@@ -134,7 +134,11 @@ impl Sftp {
     /// Read a whole file in about two round trips: OPEN and STAT together, then every READ at
     /// once (the size is known), and a CLOSE nobody waits for.
     pub async fn read_file(&self, path: &str, limit: u64) -> Result<Option<Vec<u8>>> {
-        let (opened, stat) = tokio::join!(self.raw.open(path, OpenFlags::READ, FileAttributes::empty()), self.raw.stat(path));
+        let (opened, stat) = tokio::join!(
+            self.raw
+                .open(path, OpenFlags::READ, FileAttributes::empty()),
+            self.raw.stat(path)
+        );
         let handle = match opened {
             Ok(h) => h.handle,
             Err(e) if not_found(&e) => return Ok(None),
@@ -205,14 +209,22 @@ impl Sftp {
         while !done {
             let batch = if first {
                 first = false;
-                let (a, b) = tokio::join!(self.raw.readdir(handle.as_str()), self.raw.readdir(handle.as_str()));
+                let (a, b) = tokio::join!(
+                    self.raw.readdir(handle.as_str()),
+                    self.raw.readdir(handle.as_str())
+                );
                 vec![a, b]
             } else {
                 vec![self.raw.readdir(handle.as_str()).await]
             };
             for r in batch {
                 match r {
-                    Ok(b) => names.extend(b.files.into_iter().map(|f| f.filename).filter(|n| n != "." && n != "..")),
+                    Ok(b) => names.extend(
+                        b.files
+                            .into_iter()
+                            .map(|f| f.filename)
+                            .filter(|n| n != "." && n != ".."),
+                    ),
                     Err(e) if is_status(&e, StatusCode::Eof) => done = true,
                     Err(e) => {
                         self.close_later(handle);

@@ -570,6 +570,33 @@ impl SshSession {
 
     /// Runs a remote operation, giving up as soon as the connection is gone: russh-sftp would
     /// otherwise wait out its request timeout for answers that can no longer come.
+    /// Upload archive parts in parallel: the first over the session's SFTP channel, each other
+    /// part over an SFTP channel of its own (one channel's window caps its throughput).
+    pub async fn upload_archives(
+        &self,
+        parts: Vec<(String, crate::archive::Chunks)>,
+        progress: &dyn super::Progress,
+    ) -> Result<u64> {
+        let extra = futures::future::try_join_all((1..parts.len()).map(|_| async {
+            let channel = self
+                .handle
+                .channel_open_session()
+                .await
+                .context("cannot open another SSH channel for SFTP")?;
+            Sftp::start(channel).await
+        }))
+        .await?;
+        let channels = std::iter::once(&self.sftp).chain(extra.iter());
+        let uploads = parts
+            .into_iter()
+            .zip(channels)
+            .map(|((path, chunks), sftp)| async move {
+                sftp.upload_stream(&path, chunks, progress).await
+            });
+        let sent = futures::future::try_join_all(uploads).await?;
+        Ok(sent.into_iter().sum())
+    }
+
     pub async fn guard<T>(&self, op: impl std::future::Future<Output = Result<T>>) -> Result<T> {
         let result = tokio::select! {
             result = op => result,

@@ -1362,9 +1362,18 @@ pub fn thousands_of_files_change_and_go(kind: TargetKind) {
     site.assert_release_is_source(&second.release, &[]);
 }
 
-/// Ctrl-C during the upload abandons the deploy: staging removed, lock released, current and
-/// the live release untouched, nothing run on the server.
-pub fn interrupt_during_the_upload_abandons_cleanly(kind: TargetKind) {
+/// When [`interrupt_before_the_script_abandons_cleanly`] sends its SIGINT.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Moment {
+    /// As soon as `.cutover/lock` exists.
+    LockTaken,
+    /// As soon as this deploy's staging directory exists (the upload has begun).
+    Upload,
+}
+
+/// Ctrl-C after the lock is taken and before the script runs abandons the deploy: staging
+/// removed, lock released, current and the live release untouched, nothing run on the server.
+pub fn interrupt_before_the_script_abandons_cleanly(kind: TargetKind, moment: Moment) {
     let Some(site) = Site::new(kind) else { return };
     site.write("index.php", "<?php\n");
     let first = site.deploy();
@@ -1377,27 +1386,47 @@ pub fn interrupt_during_the_upload_abandons_cleanly(kind: TargetKind) {
     site.write("index.php", "<?php echo 2;\n");
 
     let running = site.spawn(&["deploy"]);
+    // Staging for this deploy appears when the upload starts (whatever its layout: a tree of
+    // files or one archive); 400 MiB keep it busy long after that.
     let staging = site.at(".cutover/staging");
+    let lock = site.at(".cutover/lock");
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    // the changed files travel as one archive into staging/ID/files.tar
-    let tree = loop {
-        if let Some(id) = list_names(&staging).first() {
-            let archive = staging.join(id).join("files.tar");
-            if fs::metadata(&archive).map(|m| m.len() > 0).unwrap_or(false) {
-                break staging.join(id);
-            }
+    let staged = loop {
+        let ready = match moment {
+            Moment::LockTaken => lock.exists(),
+            Moment::Upload => !list_names(&staging).is_empty(),
+        };
+        if ready {
+            break list_names(&staging).first().map(|id| staging.join(id));
         }
         assert!(
             std::time::Instant::now() < deadline,
-            "the upload never started"
+            "{moment:?} never came"
         );
-        std::thread::sleep(std::time::Duration::from_millis(2));
+        std::thread::sleep(std::time::Duration::from_millis(1));
     };
     running.signal("INT");
     let run = running.wait();
-    run.expect_code(1, "deploy interrupted during the upload");
+    // all the facts at once: an interrupt here has been seen to be lost (the deploy went live)
+    // or to kill the process (lock and staging left behind)
+    let facts = format!(
+        "exit {:?} (want Some(1)), lock left: {}, staging left: {:?}, current: {:?} (want {:?})",
+        run.code,
+        site.lock_exists(),
+        site.staging_leftovers(),
+        site.current_id(),
+        first.release
+    );
+    assert!(
+        run.code == Some(1)
+            && !site.lock_exists()
+            && site.staging_leftovers().is_empty()
+            && site.current_id().as_deref() == Some(first.release.as_str()),
+        "SIGINT at {moment:?} must abandon the deploy cleanly: {facts}\n{}",
+        run.describe()
+    );
     assert!(run.stderr.contains("interrupted"), "{}", run.describe());
-    assert!(!tree.exists(), "staging removed");
+    assert!(staged.map_or(true, |d| !d.exists()), "staging removed");
     assert_eq!(site.exec_sessions(), execs, "the script never ran");
     assert_eq!(site.current_id(), Some(first.release.clone()));
     site.assert_clean("after an interrupted upload");

@@ -168,6 +168,13 @@ impl Site {
         spawn_cutover(self.root(), &self.home, &full)
     }
 
+    /// [`Site::cutover`] with extra environment variables.
+    pub fn cutover_env(&self, args: &[&str], env: &[(&str, &str)]) -> Run {
+        let mut full: Vec<String> = vec!["--config".into(), self.config.display().to_string()];
+        full.extend(args.iter().map(|s| s.to_string()));
+        spawn_cutover_env(self.root(), &self.home, &full, env).wait()
+    }
+
     /// `cutover deploy` with extra flags, whatever the outcome.
     pub fn deploy_with(&self, flags: &[&str]) -> Run {
         let mut args = vec!["deploy"];
@@ -324,6 +331,16 @@ pub fn run_cutover(cwd: &Path, home: &Path, args: &[String]) -> Run {
 
 /// Starts the cutover binary (see [`run_cutover`]) without waiting for it.
 pub fn spawn_cutover(cwd: &Path, home: &Path, args: &[String]) -> Running {
+    spawn_cutover_env(cwd, home, args, &[])
+}
+
+/// [`spawn_cutover`] with extra environment variables.
+pub fn spawn_cutover_env(
+    cwd: &Path,
+    home: &Path,
+    args: &[String],
+    env: &[(&str, &str)],
+) -> Running {
     let out_dir = tempfile::Builder::new()
         .prefix("cutover-run-")
         .tempdir()
@@ -336,6 +353,7 @@ pub fn spawn_cutover(cwd: &Path, home: &Path, args: &[String]) -> Running {
         .env("HOME", home)
         .env_remove("SSH_AUTH_SOCK")
         .env_remove("CUTOVER_SSH_PASSPHRASE")
+        .envs(env.iter().copied())
         .stdin(Stdio::null())
         .stdout(fs::File::create(&stdout_path).unwrap())
         .stderr(fs::File::create(&stderr_path).unwrap())

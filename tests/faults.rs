@@ -1,0 +1,1103 @@
+//! Real faults during real deploys, and the commands that recover from them: a connection killed
+//! mid-upload, SIGTERM, a full disk, two deploys started at once, an old release that cannot be
+//! removed, rollback and `cutover releases`.
+//!
+//! Each guarantee is one function run against a real sshd (and, where it applies, the `local`
+//! target too). Faults that have a tested twin in tests/common/scenarios.rs (a failing before_swap
+//! hook, a held lock, Ctrl-C during the upload, the hooks' environment) are not repeated here.
+mod common;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::site::TargetKind::{Local, Ssh};
+use common::site::*;
+
+/// `mod NAME { fn local(); fn ssh(); }`: one scenario, run against both kinds of target.
+macro_rules! both_targets {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[test]
+            fn local() {
+                super::$name(super::Local);
+            }
+            #[test]
+            fn ssh() {
+                super::$name(super::Ssh);
+            }
+        }
+    )*};
+}
+
+fn read(p: &Path) -> String {
+    String::from_utf8_lossy(&fs::read(p).unwrap_or_else(|e| panic!("{}: {e}", p.display())))
+        .into_owned()
+}
+
+fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// For tests that need root (mount, chattr, useradd): true as root; otherwise a note and false
+/// on a developer machine, a failure under CI (where the tests run as root).
+fn root_or_skip(what: &str) -> bool {
+    if is_root() {
+        return true;
+    }
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "tests run as root in CI: {what} needs root"
+    );
+    eprintln!("skipping: {what} needs root");
+    false
+}
+
+/// Writes a sparse file of `len` bytes into the source: a big upload that costs no disk.
+fn write_sparse(site: &Site, rel: &str, len: u64) {
+    let f = fs::File::create(site.src.join(rel)).unwrap();
+    f.set_len(len).unwrap();
+}
+
+/// Waits until the upload of a running deploy has started (the archives `staging/ID/files*.tar`
+/// hold at least `bytes` together) and returns the staging directory.
+fn wait_for_upload(site: &Site, bytes: u64) -> PathBuf {
+    let staging = site.at(".cutover/staging");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(id) = list_names(&staging).first() {
+            let dir = staging.join(id);
+            let sent: u64 = list_names(&dir)
+                .iter()
+                .filter(|n| n.starts_with("files") && n.ends_with(".tar"))
+                .filter_map(|n| fs::metadata(dir.join(n)).ok())
+                .map(|m| m.len())
+                .sum();
+            if sent >= bytes {
+                return dir;
+            }
+        }
+        assert!(Instant::now() < deadline, "the upload never started");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+/// Every process below `pid` (children, grandchildren, ...), from /proc.
+fn descendants(pid: u32) -> Vec<u32> {
+    let mut parent_of: Vec<(u32, u32)> = Vec::new();
+    for entry in fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(p) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        // /proc/PID/stat: `pid (comm) state ppid ...`; comm may hold spaces and parentheses.
+        let Ok(stat) = fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        let Some((_, rest)) = stat.rsplit_once(')') else {
+            continue;
+        };
+        if let Some(ppid) = rest.split_whitespace().nth(1).and_then(|s| s.parse().ok()) {
+            parent_of.push((p, ppid));
+        }
+    }
+    let mut found = Vec::new();
+    let mut frontier = vec![pid];
+    while let Some(parent) = frontier.pop() {
+        for &(p, pp) in &parent_of {
+            if pp == parent && !found.contains(&p) {
+                found.push(p);
+                frontier.push(p);
+            }
+        }
+    }
+    found
+}
+
+fn cmdline(pid: u32) -> String {
+    fs::read(format!("/proc/{pid}/cmdline"))
+        .map(|b| String::from_utf8_lossy(&b).replace('\0', " "))
+        .unwrap_or_default()
+}
+
+// --- a connection killed during the upload ------------------------------------------------------
+
+/// The sshd session processes serving a deploy are killed (SIGKILL) while the archive is being
+/// uploaded: the client exits 1 saying the connection was lost; `current` and the live release are
+/// untouched and nothing ran. The lock cannot be released over a dead connection, so the message
+/// says how to release it; after that, the next deploy removes the leftover staging and succeeds.
+#[test]
+fn killed_connection_during_upload_leaves_current_untouched() {
+    let Some(site) = Site::new(Ssh) else { return };
+    site.write("index.php", "<?php\n");
+    let first = site.deploy();
+    let live_before = snapshot(&site.release_dir(&first.release));
+    let execs = site.exec_sessions();
+    write_sparse(&site, "big.bin", 300 * 1024 * 1024);
+    site.write("index.php", "<?php echo 2;\n");
+
+    let listener = site.sshd().pid();
+    let running = site.spawn(&["deploy"]);
+    let staging = wait_for_upload(&site, 1024 * 1024);
+    let sessions = descendants(listener);
+    assert!(
+        !sessions.is_empty(),
+        "no sshd session process under {listener}"
+    );
+    for pid in &sessions {
+        eprintln!("killing sshd session process {pid}: {}", cmdline(*pid));
+        // SAFETY: plain kill(2) of a process this test's sshd started.
+        unsafe { libc::kill(*pid as i32, libc::SIGKILL) };
+    }
+    let run = running.wait();
+    eprintln!("{}", run.describe());
+    run.expect_code(1, "deploy whose connection was killed during the upload");
+    assert!(
+        run.stderr.contains("connection") && run.stderr.contains("lost"),
+        "says the connection was lost\n{}",
+        run.describe()
+    );
+    assert!(
+        run.stderr.contains("stage upload"),
+        "names the stage\n{}",
+        run.describe()
+    );
+    assert_eq!(site.exec_sessions(), execs, "the script never ran");
+    assert_eq!(
+        site.current_id(),
+        Some(first.release.clone()),
+        "current untouched"
+    );
+    assert_eq!(site.releases(), [first.release.clone()], "no new release");
+    assert_trees_equal(
+        &live_before,
+        &snapshot(&site.release_dir(&first.release)),
+        "the live release",
+    );
+    assert!(site.leftovers().is_empty(), "{:?}", site.leftovers());
+
+    if site.lock_exists() {
+        assert!(
+            run.stderr.contains("cutover unlock t"),
+            "the lock is left behind: the message must say how to release it\n{}",
+            run.describe()
+        );
+        site.cutover(&["unlock"]).expect_code(0, "cutover unlock");
+    }
+    eprintln!(
+        "staging after the kill: {:?} (exists: {})",
+        site.staging_leftovers(),
+        staging.exists()
+    );
+
+    fs::remove_file(site.src.join("big.bin")).unwrap();
+    let next = site.deploy();
+    site.assert_release_is_source(&next.release, &[]);
+    site.assert_clean("after the deploy that followed a killed connection");
+}
+
+/// What the issue asks for: after a killed connection, the NEXT deploy (no `cutover unlock` in
+/// between) removes the leftover staging and succeeds. Today the client cannot release the lock
+/// over the dead connection and the next deploy is refused by it (see the test above).
+#[test]
+#[ignore = "product gap: a connection lost before the script runs leaves the lock held; the client should reconnect to release it"]
+fn next_deploy_after_a_killed_connection_succeeds_without_unlock() {
+    let Some(site) = Site::new(Ssh) else { return };
+    site.write("index.php", "<?php\n");
+    site.deploy();
+    write_sparse(&site, "big.bin", 300 * 1024 * 1024);
+    let running = site.spawn(&["deploy"]);
+    wait_for_upload(&site, 1024 * 1024);
+    kill_sessions(&site);
+    running
+        .wait()
+        .expect_code(1, "deploy whose connection was killed");
+    fs::remove_file(site.src.join("big.bin")).unwrap();
+    let next = site.deploy();
+    site.assert_release_is_source(&next.release, &[]);
+    site.assert_clean("after the deploy that followed a killed connection");
+}
+
+/// SIGKILLs every process of the site's sshd below the listener: the deploy's connection dies.
+fn kill_sessions(site: &Site) {
+    let listener = site.sshd().pid();
+    let sessions = descendants(listener);
+    assert!(
+        !sessions.is_empty(),
+        "no sshd session process under {listener}"
+    );
+    for pid in sessions {
+        // SAFETY: plain kill(2) of a process this test's sshd started.
+        unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+    }
+}
+
+// --- a client killed with SIGKILL -------------------------------------------------------------------
+
+/// `kill -9` of the client during the upload leaves the lock (nothing can release it): the next
+/// deploy is refused naming the holder, the lock's age and `cutover unlock`; `cutover unlock`
+/// shows the holder and age and removes it; the deploy after that removes the leftover staging
+/// and succeeds. `current` is untouched throughout.
+fn killed_client_leaves_a_lock_naming_holder_age_and_unlock(kind: TargetKind) {
+    let Some(site) = Site::new(kind) else { return };
+    site.write("index.php", "<?php\n");
+    let first = site.deploy();
+    write_sparse(&site, "big.bin", 400 * 1024 * 1024);
+    site.write("index.php", "<?php echo 2;\n");
+    let mut running = site.spawn(&["deploy"]);
+    let staging = wait_for_upload(&site, 1);
+    wait_for(&site.at(".cutover/lock/info"));
+    running.signal("KILL");
+    let _ = running.child.wait();
+    assert_eq!(site.current_id(), Some(first.release.clone()));
+    assert!(
+        site.lock_exists(),
+        "a killed client cannot release its lock"
+    );
+
+    fs::remove_file(site.src.join("big.bin")).unwrap();
+    let refused = site.deploy_with(&[]);
+    refused.expect_code(1, "deploy while a killed deploy's lock remains");
+    let holder = format!(
+        "held by {}@",
+        site.sshd.as_ref().map_or_else(whoami, |s| s.user.clone())
+    );
+    for needle in [holder.as_str(), " ago", "cutover unlock t"] {
+        assert!(
+            refused.stderr.contains(needle),
+            "names {needle:?}\n{}",
+            refused.describe()
+        );
+    }
+    assert_eq!(site.current_id(), Some(first.release.clone()));
+
+    let unlock = site.cutover(&["unlock"]);
+    unlock.expect_code(0, "cutover unlock");
+    for needle in [holder.as_str(), " ago"] {
+        assert!(
+            unlock.stdout.contains(needle),
+            "unlock shows {needle:?}\n{}",
+            unlock.describe()
+        );
+    }
+    assert!(!site.lock_exists());
+
+    eprintln!(
+        "DEBUG staging before: {:?} {}",
+        site.staging_leftovers(),
+        staging.display()
+    );
+    let run = site.deploy_with(&[]);
+    eprintln!("DEBUG {}", run.describe());
+    run.expect_code(0, "the deploy after unlock");
+    let staging_name = staging.file_name().unwrap().to_string_lossy().into_owned();
+    assert!(
+        run.stderr.contains("removed leftover") && run.stderr.contains(&staging_name),
+        "the leftover staging is removed, and said so\n{}",
+        run.describe()
+    );
+    site.assert_release_is_source(&run.summary().release, &[]);
+    site.assert_clean("after unlock and deploy");
+}
+
+fn whoami() -> String {
+    let out = Command::new("id").arg("-un").output().unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+both_targets!(killed_client_leaves_a_lock_naming_holder_age_and_unlock);
+
+// --- signals --------------------------------------------------------------------------------------
+
+/// SIGTERM during the upload (Ctrl-C has its twin in tests/common/scenarios.rs) abandons the
+/// deploy: staging removed, lock released, and the message says what was done; nothing ran on
+/// the server, `current` and the live release are untouched.
+fn sigterm_during_the_upload_abandons_cleanly(kind: TargetKind) {
+    let Some(site) = Site::new(kind) else { return };
+    site.write("index.php", "<?php\n");
+    let first = site.deploy();
+    let before = snapshot(&site.path);
+    let execs = site.exec_sessions();
+    write_sparse(&site, "big.bin", 400 * 1024 * 1024);
+    site.write("index.php", "<?php echo 2;\n");
+
+    let running = site.spawn(&["deploy"]);
+    let staging = wait_for_upload(&site, 1);
+    running.signal("TERM");
+    let run = running.wait();
+    run.expect_code(1, "deploy terminated during the upload");
+    assert!(
+        run.stderr.contains("SIGTERM"),
+        "names the signal\n{}",
+        run.describe()
+    );
+    assert!(
+        run.stderr.contains("released the lock") && run.stderr.contains("removed"),
+        "says what was cleaned up\n{}",
+        run.describe()
+    );
+    assert!(!staging.exists(), "staging removed");
+    assert_eq!(site.exec_sessions(), execs, "the script never ran");
+    assert_eq!(site.current_id(), Some(first.release.clone()));
+    site.assert_clean("after SIGTERM during the upload");
+    assert_trees_equal(
+        &before,
+        &snapshot(&site.path),
+        "the deploy path after SIGTERM",
+    );
+}
+
+/// A before_swap hook that says it started, then waits (at most 30 s) for the test's `go` file.
+const WAIT_FOR_GO: &str = "touch \"$CUTOVER_DEPLOY_PATH/hook-started\"; i=0; \
+     while [ ! -e \"$CUTOVER_DEPLOY_PATH/go\" ]; do i=$((i+1)); [ $i -lt 300 ] || exit 9; sleep 0.1; done";
+
+/// SIGTERM while the script runs on the server does not abandon it: the client says the script
+/// completes on its own, and it does (exit 0, new release live, lock released by the script).
+fn sigterm_while_the_script_runs_lets_it_finish(kind: TargetKind) {
+    let Some(mut site) = Site::new(kind) else {
+        return;
+    };
+    site.write("index.php", "<?php\n");
+    site.configure(
+        &format!("[hooks]\nbefore_swap = [{}]", toml_str(WAIT_FOR_GO)),
+        "",
+    );
+    let running = site.spawn(&["deploy"]);
+    wait_for(&site.at("hook-started"));
+    running.signal("TERM");
+    std::thread::sleep(Duration::from_millis(200));
+    fs::write(site.at("go"), "").unwrap();
+    let run = running.wait();
+    run.expect_code(0, "deploy terminated once while its script ran");
+    assert!(
+        run.stderr.contains("keeps running on the server"),
+        "{}",
+        run.describe()
+    );
+    let s = run.summary();
+    assert_eq!(site.current_id(), Some(s.release.clone()));
+    site.assert_release_is_source(&s.release, &[]);
+    site.assert_clean("after SIGTERM while the script ran");
+}
+
+both_targets!(
+    sigterm_during_the_upload_abandons_cleanly,
+    sigterm_while_the_script_runs_lets_it_finish
+);
+
+// --- a full disk -----------------------------------------------------------------------------------
+
+/// A tmpfs mounted on a directory for one test; unmounted on drop.
+struct Tmpfs {
+    dir: PathBuf,
+}
+
+impl Tmpfs {
+    fn mount(dir: &Path, size: &str) -> Tmpfs {
+        mkdirs(dir);
+        let out = Command::new("mount")
+            .args(["-t", "tmpfs", "-o"])
+            .arg(format!("size={size},mode=0755"))
+            .arg("tmpfs")
+            .arg(dir)
+            .output()
+            .expect("running mount");
+        assert!(
+            out.status.success(),
+            "mount -t tmpfs on {}: {out:?}",
+            dir.display()
+        );
+        Tmpfs {
+            dir: dir.to_path_buf(),
+        }
+    }
+
+    fn resize(&self, size: &str) {
+        let out = Command::new("mount")
+            .args(["-o"])
+            .arg(format!("remount,size={size}"))
+            .arg(&self.dir)
+            .output()
+            .expect("running mount -o remount");
+        assert!(
+            out.status.success(),
+            "resizing the tmpfs to {size}: {out:?}"
+        );
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let ok = Command::new("umount")
+            .arg(&self.dir)
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+        if !ok {
+            let _ = Command::new("umount").arg("-l").arg(&self.dir).status();
+        }
+    }
+}
+
+/// The deploy path is a file system too small for the copy of the previous release: exit 1 with
+/// a "no space" message naming the file system, `current` untouched, the partial release, staging
+/// and the lock removed. Once there is room again, the next deploy works.
+fn disk_full_fails_naming_the_file_system(kind: TargetKind) {
+    if !root_or_skip("mounting a tmpfs") {
+        return;
+    }
+    let Some(site) = Site::new(kind) else { return };
+    // Room for the first deploy (its archive and the unpacked tree: 2 x 5 MB), then not for
+    // a second copy of the release.
+    let fs_ = Tmpfs::mount(&site.path, "16m");
+    site.write("index.php", "<?php\n");
+    site.write("assets/video.bin", noise(11, 5 * 1024 * 1024));
+    let first = site.deploy();
+    let live_before = snapshot(&site.release_dir(&first.release));
+    fs_.resize("8m");
+
+    site.write("index.php", "<?php echo 2;\n");
+    let run = site.deploy_with(&[]);
+    run.expect_code(1, "deploy onto a full file system");
+    let mount_point = site.path.display().to_string();
+    assert!(
+        run.stderr.to_lowercase().contains("no space"),
+        "says there is no space\n{}",
+        run.describe()
+    );
+    assert!(
+        run.stderr
+            .lines()
+            .any(|l| l.to_lowercase().contains("no space") && l.contains(&mount_point)),
+        "names the file system ({mount_point}) in the no-space message\n{}",
+        run.describe()
+    );
+    assert!(parse_summary(&run.stdout).is_none(), "{}", run.describe());
+    assert_eq!(
+        site.current_id(),
+        Some(first.release.clone()),
+        "current untouched"
+    );
+    assert_eq!(site.releases(), [first.release.clone()], "partial removed");
+    assert_eq!(site.manifests(), [first.release.clone()]);
+    assert_trees_equal(
+        &live_before,
+        &snapshot(&site.release_dir(&first.release)),
+        "the live release",
+    );
+    site.assert_clean("after a deploy onto a full disk");
+
+    fs_.resize("32m");
+    let next = site.deploy();
+    site.assert_release_is_source(&next.release, &[]);
+    site.assert_clean("after the deploy that followed a full disk");
+    drop(site);
+}
+
+both_targets!(disk_full_fails_naming_the_file_system);
+
+// --- two deploys at once ---------------------------------------------------------------------------
+
+/// Starts two deploys of the same source at the same moment; returns (the one that went live,
+/// the one that was refused), failing unless exactly one exited 0 and the other 1.
+fn deploy_twice_at_once(site: &Site, round: usize) -> (Run, Run) {
+    for f in 0..20 {
+        site.write(
+            format!("pages/{f}.html"),
+            format!("round {round} page {f}\n"),
+        );
+    }
+    let a = site.spawn(&["deploy"]);
+    let b = site.spawn(&["deploy"]);
+    let (a, b) = (a.wait(), b.wait());
+    match (a.code, b.code) {
+        (Some(0), Some(1)) => (a, b),
+        (Some(1), Some(0)) => (b, a),
+        _ => panic!(
+            "round {round}: exactly one of two simultaneous deploys must succeed\n{}\n{}",
+            a.describe(),
+            b.describe()
+        ),
+    }
+}
+
+/// Two deploys started at the same moment, five times over: exactly one proceeds; the other is
+/// refused by the lock (exit 1, `cutover unlock` named) and changes nothing; `current` is always
+/// a whole release of the source, and nothing is left behind.
+fn simultaneous_deploys_exactly_one_proceeds(kind: TargetKind) {
+    let Some(site) = Site::new(kind) else { return };
+    site.write("index.php", "<?php\n");
+    for round in 0..5 {
+        let (won, lost) = deploy_twice_at_once(&site, round);
+        let release = won.summary().release;
+        assert!(
+            lost.stderr.contains("is locked by another deploy"),
+            "{}",
+            lost.describe()
+        );
+        assert!(
+            lost.stderr.contains("cutover unlock"),
+            "{}",
+            lost.describe()
+        );
+        assert!(parse_summary(&lost.stdout).is_none(), "{}", lost.describe());
+        assert_eq!(site.current_id(), Some(release.clone()));
+        assert_eq!(
+            site.releases().last(),
+            Some(&release),
+            "no release from the refused deploy"
+        );
+        site.assert_release_is_source(&release, &[]);
+        site.assert_clean(&format!("round {round}"));
+    }
+}
+
+/// What the issue asks for: the refused one of two simultaneous deploys names the holder. Today
+/// the lock's `info` file is written with the upload, after the lock directory exists, so a deploy
+/// refused in between reads no info and says "holder unknown".
+fn simultaneous_deploys_refusal_names_the_holder(kind: TargetKind) {
+    let Some(site) = Site::new(kind) else { return };
+    site.write("index.php", "<?php\n");
+    for round in 0..5 {
+        let (won, lost) = deploy_twice_at_once(&site, round);
+        let release = won.summary().release;
+        assert!(
+            lost.stderr.contains("held by ") && lost.stderr.contains(&format!("release {release}")),
+            "round {round}: the refused deploy names the holder and its release {release}\n{}",
+            lost.describe()
+        );
+    }
+}
+
+both_targets!(simultaneous_deploys_exactly_one_proceeds);
+
+mod simultaneous_deploys_refusal_names_the_holder {
+    #[test]
+    #[ignore = "product gap: the lock's info file is written after the lock is taken; a deploy refused in between says \"holder unknown\""]
+    fn local() {
+        super::simultaneous_deploys_refusal_names_the_holder(super::Local);
+    }
+    #[test]
+    #[ignore = "product gap: the lock's info file is written after the lock is taken; a deploy refused in between says \"holder unknown\""]
+    fn ssh() {
+        super::simultaneous_deploys_refusal_names_the_holder(super::Ssh);
+    }
+}
+
+// --- cleanup that cannot remove an old release ------------------------------------------------------
+
+/// `chattr +i` on a path for one test (an immutable directory cannot lose its entries, nor be
+/// removed, even by root); `chattr -i` on drop, so the temp dir can be removed.
+struct Immutable {
+    path: PathBuf,
+}
+
+impl Immutable {
+    /// None when the file system does not support the flag (checked with lsattr).
+    fn set(path: &Path) -> Option<Immutable> {
+        let ok = Command::new("chattr")
+            .arg("+i")
+            .arg(path)
+            .output()
+            .map(|o| o.status.success())
+            .unwrap_or(false);
+        let guard = Immutable {
+            path: path.to_path_buf(),
+        };
+        let flags = Command::new("lsattr").arg("-d").arg(path).output().ok()?;
+        let flags = String::from_utf8_lossy(&flags.stdout);
+        let set = flags
+            .split_whitespace()
+            .next()
+            .is_some_and(|f| f.contains('i'));
+        (ok && set).then_some(guard)
+    }
+}
+
+impl Drop for Immutable {
+    fn drop(&mut self) {
+        let _ = Command::new("chattr").arg("-i").arg(&self.path).status();
+    }
+}
+
+/// Cleanup cannot remove the oldest release (a directory in it is immutable): the new release is
+/// live anyway, the deploy exits 3 with a warning naming the path, and later deploys still work
+/// (exit 3 while the obstacle stays, exit 0 and the old release pruned once it is gone).
+fn undeletable_old_release_warns_and_stays_live(kind: TargetKind) {
+    if !root_or_skip("chattr +i") {
+        return;
+    }
+    let Some(mut site) = Site::new(kind) else {
+        return;
+    };
+    site.configure("keep_releases = 2", "");
+    write_webapp(&site, 5);
+    let oldest = site.deploy().release;
+    site.write("index.php", "<?php echo 2;\n");
+    let second = site.deploy().release;
+    let stuck = site.release_dir(&oldest).join("assets");
+    let Some(guard) = Immutable::set(&stuck) else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "chattr +i is not supported on {}: the CI runner's temp dir must support it",
+            stuck.display()
+        );
+        eprintln!(
+            "skipping: chattr +i is not supported on {}",
+            stuck.display()
+        );
+        return;
+    };
+
+    site.write("index.php", "<?php echo 3;\n");
+    let run = site.deploy_with(&[]);
+    run.expect_code(3, "deploy whose cleanup cannot remove the oldest release");
+    let third = run.summary().release;
+    assert_eq!(
+        site.current_id(),
+        Some(third.clone()),
+        "the new release is live"
+    );
+    site.assert_release_is_source(&third, WEBAPP_NOT_DEPLOYED);
+    let oldest_path = site.release_dir(&oldest).display().to_string();
+    assert!(
+        run.stderr
+            .lines()
+            .any(|l| l.contains("warning") && l.contains(&oldest_path)),
+        "a warning names {oldest_path}\n{}",
+        run.describe()
+    );
+    assert!(
+        run.stderr.contains("stage after swap"),
+        "{}",
+        run.describe()
+    );
+    assert_eq!(
+        site.releases(),
+        [oldest.clone(), second.clone(), third.clone()]
+    );
+    site.assert_clean("after a deploy whose cleanup failed");
+
+    // While the obstacle stays, a deploy still goes live and prunes what it can.
+    site.write("index.php", "<?php echo 4;\n");
+    let run = site.deploy_with(&[]);
+    run.expect_code(3, "the next deploy, the old release still stuck");
+    let fourth = run.summary().release;
+    assert_eq!(site.current_id(), Some(fourth.clone()));
+    site.assert_release_is_source(&fourth, WEBAPP_NOT_DEPLOYED);
+    assert_eq!(
+        site.releases(),
+        [oldest.clone(), third.clone(), fourth.clone()]
+    );
+
+    drop(guard);
+    site.write("index.php", "<?php echo 5;\n");
+    let fifth = site.deploy().release;
+    assert_eq!(
+        site.releases(),
+        [fourth, fifth.clone()],
+        "the old release is pruned at last"
+    );
+    assert_eq!(site.manifests(), site.releases());
+    site.assert_clean("after the obstacle was removed");
+}
+
+both_targets!(undeletable_old_release_warns_and_stays_live);
+
+/// A throwaway login user (`useradd`), removed on drop.
+struct TestUser {
+    name: String,
+}
+
+impl TestUser {
+    fn create(home: &Path) -> TestUser {
+        let name = format!("cofault{}", std::process::id());
+        let _ = Command::new("userdel").arg(&name).output();
+        // `-p '*'`: no password, but not locked (`!`): sshd without PAM refuses locked accounts
+        let out = Command::new("useradd")
+            .args(["-M", "-s", "/bin/sh", "-p", "*", "-d"])
+            .arg(home)
+            .arg(&name)
+            .output()
+            .expect("running useradd");
+        assert!(out.status.success(), "useradd {name}: {out:?}");
+        TestUser { name }
+    }
+}
+
+impl Drop for TestUser {
+    fn drop(&mut self) {
+        // its sshd session may take a moment to end
+        for _ in 0..50 {
+            let out = Command::new("userdel").arg(&self.name).output();
+            if out.map(|o| o.status.success()).unwrap_or(false) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = Command::new("userdel").arg("-f").arg(&self.name).output();
+    }
+}
+
+/// The realistic variant over SSH: the deploy user cannot remove a directory that root made in
+/// an old release (a cron job's cache, say). Same outcome: live, exit 3, the path named.
+#[test]
+fn root_owned_dir_in_an_old_release_warns_and_stays_live() {
+    use std::os::unix::fs::PermissionsExt;
+    if !root_or_skip("creating a deploy user") || !common::sshd_or_skip() {
+        return;
+    }
+    let keys = tempfile::tempdir().unwrap();
+    fs::set_permissions(keys.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    let home = keys.path().join("home");
+    mkdirs(&home);
+    let user = TestUser::create(&home);
+    let authorized = keys.path().join("authorized_keys");
+    let sshd = common::Sshd::start_with(&format!(
+        "Match User {}\n    AuthorizedKeysFile {}\n",
+        user.name,
+        authorized.display()
+    ));
+    fs::copy(sshd.identity.with_extension("pub"), &authorized).unwrap();
+    fs::set_permissions(&authorized, fs::Permissions::from_mode(0o644)).unwrap();
+
+    let mut site = Site::new(Local).unwrap();
+    site.sshd = Some(sshd);
+    site.kind = Ssh;
+    fs::set_permissions(site.root(), fs::Permissions::from_mode(0o755)).unwrap();
+    mkdirs(&site.path);
+    let chown = Command::new("chown")
+        .arg(&user.name)
+        .arg(&site.path)
+        .status()
+        .unwrap();
+    assert!(chown.success());
+    site.configure("keep_releases = 2", "");
+    let table = site.target_table();
+    let cfg = fs::read_to_string(&site.config).unwrap().replace(
+        &format!("user = {}", toml_str(&site.sshd().user)),
+        &format!("user = {}", toml_str(&user.name)),
+    );
+    assert!(
+        table.contains("user = ") && cfg.contains(&user.name),
+        "{cfg}"
+    );
+    fs::write(&site.config, cfg).unwrap();
+
+    site.write("index.php", "<?php\n");
+    let oldest = site.deploy().release;
+    site.write("index.php", "<?php echo 2;\n");
+    site.deploy();
+    // root makes a directory in the oldest release, with a file the deploy user cannot unlink
+    let cache = site.release_dir(&oldest).join("cache");
+    write_file(&cache.join("entry"), b"root's\n", 0o644);
+
+    site.write("index.php", "<?php echo 3;\n");
+    let run = site.deploy_with(&[]);
+    run.expect_code(3, "deploy whose user cannot remove the oldest release");
+    let third = run.summary().release;
+    assert_eq!(site.current_id(), Some(third.clone()));
+    site.assert_release_is_source(&third, &[]);
+    let oldest_path = site.release_dir(&oldest).display().to_string();
+    assert!(
+        run.stderr
+            .lines()
+            .any(|l| l.contains("warning") && l.contains(&oldest_path)),
+        "a warning names {oldest_path}\n{}",
+        run.describe()
+    );
+    site.assert_clean("after a deploy whose cleanup failed");
+
+    site.write("index.php", "<?php echo 4;\n");
+    let run = site.deploy_with(&[]);
+    run.expect_code(3, "the next deploy, the old release still stuck");
+    assert_eq!(site.current_id(), Some(run.summary().release));
+}
+
+// --- rollback ---------------------------------------------------------------------------------------
+
+/// Deploys `n` releases, release i holding `index.php` = "v{i}" and i + 1 files in all.
+fn deploy_versions(site: &Site, n: usize) -> Vec<String> {
+    (1..=n)
+        .map(|i| {
+            site.write("index.php", format!("v{i}\n"));
+            site.write(format!("extra/{i}.txt"), format!("{i}\n"));
+            site.deploy().release
+        })
+        .collect()
+}
+
+/// Runs `cutover rollback ARGS`. On an SSH target, checks the exec calls it made: exactly one
+/// when it changed `current` (the swap runs as one script), none when it refused or had nothing
+/// to do (that is decided from what was read over SFTP).
+fn rollback(site: &Site, args: &[&str]) -> Run {
+    let before = site.current_link();
+    let execs = site.exec_sessions();
+    let mut all = vec!["rollback"];
+    all.extend_from_slice(args);
+    let run = site.cutover(&all);
+    if let (Some(execs), Some(now)) = (execs, site.exec_sessions()) {
+        let expected = usize::from(site.current_link() != before);
+        assert_eq!(
+            now - execs,
+            expected,
+            "rollback {args:?}: exec calls made\n{}",
+            run.describe()
+        );
+    }
+    run
+}
+
+/// After three deploys, `cutover rollback` points `current` at the previous release, in one exec
+/// call, with a relative link and nothing deleted; again, at the one before; then, at the oldest,
+/// it refuses clearly (exit 1) and changes nothing.
+fn rollback_goes_to_the_previous_release(kind: TargetKind) {
+    let Some(site) = Site::new(kind) else { return };
+    let r = deploy_versions(&site, 3);
+    let all = site.releases();
+
+    let run = rollback(&site, &[]);
+    run.expect_code(0, "rollback after three deploys");
+    assert_eq!(site.current_link(), Some(format!("releases/{}", r[1])));
+    assert_eq!(read(&site.at("current/index.php")), "v2\n");
+    assert!(
+        run.stdout
+            .contains(&format!("current -> releases/{} (was {})", r[1], r[2])),
+        "{}",
+        run.describe()
+    );
+    assert_eq!(site.releases(), all, "a rollback deletes nothing");
+    site.assert_clean("after a rollback");
+
+    rollback(&site, &[]).expect_code(0, "second rollback");
+    assert_eq!(site.current_id(), Some(r[0].clone()));
+    assert_eq!(read(&site.at("current/index.php")), "v1\n");
+
+    let before = snapshot(&site.path);
+    let run = rollback(&site, &[]);
+    run.expect_code(1, "rollback from the oldest release");
+    assert!(
+        run.stderr.contains("no earlier release") && run.stderr.contains(&r[0]),
+        "says why, naming the release\n{}",
+        run.describe()
+    );
+    assert_trees_equal(
+        &before,
+        &snapshot(&site.path),
+        "the deploy path after a refused rollback",
+    );
+}
+
+/// `rollback --to ID` goes to that release, older or newer than current; `--to` the current one
+/// changes nothing; an unknown ID is refused (exit 1), a malformed one is a usage error (exit 2).
+fn rollback_to_a_named_release(kind: TargetKind) {
+    let Some(site) = Site::new(kind) else { return };
+    let r = deploy_versions(&site, 3);
+
+    rollback(&site, &["--to", &r[0]]).expect_code(0, "rollback --to the oldest");
+    assert_eq!(site.current_id(), Some(r[0].clone()));
+    assert_eq!(read(&site.at("current/index.php")), "v1\n");
+
+    rollback(&site, &["--to", &r[2]]).expect_code(0, "rollback --to the newest (forward again)");
+    assert_eq!(site.current_id(), Some(r[2].clone()));
+    assert_eq!(read(&site.at("current/index.php")), "v3\n");
+
+    let run = rollback(&site, &["--to", &r[2]]);
+    run.expect_code(0, "rollback --to the current release");
+    assert!(run.stdout.contains("already current"), "{}", run.describe());
+    assert_eq!(site.current_id(), Some(r[2].clone()));
+
+    let before = snapshot(&site.path);
+    let run = rollback(&site, &["--to", "20000101000000"]);
+    run.expect_code(1, "rollback --to a release that does not exist");
+    assert!(
+        run.stderr.contains("20000101000000") && run.stderr.contains("cutover releases"),
+        "{}",
+        run.describe()
+    );
+    let run = rollback(&site, &["--to", "yesterday"]);
+    run.expect_code(2, "rollback --to something that is not a release name");
+    assert!(run.stderr.contains("14 digits"), "{}", run.describe());
+    assert_trees_equal(
+        &before,
+        &snapshot(&site.path),
+        "the deploy path after refused rollbacks",
+    );
+    site.assert_clean("after rollbacks --to");
+}
+
+/// With one release there is nothing to roll back to; with none, nothing to roll back from. Both
+/// are refused clearly (exit 1) without changing anything.
+fn rollback_without_a_previous_release_is_refused(kind: TargetKind) {
+    let Some(site) = Site::new(kind) else { return };
+    site.write("index.php", "<?php\n");
+    let run = rollback(&site, &[]);
+    run.expect_code(1, "rollback before any deploy");
+    assert!(
+        run.stderr.contains("nothing to roll back"),
+        "{}",
+        run.describe()
+    );
+
+    let only = site.deploy().release;
+    let before = snapshot(&site.path);
+    let run = rollback(&site, &[]);
+    run.expect_code(1, "rollback with a single release");
+    assert!(
+        run.stderr.contains("no earlier release") && run.stderr.contains(&only),
+        "{}",
+        run.describe()
+    );
+    assert_eq!(site.current_id(), Some(only));
+    assert_trees_equal(
+        &before,
+        &snapshot(&site.path),
+        "the deploy path after a refused rollback",
+    );
+    site.assert_clean("after a refused rollback");
+}
+
+/// Prune after a rollback (keep_releases = 2): a rollback itself deletes nothing; the next deploy
+/// builds on the release `current` points to, keeps the rolled-back-from release (it ages out
+/// like any other) and never prunes the release that is live.
+fn prune_after_a_rollback_keeps_what_is_live(kind: TargetKind) {
+    let Some(mut site) = Site::new(kind) else {
+        return;
+    };
+    site.configure("keep_releases = 2", "");
+    let r = deploy_versions(&site, 3);
+    assert_eq!(site.releases(), [r[1].clone(), r[2].clone()]);
+    rollback(&site, &[]).expect_code(0, "rollback");
+    assert_eq!(site.current_id(), Some(r[1].clone()));
+    assert_eq!(
+        site.releases(),
+        [r[1].clone(), r[2].clone()],
+        "rollback prunes nothing"
+    );
+
+    // the next deploy is planned against the live release and keeps the newest two
+    site.write("index.php", "v4\n");
+    let fourth = site.deploy();
+    assert_eq!(
+        fourth.uploaded, 2,
+        "planned against release {}: {fourth:?}",
+        r[1]
+    );
+    site.assert_release_is_source(&fourth.release, &[]);
+    assert_eq!(
+        site.releases(),
+        [r[2].clone(), fourth.release.clone()],
+        "the rolled-back-from release stays until it ages out"
+    );
+    site.write("index.php", "v5\n");
+    let fifth = site.deploy().release;
+    assert_eq!(site.releases(), [fourth.release.clone(), fifth.clone()]);
+    assert_eq!(site.manifests(), site.releases());
+
+    // a rollback to the oldest kept release, then a deploy with keep_releases = 1: the live
+    // release before the deploy goes, the new one stays, nothing else is touched
+    rollback(&site, &[]).expect_code(0, "rollback to the oldest kept release");
+    assert_eq!(site.current_id(), Some(fourth.release.clone()));
+    site.configure("keep_releases = 1", "");
+    site.write("index.php", "v6\n");
+    let sixth = site.deploy().release;
+    assert_eq!(site.releases(), [sixth.clone()]);
+    site.assert_clean("after prune following a rollback");
+}
+
+both_targets!(
+    rollback_goes_to_the_previous_release,
+    rollback_to_a_named_release,
+    rollback_without_a_previous_release_is_refused,
+    prune_after_a_rollback_keeps_what_is_live,
+);
+
+/// A rollback takes the same lock as a deploy: while one is held, it is refused (exit 1) and
+/// `current` stays where it was; the held lock is not touched.
+fn rollback_is_refused_while_the_target_is_locked(kind: TargetKind) {
+    let Some(site) = Site::new(kind) else { return };
+    let r = deploy_versions(&site, 2);
+    let info = "holder=someone@box\npid=1\nstarted=2026-01-01T00:00:00Z\nrelease=x\n";
+    write_file(&site.at(".cutover/lock/info"), info.as_bytes(), 0o644);
+    let run = site.cutover(&["rollback"]);
+    run.expect_code(1, "rollback while locked");
+    assert!(
+        run.stderr.contains("someone@box"),
+        "names the holder\n{}",
+        run.describe()
+    );
+    assert!(run.stderr.contains("cutover unlock"), "{}", run.describe());
+    assert_eq!(site.current_id(), Some(r[1].clone()), "current untouched");
+    assert_eq!(
+        read(&site.at(".cutover/lock/info")),
+        info,
+        "the lock is not ours to remove"
+    );
+}
+
+both_targets!(rollback_is_refused_while_the_target_is_locked);
+
+// --- cutover releases -------------------------------------------------------------------------------
+
+/// `cutover releases` lists every release, newest first, with its ID, age, file count and which
+/// one is current; a release without a manifest says so; names that are not releases are listed
+/// as such (and left alone).
+fn releases_lists_every_release(kind: TargetKind) {
+    let Some(site) = Site::new(kind) else { return };
+    let empty = site.cutover(&["releases"]);
+    empty.expect_code(0, "releases before the first deploy");
+    assert!(empty.stdout.contains("no releases"), "{}", empty.describe());
+
+    let r = deploy_versions(&site, 3);
+    rollback(&site, &[]).expect_code(0, "rollback");
+    mkdirs(&site.at("releases/old-site"));
+    fs::remove_file(site.at(".cutover/manifests").join(&r[0])).unwrap();
+    let execs = site.exec_sessions();
+
+    let run = site.cutover(&["releases"]);
+    run.expect_code(0, "cutover releases");
+    assert_eq!(
+        site.exec_sessions(),
+        execs,
+        "listing runs no command on the server"
+    );
+    let lines: Vec<&str> = run.stdout.lines().collect();
+    let line_of = |id: &str| -> &str {
+        lines
+            .iter()
+            .find(|l| l.starts_with(id))
+            .unwrap_or_else(|| panic!("no line for release {id}\n{}", run.describe()))
+    };
+    let ids: Vec<&str> = lines
+        .iter()
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|w| is_release_id(w))
+        .collect();
+    assert_eq!(
+        ids,
+        [&r[2], &r[1], &r[0]],
+        "every release, newest first\n{}",
+        run.describe()
+    );
+    for (i, id) in r.iter().enumerate() {
+        let line = line_of(id);
+        assert!(line.contains(" ago"), "age: {line:?}");
+        let current = line.split_whitespace().any(|w| w == "current");
+        assert_eq!(current, i == 1, "which is current: {line:?}");
+    }
+    // release i holds index.php and extra/1.txt .. extra/i.txt
+    assert!(line_of(&r[0]).contains("no manifest"), "{}", run.describe());
+    assert!(line_of(&r[1]).contains("3 files"), "{}", run.describe());
+    assert!(line_of(&r[2]).contains("4 files"), "{}", run.describe());
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("old-site") && l.contains("not a cutover release")),
+        "{}",
+        run.describe()
+    );
+    assert!(site.at("releases/old-site").is_dir());
+}
+
+both_targets!(releases_lists_every_release);
