@@ -121,11 +121,12 @@ pub struct ExplicitSsh {
 }
 
 impl Target {
-    /// `user@host:port` or `local`, for messages.
+    /// Where the deploy path is, for messages: `user@host:/path` or, locally, the path.
     pub fn describe(&self) -> String {
         match &self.host {
-            Host::Local => format!("local:{}", self.path),
-            Host::Ssh { host, port, user } => format!("{user}@{host}:{port}{}", self.path),
+            Host::Local => self.path.clone(),
+            Host::Ssh { host, port: 22, user } => format!("{user}@{host}:{}", self.path),
+            Host::Ssh { host, port, user } => format!("{user}@{host}:{} (port {port})", self.path),
         }
     }
 }

@@ -434,10 +434,12 @@ async fn run_remote_script(
     match exit.code {
         Some(0) => {
             out.summary(&summary("is live"));
+            out.info(format_args!("{}: current -> releases/{id}", target.describe()));
             Ok(())
         }
         Some(3) => {
             out.summary(&summary("is live"));
+            out.info(format_args!("{}: current -> releases/{id}", target.describe()));
             Err(LiveWithWarnings(format!(
                 "target {name}, stage after swap: release {id} is live, but an after_swap hook or the cleanup failed (see the warnings above)"
             ))
