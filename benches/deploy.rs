@@ -443,25 +443,25 @@ fn generate_webapp(root: &Path, files: usize, seed: u64) -> TreeStats {
     let mut bytes = 0;
     for i in 0..files {
         let r = rng.below(1000);
-        let (dir, ext, size, text) = if r < 900 {
+        let (dir, ext, size, text) = if r < 940 {
             (
                 dirs[rng.below(dirs.len() as u64) as usize],
                 "php",
-                200 + rng.below(12_000) as usize,
+                200 + rng.below(5_600) as usize,
                 true,
             )
-        } else if r < 990 {
+        } else if r < 995 {
             (
                 "public/img",
                 "png",
-                20_000 + rng.below(120_000) as usize,
+                10_000 + rng.below(90_000) as usize,
                 false,
             )
         } else {
             (
                 "public/build",
                 "js",
-                400_000 + rng.below(1_200_000) as usize,
+                300_000 + rng.below(1_000_000) as usize,
                 true,
             )
         };
@@ -599,12 +599,13 @@ fn local_cases(work: &Path) -> Vec<Row> {
     };
     deploy(&cfg);
     let mut assembly = Vec::new();
-    for seed in 0..RUNS as u64 {
-        touch_all(&app, 100 + seed); // every file changes: 20,000 staged files move in
+    for round in 0..runs() as u64 {
+        // every file gets a new name and content: 20,000 staged files move in, 20,000 go
+        rename_all(&app, round);
         assembly.push(deploy(&cfg));
     }
     rows.push(Row {
-        case: "server script: 20,000 staged files".into(),
+        case: "server script: 20,000 new + 20,000 deleted files".into(),
         ours: median(&assembly),
         baseline: "target ≤ 2 s".into(),
         theirs: f64::NAN,
@@ -667,12 +668,15 @@ fn generate_sized(root: &Path, files: usize, total: u64, seed: u64) {
     }
 }
 
-fn touch_all(root: &Path, seed: u64) {
+fn rename_all(root: &Path, round: u64) {
     let mut files = Vec::new();
     collect_files(root, &mut files);
     for f in files {
-        let mut h = fs::OpenOptions::new().append(true).open(&f).unwrap();
-        h.write_all(&seed.to_le_bytes()).unwrap();
+        let mut bytes = fs::read(&f).unwrap();
+        bytes.extend_from_slice(&round.to_le_bytes());
+        let name = f.file_name().unwrap().to_string_lossy().into_owned();
+        fs::write(f.with_file_name(format!("r{round}-{name}")), bytes).unwrap();
+        fs::remove_file(&f).unwrap();
     }
 }
 

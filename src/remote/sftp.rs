@@ -281,21 +281,15 @@ impl Sftp {
         }
     }
 
+    /// Open `path` for writing, created (or truncated) with `mode`; returns the handle.
+    async fn create(&self, path: &str, mode: u32) -> Result<String> {
+        let attrs = FileAttributes { permissions: Some(mode), ..FileAttributes::empty() };
+        let flags = OpenFlags::CREATE | OpenFlags::TRUNCATE | OpenFlags::WRITE;
+        Ok(self.raw.open(path, flags, attrs).await.with_context(|| format!("cannot create {path}"))?.handle)
+    }
+
     pub async fn write_file(&self, path: &str, data: &[u8], mode: u32) -> Result<()> {
-        let attrs = FileAttributes {
-            permissions: Some(mode),
-            ..FileAttributes::empty()
-        };
-        let handle = self
-            .raw
-            .open(
-                path,
-                OpenFlags::CREATE | OpenFlags::TRUNCATE | OpenFlags::WRITE,
-                attrs,
-            )
-            .await
-            .with_context(|| format!("cannot create {path}"))?
-            .handle;
+        let handle = self.create(path, mode).await?;
         let mut result = Ok(());
         for (i, chunk) in data.chunks(self.write_len).enumerate() {
             if let Err(e) = self
@@ -348,20 +342,7 @@ impl Sftp {
         mut chunks: crate::archive::Chunks,
         progress: &dyn Progress,
     ) -> Result<u64> {
-        let attrs = FileAttributes {
-            permissions: Some(0o600),
-            ..FileAttributes::empty()
-        };
-        let handle = self
-            .raw
-            .open(
-                path,
-                OpenFlags::CREATE | OpenFlags::TRUNCATE | OpenFlags::WRITE,
-                attrs,
-            )
-            .await
-            .with_context(|| format!("cannot create {path}"))?
-            .handle;
+        let handle = self.create(path, 0o600).await?;
         let mut pending = FuturesUnordered::new();
         let mut offset = 0u64;
         let mut failure: Option<anyhow::Error> = None;
