@@ -1055,17 +1055,31 @@ pub fn tampered_manifest_is_refused(kind: TargetKind) {
     assert!(original.contains("\tkeep.txt\n"), "{original}");
     // a file the `..` path would reach from inside the new release
     write_file(&site.root().join("victim/evil"), b"victim\n", 0o644);
-    for evil in [
+    let keep_line = original
+        .lines()
+        .find(|l| l.ends_with("\tkeep.txt"))
+        .unwrap()
+        .to_string();
+    // Each case: what the keep.txt line of the manifest is replaced by.
+    let cases: Vec<String> = [
         "../../../victim/evil",
         "/nonexistent-cutover-test/evil",
         "a//b",
         "./keep.txt",
-    ] {
-        fs::write(
-            &manifest,
-            original.replace("\tkeep.txt\n", &format!("\t{evil}\n")),
-        )
-        .unwrap();
+        "",
+        "a\\x00b",
+        "a\0b",
+    ]
+    .iter()
+    .map(|evil| keep_line.replace("\tkeep.txt", &format!("\t{evil}")))
+    .chain([
+        "this is not a manifest line".to_string(),
+        keep_line.replacen('f', "q", 1),
+        keep_line.replace("\t644\t", "\t4755\t"),
+    ])
+    .collect();
+    for evil in &cases {
+        fs::write(&manifest, original.replace(&keep_line, evil)).unwrap();
         site.write("index.php", format!("<?php // {evil}\n"));
         let before = snapshot(&site.path);
         let run = site.deploy_with(&[]);
