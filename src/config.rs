@@ -125,7 +125,11 @@ impl Target {
     pub fn describe(&self) -> String {
         match &self.host {
             Host::Local => self.path.clone(),
-            Host::Ssh { host, port: 22, user } => format!("{user}@{host}:{}", self.path),
+            Host::Ssh {
+                host,
+                port: 22,
+                user,
+            } => format!("{user}@{host}:{}", self.path),
             Host::Ssh { host, port, user } => format!("{user}@{host}:{} (port {port})", self.path),
         }
     }

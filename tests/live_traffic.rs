@@ -29,6 +29,8 @@ const NGINX: &str = "/usr/sbin/nginx";
 
 /// Deploys made while the traffic runs.
 const DEPLOYS: usize = 10;
+/// Rollbacks made after them, still under traffic.
+const ROLLBACKS: usize = 2;
 /// Small files per version, besides the big asset.
 const PAGES: usize = 300;
 /// The big asset's size.
@@ -45,11 +47,11 @@ const TRAFFIC_NICE: i32 = 10;
 const KEEP_ALIVE_CLIENTS: usize = 1;
 const NEW_CONNECTION_CLIENTS: usize = 1;
 
-/// While cutover deploys a site back and forth over SSH, requests to nginx keep getting whole
-/// files of one version or the other: zero connection errors, zero 404s, zero 5xx, zero mixed or
-/// truncated bodies, over keep-alive and fresh connections alike.
+/// While cutover deploys a site back and forth over SSH, then rolls it back twice, requests to
+/// nginx keep getting whole files of one version or the other: zero connection errors, zero
+/// 404s, zero 5xx, zero mixed or truncated bodies, over keep-alive and fresh connections alike.
 #[test]
-fn requests_never_fail_while_deploys_alternate_two_versions() {
+fn requests_never_fail_while_deploys_and_rollbacks_alternate_two_versions() {
     if !nginx_or_skip() {
         return;
     }
@@ -72,17 +74,34 @@ fn requests_never_fail_while_deploys_alternate_two_versions() {
         })
         .collect();
 
+    // Every swap must happen while requests are in flight: a deploy or rollback during which no
+    // request completed would prove nothing.
+    let mut quiet = Vec::new();
+    let mut during = |what: String, change: &mut dyn FnMut()| {
+        let before = done.load(Ordering::Relaxed);
+        change();
+        if done.load(Ordering::Relaxed) == before {
+            quiet.push(what);
+        }
+    };
     let mut live = vec![first.release];
-    let mut quiet_deploys = Vec::new();
     let deploys_started = Instant::now();
     for n in 1..=DEPLOYS {
         versions.write(&site, n % 2);
-        let before = done.load(Ordering::Relaxed);
-        let s = site.deploy();
-        if done.load(Ordering::Relaxed) == before {
-            quiet_deploys.push(n);
-        }
-        live.push(s.release);
+        during(format!("deploy {n}"), &mut || {
+            live.push(site.deploy().release)
+        });
+    }
+    for n in 1..=ROLLBACKS {
+        during(format!("rollback {n}"), &mut || {
+            site.cutover(&["rollback"])
+                .expect_code(0, "rollback under traffic");
+        });
+        assert_eq!(
+            site.current_id().as_ref(),
+            Some(&live[DEPLOYS - n]),
+            "rollback {n} went to the release before"
+        );
     }
     let deploy_time = deploys_started.elapsed();
     stop.store(true, Ordering::Relaxed);
@@ -92,7 +111,7 @@ fn requests_never_fail_while_deploys_alternate_two_versions() {
     let total = Stats::sum(&stats);
     println!(
         "live traffic: {} requests ({} over keep-alive connections, {} on new connections) during {DEPLOYS} deploys \
-         ({:.1} s); \
+         and {ROLLBACKS} rollbacks ({:.1} s); \
          {} served version A, {} version B; {} failed",
         total.requests,
         stats[..KEEP_ALIVE_CLIENTS].iter().map(|s| s.requests).sum::<u64>(),
@@ -110,8 +129,8 @@ fn requests_never_fail_while_deploys_alternate_two_versions() {
         total.failures[..total.failures.len().min(20)].join("\n")
     );
     assert!(
-        quiet_deploys.is_empty(),
-        "no request completed during deploy(s) {quiet_deploys:?}: the traffic did not overlap them"
+        quiet.is_empty(),
+        "no request completed during {quiet:?}: the traffic did not overlap them"
     );
     assert!(
         total.served[0] > 0 && total.served[1] > 0,
@@ -124,7 +143,6 @@ fn requests_never_fail_while_deploys_alternate_two_versions() {
     );
     live.dedup();
     assert_eq!(live.len(), DEPLOYS + 1, "every deploy made a new release");
-    assert_eq!(site.current_id().as_ref(), live.last());
 }
 
 // --- the two versions ------------------------------------------------------------------------------

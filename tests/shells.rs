@@ -494,3 +494,19 @@ fn busybox_userland_builds_the_same_trees() {
     let (codes, trees) = scenario(&lab);
     assert_reference_behaviour(&codes, &trees, &lab);
 }
+
+/// A `cp` without `-l` (macOS): staged files are renamed in, one `mv` per directory, and the
+/// scenario ends with the same trees.
+#[test]
+fn staged_files_are_renamed_in_where_cp_cannot_link() {
+    let lab = Lab::new(&["dash"], None);
+    let fake = lab.dir.path().join("shim/cp");
+    fs::write(
+        &fake,
+        "#!/bin/sh\nfor a do case $a in --) break;; -*l*) echo \"cp: illegal option -- l\" >&2; exit 64;; esac; done\nexec /bin/cp \"$@\"\n",
+    )
+    .unwrap();
+    fs::set_permissions(&fake, fs::Permissions::from_mode(0o755)).unwrap();
+    let (codes, trees) = scenario(&lab);
+    assert_reference_behaviour(&codes, &trees, &lab);
+}

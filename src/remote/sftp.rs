@@ -15,6 +15,7 @@ use russh_sftp::client::RawSftpSession;
 use russh_sftp::protocol::{FileAttributes, OpenFlags, StatusCode};
 
 use futures::stream::FuturesUnordered;
+use futures::FutureExt;
 
 use super::{PathKind, Progress, SmallFile};
 
@@ -28,7 +29,7 @@ const DEFAULT_WRITE_LEN: usize = 255 * 1024;
 
 pub struct Sftp {
     raw: Arc<RawSftpSession>,
-    write_len: usize,
+    write_len: futures::future::Shared<futures::future::BoxFuture<'static, usize>>,
 }
 
 fn is_status(e: &SftpError, code: StatusCode) -> bool {
@@ -41,37 +42,46 @@ fn not_found(e: &SftpError) -> bool {
 
 impl Sftp {
     pub async fn start(channel: russh::Channel<russh::client::Msg>) -> Result<Sftp> {
+        // No waiting for the subsystem's reply: a refusal closes the channel, which the INIT
+        // below reports. One round trip saved on every connection.
         channel
-            .request_subsystem(true, "sftp")
+            .request_subsystem(false, "sftp")
             .await
-            .context("the server refused the SFTP subsystem")?;
+            .context("cannot request the SFTP subsystem")?;
         let cfg = russh_sftp::client::Config {
             request_timeout_secs: 120,
             ..Default::default()
         };
-        let raw = RawSftpSession::new_with_config(channel.into_stream(), cfg);
-        let version = raw
-            .init()
-            .await
-            .context("SFTP handshake failed (is the sftp subsystem enabled on the server?)")?;
-        let mut write_len = DEFAULT_WRITE_LEN;
-        let mut raw = raw;
-        if version
+        let raw = Arc::new(RawSftpSession::new_with_config(channel.into_stream(), cfg));
+        let version = raw.init().await.context(
+            "SFTP is not available: the server refused the sftp subsystem (is `Subsystem sftp` enabled in sshd_config?)",
+        )?;
+        // The server's write limit is only needed once uploads start: ask for it in the
+        // background instead of waiting a round trip now.
+        let asks_limits = version
             .extensions
             .get("limits@openssh.com")
-            .is_some_and(|v| v == "1")
-        {
-            if let Ok(limits) = raw.limits().await {
-                if limits.max_write_len > 0 {
-                    write_len = write_len.min(limits.max_write_len as usize);
-                }
-                raw.set_limits(limits.into());
+            .is_some_and(|v| v == "1");
+        let limits_raw = raw.clone();
+        let write_len = async move {
+            if !asks_limits {
+                return DEFAULT_WRITE_LEN;
             }
-        }
-        Ok(Sftp {
-            raw: Arc::new(raw),
-            write_len,
-        })
+            match limits_raw.limits().await {
+                Ok(l) if l.max_write_len > 0 => DEFAULT_WRITE_LEN.min(l.max_write_len as usize),
+                _ => DEFAULT_WRITE_LEN,
+            }
+        };
+        let write_len = tokio::spawn(write_len)
+            .map(|r| r.unwrap_or(DEFAULT_WRITE_LEN))
+            .boxed()
+            .shared();
+        Ok(Sftp { raw, write_len })
+    }
+
+    /// Largest WRITE the server takes.
+    async fn write_len(&self) -> usize {
+        self.write_len.clone().await
     }
 
     pub async fn read_link(&self, path: &str) -> Result<Option<String>> {
@@ -283,18 +293,27 @@ impl Sftp {
 
     /// Open `path` for writing, created (or truncated) with `mode`; returns the handle.
     async fn create(&self, path: &str, mode: u32) -> Result<String> {
-        let attrs = FileAttributes { permissions: Some(mode), ..FileAttributes::empty() };
+        let attrs = FileAttributes {
+            permissions: Some(mode),
+            ..FileAttributes::empty()
+        };
         let flags = OpenFlags::CREATE | OpenFlags::TRUNCATE | OpenFlags::WRITE;
-        Ok(self.raw.open(path, flags, attrs).await.with_context(|| format!("cannot create {path}"))?.handle)
+        Ok(self
+            .raw
+            .open(path, flags, attrs)
+            .await
+            .with_context(|| format!("cannot create {path}"))?
+            .handle)
     }
 
     pub async fn write_file(&self, path: &str, data: &[u8], mode: u32) -> Result<()> {
         let handle = self.create(path, mode).await?;
         let mut result = Ok(());
-        for (i, chunk) in data.chunks(self.write_len).enumerate() {
+        let write_len = self.write_len().await;
+        for (i, chunk) in data.chunks(write_len).enumerate() {
             if let Err(e) = self
                 .raw
-                .write(handle.as_str(), (i * self.write_len) as u64, chunk.to_vec())
+                .write(handle.as_str(), (i * write_len) as u64, chunk.to_vec())
                 .await
             {
                 result = Err(e).with_context(|| format!("cannot write {path}"));
@@ -343,6 +362,7 @@ impl Sftp {
         progress: &dyn Progress,
     ) -> Result<u64> {
         let handle = self.create(path, 0o600).await?;
+        let write_len = self.write_len().await;
         let mut pending = FuturesUnordered::new();
         let mut offset = 0u64;
         let mut failure: Option<anyhow::Error> = None;
@@ -354,7 +374,7 @@ impl Sftp {
                     break;
                 }
             };
-            for piece in chunk.chunks(self.write_len) {
+            for piece in chunk.chunks(write_len) {
                 while pending.len() >= WRITES_IN_FLIGHT {
                     match pending.next().await {
                         Some(Ok(n)) => progress.advance(n),

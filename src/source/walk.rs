@@ -297,17 +297,24 @@ fn add_missing_parents(entries: &mut BTreeMap<String, Entry>) {
 
 /// xxh3-128 of a file's content.
 pub fn hash_file(path: &Path) -> std::io::Result<u128> {
-    let mut f = fs::File::open(path)?;
-    let mut hasher = Xxh3::new();
-    let mut buf = vec![0u8; 256 * 1024];
-    loop {
-        let n = f.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buf[..n]);
+    thread_local! {
+        // One read buffer per hashing thread: allocating (and zeroing) one per file costs
+        // more than hashing a small file.
+        static BUF: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(vec![0u8; 256 * 1024]);
     }
-    Ok(hasher.digest128())
+    let mut f = fs::File::open(path)?;
+    BUF.with(|buf| {
+        let mut buf = buf.borrow_mut();
+        let mut hasher = Xxh3::new();
+        loop {
+            let n = f.read(&mut buf)?;
+            if n == 0 {
+                break;
+            }
+            hasher.update(&buf[..n]);
+        }
+        Ok(hasher.digest128())
+    })
 }
 
 #[cfg(test)]
