@@ -62,13 +62,39 @@ pub async fn run(target: &Target, opts: Options, out: Output) -> Result<()> {
         return Ok(());
     }
 
-    // The lock and the server's state are requested together; nothing is written until the
-    // lock is ours.
-    let (held, state) = tokio::join!(
-        lock::acquire(&session, &layout, target),
-        read_state(&session, &layout, target)
+    // What is on the server and the lock, with as few round trips as the order allows: the lock
+    // is prepared while the releases are listed, and taken (with its info naming this release
+    // from the first instant) while the live release's manifest is read.
+    let (survey, pending) = tokio::join!(
+        survey(&session, &layout, target),
+        lock::prepare(&session, &layout, target)
     );
-    let held = held?;
+    let (survey, pending) = match (survey, pending) {
+        (Ok(s), Ok(p)) => (s, p),
+        (Err(e), pending) => {
+            if let Ok(p) = pending {
+                p.discard(&session).await;
+            }
+            session.close().await;
+            return Err(e);
+        }
+        (Ok(_), Err(e)) => {
+            session.close().await;
+            return Err(e);
+        }
+    };
+    let id = ReleaseId::next(&survey.releases);
+    let (state, held) = tokio::join!(
+        load_previous(&session, &layout, target, survey),
+        pending.take(&session, &layout, target, &id, "cutover deploy")
+    );
+    let held = match held {
+        Ok(h) => h,
+        Err(e) => {
+            session.close().await;
+            return Err(e);
+        }
+    };
     let state = match state {
         Ok(s) => s,
         Err(e) => {
@@ -81,7 +107,7 @@ pub async fn run(target: &Target, opts: Options, out: Output) -> Result<()> {
     // server has nothing but staging and the lock to forget.
     let prepared = tokio::select! {
         signal = interrupts.next() => Err(anyhow!("target {name}: interrupted by {signal} before the deploy script ran; current is untouched")),
-        prepared = prepare(&session, &layout, target, &new, state, opts, out, &held) => prepared,
+        prepared = prepare(&session, &layout, target, &new, state, &held, opts, out) => prepared,
     };
     let prepared = match prepared {
         Ok(p) => p,
@@ -153,28 +179,54 @@ async fn abandon(
     target: &Target,
     out: Output,
 ) {
-    let staging = held
-        .release
-        .lock()
-        .unwrap()
-        .clone()
-        .map(|id| layout.staging(&id));
-    let mut done = Vec::new();
-    if let Some(staging) = staging {
-        match session.remove_tree(&staging).await {
-            Ok(()) => done.push(format!("removed {staging}")),
-            Err(_) => done.push(format!("left {staging} (the next deploy removes it)")),
+    let release = Some(held.release.clone());
+    let mut done = clean_up(session, layout, release.as_ref()).await;
+    if !done.released {
+        // The connection may be what failed: once more over a new one, removing the lock only
+        // if its info file still names this deploy's release.
+        let reopened = tokio::time::timeout(
+            std::time::Duration::from_secs(15),
+            Session::open(target, false),
+        )
+        .await;
+        if let (Ok(Ok(fresh)), Some(id)) = (reopened, release.as_ref()) {
+            if lock::held_for(&fresh, layout, id).await {
+                done = clean_up(&fresh, layout, Some(id)).await;
+                done.notes.insert(0, "reconnected".into());
+            }
+            fresh.close().await;
         }
     }
-    match lock::release(session, layout).await {
-        Ok(()) => done.push("released the lock".into()),
-        Err(_) => done.push(format!(
+    if !done.released {
+        done.notes.push(format!(
             "could NOT release the lock {}: run `cutover unlock {}`",
             layout.lock(),
             target.name
-        )),
+        ));
     }
-    out.warn(&format!("deploy abandoned: {}", done.join(", ")));
+    out.warn(&format!("deploy abandoned: {}", done.notes.join(", ")));
+}
+
+struct CleanUp {
+    notes: Vec<String>,
+    released: bool,
+}
+
+/// Remove this deploy's staging and the lock; say what was done.
+async fn clean_up(session: &Session, layout: &Layout, release: Option<&ReleaseId>) -> CleanUp {
+    let mut notes = Vec::new();
+    if let Some(id) = release {
+        let staging = layout.staging(id);
+        match session.remove_tree(&staging).await {
+            Ok(()) => notes.push(format!("removed {staging}")),
+            Err(_) => notes.push(format!("left {staging} (the next deploy removes it)")),
+        }
+    }
+    let released = lock::release(session, layout).await.is_ok();
+    if released {
+        notes.push("released the lock".into());
+    }
+    CleanUp { notes, released }
 }
 
 /// Resolves on SIGINT or SIGTERM, naming it.
@@ -218,6 +270,19 @@ pub struct State {
 }
 
 pub async fn read_state(session: &Session, layout: &Layout, target: &Target) -> Result<State> {
+    let survey = survey(session, layout, target).await?;
+    load_previous(session, layout, target, survey).await
+}
+
+/// The releases and where `current` points, without the manifest yet.
+pub struct Survey {
+    releases: Vec<ReleaseId>,
+    foreign: Vec<String>,
+    current: Option<String>,
+    current_id: Option<ReleaseId>,
+}
+
+async fn survey(session: &Session, layout: &Layout, target: &Target) -> Result<Survey> {
     let ctx = || format!("target {}, stage plan", target.name);
     // Independent requests, sent together: one round trip instead of three.
     let (releases_dir, current_link) = (layout.releases(), layout.current());
@@ -258,6 +323,28 @@ pub async fn read_state(session: &Session, layout: &Layout, target: &Target) -> 
             parent == "releases" || parent == layout.releases() || parent.ends_with("/releases");
         ReleaseId::parse(last).filter(|_| parent_ok)
     });
+    Ok(Survey {
+        releases,
+        foreign,
+        current,
+        current_id,
+    })
+}
+
+/// Read and check the manifest of the release `current` points to, when there is one.
+async fn load_previous(
+    session: &Session,
+    layout: &Layout,
+    target: &Target,
+    survey: Survey,
+) -> Result<State> {
+    let ctx = || format!("target {}, stage plan", target.name);
+    let Survey {
+        releases,
+        foreign,
+        current,
+        current_id,
+    } = survey;
     let previous = match current_id {
         Some(id) if releases.contains(&id) => match session
             .read_file(&layout.manifest(&id), MANIFEST_LIMIT)
@@ -298,13 +385,12 @@ async fn prepare(
     target: &Target,
     new: &Manifest,
     state: State,
+    held: &lock::Held,
     opts: Options,
     out: Output,
-    held: &lock::Held,
 ) -> Result<Prepared> {
     let name = &target.name;
-    let id = ReleaseId::next(&state.releases);
-    *held.release.lock().unwrap() = Some(id.clone());
+    let id = held.release.clone();
 
     let plan = Plan::build(
         state.previous.as_ref().map(|(id, m)| (id, m)),
@@ -348,14 +434,11 @@ async fn prepare(
         .create_dir_all(&layout.staging(&id))
         .await
         .with_context(|| format!("target {name}, stage upload"))?;
-    let mut small = vec![
-        SmallFile {
-            path: layout.staging_manifest(&id),
-            bytes: new.render().into_bytes(),
-            mode: 0o644,
-        },
-        lock::info_file(layout, &id, "cutover deploy"),
-    ];
+    let mut small = vec![SmallFile {
+        path: layout.staging_manifest(&id),
+        bytes: new.render().into_bytes(),
+        mode: 0o644,
+    }];
     if !opts.emit_script {
         small.push(SmallFile {
             path: layout.staging_script(&id),

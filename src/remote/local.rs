@@ -95,6 +95,15 @@ impl LocalSession {
             .with_context(|| format!("cannot set the mode of {path}"))
     }
 
+    pub fn rename_dir(&self, from: &str, to: &str) -> Result<()> {
+        // rename(2) would replace an empty directory: refuse any existing name first (a lock
+        // always holds its info file, so the rename itself fails on a race).
+        if fs::symlink_metadata(to).is_ok() {
+            anyhow::bail!("{to} exists");
+        }
+        fs::rename(from, to).with_context(|| format!("cannot rename {from} to {to}"))
+    }
+
     pub fn remove_file(&self, path: &str) -> Result<()> {
         fs::remove_file(path).with_context(|| format!("cannot remove {path}"))
     }

@@ -137,6 +137,14 @@ impl Session {
         }
     }
 
+    /// Rename a directory to a name that must not exist yet (how the lock is taken).
+    pub async fn rename_dir(&self, from: &str, to: &str) -> Result<()> {
+        match self {
+            Session::Ssh(s) => s.guard(s.sftp.rename(from, to)).await,
+            Session::Local(s) => s.rename_dir(from, to),
+        }
+    }
+
     /// Write several small files at once (all requests in flight together).
     pub async fn write_files(&self, files: &[SmallFile]) -> Result<()> {
         match self {

@@ -328,6 +328,16 @@ impl Sftp {
         result.and(closed.map(|_| ()))
     }
 
+    /// Plain SFTP RENAME: OpenSSH refuses it when the new name exists, and rename(2) of a
+    /// directory onto a non-empty one fails anyway, so of two racing renames one wins.
+    pub async fn rename(&self, from: &str, to: &str) -> Result<()> {
+        self.raw
+            .rename(from, to)
+            .await
+            .map(|_| ())
+            .with_context(|| format!("cannot rename {from} to {to}"))
+    }
+
     pub async fn remove_file(&self, path: &str) -> Result<()> {
         self.raw
             .remove(path)
