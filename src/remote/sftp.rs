@@ -267,16 +267,34 @@ impl Sftp {
         }
     }
 
+    /// Create `path` and its missing parents: MKDIR from the deepest component up while the
+    /// server answers "no such file" (a parent is missing), then back down. For a new deploy path
+    /// under an existing directory that is a few requests, not two per component.
     pub async fn create_dir_all(&self, path: &str) -> Result<()> {
-        // Fast path: usually everything but the last component exists already.
-        if self.ensure_dir(path).await.is_ok() {
-            return Ok(());
+        let mut missing = Vec::new();
+        let mut cur = path.trim_end_matches('/');
+        loop {
+            match self.raw.mkdir(cur, Self::dir_attrs()).await {
+                Ok(_) => break,
+                Err(e) if not_found(&e) => {
+                    missing.push(cur);
+                    match cur.rsplit_once('/') {
+                        Some((parent, _)) if !parent.is_empty() => cur = parent,
+                        _ => {
+                            return Err(e)
+                                .with_context(|| format!("cannot create directory {path}"))
+                        }
+                    }
+                }
+                // Anything else: it may exist already, which ensure_dir tells apart.
+                Err(_) => {
+                    self.ensure_dir(cur).await?;
+                    break;
+                }
+            }
         }
-        let mut cur = String::new();
-        for part in path.split('/').filter(|p| !p.is_empty()) {
-            cur.push('/');
-            cur.push_str(part);
-            self.ensure_dir(&cur).await?;
+        for dir in missing.iter().rev() {
+            self.ensure_dir(dir).await?;
         }
         Ok(())
     }
