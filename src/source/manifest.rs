@@ -2,13 +2,13 @@
 //!
 //! ```text
 //! cutover-manifest 1
-//! d	755	-	-	assets
-//! f	644	5120	7c1e0f5c2b9d4a1e8f3b6d0a9c8e7f61	assets/app.css
-//! f	755	88	0d5f…	bin/console
-//! l	777	-	-	latest	releases/current.txt
+//! d → 755 → - → - → assets
+//! f → 644 → 5120 → 7c1e0f5c2b9d4a1e8f3b6d0a9c8e7f61 → assets/app.css
+//! f → 755 → 88 → 0d5f… → bin/console
+//! l → 777 → - → - → latest → releases/current.txt
 //! ```
 //!
-//! Fields are separated by one TAB: kind (`f` file, `d` directory, `l` symlink), mode (octal
+//! Fields are separated by one TAB (shown as → above): kind (`f` file, `d` directory, `l` symlink), mode (octal
 //! permission bits), size in bytes (`-` unless a file), xxh3-128 of the content as 32 lowercase hex
 //! digits (`-` unless a file), the path relative to the release root, and for symlinks the link
 //! target. Lines are sorted by path (byte order) and every parent directory has its own `d` line.
