@@ -304,41 +304,6 @@ fn deploy_path_under_a_regular_file_fails() {
     assert_eq!(fs::read_to_string(&file).unwrap(), "not a directory\n");
 }
 
-/// A user account made for this test, removed again on drop.
-struct TestUser {
-    name: String,
-}
-
-impl TestUser {
-    fn create(home: &Path) -> TestUser {
-        let name = format!("cochk{}", std::process::id());
-        let _ = Command::new("userdel").arg(&name).output();
-        // `-p '*'`: no password, but not locked (`!`): sshd without PAM refuses locked accounts
-        let out = Command::new("useradd")
-            .args(["-M", "-s", "/bin/sh", "-p", "*", "-d"])
-            .arg(home)
-            .arg(&name)
-            .output()
-            .expect("running useradd");
-        assert!(out.status.success(), "useradd {name}: {out:?}");
-        TestUser { name }
-    }
-}
-
-impl Drop for TestUser {
-    fn drop(&mut self) {
-        // its sshd session may take a moment to end
-        for _ in 0..50 {
-            let out = Command::new("userdel").arg(&self.name).output();
-            if out.map(|o| o.status.success()).unwrap_or(false) {
-                return;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(100));
-        }
-        let _ = Command::new("userdel").arg("-f").arg(&self.name).output();
-    }
-}
-
 /// The deploy path exists but belongs to root; the deploy user cannot write into it.
 #[test]
 fn deploy_path_not_writable_by_the_user_fails() {
@@ -357,7 +322,7 @@ fn deploy_path_not_writable_by_the_user_fails() {
     fs::set_permissions(keys_dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
     let home = keys_dir.path().join("home");
     fs::create_dir(&home).unwrap();
-    let user = TestUser::create(&home);
+    let user = common::TestUser::create("cochk", &home);
     let keys = keys_dir.path().join("authorized_keys");
     let extra = format!(
         "Match User {}\n    AuthorizedKeysFile {}\n",

@@ -687,41 +687,6 @@ fn undeletable_old_release_warns_and_stays_live(kind: TargetKind) {
 
 both_targets!(undeletable_old_release_warns_and_stays_live);
 
-/// A throwaway login user (`useradd`), removed on drop.
-struct TestUser {
-    name: String,
-}
-
-impl TestUser {
-    fn create(home: &Path) -> TestUser {
-        let name = format!("cofault{}", std::process::id());
-        let _ = Command::new("userdel").arg(&name).output();
-        // `-p '*'`: no password, but not locked (`!`): sshd without PAM refuses locked accounts
-        let out = Command::new("useradd")
-            .args(["-M", "-s", "/bin/sh", "-p", "*", "-d"])
-            .arg(home)
-            .arg(&name)
-            .output()
-            .expect("running useradd");
-        assert!(out.status.success(), "useradd {name}: {out:?}");
-        TestUser { name }
-    }
-}
-
-impl Drop for TestUser {
-    fn drop(&mut self) {
-        // its sshd session may take a moment to end
-        for _ in 0..50 {
-            let out = Command::new("userdel").arg(&self.name).output();
-            if out.map(|o| o.status.success()).unwrap_or(false) {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        let _ = Command::new("userdel").arg("-f").arg(&self.name).output();
-    }
-}
-
 /// The realistic variant over SSH: the deploy user cannot remove a directory that root made in
 /// an old release (a cron job's cache, say). Same outcome: live, exit 3, the path named.
 #[test]
@@ -734,7 +699,7 @@ fn root_owned_dir_in_an_old_release_warns_and_stays_live() {
     fs::set_permissions(keys.path(), fs::Permissions::from_mode(0o755)).unwrap();
     let home = keys.path().join("home");
     mkdirs(&home);
-    let user = TestUser::create(&home);
+    let user = common::TestUser::create("cofault", &home);
     let authorized = keys.path().join("authorized_keys");
     let sshd = common::Sshd::start_with(&format!(
         "Match User {}\n    AuthorizedKeysFile {}\n",

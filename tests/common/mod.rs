@@ -508,3 +508,39 @@ fn find_in_path(name: &str) -> Option<PathBuf> {
         .map(|d| d.join(name))
         .find(|p| is_executable(p))
 }
+
+/// A throwaway login user (`useradd`), for tests that need a deploy user who is not root;
+/// removed on drop. Its name is `PREFIX<pid>`.
+pub struct TestUser {
+    pub name: String,
+}
+
+impl TestUser {
+    pub fn create(prefix: &str, home: &Path) -> TestUser {
+        let name = format!("{prefix}{}", std::process::id());
+        let _ = Command::new("userdel").arg(&name).output();
+        // `-p '*'`: no password, but not locked (`!`): sshd without PAM refuses locked accounts
+        let out = Command::new("useradd")
+            .args(["-M", "-s", "/bin/sh", "-p", "*", "-d"])
+            .arg(home)
+            .arg(&name)
+            .output()
+            .expect("running useradd");
+        assert!(out.status.success(), "useradd {name}: {out:?}");
+        TestUser { name }
+    }
+}
+
+impl Drop for TestUser {
+    fn drop(&mut self) {
+        // its sshd session may take a moment to end
+        for _ in 0..50 {
+            let out = Command::new("userdel").arg(&self.name).output();
+            if out.map(|o| o.status.success()).unwrap_or(false) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = Command::new("userdel").arg("-f").arg(&self.name).output();
+    }
+}
