@@ -34,6 +34,12 @@ const ONE_WAY_DELAY: Duration = Duration::from_millis(25);
 const SFTP_CAP: Duration = Duration::from_secs(120);
 
 fn main() {
+    // `cargo test --all-targets` runs this file too, without `--bench`: the suite should not
+    // spend minutes benchmarking. `cargo bench` (scripts/bench) passes `--bench`.
+    if !std::env::args().any(|a| a == "--bench") {
+        println!("benches/deploy.rs: run it with scripts/bench (cargo bench --bench deploy)");
+        return;
+    }
     let quick = std::env::args().any(|a| a == "--quick");
     let work = tempfile::Builder::new()
         .prefix("cutover-bench")
