@@ -604,8 +604,9 @@ impl Drop for Immutable {
 }
 
 /// Cleanup cannot remove the oldest release (a directory in it is immutable): the new release is
-/// live anyway, the deploy exits 3 with a warning naming the path, and later deploys still work
-/// (exit 3 while the obstacle stays, exit 0 and the old release pruned once it is gone).
+/// live anyway, the deploy exits 3 with a warning naming the path; the remains wait in
+/// .cutover/trash (out of releases/, so never a rollback target), and later deploys still work
+/// and delete them once they can.
 fn undeletable_old_release_warns_and_stays_live(kind: TargetKind) {
     if !root_or_skip("chattr +i") {
         return;
@@ -619,7 +620,7 @@ fn undeletable_old_release_warns_and_stays_live(kind: TargetKind) {
     site.write("index.php", "<?php echo 2;\n");
     let second = site.deploy().release;
     let stuck = site.release_dir(&oldest).join("assets");
-    let Some(guard) = Immutable::set(&stuck) else {
+    let Some(mut guard) = Immutable::set(&stuck) else {
         assert!(
             std::env::var_os("CI").is_none(),
             "chattr +i is not supported on {}: the CI runner's temp dir must support it",
@@ -655,32 +656,37 @@ fn undeletable_old_release_warns_and_stays_live(kind: TargetKind) {
         "{}",
         run.describe()
     );
-    assert_eq!(
-        site.releases(),
-        [oldest.clone(), second.clone(), third.clone()]
+    // The stuck release left releases/ (and its manifest) before its deletion failed: what is
+    // left of it sits in .cutover/trash, where no rollback can pick it.
+    assert_eq!(site.releases(), [second.clone(), third.clone()]);
+    assert_eq!(site.manifests(), site.releases());
+    let trash = site.at(format!(".cutover/trash/{oldest}"));
+    assert!(
+        trash.exists(),
+        "{} holds what could not be deleted",
+        trash.display()
     );
     site.assert_clean("after a deploy whose cleanup failed");
 
-    // While the obstacle stays, a deploy still goes live and prunes what it can.
+    // While the obstacle stays, a deploy still goes live and prunes the next one.
     site.write("index.php", "<?php echo 4;\n");
     let run = site.deploy_with(&[]);
-    run.expect_code(3, "the next deploy, the old release still stuck");
+    run.expect_code(
+        0,
+        "the next deploy, the old release still stuck in the trash",
+    );
     let fourth = run.summary().release;
     assert_eq!(site.current_id(), Some(fourth.clone()));
     site.assert_release_is_source(&fourth, WEBAPP_NOT_DEPLOYED);
-    assert_eq!(
-        site.releases(),
-        [oldest.clone(), third.clone(), fourth.clone()]
-    );
+    assert_eq!(site.releases(), [third.clone(), fourth.clone()]);
+    assert!(trash.exists(), "still stuck");
 
+    guard.path = trash.join("assets"); // the immutable directory moved with its release
     drop(guard);
     site.write("index.php", "<?php echo 5;\n");
     let fifth = site.deploy().release;
-    assert_eq!(
-        site.releases(),
-        [fourth, fifth.clone()],
-        "the old release is pruned at last"
-    );
+    assert_eq!(site.releases(), [fourth, fifth.clone()]);
+    assert!(!trash.exists(), "the trash is emptied at last");
     assert_eq!(site.manifests(), site.releases());
     site.assert_clean("after the obstacle was removed");
 }
@@ -756,9 +762,19 @@ fn root_owned_dir_in_an_old_release_warns_and_stays_live() {
     );
     site.assert_clean("after a deploy whose cleanup failed");
 
+    // what is left waits in .cutover/trash, out of releases/; the next deploy goes live, says
+    // it could not remove that leftover, and exits 0
+    let trash = site.at(format!(".cutover/trash/{oldest}"));
+    assert!(trash.join("cache/entry").exists());
+    assert!(!site.releases().contains(&oldest));
     site.write("index.php", "<?php echo 4;\n");
     let run = site.deploy_with(&[]);
-    run.expect_code(3, "the next deploy, the old release still stuck");
+    run.expect_code(0, "the next deploy, the old release's remains still stuck");
+    assert!(
+        run.stderr.contains("could not remove leftover"),
+        "{}",
+        run.describe()
+    );
     assert_eq!(site.current_id(), Some(run.summary().release));
 }
 
