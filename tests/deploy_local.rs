@@ -370,3 +370,51 @@ fn interrupt_during_the_upload_abandons_cleanly() {
 fn interrupt_right_after_the_lock_is_taken_releases_it() {
     s::interrupt_before_the_script_abandons_cleanly(Local, s::Moment::LockTaken);
 }
+
+/// The README's first command: the bundled demo config (with its deploy path moved into a
+/// temporary directory) deploys fixtures/demo-site, runs its hooks, and a second run builds a
+/// new release from the unchanged site.
+#[test]
+fn bundled_demo_config_deploys_the_demo_site() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let demo = fs::read_to_string(root.join("examples/demo/cutover.toml")).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let app = dir.path().join("app");
+    let site = root.join("fixtures/demo-site");
+    let config = demo
+        .replace(
+            "\"../../fixtures/demo-site\"",
+            &toml_str(&site.display().to_string()),
+        )
+        .replace(
+            "\"/tmp/cutover-demo\"",
+            &toml_str(&app.display().to_string()),
+        );
+    assert_ne!(
+        config, demo,
+        "the demo config names its source and path as the README says"
+    );
+    let file = dir.path().join("cutover.toml");
+    fs::write(&file, config).unwrap();
+    let args = [
+        "deploy".to_string(),
+        "--config".to_string(),
+        file.display().to_string(),
+    ];
+    for round in 0..2 {
+        let run = run_cutover(dir.path(), dir.path(), &args);
+        assert_eq!(run.code, Some(0), "round {round}\n{}", run.describe());
+        assert!(
+            run.stderr.contains("live: "),
+            "the after_swap hook ran\n{}",
+            run.describe()
+        );
+        let index = fs::read_to_string(app.join("current/index.html")).unwrap();
+        assert_eq!(index, fs::read_to_string(site.join("index.html")).unwrap());
+        assert!(
+            app.join("current/.htaccess").exists(),
+            "hidden files are deployed"
+        );
+    }
+    assert_eq!(fs::read_dir(app.join("releases")).unwrap().count(), 2);
+}
