@@ -248,7 +248,7 @@ fn client(
         rng ^= rng << 13;
         rng ^= rng >> 7;
         rng ^= rng << 17;
-        let path = if rng % ASSET_EVERY == 0 {
+        let path = if rng.is_multiple_of(ASSET_EVERY) {
             ASSET
         } else {
             versions.paths[((rng >> 8) % small) as usize].as_str()

@@ -428,9 +428,7 @@ mod tests {
         // A FIFO opens but a directory cannot be read as a file, even by root: swap a file for a
         // directory between the walk and the hash to reach the error path deterministically.
         let d = tree();
-        let e = hash_file(&d.path().join("empty"))
-            .err()
-            .expect("reading a directory fails");
+        let e = hash_file(&d.path().join("empty")).expect_err("reading a directory fails");
         assert_eq!(e.raw_os_error(), Some(21), "EISDIR");
         let f = d.path().join("gone.txt");
         let e = format!(

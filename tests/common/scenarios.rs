@@ -1441,7 +1441,7 @@ pub fn interrupt_before_the_script_abandons_cleanly(kind: TargetKind, moment: Mo
         run.describe()
     );
     assert!(run.stderr.contains("interrupted"), "{}", run.describe());
-    assert!(staged.map_or(true, |d| !d.exists()), "staging removed");
+    assert!(staged.is_none_or(|d| !d.exists()), "staging removed");
     assert_eq!(site.exec_sessions(), execs, "the script never ran");
     assert_eq!(site.current_id(), Some(first.release.clone()));
     site.assert_clean("after an interrupted upload");
