@@ -3,7 +3,7 @@
 //! 1. scan the source (before connecting: an unreadable file stops us before anything is sent)
 //! 2. connect, take the lock
 //! 3. plan against the manifest of the release `current` points to
-//! 4. upload changed files, the new manifest and the script into staging
+//! 4. upload the changed files (as tar archives), the new manifest and the script into staging
 //! 5. run the script in one exec call (or, with --emit-script, print it)
 //!
 //! Until the script runs, nothing outside `.cutover/` has changed, so a failure here only has to
