@@ -333,36 +333,10 @@ fn sigterm_during_the_upload_abandons_cleanly(kind: TargetKind) {
 }
 
 /// A before_swap hook that says it started, then waits (at most 30 s) for the test's `go` file.
-const WAIT_FOR_GO: &str = "touch \"$CUTOVER_DEPLOY_PATH/hook-started\"; i=0; \
-     while [ ! -e \"$CUTOVER_DEPLOY_PATH/go\" ]; do i=$((i+1)); [ $i -lt 300 ] || exit 9; sleep 0.1; done";
-
-/// SIGTERM while the script runs on the server does not abandon it: the client says the script
-/// completes on its own, and it does (exit 0, new release live, lock released by the script).
+/// SIGTERM while the script runs on the server does not abandon it (the scenario SIGINT runs
+/// in deploy_*.rs, with TERM).
 fn sigterm_while_the_script_runs_lets_it_finish(kind: TargetKind) {
-    let Some(mut site) = Site::new(kind) else {
-        return;
-    };
-    site.write("index.php", "<?php\n");
-    site.configure(
-        &format!("[hooks]\nbefore_swap = [{}]", toml_str(WAIT_FOR_GO)),
-        "",
-    );
-    let running = site.spawn(&["deploy"]);
-    wait_for(&site.at("hook-started"));
-    running.signal("TERM");
-    std::thread::sleep(Duration::from_millis(200));
-    fs::write(site.at("go"), "").unwrap();
-    let run = running.wait();
-    run.expect_code(0, "deploy terminated once while its script ran");
-    assert!(
-        run.stderr.contains("keeps running on the server"),
-        "{}",
-        run.describe()
-    );
-    let s = run.summary();
-    assert_eq!(site.current_id(), Some(s.release.clone()));
-    site.assert_release_is_source(&s.release, &[]);
-    site.assert_clean("after SIGTERM while the script ran");
+    common::scenarios::signal_while_the_script_runs_lets_it_finish(kind, "TERM");
 }
 
 both_targets!(

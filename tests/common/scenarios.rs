@@ -998,6 +998,13 @@ pub fn concurrent_deploy_is_refused_while_one_runs(kind: TargetKind) {
 /// Ctrl-C (SIGINT) while the script runs on the server does not abandon it: the deploy
 /// completes, and the lock is released by the script.
 pub fn interrupt_while_the_script_runs_lets_it_finish(kind: TargetKind) {
+    signal_while_the_script_runs_lets_it_finish(kind, "INT");
+}
+
+/// A signal (`INT`, `TERM`) while the script runs on the server does not abandon it: the client
+/// says the script completes on its own, and it does (exit 0, new release live, lock released
+/// by the script).
+pub fn signal_while_the_script_runs_lets_it_finish(kind: TargetKind, signal: &str) {
     let Some(mut site) = Site::new(kind) else {
         return;
     };
@@ -1008,14 +1015,23 @@ pub fn interrupt_while_the_script_runs_lets_it_finish(kind: TargetKind) {
     );
     let running = site.spawn(&["deploy"]);
     wait_for(&site.at("hook-started"));
-    running.signal("INT");
+    running.signal(signal);
     std::thread::sleep(std::time::Duration::from_millis(200));
     fs::write(site.at("go"), "").unwrap();
     let run = running.wait();
-    run.expect_code(0, "deploy interrupted once while its script ran");
+    run.expect_code(
+        0,
+        &format!("deploy signalled (SIG{signal}) once while its script ran"),
+    );
+    assert!(
+        run.stderr.contains("keeps running on the server"),
+        "{}",
+        run.describe()
+    );
     let s = run.summary();
     assert_eq!(site.current_id(), Some(s.release.clone()));
-    site.assert_clean("after an interrupted wait");
+    site.assert_release_is_source(&s.release, &[]);
+    site.assert_clean(&format!("after SIG{signal} while the script ran"));
 }
 
 /// Staging left by `--emit-script` (never run) must not leak into a later deploy that gets the
