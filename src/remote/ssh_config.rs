@@ -290,15 +290,11 @@ impl Reader<'_> {
             }
             "hostname" => {
                 let v = first()?;
-                if *active && out.host_name.is_none() {
-                    out.host_name = Some(v);
-                }
+                first_wins(*active, &mut out.host_name, v);
             }
             "user" => {
                 let v = first()?;
-                if *active && out.user.is_none() {
-                    out.user = Some(v);
-                }
+                first_wins(*active, &mut out.user, v);
             }
             "port" => {
                 let v = first()?;
@@ -307,9 +303,7 @@ impl Reader<'_> {
                     .ok()
                     .filter(|p| *p > 0)
                     .ok_or_else(|| anyhow!("Port {v:?} is not a port number"))?;
-                if *active && out.port.is_none() {
-                    out.port = Some(port);
-                }
+                first_wins(*active, &mut out.port, port);
             }
             "identityfile" => {
                 let v = first()?;
@@ -319,23 +313,17 @@ impl Reader<'_> {
             }
             "identitiesonly" => {
                 let v = parse_bool(&first()?)?;
-                if *active && out.identities_only.is_none() {
-                    out.identities_only = Some(v);
-                }
+                first_wins(*active, &mut out.identities_only, v);
             }
             "identityagent" => {
                 let v = first()?;
-                if *active && out.identity_agent.is_none() {
-                    out.identity_agent = Some(v);
-                }
+                first_wins(*active, &mut out.identity_agent, v);
             }
             "userknownhostsfile" => {
                 if args.is_empty() {
                     bail!("UserKnownHostsFile needs a file");
                 }
-                if *active && out.user_known_hosts_files.is_none() {
-                    out.user_known_hosts_files = Some(args.clone());
-                }
+                first_wins(*active, &mut out.user_known_hosts_files, args.clone());
             }
             "stricthostkeychecking" => {
                 let v = first()?.to_ascii_lowercase();
@@ -343,44 +331,40 @@ impl Reader<'_> {
                 {
                     bail!("StrictHostKeyChecking {v:?}: expected yes, no, ask or accept-new");
                 }
-                if *active && out.strict_host_key_checking.is_none() {
-                    out.strict_host_key_checking = Some((v, origin.clone()));
-                }
+                first_wins(
+                    *active,
+                    &mut out.strict_host_key_checking,
+                    (v, origin.clone()),
+                );
             }
             "proxyjump" => {
                 let v = first()?;
-                if *active && out.proxy.is_none() {
-                    out.proxy = Some(Proxy::Jump(v));
-                }
+                first_wins(*active, &mut out.proxy, Proxy::Jump(v));
             }
             "proxycommand" => {
                 if args.is_empty() {
                     bail!("ProxyCommand needs a command");
                 }
-                if *active && out.proxy.is_none() {
-                    out.proxy = Some(Proxy::Command(args.join(" "), origin.clone()));
-                }
+                first_wins(
+                    *active,
+                    &mut out.proxy,
+                    Proxy::Command(args.join(" "), origin.clone()),
+                );
             }
             "connecttimeout" => {
                 let v = parse_time(&first()?)?;
-                if *active && out.connect_timeout.is_none() {
-                    out.connect_timeout = Some(v);
-                }
+                first_wins(*active, &mut out.connect_timeout, v);
             }
             "serveraliveinterval" => {
                 let v = parse_time(&first()?)?;
-                if *active && out.server_alive_interval.is_none() {
-                    out.server_alive_interval = Some(v);
-                }
+                first_wins(*active, &mut out.server_alive_interval, v);
             }
             "serveralivecountmax" => {
                 let v = first()?;
                 let n = v
                     .parse::<usize>()
                     .map_err(|_| anyhow!("ServerAliveCountMax {v:?} is not a number"))?;
-                if *active && out.server_alive_count_max.is_none() {
-                    out.server_alive_count_max = Some(n);
-                }
+                first_wins(*active, &mut out.server_alive_count_max, n);
             }
             "hostkeyalias" | "knownhostscommand" if *active => {
                 out.warnings.push(format!(
@@ -1012,6 +996,14 @@ fn parse_jump_list(spec: &str) -> Result<Vec<JumpHop>> {
             Ok(JumpHop { user, host, port })
         })
         .collect()
+}
+
+/// OpenSSH keeps the first value it reads for a keyword: later (more general) blocks only fill
+/// what earlier ones left unset.
+fn first_wins<T>(active: bool, slot: &mut Option<T>, value: T) {
+    if active && slot.is_none() {
+        *slot = Some(value);
+    }
 }
 
 #[cfg(test)]
