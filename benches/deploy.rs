@@ -78,6 +78,11 @@ fn main() {
         changed.2
     );
 
+    if std::env::args().any(|a| a == "--serve") {
+        serve(&net, &v1, &v2, work.path());
+        return;
+    }
+
     let mut c = Vec::new();
     let mut t = Vec::new();
     let mut s = Vec::new();
@@ -159,6 +164,19 @@ fn main() {
         openssh_version()
     );
     drop(sshd);
+}
+
+/// `scripts/bench --serve`: keep the sshd and the delay proxy up and print configs for deploying
+/// the two trees by hand (`cutover deploy -v` shows where the seconds go), until Enter is pressed.
+fn serve(net: &Net, v1: &Path, v2: &Path, work: &Path) {
+    for (tag, src) in [("v1", v1), ("v2", v2)] {
+        for copy in ["full", "hardlink"] {
+            let cfg = write_config(net, src, &work.join("serve"), work, &format!("{tag}-{copy}"), copy);
+            println!("{} deploy -v --config {}", common::cutover_bin().display(), cfg.display());
+        }
+    }
+    println!("(HOME={} and no SSH_AUTH_SOCK, as in the benchmark) press Enter to stop", work.display());
+    let _ = std::io::stdin().read_line(&mut String::new());
 }
 
 struct Net<'a> {
@@ -257,20 +275,7 @@ fn cutover_deploy_copy(
     tag: &str,
     copy: &str,
 ) -> (f64, String) {
-    let cfg = work.join(format!("cutover-{tag}.toml"));
-    fs::write(
-        &cfg,
-        format!(
-            "source = {:?}\ncopy = {copy:?}\n[targets.bench]\nhost = \"127.0.0.1\"\nport = {}\nuser = {:?}\npath = {:?}\nidentity_file = {:?}\nknown_hosts = {:?}\n",
-            src.display().to_string(),
-            net.port,
-            net.sshd.user,
-            path.display().to_string(),
-            net.sshd.identity.display().to_string(),
-            net.known_hosts.display().to_string()
-        ),
-    )
-    .unwrap();
+    let cfg = write_config(net, src, path, work, tag, copy);
     let t = Instant::now();
     let out = Command::new(common::cutover_bin())
         .args(["deploy", "-v", "--config"])
@@ -286,6 +291,24 @@ fn cutover_deploy_copy(
         eprintln!("--- cutover {tag}: {secs:.2} s\n{stderr}");
     }
     (secs, stderr)
+}
+
+fn write_config(net: &Net, src: &Path, path: &Path, work: &Path, tag: &str, copy: &str) -> PathBuf {
+    let cfg = work.join(format!("cutover-{tag}.toml"));
+    fs::write(
+        &cfg,
+        format!(
+            "source = {:?}\ncopy = {copy:?}\n[targets.bench]\nhost = \"127.0.0.1\"\nport = {}\nuser = {:?}\npath = {:?}\nidentity_file = {:?}\nknown_hosts = {:?}\n",
+            src.display().to_string(),
+            net.port,
+            net.sshd.user,
+            path.display().to_string(),
+            net.sshd.identity.display().to_string(),
+            net.known_hosts.display().to_string()
+        ),
+    )
+    .unwrap();
+    cfg
 }
 
 fn tar_over_ssh(net: &Net, src: &Path, dest: &Path) {

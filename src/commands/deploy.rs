@@ -62,43 +62,9 @@ pub async fn run(target: &Target, opts: Options, out: Output) -> Result<()> {
         return Ok(());
     }
 
-    // What is on the server and the lock, with as few round trips as the order allows: the lock
-    // is prepared while the releases are listed, and taken (with its info naming this release
-    // from the first instant) while the live release's manifest is read.
-    let (survey, pending) = tokio::join!(
-        survey(&session, &layout, target),
-        lock::prepare(&session, &layout, target)
-    );
-    let (survey, pending) = match (survey, pending) {
-        (Ok(s), Ok(p)) => (s, p),
-        (Err(e), pending) => {
-            if let Ok(p) = pending {
-                p.discard(&session).await;
-            }
-            session.close().await;
-            return Err(e);
-        }
-        (Ok(_), Err(e)) => {
-            session.close().await;
-            return Err(e);
-        }
-    };
-    let id = ReleaseId::next(&survey.releases);
-    let (state, held) = tokio::join!(
-        load_previous(&session, &layout, target, survey),
-        pending.take(&session, &layout, target, &id, "cutover deploy")
-    );
-    let held = match held {
-        Ok(h) => h,
+    let (state, held) = match survey_and_lock(&session, &layout, target, out).await {
+        Ok(r) => r,
         Err(e) => {
-            session.close().await;
-            return Err(e);
-        }
-    };
-    let state = match state {
-        Ok(s) => s,
-        Err(e) => {
-            abandon(&session, &layout, &held, target, out).await;
             session.close().await;
             return Err(e);
         }
@@ -269,32 +235,72 @@ pub struct State {
     pub previous: Option<(ReleaseId, Manifest)>,
 }
 
+/// What the server holds (for --dry-run): the releases, where `current` points, its manifest.
 pub async fn read_state(session: &Session, layout: &Layout, target: &Target) -> Result<State> {
-    let survey = survey(session, layout, target).await?;
-    load_previous(session, layout, target, survey).await
-}
-
-/// The releases and where `current` points, without the manifest yet.
-pub struct Survey {
-    releases: Vec<ReleaseId>,
-    foreign: Vec<String>,
-    current: Option<String>,
-    current_id: Option<ReleaseId>,
-}
-
-async fn survey(session: &Session, layout: &Layout, target: &Target) -> Result<Survey> {
-    let ctx = || format!("target {}, stage plan", target.name);
-    // Independent requests, sent together: one round trip instead of three.
-    let (releases_dir, current_link) = (layout.releases(), layout.current());
-    let (names, kind, link) = tokio::join!(
+    let releases_dir = layout.releases();
+    let (names, current) = tokio::join!(
         session.list_dir(&releases_dir),
-        session.path_kind(&current_link),
-        session.read_link(&current_link),
+        read_current(session, layout, target)
     );
-    let names = names.with_context(ctx)?.unwrap_or_default();
+    let (releases, foreign) = classify_releases(names.with_context(|| stage_plan(target))?);
+    Ok(current?.into_state(releases, foreign))
+}
+
+/// Survey the server and take the lock, with as few round trips as the dependencies allow:
+///
+/// ```text
+/// flight 1: list releases/ · lstat+readlink current · mkdir lock.new-… + open its info
+/// flight 2: (listing ends)  · open+stat the live manifest    → release name known
+/// flight 3: write info, close, rename lock.new-… → lock, mkdir staging/ID · read the manifest
+/// ```
+async fn survey_and_lock(
+    session: &Session,
+    layout: &Layout,
+    target: &Target,
+    out: Output,
+) -> Result<(State, lock::Held)> {
+    let locking = async {
+        let releases_dir = layout.releases();
+        let (names, pending) = tokio::join!(
+            session.list_dir(&releases_dir),
+            lock::prepare(session, layout, target)
+        );
+        let pending = pending?;
+        let names = match names {
+            Ok(n) => n,
+            Err(e) => {
+                pending.discard(session).await;
+                return Err(e.context(stage_plan(target)));
+            }
+        };
+        let (releases, foreign) = classify_releases(names);
+        let id = ReleaseId::next(&releases);
+        let held = pending
+            .take(session, layout, target, &id, "cutover deploy")
+            .await?;
+        Ok((releases, foreign, held))
+    };
+    let (current, locked) = tokio::join!(read_current(session, layout, target), locking);
+    let (releases, foreign, held) = locked?;
+    match current {
+        Ok(current) => Ok((current.into_state(releases, foreign), held)),
+        Err(e) => {
+            abandon(session, layout, &held, target, out).await;
+            Err(e)
+        }
+    }
+}
+
+fn stage_plan(target: &Target) -> String {
+    format!("target {}, stage plan", target.name)
+}
+
+/// Release names in `releases/`, sorted; other names (not ours: left alone) apart. Partial
+/// releases of interrupted deploys are neither.
+fn classify_releases(names: Option<Vec<String>>) -> (Vec<ReleaseId>, Vec<String>) {
     let mut releases = Vec::new();
     let mut foreign = Vec::new();
-    for n in names {
+    for n in names.unwrap_or_default() {
         match ReleaseId::parse(&n) {
             Some(id) => releases.push(id),
             None if n.ends_with(".partial") => {}
@@ -303,8 +309,38 @@ async fn survey(session: &Session, layout: &Layout, target: &Target) -> Result<S
     }
     releases.sort();
     foreign.sort();
+    (releases, foreign)
+}
 
-    let current = match kind.with_context(ctx)? {
+/// Where `current` points, and the manifest of that release when it is one of ours.
+struct Current {
+    link: Option<String>,
+    manifest: Option<(ReleaseId, Manifest)>,
+}
+
+impl Current {
+    fn into_state(self, releases: Vec<ReleaseId>, foreign: Vec<String>) -> State {
+        // The manifest was read before the listing came back: it counts only if its release
+        // is really there.
+        let previous = self.manifest.filter(|(id, _)| releases.contains(id));
+        State {
+            releases,
+            foreign,
+            current: self.link,
+            previous,
+        }
+    }
+}
+
+/// Read `current` and then, without waiting for anything else, the manifest of its release.
+async fn read_current(session: &Session, layout: &Layout, target: &Target) -> Result<Current> {
+    let ctx = || stage_plan(target);
+    let current_link = layout.current();
+    let (kind, link) = tokio::join!(
+        session.path_kind(&current_link),
+        session.read_link(&current_link),
+    );
+    let link = match kind.with_context(ctx)? {
         PathKind::Missing => None,
         PathKind::Symlink => link.with_context(ctx)?,
         _ => bail!(
@@ -317,64 +353,39 @@ async fn survey(session: &Session, layout: &Layout, target: &Target) -> Result<S
         ),
     };
     // `current` made by cutover is `releases/ID`; Capistrano-style tools write absolute links.
-    let current_id = current.as_deref().and_then(|link| {
+    let current_id = link.as_deref().and_then(|link| {
         let (parent, last) = link.trim_end_matches('/').rsplit_once('/')?;
         let parent_ok =
             parent == "releases" || parent == layout.releases() || parent.ends_with("/releases");
         ReleaseId::parse(last).filter(|_| parent_ok)
     });
-    Ok(Survey {
-        releases,
-        foreign,
-        current,
-        current_id,
-    })
-}
-
-/// Read and check the manifest of the release `current` points to, when there is one.
-async fn load_previous(
-    session: &Session,
-    layout: &Layout,
-    target: &Target,
-    survey: Survey,
-) -> Result<State> {
-    let ctx = || format!("target {}, stage plan", target.name);
-    let Survey {
-        releases,
-        foreign,
-        current,
-        current_id,
-    } = survey;
-    let previous = match current_id {
-        Some(id) if releases.contains(&id) => match session
-            .read_file(&layout.manifest(&id), MANIFEST_LIMIT)
-            .await
-            .with_context(ctx)?
-        {
-            Some(bytes) => {
-                let text =
-                    String::from_utf8(bytes).map_err(|_| anyhow!("the manifest is not UTF-8"));
-                let manifest = text.and_then(|t| Manifest::parse(&t)).map_err(|e| {
-                    anyhow!(
-                        "target {}, stage plan: the manifest {} is not valid ({e:#}). It is read from the server, so cutover \
-                         refuses to act on it. If the release itself is fine, remove that file and deploy again: the next \
-                         release will then be uploaded in full",
-                        target.name,
-                        layout.manifest(&id)
-                    )
-                })?;
-                Some((id, manifest))
-            }
-            None => None,
-        },
-        _ => None,
+    let Some(id) = current_id else {
+        return Ok(Current {
+            link,
+            manifest: None,
+        });
     };
-    Ok(State {
-        releases,
-        foreign,
-        current,
-        previous,
-    })
+    let manifest = match session
+        .read_file(&layout.manifest(&id), MANIFEST_LIMIT)
+        .await
+        .with_context(ctx)?
+    {
+        Some(bytes) => {
+            let text = String::from_utf8(bytes).map_err(|_| anyhow!("the manifest is not UTF-8"));
+            let manifest = text.and_then(|t| Manifest::parse(&t)).map_err(|e| {
+                anyhow!(
+                    "target {}, stage plan: the manifest {} is not valid ({e:#}). It is read from the server, so cutover \
+                     refuses to act on it. If the release itself is fine, remove that file and deploy again: the next \
+                     release will then be uploaded in full",
+                    target.name,
+                    layout.manifest(&id)
+                )
+            })?;
+            Some((id, manifest))
+        }
+        None => None,
+    };
+    Ok(Current { link, manifest })
 }
 
 /// Plan and upload, with the lock held.
@@ -428,12 +439,8 @@ async fn prepare(
     let archive_parts = archive::split(new, packed);
     let text = script::deploy_script(target, &id, &plan, archive_parts.len(), lock_mode);
 
-    // --- upload: the archive of changed files, the manifest, the script and the lock's info,
-    // all in flight together.
-    session
-        .create_dir_all(&layout.staging(&id))
-        .await
-        .with_context(|| format!("target {name}, stage upload"))?;
+    // --- upload into staging (made when the lock was taken): the archive of changed files,
+    // the manifest and the script, all in flight together.
     let mut small = vec![SmallFile {
         path: layout.staging_manifest(&id),
         bytes: new.render().into_bytes(),

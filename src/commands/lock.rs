@@ -6,39 +6,70 @@ use anyhow::{bail, Context, Result};
 
 use crate::config::Target;
 use crate::layout::{Layout, ReleaseId};
-use crate::remote::{Session, SmallFile};
+use crate::remote::{OpenFile, Session, SmallFile};
 
 /// A lock this process took, for one release.
 pub struct Held {
     pub release: ReleaseId,
 }
 
-/// A lock being prepared: `.cutover/lock.new-PID/`, which becomes `.cutover/lock` by one rename
-/// once its `info` file is written. So a lock never exists without saying who holds it, and a
-/// refused deploy can always name the holder.
+/// A lock being prepared: `.cutover/lock.new-PID-NANOS/` with its `info` file open, which
+/// becomes `.cutover/lock` by one rename once the info is written. So a lock never exists
+/// without saying who holds it, and a refused deploy can always name the holder.
 pub struct Pending {
     dir: String,
+    info: OpenFile,
 }
 
-/// Create the pending lock directory (and `.cutover/` on a new server).
+/// Create the pending lock directory and open its info file in one flight of requests (with a
+/// MKDIR of `.cutover/staging/`, where uploads go, which usually exists already). On a new
+/// server, where `.cutover/` is missing, the directories are made first.
 pub async fn prepare(session: &Session, layout: &Layout, target: &Target) -> Result<Pending> {
     let ctx = || format!("target {}, stage lock", target.name);
-    let dir = format!("{}/lock.new-{}", layout.state(), std::process::id());
-    // Usually .cutover/ exists: one request. On a new server, create it and try again.
-    if session.create_dir_exclusive(&dir).await.is_err() {
-        session
-            .create_dir_all(&layout.state())
-            .await
-            .with_context(ctx)?;
-        let _ = session.remove_tree(&dir).await; // a leftover of a killed process with our pid
-        session.create_dir_exclusive(&dir).await.with_context(ctx)?;
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    // Unique among clients: deploys from two machines can have the same pid.
+    let dir = format!(
+        "{}/lock.new-{}-{nanos}",
+        layout.state(),
+        std::process::id()
+    );
+    let info_path = format!("{dir}/info");
+    let staging_root = layout.staging_root();
+    let (_, made, opened) = tokio::join!(
+        session.try_create_dir(&staging_root),
+        session.try_create_dir(&dir),
+        session.create_file(&info_path, 0o644),
+    );
+    match (made, opened) {
+        (Ok(()), Ok(info)) => return Ok(Pending { dir, info }),
+        (Err(_), Ok(info)) => {
+            let _ = session.finish_file(info, b"").await;
+        }
+        _ => {}
     }
-    Ok(Pending { dir })
+    session
+        .create_dir_all(&staging_root)
+        .await
+        .with_context(ctx)?;
+    session.create_dir_all(&dir).await.with_context(ctx)?;
+    let info = session
+        .create_file(&info_path, 0o644)
+        .await
+        .with_context(ctx)?;
+    Ok(Pending { dir, info })
 }
 
 impl Pending {
-    /// Write the info, then rename the directory to `.cutover/lock`: the rename fails when a
-    /// lock (a directory with its info inside) is already there.
+    /// Write the info, rename the directory to `.cutover/lock` (which fails when a lock, a
+    /// directory with its info inside, is already there) and create this release's staging
+    /// directory: one flight of requests, which the server carries out in order.
+    ///
+    /// The MKDIR of staging travels before we know whether the lock is ours. That is safe:
+    /// a directory is all it makes, files go into it only once the lock is held, and a client
+    /// that lost the race removes it only while it is empty.
     pub async fn take(
         self,
         session: &Session,
@@ -49,31 +80,57 @@ impl Pending {
     ) -> Result<Held> {
         let ctx = || format!("target {}, stage lock", target.name);
         let info = info_file(layout, release, command);
-        let written = session
-            .write_file(&format!("{}/info", self.dir), &info.bytes, info.mode)
-            .await;
-        if let Err(e) = written {
-            self.discard(session).await;
-            return Err(e).with_context(ctx);
-        }
-        if session.rename_dir(&self.dir, &layout.lock()).await.is_ok() {
-            return Ok(Held {
-                release: release.clone(),
-            });
-        }
-        self.discard(session).await;
-        let holder = describe_holder(session, layout).await;
-        bail!(
-            "target {}, stage lock: {} is locked by another deploy ({holder}). If no deploy is running (one was killed), \
-             run `cutover unlock {}`",
-            target.name,
-            layout.root(),
-            target.name
+        let staging = layout.staging(release);
+        let lock = layout.lock();
+        let (written, renamed, staged) = tokio::join!(
+            session.finish_file(self.info, &info.bytes),
+            session.rename_dir(&self.dir, &lock),
+            session.try_create_dir(&staging),
         );
+        match (written, renamed) {
+            (Ok(()), Ok(())) => {}
+            (Err(e), Ok(())) => {
+                // The lock is ours but says nothing: give it back.
+                let _ = self::release(session, layout).await;
+                return Err(e).with_context(ctx);
+            }
+            (written, Err(_)) => {
+                let _ = session.remove_tree(&self.dir).await;
+                if staged.is_ok() {
+                    // The directory we made, still empty unless a deploy that holds the lock
+                    // has the same release name (same second) and put files in: RMDIR only
+                    // removes an empty one.
+                    let _ = session.remove_dir(&staging).await;
+                }
+                if let Err(e) = written {
+                    return Err(e).with_context(ctx);
+                }
+                let holder = describe_holder(session, layout).await;
+                bail!(
+                    "target {}, stage lock: {} is locked by another deploy ({holder}). If no deploy is running (one was killed), \
+                     run `cutover unlock {}`",
+                    target.name,
+                    layout.root(),
+                    target.name
+                );
+            }
+        }
+        let held = Held {
+            release: release.clone(),
+        };
+        if staged.is_err() {
+            // Usually a leftover of an interrupted deploy in the same second: it is ours now.
+            if let Err(e) = session.create_dir_all(&staging).await {
+                let _ = self::release(session, layout).await;
+                return Err(e).with_context(ctx);
+            }
+        }
+        Ok(held)
     }
 
     /// Remove the pending directory (best effort).
     pub async fn discard(self, session: &Session) {
+        let _ = session.finish_file(self.info, b"").await;
         let _ = session.remove_tree(&self.dir).await;
     }
 }
@@ -102,7 +159,6 @@ pub async fn release(session: &Session, layout: &Layout) -> Result<()> {
     session.remove_dir(&layout.lock()).await
 }
 
-/// `holder=… started=…`, or what is known when the info file is missing or unreadable.
 /// `holder=… started=…`, or what is known when the info file is missing or unreadable.
 pub async fn describe_holder(session: &Session, layout: &Layout) -> String {
     // A lock taken a moment ago may not have its info file yet: look a few times.

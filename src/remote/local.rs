@@ -81,6 +81,13 @@ impl LocalSession {
             .with_context(|| format!("cannot create directory {path}"))
     }
 
+    pub fn try_create_dir(&self, path: &str) -> Result<()> {
+        fs::DirBuilder::new()
+            .mode(0o755)
+            .create(path)
+            .with_context(|| format!("cannot create directory {path}"))
+    }
+
     pub fn create_dir_exclusive(&self, path: &str) -> Result<bool> {
         match fs::DirBuilder::new().mode(0o755).create(path) {
             Ok(()) => Ok(true),

@@ -23,6 +23,13 @@ pub struct SmallFile {
     pub mode: u32,
 }
 
+/// A file created for writing whose content follows later, so that its OPEN can travel in an
+/// earlier flight of requests than its data.
+pub enum OpenFile {
+    Ssh { handle: String, path: String },
+    Local { path: String, mode: u32 },
+}
+
 /// What is at a remote path, without following a final symlink.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PathKind {
@@ -113,6 +120,39 @@ impl Session {
         match self {
             Session::Ssh(s) => s.guard(s.sftp.create_dir_exclusive(path)).await,
             Session::Local(s) => s.create_dir_exclusive(path),
+        }
+    }
+
+    /// One MKDIR and nothing else (no parents, no check of what is there on failure).
+    pub async fn try_create_dir(&self, path: &str) -> Result<()> {
+        match self {
+            Session::Ssh(s) => s.guard(s.sftp.try_create_dir(path)).await,
+            Session::Local(s) => s.try_create_dir(path),
+        }
+    }
+
+    /// Create (or truncate) `path` for writing; [`Session::finish_file`] writes and closes it.
+    pub async fn create_file(&self, path: &str, mode: u32) -> Result<OpenFile> {
+        match self {
+            Session::Ssh(s) => Ok(OpenFile::Ssh {
+                handle: s.guard(s.sftp.create(path, mode)).await?,
+                path: path.to_string(),
+            }),
+            Session::Local(_) => Ok(OpenFile::Local {
+                path: path.to_string(),
+                mode,
+            }),
+        }
+    }
+
+    /// Write the whole content of a file from [`Session::create_file`] and close it.
+    pub async fn finish_file(&self, file: OpenFile, data: &[u8]) -> Result<()> {
+        match (self, file) {
+            (Session::Ssh(s), OpenFile::Ssh { handle, path }) => {
+                s.guard(s.sftp.finish(handle, &path, data)).await
+            }
+            (Session::Local(s), OpenFile::Local { path, mode }) => s.write_file(&path, data, mode),
+            _ => unreachable!("a file is finished by the session that created it"),
         }
     }
 

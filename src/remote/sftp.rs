@@ -267,36 +267,42 @@ impl Sftp {
         }
     }
 
-    /// Create `path` and its missing parents: MKDIR from the deepest component up while the
-    /// server answers "no such file" (a parent is missing), then back down. For a new deploy path
-    /// under an existing directory that is a few requests, not two per component.
+    /// Create `path` and its missing parents. Usually only the last component is missing: one
+    /// MKDIR. Otherwise a MKDIR for every ancestor, top down, all in one flight (the server takes
+    /// them in order, and "exists" answers are expected): two round trips whatever the depth.
     pub async fn create_dir_all(&self, path: &str) -> Result<()> {
-        let mut missing = Vec::new();
-        let mut cur = path.trim_end_matches('/');
-        loop {
-            match self.raw.mkdir(cur, Self::dir_attrs()).await {
-                Ok(_) => break,
-                Err(e) if not_found(&e) => {
-                    missing.push(cur);
-                    match cur.rsplit_once('/') {
-                        Some((parent, _)) if !parent.is_empty() => cur = parent,
-                        _ => {
-                            return Err(e)
-                                .with_context(|| format!("cannot create directory {path}"))
-                        }
-                    }
-                }
-                // Anything else: it may exist already, which ensure_dir tells apart.
-                Err(_) => {
-                    self.ensure_dir(cur).await?;
-                    break;
-                }
-            }
+        let path = path.trim_end_matches('/');
+        match self.raw.mkdir(path, Self::dir_attrs()).await {
+            Ok(_) => return Ok(()),
+            Err(e) if !not_found(&e) => return self.ensure_dir(path).await,
+            Err(_) => {}
         }
-        for dir in missing.iter().rev() {
-            self.ensure_dir(dir).await?;
+        let mut ancestors: Vec<&str> = path
+            .match_indices('/')
+            .map(|(i, _)| &path[..i])
+            .filter(|a| !a.is_empty())
+            .collect();
+        ancestors.push(path);
+        let made = futures::future::join_all(
+            ancestors
+                .iter()
+                .map(|dir| self.raw.mkdir(*dir, Self::dir_attrs())),
+        )
+        .await;
+        match made.last() {
+            Some(Ok(_)) => Ok(()),
+            _ => self.ensure_dir(path).await,
         }
-        Ok(())
+    }
+
+    /// One MKDIR, nothing more: for directories created ahead in a flight of requests, whose
+    /// failure (usually "it exists") the caller looks at later, if at all.
+    pub async fn try_create_dir(&self, path: &str) -> Result<()> {
+        self.raw
+            .mkdir(path, Self::dir_attrs())
+            .await
+            .map(|_| ())
+            .with_context(|| format!("cannot create directory {path}"))
     }
 
     pub async fn create_dir_exclusive(&self, path: &str) -> Result<bool> {
@@ -310,7 +316,7 @@ impl Sftp {
     }
 
     /// Open `path` for writing, created (or truncated) with `mode`; returns the handle.
-    async fn create(&self, path: &str, mode: u32) -> Result<String> {
+    pub async fn create(&self, path: &str, mode: u32) -> Result<String> {
         let attrs = FileAttributes {
             permissions: Some(mode),
             ..FileAttributes::empty()
@@ -324,26 +330,39 @@ impl Sftp {
             .handle)
     }
 
+    /// Write `data` into a file opened by [`Sftp::create`] and close it: every WRITE and the
+    /// CLOSE in one flight (the server takes them in order).
+    pub async fn finish(&self, handle: String, path: &str, data: &[u8]) -> Result<()> {
+        let write_len = self.write_len().await;
+        let writes = data
+            .chunks(write_len)
+            .enumerate()
+            .map(|(i, chunk)| {
+                self.raw
+                    .write(handle.as_str(), (i * write_len) as u64, chunk.to_vec())
+            });
+        // join_all polls up to 30 futures in order, each sending its request on the first
+        // poll; with more, the CLOSE waits so it can never overtake a WRITE.
+        let few = data.len() / write_len < 30;
+        let (written, closed) = if few {
+            tokio::join!(
+                futures::future::join_all(writes),
+                self.raw.close(handle.as_str())
+            )
+        } else {
+            let written = futures::future::join_all(writes).await;
+            (written, self.raw.close(handle.as_str()).await)
+        };
+        for w in written {
+            w.with_context(|| format!("cannot write {path}"))?;
+        }
+        closed.with_context(|| format!("cannot finish writing {path}"))?;
+        Ok(())
+    }
+
     pub async fn write_file(&self, path: &str, data: &[u8], mode: u32) -> Result<()> {
         let handle = self.create(path, mode).await?;
-        let mut result = Ok(());
-        let write_len = self.write_len().await;
-        for (i, chunk) in data.chunks(write_len).enumerate() {
-            if let Err(e) = self
-                .raw
-                .write(handle.as_str(), (i * write_len) as u64, chunk.to_vec())
-                .await
-            {
-                result = Err(e).with_context(|| format!("cannot write {path}"));
-                break;
-            }
-        }
-        let closed = self
-            .raw
-            .close(handle)
-            .await
-            .with_context(|| format!("cannot finish writing {path}"));
-        result.and(closed.map(|_| ()))
+        self.finish(handle, path, data).await
     }
 
     /// Plain SFTP RENAME: OpenSSH refuses it when the new name exists, and rename(2) of a

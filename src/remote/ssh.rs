@@ -35,6 +35,9 @@ pub struct SshSession {
     _jumps: Vec<Handle<Client>>,
     lost: Lost,
     pub sftp: Sftp,
+    /// A session channel opened together with the SFTP one, so the exec call costs no round
+    /// trip for opening its channel. Taken by the first exec.
+    exec_channel: tokio::sync::Mutex<Option<russh::Channel<client::Msg>>>,
     pub description: String,
 }
 
@@ -258,19 +261,21 @@ impl Handshake {
             .with_context(|| format!("authentication as {user} on {} failed", self.name))
     }
 
-    /// Open the SFTP channel: the session is ready for a deploy.
+    /// Open the SFTP channel, and alongside it the channel for the exec call: the session is
+    /// ready for a deploy.
     pub async fn into_session(self) -> Result<SshSession> {
-        let channel = self
-            .handle
-            .channel_open_session()
-            .await
-            .context("cannot open an SSH channel for SFTP")?;
+        let (channel, exec_channel) = tokio::join!(
+            self.handle.channel_open_session(),
+            self.handle.channel_open_session()
+        );
+        let channel = channel.context("cannot open an SSH channel for SFTP")?;
         let sftp = Sftp::start(channel).await?;
         Ok(SshSession {
             handle: self.handle,
             _jumps: self.jumps,
             lost: self.lost,
             sftp,
+            exec_channel: tokio::sync::Mutex::new(exec_channel.ok()),
             description: self.name,
         })
     }
@@ -513,11 +518,15 @@ impl SshSession {
     }
 
     async fn exec(&self, command: &str, stdin: Option<&str>, quiet: bool) -> Result<ScriptExit> {
-        let mut channel = self
-            .handle
-            .channel_open_session()
-            .await
-            .context("cannot open an SSH channel for the script")?;
+        let opened = self.exec_channel.lock().await.take();
+        let mut channel = match opened {
+            Some(c) => c,
+            None => self
+                .handle
+                .channel_open_session()
+                .await
+                .context("cannot open an SSH channel for the script")?,
+        };
         channel
             .exec(true, command)
             .await
