@@ -181,7 +181,7 @@ async fn collect(target: &Target) -> Vec<Check> {
             Session::Local(LocalSession)
         }
         Host::Ssh { .. } => match connect(target, &mut checks).await {
-            Some(s) => Session::Ssh(s),
+            Some(s) => Session::Ssh(Box::new(s)),
             None => return checks,
         },
     };

@@ -54,7 +54,7 @@ pub trait Progress: Send + Sync {
 }
 
 pub enum Session {
-    Ssh(ssh::SshSession),
+    Ssh(Box<ssh::SshSession>),
     Local(local::LocalSession),
 }
 
@@ -62,9 +62,9 @@ impl Session {
     pub async fn open(target: &Target, verbose: bool) -> Result<Session> {
         match &target.host {
             Host::Local => Ok(Session::Local(local::LocalSession)),
-            Host::Ssh { .. } => Ok(Session::Ssh(
+            Host::Ssh { .. } => Ok(Session::Ssh(Box::new(
                 ssh::SshSession::connect(target, verbose).await?,
-            )),
+            ))),
         }
     }
 
