@@ -62,8 +62,8 @@ struct RawTarget {
 pub enum CopyMode {
     /// `cp -a` of the previous release: costs its bytes.
     Full,
-    /// `cp -al`: hard links, costs its file count. Safe because staged files are always moved in
-    /// by rename, never written into an existing (shared) inode.
+    /// `cp -al`: hard links, costs its file count. Safe because the script removes every name
+    /// an upload replaces before unpacking it: nothing is written into an existing (shared) inode.
     Hardlink,
 }
 

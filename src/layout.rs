@@ -63,10 +63,6 @@ impl Layout {
     pub fn staging(&self, id: &ReleaseId) -> String {
         self.at(&format!("{STATE}/staging/{id}"))
     }
-    /// Staged files, laid out exactly as in the release.
-    pub fn staging_tree(&self, id: &ReleaseId) -> String {
-        format!("{}/tree", self.staging(id))
-    }
     /// The changed files of a deploy, as tar archives `files.0.tar`, `files.1.tar`, … (see
     /// `archive`).
     pub fn staging_archive(&self, id: &ReleaseId, part: usize) -> String {

@@ -51,15 +51,9 @@ struct DeployVars<'a> {
     archives: String,
     deletes: Vec<Vec<&'a str>>,
     new_dirs: Vec<Vec<&'a str>>,
-    moves: Vec<Move<'a>>,
+    replaced: Vec<Vec<&'a str>>,
     before_swap: &'a [String],
     after_swap: &'a [String],
-}
-
-#[derive(Serialize)]
-struct Move<'a> {
-    dir: &'a str,
-    files: Vec<&'a str>,
 }
 
 fn engine() -> Handlebars<'static> {
@@ -108,7 +102,11 @@ pub fn deploy_script(
         archives: archives.to_string(),
         deletes: batches(plan.deletes.iter().map(String::as_str)),
         new_dirs: batches(plan.new_dirs.iter().map(String::as_str)),
-        moves: moves(plan),
+        // A first deploy unpacks into an empty directory: nothing to replace.
+        replaced: match plan.base {
+            Base::Empty => Vec::new(),
+            Base::Previous(_) => batches(plan.uploads.iter().map(String::as_str)),
+        },
         before_swap: &target.hooks.before_swap,
         after_swap: &target.hooks.after_swap,
     };
@@ -180,26 +178,6 @@ fn batches<'a>(paths: impl IntoIterator<Item = &'a str>) -> Vec<Vec<&'a str>> {
         }
         size += cost;
         out.last_mut().unwrap().push(p);
-    }
-    out
-}
-
-/// Staged files grouped by their directory in the release: one `mv` per directory (and batch).
-/// A first deploy moves the whole staged tree at once and needs none.
-fn moves(plan: &Plan) -> Vec<Move<'_>> {
-    if plan.base == Base::Empty {
-        return Vec::new();
-    }
-    let mut by_dir: std::collections::BTreeMap<&str, Vec<&str>> = Default::default();
-    for p in &plan.uploads {
-        let dir = p.rsplit_once('/').map(|(d, _)| d).unwrap_or(".");
-        by_dir.entry(dir).or_default().push(p);
-    }
-    let mut out = Vec::new();
-    for (dir, files) in by_dir {
-        for batch in batches(files) {
-            out.push(Move { dir, files: batch });
-        }
     }
     out
 }

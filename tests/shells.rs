@@ -495,10 +495,10 @@ fn busybox_userland_builds_the_same_trees() {
     assert_reference_behaviour(&codes, &trees, &lab);
 }
 
-/// A `cp` without `-l` (macOS): staged files are renamed in, one `mv` per directory, and the
-/// scenario ends with the same trees.
+/// A `cp` without `-l` (macOS): no step of a deploy needs it (uploads are unpacked straight
+/// into the release), and the scenario ends with the same trees.
 #[test]
-fn staged_files_are_renamed_in_where_cp_cannot_link() {
+fn a_cp_that_cannot_link_gives_the_same_trees() {
     let lab = Lab::new(&["dash"], None);
     let fake = lab.dir.path().join("shim/cp");
     fs::write(
