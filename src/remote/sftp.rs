@@ -32,6 +32,19 @@ pub struct Sftp {
     write_len: futures::future::Shared<futures::future::BoxFuture<'static, usize>>,
 }
 
+/// A request sent now, answered later: russh-sftp sends a request when its future is first
+/// polled, so this polls it once. What follows it on the channel (a CLOSE after WRITEs) then
+/// cannot overtake it, however the caller polls the futures afterwards.
+fn send_now<T: Send + 'static>(
+    request: impl std::future::Future<Output = T> + Send + 'static,
+) -> futures::future::BoxFuture<'static, T> {
+    let mut request = request.boxed();
+    match (&mut request).now_or_never() {
+        Some(answer) => futures::future::ready(answer).boxed(),
+        None => request,
+    }
+}
+
 fn is_status(e: &SftpError, code: StatusCode) -> bool {
     matches!(e, SftpError::Status(s) if s.status_code == code)
 }
@@ -334,26 +347,18 @@ impl Sftp {
     /// CLOSE in one flight (the server takes them in order).
     pub async fn finish(&self, handle: String, path: &str, data: &[u8]) -> Result<()> {
         let write_len = self.write_len().await;
-        let writes = data
+        let writes: Vec<_> = data
             .chunks(write_len)
             .enumerate()
             .map(|(i, chunk)| {
-                self.raw
-                    .write(handle.as_str(), (i * write_len) as u64, chunk.to_vec())
-            });
-        // join_all polls up to 30 futures in order, each sending its request on the first
-        // poll; with more, the CLOSE waits so it can never overtake a WRITE.
-        let few = data.len() / write_len < 30;
-        let (written, closed) = if few {
-            tokio::join!(
-                futures::future::join_all(writes),
-                self.raw.close(handle.as_str())
-            )
-        } else {
-            let written = futures::future::join_all(writes).await;
-            (written, self.raw.close(handle.as_str()).await)
-        };
-        for w in written {
+                let raw = self.raw.clone();
+                let handle = handle.clone();
+                let chunk = chunk.to_vec();
+                send_now(async move { raw.write(handle, (i * write_len) as u64, chunk).await })
+            })
+            .collect();
+        let closed = self.raw.close(handle).await;
+        for w in futures::future::join_all(writes).await {
             w.with_context(|| format!("cannot write {path}"))?;
         }
         closed.with_context(|| format!("cannot finish writing {path}"))?;
@@ -439,10 +444,17 @@ impl Sftp {
                 let raw = self.raw.clone();
                 let h = handle.clone();
                 let data = piece.to_vec();
-                pending.push(async move { raw.write(h, at, data).await.map(|_| len) });
+                pending.push(send_now(async move { raw.write(h, at, data).await.map(|_| len) }));
             }
         }
         drop(chunks); // stops the packer if we broke off
+        // Every WRITE is on its way: the CLOSE follows at once instead of a round trip later.
+        // (After a failure it still runs; the file is removed with staging anyway.)
+        let close = send_now({
+            let raw = self.raw.clone();
+            let handle = handle.clone();
+            async move { raw.close(handle).await }
+        });
         while let Some(r) = pending.next().await {
             match r {
                 Ok(n) => progress.advance(n),
@@ -452,7 +464,7 @@ impl Sftp {
                 Err(_) => {}
             }
         }
-        let closed = self.raw.close(handle).await;
+        let closed = close.await;
         if let Some(f) = failure {
             return Err(f);
         }

@@ -636,6 +636,17 @@ impl SshSession {
     /// failed, so every stage names a dropped connection as such.
     pub async fn explain<T>(&self, result: Result<T>) -> Result<T> {
         let Err(e) = result else { return result };
+        // The server answered (no such file, permission denied, ...): the connection is fine,
+        // and an error such as "not there yet" must cost no waiting.
+        let answered = e.chain().any(|c| {
+            matches!(
+                c.downcast_ref::<russh_sftp::client::error::Error>(),
+                Some(russh_sftp::client::error::Error::Status(_))
+            )
+        });
+        if answered {
+            return Err(e);
+        }
         let lost = self.lost_reason().await;
         if !self.handle.is_closed() && lost.is_none() {
             return Err(e);
