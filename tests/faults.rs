@@ -270,12 +270,15 @@ fn killed_client_leaves_a_lock_naming_holder_age_and_unlock(kind: TargetKind) {
     }
     assert!(!site.lock_exists());
 
-    // A deploy in the same second would get the killed one's release name and reuse its
-    // staging; one second later it is a leftover of another deploy, which the script removes.
-    std::thread::sleep(Duration::from_millis(1100));
+    // A deploy in the killed one's second (its name can be a second ahead of the clock, when
+    // the previous release took the current second) would get its release name and reuse its
+    // staging; later it is a leftover of another deploy, which the script removes.
+    let staging_name = staging.file_name().unwrap().to_string_lossy().into_owned();
+    while utc_now_id() <= staging_name {
+        std::thread::sleep(Duration::from_millis(50));
+    }
     let run = site.deploy_with(&[]);
     run.expect_code(0, "the deploy after unlock");
-    let staging_name = staging.file_name().unwrap().to_string_lossy().into_owned();
     assert!(
         run.stderr.contains("removed leftover") && run.stderr.contains(&staging_name),
         "the leftover staging is removed, and said so\n{}",
@@ -283,6 +286,15 @@ fn killed_client_leaves_a_lock_naming_holder_age_and_unlock(kind: TargetKind) {
     );
     site.assert_release_is_source(&run.summary().release, &[]);
     site.assert_clean("after unlock and deploy");
+}
+
+/// The current UTC time as a release name (YYYYMMDDhhmmss).
+fn utc_now_id() -> String {
+    let out = Command::new("date")
+        .args(["-u", "+%Y%m%d%H%M%S"])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
 fn whoami() -> String {

@@ -439,8 +439,8 @@ async fn prepare(
     let archive_parts = archive::split(new, packed);
     let text = script::deploy_script(target, &id, &plan, archive_parts.len(), lock_mode);
 
-    // --- upload into staging (made when the lock was taken): the archive of changed files,
-    // the manifest and the script, all in flight together.
+    // --- upload into staging: the archive of changed files, the manifest and the script, all
+    // in flight together, right behind the MKDIR of staging.
     let mut small = vec![SmallFile {
         path: layout.staging_manifest(&id),
         bytes: new.render().into_bytes(),
@@ -454,23 +454,20 @@ async fn prepare(
         });
     }
     let progress = Progress::new(plan.upload_bytes, out);
-    let archive = async {
-        let parts = archive_parts
-            .into_iter()
-            .enumerate()
-            .map(|(i, part)| {
-                (
-                    layout.staging_archive(&id, i),
-                    archive::pack(target.source.clone(), new, part),
-                )
-            })
-            .collect();
-        session.upload_archives(parts, &progress).await
-    };
-    let (sent, written) = tokio::join!(archive, session.write_files(&small));
-    let sent =
-        sent.with_context(|| format!("target {name}, stage upload into {}", layout.staging(&id)))?;
-    written.with_context(|| format!("target {name}, stage upload into {}", layout.staging(&id)))?;
+    let parts = archive_parts
+        .into_iter()
+        .enumerate()
+        .map(|(i, part)| {
+            (
+                layout.staging_archive(&id, i),
+                archive::pack(target.source.clone(), new, part),
+            )
+        })
+        .collect();
+    let sent = session
+        .stage(&layout.staging(&id), &small, parts, &progress)
+        .await
+        .with_context(|| format!("target {name}, stage upload into {}", layout.staging(&id)))?;
     progress.finish();
     out.stage(format_args!(
         "uploaded {} (archive of {} entries)",

@@ -92,13 +92,9 @@ fn ancestors(path: &str) -> Vec<String> {
 }
 
 impl Pending {
-    /// Write the info, rename the directory to `.cutover/lock` (which fails when a lock, a
-    /// directory with its info inside, is already there) and create this release's staging
-    /// directory: one flight of requests, which the server carries out in order.
-    ///
-    /// The MKDIR of staging travels before we know whether the lock is ours. That is safe:
-    /// a directory is all it makes, files go into it only once the lock is held, and a client
-    /// that lost the race removes it only while it is empty.
+    /// Write the info and rename the directory to `.cutover/lock` (which fails when a lock, a
+    /// directory with its info inside, is already there): one flight of requests, which the
+    /// server carries out in order.
     pub async fn take(
         self,
         session: &Session,
@@ -109,12 +105,10 @@ impl Pending {
     ) -> Result<Held> {
         let ctx = || format!("target {}, stage lock", target.name);
         let info = info_file(layout, release, command);
-        let staging = layout.staging(release);
         let lock = layout.lock();
-        let (written, renamed, staged) = tokio::join!(
+        let (written, renamed) = tokio::join!(
             session.finish_file(self.info, &info.bytes),
             session.rename_dir(&self.dir, &lock),
-            session.try_create_dir(&staging),
         );
         match (written, renamed) {
             (Ok(()), Ok(())) => {}
@@ -125,12 +119,6 @@ impl Pending {
             }
             (written, Err(_)) => {
                 let _ = session.remove_tree(&self.dir).await;
-                if staged.is_ok() {
-                    // The directory we made, still empty unless a deploy that holds the lock
-                    // has the same release name (same second) and put files in: RMDIR only
-                    // removes an empty one.
-                    let _ = session.remove_dir(&staging).await;
-                }
                 if let Err(e) = written {
                     return Err(e).with_context(ctx);
                 }
@@ -144,17 +132,9 @@ impl Pending {
                 );
             }
         }
-        let held = Held {
+        Ok(Held {
             release: release.clone(),
-        };
-        if staged.is_err() {
-            // Usually a leftover of an interrupted deploy in the same second: it is ours now.
-            if let Err(e) = session.create_dir_all(&staging).await {
-                let _ = self::release(session, layout).await;
-                return Err(e).with_context(ctx);
-            }
-        }
-        Ok(held)
+        })
     }
 
     /// Remove the pending directory (best effort).

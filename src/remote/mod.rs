@@ -185,26 +185,24 @@ impl Session {
         }
     }
 
-    /// Write several small files at once (all requests in flight together).
-    pub async fn write_files(&self, files: &[SmallFile]) -> Result<()> {
-        match self {
-            Session::Ssh(s) => s.guard(s.sftp.write_files(files)).await,
-            Session::Local(s) => files
-                .iter()
-                .try_for_each(|f| s.write_file(&f.path, &f.bytes, f.mode)),
-        }
-    }
-
-    /// Upload archive parts (remote path, stream of chunks) side by side: over SSH each part
-    /// gets its own SFTP channel. Returns the bytes sent.
-    pub async fn upload_archives(
+    /// Create the staging directory `dir` and upload into it the small files and the archive
+    /// parts (remote path, stream of chunks), all in one flight: the server takes the MKDIR
+    /// before the OPENs behind it. Over SSH each further archive part gets an SFTP channel of
+    /// its own. Returns the archive bytes sent.
+    pub async fn stage(
         &self,
+        dir: &str,
+        small: &[SmallFile],
         parts: Vec<(String, crate::archive::Chunks)>,
         progress: &dyn Progress,
     ) -> Result<u64> {
         match self {
-            Session::Ssh(s) => s.guard(s.upload_archives(parts, progress)).await,
+            Session::Ssh(s) => s.guard(s.stage(dir, small, parts, progress)).await,
             Session::Local(s) => {
+                s.create_dir_all(dir)?;
+                for f in small {
+                    s.write_file(&f.path, &f.bytes, f.mode)?;
+                }
                 let mut sent = 0;
                 for (path, chunks) in parts {
                     sent += s.upload_stream(&path, chunks, progress).await?;

@@ -577,35 +577,74 @@ impl SshSession {
         })
     }
 
-    /// Runs a remote operation, giving up as soon as the connection is gone: russh-sftp would
-    /// otherwise wait out its request timeout for answers that can no longer come.
-    /// Upload archive parts in parallel: the first over the session's SFTP channel, each other
-    /// part over an SFTP channel of its own (one channel's window caps its throughput).
-    pub async fn upload_archives(
+    /// Create the staging directory and upload into it, in one flight (see
+    /// [`super::Session::stage`]): the first archive part goes over the session's SFTP channel
+    /// behind the MKDIR; each other part over an SFTP channel of its own (one channel's window
+    /// caps its throughput), which starts writing once the directory is known to exist.
+    pub async fn stage(
         &self,
+        dir: &str,
+        small: &[super::SmallFile],
         parts: Vec<(String, crate::archive::Chunks)>,
         progress: &dyn super::Progress,
     ) -> Result<u64> {
-        let extra = futures::future::try_join_all((1..parts.len()).map(|_| async {
-            let channel = self
-                .handle
-                .channel_open_session()
+        use futures::FutureExt;
+        // After a failed MKDIR (a leftover of an interrupted deploy with this name, or a real
+        // problem), create_dir_all says which: the OPENs behind it tell nothing useful.
+        let dir_ready = async move {
+            if self.sftp.try_create_dir(dir).await.is_ok() {
+                return Ok(());
+            }
+            self.sftp
+                .create_dir_all(dir)
                 .await
-                .context("cannot open another SSH channel for SFTP")?;
-            Sftp::start(channel).await
-        }))
-        .await?;
-        let channels = std::iter::once(&self.sftp).chain(extra.iter());
-        let uploads = parts
-            .into_iter()
-            .zip(channels)
-            .map(|((path, chunks), sftp)| async move {
-                sftp.upload_stream(&path, chunks, progress).await
-            });
-        let sent = futures::future::try_join_all(uploads).await?;
-        Ok(sent.into_iter().sum())
+                .map_err(|e| format!("{e:#}"))
+        }
+        .shared();
+        let mut parts = parts.into_iter();
+        let first = parts.next();
+        let rest: Vec<_> = parts.collect();
+        let others = async {
+            let channels = futures::future::try_join_all(rest.iter().map(|_| async {
+                let channel = self
+                    .handle
+                    .channel_open_session()
+                    .await
+                    .context("cannot open another SSH channel for SFTP")?;
+                Sftp::start(channel).await
+            }));
+            let (channels, ready) = tokio::join!(channels, dir_ready.clone());
+            ready.map_err(anyhow::Error::msg)?;
+            let channels = channels?;
+            let uploads = rest
+                .into_iter()
+                .zip(channels.iter())
+                .map(|((path, chunks), sftp)| async move {
+                    sftp.upload_stream(&path, chunks, progress).await
+                });
+            let sent = futures::future::try_join_all(uploads).await?;
+            Ok::<u64, anyhow::Error>(sent.into_iter().sum())
+        };
+        let first = async {
+            match first {
+                Some((path, chunks)) => self.sftp.upload_stream(&path, chunks, progress).await,
+                None => Ok(0),
+            }
+        };
+        // dir_ready first: its MKDIR is the first request of the flight.
+        let (ready, small, first, others) = tokio::join!(
+            dir_ready.clone(),
+            self.sftp.write_files(small),
+            first,
+            others,
+        );
+        ready.map_err(anyhow::Error::msg)?;
+        small?;
+        Ok(first? + others?)
     }
 
+    /// Runs a remote operation, giving up as soon as the connection is gone: russh-sftp would
+    /// otherwise wait out its request timeout for answers that can no longer come.
     pub async fn guard<T>(&self, op: impl std::future::Future<Output = Result<T>>) -> Result<T> {
         let result = tokio::select! {
             result = op => result,
