@@ -462,6 +462,8 @@ fn disk_full_fails_naming_the_file_system(kind: TargetKind) {
     let next = site.deploy();
     site.assert_release_is_source(&next.release, &[]);
     site.assert_clean("after the deploy that followed a full disk");
+    // Unmount first: the site's temporary directory holds the mount point.
+    drop(fs_);
     drop(site);
 }
 
