@@ -45,6 +45,18 @@ fn main() {
         .prefix("cutover-bench")
         .tempdir()
         .unwrap();
+    // Where the "server" writes: every tool deploys into the same place. tmpfs by default:
+    // this VM's ext4 swings the cost of creating a file between ~30 us and ~700 us from one
+    // minute to the next, which would drown the network round trips being compared.
+    // BENCH_DEST=/some/dir puts the deploys on that file system instead.
+    let dest_base = std::env::var_os("BENCH_DEST")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/dev/shm"));
+    let dests = tempfile::Builder::new()
+        .prefix("cutover-bench-dest")
+        .tempdir_in(&dest_base)
+        .unwrap_or_else(|e| panic!("cannot use {} for deploys: {e}", dest_base.display()));
+    let dest_fs = filesystem_of(dests.path());
     let sshd = common::Sshd::start();
     let proxy = delay_proxy::start(sshd.port, ONE_WAY_DELAY);
     let known_hosts = work.path().join("known_hosts");
@@ -79,7 +91,7 @@ fn main() {
     );
 
     if std::env::args().any(|a| a == "--serve") {
-        serve(&net, &v1, &v2, work.path());
+        serve(&net, &v1, &v2, work.path(), dests.path());
         return;
     }
 
@@ -87,12 +99,12 @@ fn main() {
     let mut t = Vec::new();
     let mut s = Vec::new();
     for run in 0..runs() {
-        let path = work.path().join(format!("full-cutover-{run}"));
+        let path = dests.path().join(format!("full-cutover-{run}"));
         c.push(cutover_deploy(&net, &v1, &path, work.path(), "full").0);
-        let dest = work.path().join(format!("full-tar-{run}"));
+        let dest = dests.path().join(format!("full-tar-{run}"));
         t.push(time(|| tar_over_ssh(&net, &v1, &dest)));
         if run == 0 && !quick {
-            let dest = work.path().join("full-sftp");
+            let dest = dests.path().join("full-sftp");
             s.push(sftp_put(&net, &v1, &dest));
         }
     }
@@ -115,7 +127,7 @@ fn main() {
     let mut ri = Vec::new();
     let mut rn = Vec::new();
     for run in 0..runs() {
-        let path = work.path().join(format!("inc-rsync-{run}"));
+        let path = dests.path().join(format!("inc-rsync-{run}"));
         rsync_deploy(&net, &v1, &path, "r0", None);
         ri.push(time(|| rsync_deploy(&net, &v2, &path, "r1", Some("r0"))));
         rn.push(time(|| rsync_deploy(&net, &v2, &path, "r2", Some("r1"))));
@@ -125,7 +137,7 @@ fn main() {
         let mut cn = Vec::new();
         for run in 0..runs() {
             // incremental: v1 live, deploy v2; no-op: v2 live, deploy v2 again
-            let path = work.path().join(format!("inc-cutover-{copy}-{run}"));
+            let path = dests.path().join(format!("inc-cutover-{copy}-{run}"));
             cutover_deploy_copy(&net, &v1, &path, work.path(), "prep", copy);
             ci.push(cutover_deploy_copy(&net, &v2, &path, work.path(), "inc", copy).0);
             cn.push(cutover_deploy_copy(&net, &v2, &path, work.path(), "noop", copy).0);
@@ -147,7 +159,7 @@ fn main() {
     }
 
     if !quick {
-        rows.extend(local_cases(work.path()));
+        rows.extend(local_cases(work.path(), dests.path()));
     }
 
     println!();
@@ -158,9 +170,10 @@ fn main() {
     }
     println!();
     println!(
-        "machine: {} cores, {}; medians of {RUNS} runs; 50 ms round trip through a delay proxy to OpenSSH {}",
+        "machine: {} cores, {}; medians of {} runs; 50 ms round trip through a delay proxy to OpenSSH {}; deploys written to {dest_fs}",
         std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
         cpu_model(),
+        runs(),
         openssh_version()
     );
     drop(sshd);
@@ -168,10 +181,10 @@ fn main() {
 
 /// `scripts/bench --serve`: keep the sshd and the delay proxy up and print configs for deploying
 /// the two trees by hand (`cutover deploy -v` shows where the seconds go), until Enter is pressed.
-fn serve(net: &Net, v1: &Path, v2: &Path, work: &Path) {
+fn serve(net: &Net, v1: &Path, v2: &Path, work: &Path, dests: &Path) {
     for (tag, src) in [("v1", v1), ("v2", v2)] {
         for copy in ["full", "hardlink"] {
-            let cfg = write_config(net, src, &work.join("serve"), work, &format!("{tag}-{copy}"), copy);
+            let cfg = write_config(net, src, &dests.join("serve"), work, &format!("{tag}-{copy}"), copy);
             println!("{} deploy -v --config {}", common::cutover_bin().display(), cfg.display());
         }
     }
@@ -560,7 +573,19 @@ fn copy_tree(from: &Path, to: &Path) {
 }
 
 /// Local measurements: the scan, the server-side assembly and the hardlink copy mode.
-fn local_cases(work: &Path) -> Vec<Row> {
+/// `df -PT`'s type and mount point of `path`, e.g. "tmpfs (/dev/shm)".
+fn filesystem_of(path: &Path) -> String {
+    let out = Command::new("df").arg("-PT").arg(path).output();
+    let text = out
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default();
+    match text.lines().nth(1).map(|l| l.split_whitespace().collect::<Vec<_>>()) {
+        Some(f) if f.len() >= 7 => format!("{} ({})", f[1], f[6]),
+        _ => "an unknown file system".into(),
+    }
+}
+
+fn local_cases(work: &Path, dests: &Path) -> Vec<Row> {
     let mut rows = Vec::new();
 
     // scan + hash of 100,000 files / ~1 GB, warm cache
@@ -602,20 +627,10 @@ fn local_cases(work: &Path) -> Vec<Row> {
         unit: "",
     });
 
-    // remote assembly of 20,000 staged files (local target: the script's own time)
+    // remote assembly of 20,000 staged files (local target: the script's own time), on the
+    // deploys' file system and on this machine's disk
     let app = work.join("assembly-src");
     generate_sized(&app, 20_000, 40_000_000, 11);
-    let dest = work.join("assembly-dest");
-    let cfg = work.join("assembly.toml");
-    fs::write(
-        &cfg,
-        format!(
-            "source = {:?}\n[targets.l]\nhost = \"local\"\npath = {:?}\n",
-            app.display().to_string(),
-            dest.display().to_string()
-        ),
-    )
-    .unwrap();
     let deploy = |cfg: &Path| -> f64 {
         let out = Command::new(common::cutover_bin())
             .args(["deploy", "-v", "--config"])
@@ -626,21 +641,39 @@ fn local_cases(work: &Path) -> Vec<Row> {
         assert!(out.status.success(), "{stderr}");
         script_seconds(&stderr)
     };
-    deploy(&cfg);
-    let mut assembly = Vec::new();
-    for round in 0..runs() as u64 {
-        // every file gets a new name and content: 20,000 staged files move in, 20,000 go
-        rename_all(&app, round);
-        assembly.push(deploy(&cfg));
+    let mut round = 0;
+    for (i, base) in [dests, work].into_iter().enumerate() {
+        let dest = base.join(format!("assembly-dest-{i}"));
+        let cfg = work.join(format!("assembly-{i}.toml"));
+        fs::write(
+            &cfg,
+            format!(
+                "source = {:?}\n[targets.l]\nhost = \"local\"\npath = {:?}\n",
+                app.display().to_string(),
+                dest.display().to_string()
+            ),
+        )
+        .unwrap();
+        deploy(&cfg);
+        let mut assembly = Vec::new();
+        for _ in 0..runs() {
+            // every file gets a new name and content: 20,000 files are unpacked, 20,000 go
+            rename_all(&app, round);
+            round += 1;
+            assembly.push(deploy(&cfg));
+        }
+        rows.push(Row {
+            case: format!(
+                "server script: 20,000 new + 20,000 deleted files, on {}",
+                filesystem_of(base)
+            ),
+            ours: median(&assembly),
+            baseline: "target ≤ 2 s".into(),
+            theirs: f64::NAN,
+            target: f64::NAN,
+            unit: "",
+        });
     }
-    rows.push(Row {
-        case: "server script: 20,000 new + 20,000 deleted files".into(),
-        ours: median(&assembly),
-        baseline: "target ≤ 2 s".into(),
-        theirs: f64::NAN,
-        target: f64::NAN,
-        unit: "",
-    });
 
     // copy = "full" vs "hardlink" on a 1 GB release (no files changed)
     for mode in ["full", "hardlink"] {

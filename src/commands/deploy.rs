@@ -18,7 +18,7 @@ use crate::config::Target;
 use crate::error::LiveWithWarnings;
 use crate::layout::{Layout, ReleaseId};
 use crate::plan::{Base, Plan};
-use crate::remote::{PathKind, Session, SmallFile};
+use crate::remote::{OpenFile, PathKind, Session};
 use crate::script::{self, Lock};
 use crate::source::{walk, Manifest};
 
@@ -62,7 +62,7 @@ pub async fn run(target: &Target, opts: Options, out: Output) -> Result<()> {
         return Ok(());
     }
 
-    let (state, held) = match survey_and_lock(&session, &layout, target, out).await {
+    let (state, held, staged) = match survey_and_lock(&session, &layout, target, opts, out).await {
         Ok(r) => r,
         Err(e) => {
             session.close().await;
@@ -73,7 +73,7 @@ pub async fn run(target: &Target, opts: Options, out: Output) -> Result<()> {
     // server has nothing but staging and the lock to forget.
     let prepared = tokio::select! {
         signal = interrupts.next() => Err(anyhow!("target {name}: interrupted by {signal} before the deploy script ran; current is untouched")),
-        prepared = prepare(&session, &layout, target, &new, state, &held, opts, out) => prepared,
+        prepared = prepare(&session, &layout, target, &new, state, &held, staged, opts, out) => prepared,
     };
     let prepared = match prepared {
         Ok(p) => p,
@@ -246,49 +246,141 @@ pub async fn read_state(session: &Session, layout: &Layout, target: &Target) -> 
     Ok(current?.into_state(releases, foreign))
 }
 
-/// Survey the server and take the lock, with as few round trips as the dependencies allow:
+const DEPLOY: &str = "cutover deploy";
+
+/// With the lock held (under the name chosen from the clock): check that name against the
+/// listing of `releases/`, then open the staged files.
+async fn with_lock_held(
+    session: &Session,
+    layout: &Layout,
+    target: &Target,
+    opts: Options,
+    names: Result<Option<Vec<String>>>,
+    mut held: lock::Held,
+) -> Result<(Vec<ReleaseId>, Vec<String>, lock::Held, Staged), (anyhow::Error, lock::Held)> {
+    let names = match names {
+        Ok(n) => n,
+        Err(e) => return Err((e.context(stage_plan(target)), held)),
+    };
+    let (releases, foreign) = classify_releases(names);
+    if releases.iter().any(|r| *r >= held.release) {
+        let id = ReleaseId::next(&releases);
+        if let Err(e) = held.rename(session, layout, target, &id, DEPLOY).await {
+            return Err((e, held));
+        }
+    }
+    let id = held.release.clone();
+    let mut files = vec![(layout.staging_manifest(&id), 0o644)];
+    if !opts.emit_script {
+        files.push((layout.staging_script(&id), 0o644));
+    }
+    files.push((layout.staging_archive(&id, 0), 0o600));
+    let opened = match session.open_staging(&layout.staging(&id), &files).await {
+        Ok(o) => o,
+        Err(e) => {
+            let e = e.context(format!("target {}, stage upload", target.name));
+            return Err((e, held));
+        }
+    };
+    let mut opened = opened.into_iter();
+    let manifest = opened.next().expect("opened as asked");
+    let script = if opts.emit_script {
+        None
+    } else {
+        opened.next()
+    };
+    let archive = opened.next().expect("opened as asked");
+    let staged = Staged {
+        manifest,
+        script,
+        archive,
+    };
+    Ok((releases, foreign, held, staged))
+}
+
+/// Files opened in staging ahead of the plan, so that their content can follow in the next
+/// flight: the new manifest, the script (not with --emit-script, which prints it) and the
+/// first archive part (left empty when nothing is uploaded).
+struct Staged {
+    manifest: OpenFile,
+    script: Option<OpenFile>,
+    archive: OpenFile,
+}
+
+/// Survey the server, take the lock and open the staged files, with as few round trips as the
+/// dependencies allow:
 ///
 /// ```text
-/// flight 1: list releases/ · lstat+readlink current · mkdir lock.new-… + open its info
-/// flight 2: (listing ends)  · open+stat the live manifest    → release name known
-/// flight 3: write info, close, rename lock.new-… → lock, mkdir staging/ID · read the manifest
+/// flight 1: lstat+readlink current · mkdir lock.new-… + open its info · opendir releases/
+/// flight 2: open+stat the live manifest · write info, rename lock.new-… → lock · readdir
+/// flight 3: read the manifest · mkdir staging/ID + open its files
 /// ```
+///
+/// The lock names the release before `releases/` is listed: the clock's second, or the one
+/// after the live release when that is later (two deploys in a second). When the listing shows
+/// the name taken all the same (a newer release left by a rollback), the lock's info is
+/// rewritten with the next free name before anything else happens.
 async fn survey_and_lock(
     session: &Session,
     layout: &Layout,
     target: &Target,
+    opts: Options,
     out: Output,
-) -> Result<(State, lock::Held)> {
-    let locking = async {
-        let releases_dir = layout.releases();
-        let (names, pending) = tokio::join!(
-            session.list_dir(&releases_dir),
+) -> Result<(State, lock::Held, Staged)> {
+    let (listed, names) = tokio::sync::oneshot::channel();
+    let releases_dir = layout.releases();
+    let listing = async {
+        let _ = listed.send(session.list_dir(&releases_dir).await);
+    };
+    let rest = async {
+        let (link, pending) = tokio::join!(
+            current_link(session, layout, target),
             lock::prepare(session, layout, target)
         );
         let pending = pending?;
-        let names = match names {
-            Ok(n) => n,
+        let (link, live) = match link {
+            Ok(l) => l,
             Err(e) => {
                 pending.discard(session).await;
-                return Err(e.context(stage_plan(target)));
+                return Err(e);
             }
         };
-        let (releases, foreign) = classify_releases(names);
-        let id = ReleaseId::next(&releases);
-        let held = pending
-            .take(session, layout, target, &id, "cutover deploy")
-            .await?;
-        Ok((releases, foreign, held))
-    };
-    let (current, locked) = tokio::join!(read_current(session, layout, target), locking);
-    let (releases, foreign, held) = locked?;
-    match current {
-        Ok(current) => Ok((current.into_state(releases, foreign), held)),
-        Err(e) => {
-            abandon(session, layout, &held, target, out).await;
-            Err(e)
+        let guess = ReleaseId::next(live.iter());
+        let manifest = async {
+            match live {
+                Some(id) => live_manifest(session, layout, target, id).await,
+                None => Ok(None),
+            }
+        };
+        let locking = async {
+            // An error before the lock is held needs no clean-up; after, the lock is given back.
+            let held = pending.take(session, layout, target, &guess, DEPLOY).await?;
+            let names = names
+                .await
+                .unwrap_or_else(|_| Err(anyhow!("the listing of releases/ was lost")));
+            Ok::<_, anyhow::Error>(with_lock_held(session, layout, target, opts, names, held).await)
+        };
+        let (manifest, locked) = tokio::join!(manifest, locking);
+        let (releases, foreign, held, staged) = match locked? {
+            Ok(done) => done,
+            Err((e, held)) => {
+                abandon(session, layout, &held, target, out).await;
+                return Err(e);
+            }
+        };
+        match manifest {
+            Ok(manifest) => {
+                let current = Current { link, manifest };
+                Ok((current.into_state(releases, foreign), held, staged))
+            }
+            Err(e) => {
+                abandon(session, layout, &held, target, out).await;
+                Err(e)
+            }
         }
-    }
+    };
+    let ((), result) = tokio::join!(listing, rest);
+    result
 }
 
 fn stage_plan(target: &Target) -> String {
@@ -334,6 +426,20 @@ impl Current {
 
 /// Read `current` and then, without waiting for anything else, the manifest of its release.
 async fn read_current(session: &Session, layout: &Layout, target: &Target) -> Result<Current> {
+    let (link, id) = current_link(session, layout, target).await?;
+    let manifest = match id {
+        Some(id) => live_manifest(session, layout, target, id).await?,
+        None => None,
+    };
+    Ok(Current { link, manifest })
+}
+
+/// Where `current` points, and the release that is when it is one of ours.
+async fn current_link(
+    session: &Session,
+    layout: &Layout,
+    target: &Target,
+) -> Result<(Option<String>, Option<ReleaseId>)> {
     let ctx = || stage_plan(target);
     let current_link = layout.current();
     let (kind, link) = tokio::join!(
@@ -353,39 +459,40 @@ async fn read_current(session: &Session, layout: &Layout, target: &Target) -> Re
         ),
     };
     // `current` made by cutover is `releases/ID`; Capistrano-style tools write absolute links.
-    let current_id = link.as_deref().and_then(|link| {
+    let id = link.as_deref().and_then(|link| {
         let (parent, last) = link.trim_end_matches('/').rsplit_once('/')?;
         let parent_ok =
             parent == "releases" || parent == layout.releases() || parent.ends_with("/releases");
         ReleaseId::parse(last).filter(|_| parent_ok)
     });
-    let Some(id) = current_id else {
-        return Ok(Current {
-            link,
-            manifest: None,
-        });
-    };
-    let manifest = match session
+    Ok((link, id))
+}
+
+/// The manifest of release `id`, checked: it comes from the server, so it is untrusted.
+async fn live_manifest(
+    session: &Session,
+    layout: &Layout,
+    target: &Target,
+    id: ReleaseId,
+) -> Result<Option<(ReleaseId, Manifest)>> {
+    let Some(bytes) = session
         .read_file(&layout.manifest(&id), MANIFEST_LIMIT)
         .await
-        .with_context(ctx)?
-    {
-        Some(bytes) => {
-            let text = String::from_utf8(bytes).map_err(|_| anyhow!("the manifest is not UTF-8"));
-            let manifest = text.and_then(|t| Manifest::parse(&t)).map_err(|e| {
-                anyhow!(
-                    "target {}, stage plan: the manifest {} is not valid ({e:#}). It is read from the server, so cutover \
-                     refuses to act on it. If the release itself is fine, remove that file and deploy again: the next \
-                     release will then be uploaded in full",
-                    target.name,
-                    layout.manifest(&id)
-                )
-            })?;
-            Some((id, manifest))
-        }
-        None => None,
+        .with_context(|| stage_plan(target))?
+    else {
+        return Ok(None);
     };
-    Ok(Current { link, manifest })
+    let text = String::from_utf8(bytes).map_err(|_| anyhow!("the manifest is not UTF-8"));
+    let manifest = text.and_then(|t| Manifest::parse(&t)).map_err(|e| {
+        anyhow!(
+            "target {}, stage plan: the manifest {} is not valid ({e:#}). It is read from the server, so cutover \
+             refuses to act on it. If the release itself is fine, remove that file and deploy again: the next \
+             release will then be uploaded in full",
+            target.name,
+            layout.manifest(&id)
+        )
+    })?;
+    Ok(Some((id, manifest)))
 }
 
 /// Plan and upload, with the lock held.
@@ -397,6 +504,7 @@ async fn prepare(
     new: &Manifest,
     state: State,
     held: &lock::Held,
+    staged: Staged,
     opts: Options,
     out: Output,
 ) -> Result<Prepared> {
@@ -439,34 +547,42 @@ async fn prepare(
     let archive_parts = archive::split(new, packed);
     let text = script::deploy_script(target, &id, &plan, archive_parts.len(), lock_mode);
 
-    // --- upload into staging: the archive of changed files, the manifest and the script, all
-    // in flight together, right behind the MKDIR of staging.
-    let mut small = vec![SmallFile {
-        path: layout.staging_manifest(&id),
-        bytes: new.render().into_bytes(),
-        mode: 0o644,
-    }];
-    if !opts.emit_script {
-        small.push(SmallFile {
-            path: layout.staging_script(&id),
-            bytes: text.clone().into_bytes(),
-            mode: 0o644,
-        });
-    }
+    // --- upload into the files opened in staging: the manifest, the script and the archive of
+    // changed files, all in flight together.
     let progress = Progress::new(plan.upload_bytes, out);
-    let parts = archive_parts
-        .into_iter()
-        .enumerate()
-        .map(|(i, part)| {
-            (
-                layout.staging_archive(&id, i),
-                archive::pack(target.source.clone(), new, part),
-            )
-        })
-        .collect();
-    let sent = session
-        .stage(&layout.staging(&id), &small, parts, &progress)
-        .await
+    let mut parts = archive_parts.into_iter().enumerate().map(|(i, part)| {
+        (
+            layout.staging_archive(&id, i),
+            archive::pack(target.source.clone(), new, part),
+        )
+    });
+    let manifest = new.render().into_bytes();
+    let upload = async {
+        match parts.next() {
+            Some((_, first)) => {
+                let rest = parts.collect();
+                session
+                    .upload_archives((staged.archive, first), rest, &progress)
+                    .await
+            }
+            // Nothing to upload: the file opened ahead stays empty (the script unpacks
+            // `archives` parts, none here).
+            None => session.finish_file(staged.archive, b"").await.map(|_| 0),
+        }
+    };
+    let script = async {
+        match staged.script {
+            Some(file) => session.finish_file(file, text.as_bytes()).await,
+            None => Ok(()),
+        }
+    };
+    let (sent, written, scripted) = tokio::join!(
+        upload,
+        session.finish_file(staged.manifest, &manifest),
+        script
+    );
+    let sent = sent
+        .and_then(|sent| written.and(scripted).map(|_| sent))
         .with_context(|| format!("target {name}, stage upload into {}", layout.staging(&id)))?;
     progress.finish();
     out.stage(format_args!(

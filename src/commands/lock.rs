@@ -13,6 +13,28 @@ pub struct Held {
     pub release: ReleaseId,
 }
 
+impl Held {
+    /// Name another release in the lock's info: the lock was taken under a name chosen before
+    /// `releases/` was listed, and the listing showed that name taken (a release in the same
+    /// second, or a server clock ahead of ours).
+    pub async fn rename(
+        &mut self,
+        session: &Session,
+        layout: &Layout,
+        target: &Target,
+        release: &ReleaseId,
+        command: &str,
+    ) -> Result<()> {
+        let info = info_file(layout, release, command);
+        session
+            .write_file(&info.path, &info.bytes, info.mode)
+            .await
+            .with_context(|| format!("target {}, stage lock", target.name))?;
+        self.release = release.clone();
+        Ok(())
+    }
+}
+
 /// A lock being prepared: `.cutover/lock.new-PID-NANOS/` with its `info` file open, which
 /// becomes `.cutover/lock` by one rename once the info is written. So a lock never exists
 /// without saying who holds it, and a refused deploy can always name the holder.

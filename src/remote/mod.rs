@@ -185,26 +185,51 @@ impl Session {
         }
     }
 
-    /// Create the staging directory `dir` and upload into it the small files and the archive
-    /// parts (remote path, stream of chunks), all in one flight: the server takes the MKDIR
-    /// before the OPENs behind it. Over SSH each further archive part gets an SFTP channel of
-    /// its own. Returns the archive bytes sent.
-    pub async fn stage(
+    /// Create the staging directory `dir` and open `files` (path, mode) in it for writing, in
+    /// one flight: the server takes the MKDIR before the OPENs behind it.
+    pub async fn open_staging(&self, dir: &str, files: &[(String, u32)]) -> Result<Vec<OpenFile>> {
+        match self {
+            Session::Ssh(s) => {
+                let opened = s.guard(s.open_staging(dir, files)).await?;
+                Ok(files
+                    .iter()
+                    .zip(opened)
+                    .map(|((path, _), handle)| OpenFile::Ssh {
+                        handle,
+                        path: path.clone(),
+                    })
+                    .collect())
+            }
+            Session::Local(s) => {
+                s.create_dir_all(dir)?;
+                Ok(files
+                    .iter()
+                    .map(|(path, mode)| OpenFile::Local {
+                        path: path.clone(),
+                        mode: *mode,
+                    })
+                    .collect())
+            }
+        }
+    }
+
+    /// Upload archive parts side by side: the first into a file opened ahead (see
+    /// [`Session::open_staging`]), each other one (remote path, stream of chunks) over SSH on
+    /// an SFTP channel of its own. Returns the bytes sent.
+    pub async fn upload_archives(
         &self,
-        dir: &str,
-        small: &[SmallFile],
-        parts: Vec<(String, crate::archive::Chunks)>,
+        first: (OpenFile, crate::archive::Chunks),
+        rest: Vec<(String, crate::archive::Chunks)>,
         progress: &dyn Progress,
     ) -> Result<u64> {
         match self {
-            Session::Ssh(s) => s.guard(s.stage(dir, small, parts, progress)).await,
+            Session::Ssh(s) => s.guard(s.upload_archives(first, rest, progress)).await,
             Session::Local(s) => {
-                s.create_dir_all(dir)?;
-                for f in small {
-                    s.write_file(&f.path, &f.bytes, f.mode)?;
-                }
-                let mut sent = 0;
-                for (path, chunks) in parts {
+                let (OpenFile::Local { path, .. }, chunks) = first else {
+                    unreachable!("a file is written by the session that opened it")
+                };
+                let mut sent = s.upload_stream(&path, chunks, progress).await?;
+                for (path, chunks) in rest {
                     sent += s.upload_stream(&path, chunks, progress).await?;
                 }
                 Ok(sent)

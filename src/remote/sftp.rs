@@ -410,10 +410,21 @@ impl Sftp {
     pub async fn upload_stream(
         &self,
         path: &str,
-        mut chunks: crate::archive::Chunks,
+        chunks: crate::archive::Chunks,
         progress: &dyn Progress,
     ) -> Result<u64> {
         let handle = self.create(path, 0o600).await?;
+        self.stream_into(handle, path, chunks, progress).await
+    }
+
+    /// [`Sftp::upload_stream`] into a file already opened by [`Sftp::create`].
+    pub async fn stream_into(
+        &self,
+        handle: String,
+        path: &str,
+        mut chunks: crate::archive::Chunks,
+        progress: &dyn Progress,
+    ) -> Result<u64> {
         let write_len = self.write_len().await;
         let mut pending = FuturesUnordered::new();
         let mut offset = 0u64;

@@ -577,33 +577,40 @@ impl SshSession {
         })
     }
 
-    /// Create the staging directory and upload into it, in one flight (see
-    /// [`super::Session::stage`]): the first archive part goes over the session's SFTP channel
-    /// behind the MKDIR; each other part over an SFTP channel of its own (one channel's window
-    /// caps its throughput), which starts writing once the directory is known to exist.
-    pub async fn stage(
+    /// MKDIR of staging and the OPENs of `files` in it, in one flight; the handles in order.
+    pub async fn open_staging(&self, dir: &str, files: &[(String, u32)]) -> Result<Vec<String>> {
+        let (made, opened) = tokio::join!(
+            self.sftp.try_create_dir(dir),
+            futures::future::join_all(files.iter().map(|(path, mode)| self.sftp.create(path, *mode)))
+        );
+        let opened: Result<Vec<String>> = opened.into_iter().collect();
+        match (made, opened) {
+            (_, Ok(handles)) => Ok(handles),
+            (Ok(()), Err(e)) => Err(e),
+            // The OPENs failed behind a failed MKDIR: create_dir_all says why (a file in the
+            // way, no permission); if it manages after all, open again.
+            (Err(_), Err(_)) => {
+                self.sftp.create_dir_all(dir).await?;
+                futures::future::try_join_all(
+                    files.iter().map(|(path, mode)| self.sftp.create(path, *mode)),
+                )
+                .await
+            }
+        }
+    }
+
+    /// Upload archive parts side by side (see [`super::Session::upload_archives`]): the first
+    /// over the session's SFTP channel, each other part over an SFTP channel of its own (one
+    /// channel's window caps its throughput).
+    pub async fn upload_archives(
         &self,
-        dir: &str,
-        small: &[super::SmallFile],
-        parts: Vec<(String, crate::archive::Chunks)>,
+        first: (super::OpenFile, crate::archive::Chunks),
+        rest: Vec<(String, crate::archive::Chunks)>,
         progress: &dyn super::Progress,
     ) -> Result<u64> {
-        use futures::FutureExt;
-        // After a failed MKDIR (a leftover of an interrupted deploy with this name, or a real
-        // problem), create_dir_all says which: the OPENs behind it tell nothing useful.
-        let dir_ready = async move {
-            if self.sftp.try_create_dir(dir).await.is_ok() {
-                return Ok(());
-            }
-            self.sftp
-                .create_dir_all(dir)
-                .await
-                .map_err(|e| format!("{e:#}"))
-        }
-        .shared();
-        let mut parts = parts.into_iter();
-        let first = parts.next();
-        let rest: Vec<_> = parts.collect();
+        let (super::OpenFile::Ssh { handle, path }, chunks) = first else {
+            unreachable!("a file is written by the session that opened it")
+        };
         let others = async {
             let channels = futures::future::try_join_all(rest.iter().map(|_| async {
                 let channel = self
@@ -612,10 +619,8 @@ impl SshSession {
                     .await
                     .context("cannot open another SSH channel for SFTP")?;
                 Sftp::start(channel).await
-            }));
-            let (channels, ready) = tokio::join!(channels, dir_ready.clone());
-            ready.map_err(anyhow::Error::msg)?;
-            let channels = channels?;
+            }))
+            .await?;
             let uploads = rest
                 .into_iter()
                 .zip(channels.iter())
@@ -625,21 +630,10 @@ impl SshSession {
             let sent = futures::future::try_join_all(uploads).await?;
             Ok::<u64, anyhow::Error>(sent.into_iter().sum())
         };
-        let first = async {
-            match first {
-                Some((path, chunks)) => self.sftp.upload_stream(&path, chunks, progress).await,
-                None => Ok(0),
-            }
-        };
-        // dir_ready first: its MKDIR is the first request of the flight.
-        let (ready, small, first, others) = tokio::join!(
-            dir_ready.clone(),
-            self.sftp.write_files(small),
-            first,
-            others,
+        let (first, others) = tokio::join!(
+            self.sftp.stream_into(handle, &path, chunks, progress),
+            others
         );
-        ready.map_err(anyhow::Error::msg)?;
-        small?;
         Ok(first? + others?)
     }
 
