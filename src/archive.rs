@@ -27,9 +27,10 @@ const QUEUE: usize = 64;
 /// A running packer: chunks of the archive, in order, then the end of the channel.
 pub type Chunks = mpsc::Receiver<Result<Vec<u8>>>;
 
-/// Bytes per archive part: above this, the upload is split over several SFTP channels (each
-/// channel's window limits its throughput on a long link) and unpacked by parallel `tar`s.
-const PART_BYTES: u64 = 8 * 1024 * 1024;
+/// Bytes per archive part: above this, the upload is split over several SFTP channels. Each
+/// channel's window (OpenSSH's sshd: 2 MiB for a session channel) limits its throughput on a
+/// long link to one window per round trip.
+const PART_BYTES: u64 = 2 * 1024 * 1024;
 /// At most this many parts (channels), well under OpenSSH's default MaxSessions of 10.
 pub const MAX_PARTS: usize = 4;
 
@@ -44,7 +45,7 @@ pub fn split(manifest: &Manifest, paths: Vec<String>) -> Vec<Vec<String>> {
         _ => 0,
     };
     let total: u64 = paths.iter().map(size).sum();
-    let n = ((total / PART_BYTES) as usize).clamp(1, MAX_PARTS);
+    let n = (total.div_ceil(PART_BYTES) as usize).clamp(1, MAX_PARTS);
     let mut parts: Vec<(u64, Vec<String>)> = vec![(0, Vec::new()); n];
     let (dirs, mut files): (Vec<String>, Vec<String>) = paths
         .into_iter()

@@ -38,6 +38,9 @@ pub struct SshSession {
     /// A session channel opened together with the SFTP one, so the exec call costs no round
     /// trip for opening its channel. Taken by the first exec.
     exec_channel: tokio::sync::Mutex<Option<russh::Channel<client::Msg>>>,
+    /// A second SFTP channel, also opened with the first, for the second archive part of an
+    /// upload: it can start at once instead of two round trips later.
+    spare_sftp: tokio::sync::Mutex<Option<Sftp>>,
     pub description: String,
 }
 
@@ -264,18 +267,27 @@ impl Handshake {
     /// Open the SFTP channel, and alongside it the channel for the exec call: the session is
     /// ready for a deploy.
     pub async fn into_session(self) -> Result<SshSession> {
-        let (channel, exec_channel) = tokio::join!(
+        let (channel, exec_channel, spare) = tokio::join!(
+            self.handle.channel_open_session(),
             self.handle.channel_open_session(),
             self.handle.channel_open_session()
         );
         let channel = channel.context("cannot open an SSH channel for SFTP")?;
-        let sftp = Sftp::start(channel).await?;
+        let spare = async {
+            match spare {
+                Ok(c) => Sftp::start(c).await.ok(),
+                Err(_) => None,
+            }
+        };
+        let (sftp, spare) = tokio::join!(Sftp::start(channel), spare);
+        let sftp = sftp?;
         Ok(SshSession {
             handle: self.handle,
             _jumps: self.jumps,
             lost: self.lost,
             sftp,
             exec_channel: tokio::sync::Mutex::new(exec_channel.ok()),
+            spare_sftp: tokio::sync::Mutex::new(spare),
             description: self.name,
         })
     }
@@ -611,22 +623,26 @@ impl SshSession {
         let (super::OpenFile::Ssh { handle, path }, chunks) = first else {
             unreachable!("a file is written by the session that opened it")
         };
+        // Each further part starts as soon as its channel is ready: the spare at once.
+        let mut spare = self.spare_sftp.lock().await.take();
+        let uploads = rest.into_iter().map(|(path, chunks)| {
+            let ready = spare.take();
+            async move {
+                let sftp = match ready {
+                    Some(sftp) => sftp,
+                    None => {
+                        let channel = self
+                            .handle
+                            .channel_open_session()
+                            .await
+                            .context("cannot open another SSH channel for SFTP")?;
+                        Sftp::start(channel).await?
+                    }
+                };
+                sftp.upload_stream(&path, chunks, progress).await
+            }
+        });
         let others = async {
-            let channels = futures::future::try_join_all(rest.iter().map(|_| async {
-                let channel = self
-                    .handle
-                    .channel_open_session()
-                    .await
-                    .context("cannot open another SSH channel for SFTP")?;
-                Sftp::start(channel).await
-            }))
-            .await?;
-            let uploads = rest
-                .into_iter()
-                .zip(channels.iter())
-                .map(|((path, chunks), sftp)| async move {
-                    sftp.upload_stream(&path, chunks, progress).await
-                });
             let sent = futures::future::try_join_all(uploads).await?;
             Ok::<u64, anyhow::Error>(sent.into_iter().sum())
         };
