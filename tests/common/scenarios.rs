@@ -62,9 +62,9 @@ pub fn first_deploy_gives_the_exact_layout(kind: TargetKind) {
         [".cutover", "current", "releases", "shared"],
         "top level of the deploy path"
     );
-    assert_eq!(site.releases(), [id.clone()]);
+    assert_eq!(site.releases(), std::slice::from_ref(&id));
     assert!(meta(&site.at("shared")).is_dir(), "shared/ is a directory");
-    assert_eq!(site.manifests(), [id.clone()]);
+    assert_eq!(site.manifests(), std::slice::from_ref(&id));
     let manifest = read(&site.at(format!(".cutover/manifests/{id}")));
     assert!(manifest.starts_with("cutover-manifest "), "{manifest}");
     assert!(manifest.contains("bin/console"), "{manifest}");
@@ -423,7 +423,7 @@ pub fn emit_script_is_completed_by_running_it(kind: TargetKind) {
         "current unchanged"
     );
     assert!(!site.lock_exists(), "--emit-script releases the lock");
-    assert_eq!(site.releases(), [first.release.clone()]);
+    assert_eq!(site.releases(), std::slice::from_ref(&first.release));
     let staged = site.staging_leftovers();
     assert_eq!(staged.len(), 1, "one staged release: {staged:?}");
     let id = staged[0].clone();
@@ -549,10 +549,10 @@ pub fn failing_before_swap_hook_leaves_current_untouched(kind: TargetKind) {
     );
     assert_eq!(
         site.releases(),
-        [first.release.clone()],
+        std::slice::from_ref(&first.release),
         "no partial release"
     );
-    assert_eq!(site.manifests(), [first.release.clone()]);
+    assert_eq!(site.manifests(), std::slice::from_ref(&first.release));
     site.assert_clean("after a failed before_swap hook");
     assert_trees_equal(
         &release1,
