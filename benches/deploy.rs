@@ -184,11 +184,25 @@ fn main() {
 fn serve(net: &Net, v1: &Path, v2: &Path, work: &Path, dests: &Path) {
     for (tag, src) in [("v1", v1), ("v2", v2)] {
         for copy in ["full", "hardlink"] {
-            let cfg = write_config(net, src, &dests.join("serve"), work, &format!("{tag}-{copy}"), copy);
-            println!("{} deploy -v --config {}", common::cutover_bin().display(), cfg.display());
+            let cfg = write_config(
+                net,
+                src,
+                &dests.join("serve"),
+                work,
+                &format!("{tag}-{copy}"),
+                copy,
+            );
+            println!(
+                "{} deploy -v --config {}",
+                common::cutover_bin().display(),
+                cfg.display()
+            );
         }
     }
-    println!("(HOME={} and no SSH_AUTH_SOCK, as in the benchmark) press Enter to stop", work.display());
+    println!(
+        "(HOME={} and no SSH_AUTH_SOCK, as in the benchmark) press Enter to stop",
+        work.display()
+    );
     let _ = std::io::stdin().read_line(&mut String::new());
 }
 
@@ -579,7 +593,11 @@ fn filesystem_of(path: &Path) -> String {
     let text = out
         .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
         .unwrap_or_default();
-    match text.lines().nth(1).map(|l| l.split_whitespace().collect::<Vec<_>>()) {
+    match text
+        .lines()
+        .nth(1)
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+    {
         Some(f) if f.len() >= 7 => format!("{} ({})", f[1], f[6]),
         _ => "an unknown file system".into(),
     }

@@ -152,7 +152,11 @@ fn killed_connection_during_upload_leaves_current_untouched() {
         Some(first.release.clone()),
         "current untouched"
     );
-    assert_eq!(site.releases(), std::slice::from_ref(&first.release), "no new release");
+    assert_eq!(
+        site.releases(),
+        std::slice::from_ref(&first.release),
+        "no new release"
+    );
     assert_trees_equal(
         &live_before,
         &snapshot(&site.release_dir(&first.release)),
@@ -449,7 +453,11 @@ fn disk_full_fails_naming_the_file_system(kind: TargetKind) {
         Some(first.release.clone()),
         "current untouched"
     );
-    assert_eq!(site.releases(), std::slice::from_ref(&first.release), "partial removed");
+    assert_eq!(
+        site.releases(),
+        std::slice::from_ref(&first.release),
+        "partial removed"
+    );
     assert_eq!(site.manifests(), std::slice::from_ref(&first.release));
     assert_trees_equal(
         &live_before,

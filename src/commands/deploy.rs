@@ -248,6 +248,10 @@ pub async fn read_state(session: &Session, layout: &Layout, target: &Target) -> 
 
 const DEPLOY: &str = "cutover deploy";
 
+/// Uploads below this size go in one flight of requests (see `prepare`): two SFTP channels
+/// ready from the start, each with sshd's 2 MiB window.
+const SINGLE_FLIGHT_BYTES: u64 = 4 * 1024 * 1024;
+
 /// With the lock held (under the name chosen from the clock): check that name against the
 /// listing of `releases/`, then open the staged files.
 async fn with_lock_held(
@@ -354,7 +358,9 @@ async fn survey_and_lock(
         };
         let locking = async {
             // An error before the lock is held needs no clean-up; after, the lock is given back.
-            let held = pending.take(session, layout, target, &guess, DEPLOY).await?;
+            let held = pending
+                .take(session, layout, target, &guess, DEPLOY)
+                .await?;
             let names = names
                 .await
                 .unwrap_or_else(|_| Err(anyhow!("the listing of releases/ was lost")));
@@ -557,6 +563,18 @@ async fn prepare(
         )
     });
     let manifest = new.render().into_bytes();
+    // An upload that fits one round trip (the windows of the two SFTP channels) is over a
+    // moment after its last flight goes out: the exec call starts with it (`sh -s`, told the
+    // script once everything has arrived), so the server's session start-up (login shell and
+    // its start-up files) overlaps the upload instead of following it. Larger uploads take
+    // long enough that it would not matter, and a shell started early is one more process to
+    // interrupt when such an upload is abandoned.
+    if !opts.emit_script && plan.upload_bytes < SINGLE_FLIGHT_BYTES {
+        session
+            .start_shell()
+            .await
+            .with_context(|| format!("target {name}, stage run"))?;
+    }
     let upload = async {
         match parts.next() {
             Some((_, first)) => {

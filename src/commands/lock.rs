@@ -53,11 +53,7 @@ pub async fn prepare(session: &Session, layout: &Layout, target: &Target) -> Res
         .map(|d| d.subsec_nanos())
         .unwrap_or(0);
     // Unique among clients: deploys from two machines can have the same pid.
-    let dir = format!(
-        "{}/lock.new-{}-{nanos}",
-        layout.state(),
-        std::process::id()
-    );
+    let dir = format!("{}/lock.new-{}-{nanos}", layout.state(), std::process::id());
     let info_path = format!("{dir}/info");
     let staging_root = layout.staging_root();
     let (_, made, opened) = tokio::join!(
@@ -277,7 +273,12 @@ mod tests {
     fn ancestors_top_down() {
         assert_eq!(
             ancestors("/srv/app/.cutover/staging"),
-            ["/srv", "/srv/app", "/srv/app/.cutover", "/srv/app/.cutover/staging"]
+            [
+                "/srv",
+                "/srv/app",
+                "/srv/app/.cutover",
+                "/srv/app/.cutover/staging"
+            ]
         );
         assert_eq!(ancestors("/srv/"), ["/srv"]);
     }

@@ -237,6 +237,15 @@ impl Session {
         }
     }
 
+    /// Start the exec call that will run the deploy script, ahead of time (over SSH: `sh -s`,
+    /// told which script to run by [`Session::run_script`]). Nothing to do locally.
+    pub async fn start_shell(&self) -> Result<()> {
+        match self {
+            Session::Ssh(s) => s.guard(s.start_shell()).await,
+            Session::Local(_) => Ok(()),
+        }
+    }
+
     /// Run `sh SCRIPT` in one exec call; the script's stderr is passed through to ours.
     pub async fn run_script(&self, script_path: &str, quiet: bool) -> Result<ScriptExit> {
         match self {

@@ -455,12 +455,14 @@ impl Sftp {
                 let raw = self.raw.clone();
                 let h = handle.clone();
                 let data = piece.to_vec();
-                pending.push(send_now(async move { raw.write(h, at, data).await.map(|_| len) }));
+                pending.push(send_now(async move {
+                    raw.write(h, at, data).await.map(|_| len)
+                }));
             }
         }
         drop(chunks); // stops the packer if we broke off
-        // Every WRITE is on its way: the CLOSE follows at once instead of a round trip later.
-        // (After a failure it still runs; the file is removed with staging anyway.)
+                      // Every WRITE is on its way: the CLOSE follows at once instead of a round trip later.
+                      // (After a failure it still runs; the file is removed with staging anyway.)
         let close = send_now({
             let raw = self.raw.clone();
             let handle = handle.clone();

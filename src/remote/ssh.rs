@@ -38,6 +38,8 @@ pub struct SshSession {
     /// A session channel opened together with the SFTP one, so the exec call costs no round
     /// trip for opening its channel. Taken by the first exec.
     exec_channel: tokio::sync::Mutex<Option<russh::Channel<client::Msg>>>,
+    /// The exec call started ahead of time (`sh -s`, waiting for its input).
+    shell: tokio::sync::Mutex<Option<russh::Channel<client::Msg>>>,
     /// A second SFTP channel, also opened with the first, for the second archive part of an
     /// upload: it can start at once instead of two round trips later.
     spare_sftp: tokio::sync::Mutex<Option<Sftp>>,
@@ -173,6 +175,14 @@ impl client::Handler for Client {
     }
 }
 
+/// What a shell started by [`SshSession::start_shell`] is told: run this script. A brace group
+/// runs only once its closing brace has been read, so input cut short anywhere (a dropped
+/// connection) is a syntax error, never a different command (a path with a quote in it, cut
+/// after a quote, would name another file).
+fn launch_line(script_path: &str) -> String {
+    format!("{{ exec sh {}; }}\n", crate::shell::quote(script_path))
+}
+
 fn display_name(host: &str, port: u16) -> String {
     if port == 22 {
         host.to_string()
@@ -288,6 +298,7 @@ impl Handshake {
             sftp,
             exec_channel: tokio::sync::Mutex::new(exec_channel.ok()),
             spare_sftp: tokio::sync::Mutex::new(spare),
+            shell: tokio::sync::Mutex::new(None),
             description: self.name,
         })
     }
@@ -514,14 +525,41 @@ impl SshSession {
         handshake.into_session().await
     }
 
-    /// Run `sh SCRIPT` in one exec call, passing its stderr through.
+    /// Start the deploy's one exec call ahead of time: `sh -s`, which waits for its input.
+    /// sshd starts a session (the login shell and its start-up files, then `sh`) and opens the
+    /// channel's window while the last of the upload travels; [`SshSession::run_script`] then
+    /// only has to say which script to run. A shell that is never told gets end-of-input and
+    /// runs nothing.
+    pub async fn start_shell(&self) -> Result<()> {
+        let channel = self.take_exec_channel().await?;
+        channel
+            .exec(true, "sh -s")
+            .await
+            .context("the server refused to run a shell")?;
+        *self.shell.lock().await = Some(channel);
+        Ok(())
+    }
+
+    /// Run `sh SCRIPT` in one exec call, passing its stderr through: in the shell started by
+    /// [`SshSession::start_shell`] when there is one.
     pub async fn run_script(&self, script_path: &str, quiet: bool) -> Result<ScriptExit> {
-        self.exec(
-            &format!("sh {}", crate::shell::quote(script_path)),
-            None,
-            quiet,
-        )
-        .await
+        let started = self.shell.lock().await.take();
+        let Some(channel) = started else {
+            return self
+                .exec(
+                    &format!("sh {}", crate::shell::quote(script_path)),
+                    None,
+                    quiet,
+                )
+                .await;
+        };
+        let line = launch_line(script_path);
+        channel
+            .data(line.as_bytes())
+            .await
+            .context("cannot start the script")?;
+        channel.eof().await.context("cannot start the script")?;
+        self.collect(channel, quiet).await
     }
 
     /// Run `sh -s` in one exec call with `script` on its stdin.
@@ -529,16 +567,21 @@ impl SshSession {
         self.exec("sh -s", Some(script), quiet).await
     }
 
-    async fn exec(&self, command: &str, stdin: Option<&str>, quiet: bool) -> Result<ScriptExit> {
+    /// The session channel opened at connect, or a new one.
+    async fn take_exec_channel(&self) -> Result<russh::Channel<client::Msg>> {
         let opened = self.exec_channel.lock().await.take();
-        let mut channel = match opened {
-            Some(c) => c,
+        match opened {
+            Some(c) => Ok(c),
             None => self
                 .handle
                 .channel_open_session()
                 .await
-                .context("cannot open an SSH channel for the script")?,
-        };
+                .context("cannot open an SSH channel for the script"),
+        }
+    }
+
+    async fn exec(&self, command: &str, stdin: Option<&str>, quiet: bool) -> Result<ScriptExit> {
+        let channel = self.take_exec_channel().await?;
         channel
             .exec(true, command)
             .await
@@ -550,6 +593,15 @@ impl SshSession {
                 .context("cannot send the script")?;
             channel.eof().await.context("cannot send the script")?;
         }
+        self.collect(channel, quiet).await
+    }
+
+    /// The script's output (stderr passed through unless `quiet`) and exit status.
+    async fn collect(
+        &self,
+        mut channel: russh::Channel<client::Msg>,
+        quiet: bool,
+    ) -> Result<ScriptExit> {
         let mut stdout = Vec::new();
         let mut stderr = Vec::new();
         let mut code = None;
@@ -566,6 +618,11 @@ impl SshSession {
                     }
                 }
                 ChannelMsg::ExitStatus { exit_status } => code = Some(exit_status),
+                // The answer to the exec request: the server will not run it (a ForceCommand,
+                // a restricted account). Nothing ran.
+                ChannelMsg::Failure => {
+                    anyhow::bail!("the server refused to run the script (is this an SFTP-only account? `cutover check` tells)")
+                }
                 ChannelMsg::ExitSignal { signal_name, .. } => {
                     eprintln!("cutover: the deploy script was killed by signal {signal_name:?}");
                 }
@@ -593,7 +650,11 @@ impl SshSession {
     pub async fn open_staging(&self, dir: &str, files: &[(String, u32)]) -> Result<Vec<String>> {
         let (made, opened) = tokio::join!(
             self.sftp.try_create_dir(dir),
-            futures::future::join_all(files.iter().map(|(path, mode)| self.sftp.create(path, *mode)))
+            futures::future::join_all(
+                files
+                    .iter()
+                    .map(|(path, mode)| self.sftp.create(path, *mode))
+            )
         );
         let opened: Result<Vec<String>> = opened.into_iter().collect();
         match (made, opened) {
@@ -604,7 +665,9 @@ impl SshSession {
             (Err(_), Err(_)) => {
                 self.sftp.create_dir_all(dir).await?;
                 futures::future::try_join_all(
-                    files.iter().map(|(path, mode)| self.sftp.create(path, *mode)),
+                    files
+                        .iter()
+                        .map(|(path, mode)| self.sftp.create(path, *mode)),
                 )
                 .await
             }
@@ -712,5 +775,46 @@ impl SshSession {
             .handle
             .disconnect(russh::Disconnect::ByApplication, "", "en")
             .await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::launch_line;
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+
+    /// Every strict prefix of the launch line, given to `sh -s` and ended there (a dropped
+    /// connection), runs nothing; the whole line runs the script.
+    #[test]
+    fn a_launch_line_cut_short_runs_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let marker = dir.path().join("ran");
+        // a quote in the path: cut after `'…it'` the rest would name another file
+        let script = dir.path().join("it's deploy.sh");
+        let decoy = dir.path().join("it");
+        for s in [&script, &decoy] {
+            std::fs::write(s, format!("touch '{}'\n", marker.display())).unwrap();
+        }
+        let line = launch_line(&script.display().to_string());
+        let run = |input: &str| {
+            let _ = std::fs::remove_file(&marker);
+            let mut sh = Command::new("sh")
+                .arg("-s")
+                .current_dir(dir.path())
+                .stdin(Stdio::piped())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap();
+            sh.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+            sh.wait().unwrap();
+            marker.exists()
+        };
+        let complete = line.trim_end().len();
+        for cut in 0..complete {
+            assert!(!run(&line[..cut]), "{:?} ran something", &line[..cut]);
+        }
+        assert!(run(&line), "the whole line runs the script");
     }
 }
