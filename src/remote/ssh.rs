@@ -807,7 +807,11 @@ mod tests {
                 .stderr(Stdio::null())
                 .spawn()
                 .unwrap();
-            sh.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+            sh.stdin
+                .take()
+                .unwrap()
+                .write_all(input.as_bytes())
+                .unwrap();
             sh.wait().unwrap();
             marker.exists()
         };
