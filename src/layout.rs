@@ -182,9 +182,35 @@ fn civil_from_days(z: i64) -> (i64, i64, i64) {
     (if m <= 2 { y + 1 } else { y }, m, d)
 }
 
+/// `/a/b/c` → `/a`, `/a/b`, `/a/b/c`.
+pub fn ancestors(path: &str) -> Vec<String> {
+    let path = path.trim_end_matches('/');
+    let mut out: Vec<String> = path
+        .match_indices('/')
+        .map(|(i, _)| path[..i].to_string())
+        .filter(|a| !a.is_empty())
+        .collect();
+    out.push(path.to_string());
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ancestors_top_down() {
+        assert_eq!(
+            ancestors("/srv/app/.cutover/staging"),
+            [
+                "/srv",
+                "/srv/app",
+                "/srv/app/.cutover",
+                "/srv/app/.cutover/staging"
+            ]
+        );
+        assert_eq!(ancestors("/srv/"), ["/srv"]);
+    }
 
     #[test]
     fn ids_are_utc_timestamps() {

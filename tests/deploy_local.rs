@@ -418,3 +418,8 @@ fn bundled_demo_config_deploys_the_demo_site() {
     }
     assert_eq!(fs::read_dir(app.join("releases")).unwrap().count(), 2);
 }
+
+#[test]
+fn stale_pending_lock_dirs_are_removed() {
+    s::stale_pending_lock_dirs_are_removed(Local);
+}

@@ -541,3 +541,8 @@ fn hashed_known_hosts_is_understood() {
     let s = site.deploy();
     assert_eq!(s.uploaded, 1);
 }
+
+#[test]
+fn stale_pending_lock_dirs_are_removed() {
+    s::stale_pending_lock_dirs_are_removed(Ssh);
+}

@@ -70,7 +70,7 @@ pub async fn prepare(session: &Session, layout: &Layout, target: &Target) -> Res
     }
     // A new server: once more with a MKDIR for every ancestor, top down, in the same flight
     // ("exists" answers are expected for most of them).
-    let mut dirs = ancestors(&staging_root);
+    let mut dirs = crate::layout::ancestors(&staging_root);
     dirs.push(dir.clone());
     let (made, opened) = tokio::join!(
         futures::future::join_all(dirs.iter().map(|d| session.try_create_dir(d))),
@@ -95,18 +95,6 @@ pub async fn prepare(session: &Session, layout: &Layout, target: &Target) -> Res
             Ok(Pending { dir, info })
         }
     }
-}
-
-/// `/a/b/c` → `/a`, `/a/b`, `/a/b/c`.
-fn ancestors(path: &str) -> Vec<String> {
-    let path = path.trim_end_matches('/');
-    let mut out: Vec<String> = path
-        .match_indices('/')
-        .map(|(i, _)| path[..i].to_string())
-        .filter(|a| !a.is_empty())
-        .collect();
-    out.push(path.to_string());
-    out
 }
 
 impl Pending {
@@ -262,24 +250,5 @@ pub fn human_age(secs: i64) -> String {
         s if s < 7200 => format!("{} min", s / 60),
         s if s < 172_800 => format!("{} h", s / 3600),
         s => format!("{} days", s / 86_400),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn ancestors_top_down() {
-        assert_eq!(
-            ancestors("/srv/app/.cutover/staging"),
-            [
-                "/srv",
-                "/srv/app",
-                "/srv/app/.cutover",
-                "/srv/app/.cutover/staging"
-            ]
-        );
-        assert_eq!(ancestors("/srv/"), ["/srv"]);
     }
 }

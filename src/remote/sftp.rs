@@ -290,16 +290,10 @@ impl Sftp {
             Err(e) if !not_found(&e) => return self.ensure_dir(path).await,
             Err(_) => {}
         }
-        let mut ancestors: Vec<&str> = path
-            .match_indices('/')
-            .map(|(i, _)| &path[..i])
-            .filter(|a| !a.is_empty())
-            .collect();
-        ancestors.push(path);
         let made = futures::future::join_all(
-            ancestors
-                .iter()
-                .map(|dir| self.raw.mkdir(*dir, Self::dir_attrs())),
+            crate::layout::ancestors(path)
+                .into_iter()
+                .map(|dir| self.raw.mkdir(dir, Self::dir_attrs())),
         )
         .await;
         match made.last() {

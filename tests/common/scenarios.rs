@@ -1467,3 +1467,30 @@ pub fn interrupt_before_the_script_abandons_cleanly(kind: TargetKind, moment: Mo
         "the deploy path after the interrupt",
     );
 }
+
+/// A pending lock directory left by a client killed while it prepared the lock is removed by
+/// a later deploy once it is a day old; a young one (a deploy starting right now) is left.
+pub fn stale_pending_lock_dirs_are_removed(kind: TargetKind) {
+    let Some(site) = Site::new(kind) else { return };
+    site.write("index.php", "<?php\n");
+    site.deploy();
+    let old = site.at(".cutover/lock.new-4242-1");
+    let young = site.at(".cutover/lock.new-4243-2");
+    for dir in [&old, &young] {
+        fs::create_dir(dir).unwrap();
+        fs::write(dir.join("info"), "holder=gone\n").unwrap();
+    }
+    let touched = std::process::Command::new("touch")
+        .args(["-d", "2 days ago"])
+        .arg(&old)
+        .status()
+        .unwrap();
+    assert!(touched.success());
+    site.write("index.php", "<?php echo 2;\n");
+    site.deploy();
+    assert!(!old.exists(), "a day-old pending lock is removed");
+    assert!(
+        young.exists(),
+        "a young pending lock may be a deploy starting now"
+    );
+}
