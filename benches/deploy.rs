@@ -587,6 +587,20 @@ fn copy_tree(from: &Path, to: &Path) {
 }
 
 /// Local measurements: the scan, the server-side assembly and the hardlink copy mode.
+/// Write `cfg`: a `local` target deploying `src` to `dest` with `copy` mode; returns its path.
+fn local_config(cfg: &Path, src: &Path, dest: &Path, copy: &str) -> PathBuf {
+    fs::write(
+        cfg,
+        format!(
+            "source = {:?}\ncopy = {copy:?}\n[targets.l]\nhost = \"local\"\npath = {:?}\n",
+            src.display().to_string(),
+            dest.display().to_string()
+        ),
+    )
+    .unwrap();
+    cfg.to_path_buf()
+}
+
 /// `df -PT`'s type and mount point of `path`, e.g. "tmpfs (/dev/shm)".
 fn filesystem_of(path: &Path) -> String {
     let out = Command::new("df").arg("-PT").arg(path).output();
@@ -609,16 +623,12 @@ fn local_cases(work: &Path, dests: &Path) -> Vec<Row> {
     // scan + hash of 100,000 files / ~1 GB, warm cache
     let big = work.join("big");
     generate_sized(&big, 100_000, 1_000_000_000, 9);
-    let cfg = work.join("scan.toml");
-    fs::write(
-        &cfg,
-        format!(
-            "source = {:?}\n[targets.l]\nhost = \"local\"\npath = {:?}\n",
-            big.display().to_string(),
-            work.join("scan-dest").display().to_string()
-        ),
-    )
-    .unwrap();
+    let cfg = local_config(
+        &work.join("scan.toml"),
+        &big,
+        &work.join("scan-dest"),
+        "full",
+    );
     let scan = || {
         let t = Instant::now();
         let out = Command::new(common::cutover_bin())
@@ -634,7 +644,7 @@ fn local_cases(work: &Path, dests: &Path) -> Vec<Row> {
         t.elapsed().as_secs_f64()
     };
     scan(); // warm the page cache
-    let times: Vec<f64> = (0..RUNS).map(|_| scan()).collect();
+    let times: Vec<f64> = (0..runs()).map(|_| scan()).collect();
     let rss = peak_child_rss_mb();
     rows.push(Row {
         case: "scan+hash 100k files / 1 GB (dry run)".into(),
@@ -662,16 +672,12 @@ fn local_cases(work: &Path, dests: &Path) -> Vec<Row> {
     let mut round = 0;
     for (i, base) in [dests, work].into_iter().enumerate() {
         let dest = base.join(format!("assembly-dest-{i}"));
-        let cfg = work.join(format!("assembly-{i}.toml"));
-        fs::write(
-            &cfg,
-            format!(
-                "source = {:?}\n[targets.l]\nhost = \"local\"\npath = {:?}\n",
-                app.display().to_string(),
-                dest.display().to_string()
-            ),
-        )
-        .unwrap();
+        let cfg = local_config(
+            &work.join(format!("assembly-{i}.toml")),
+            &app,
+            &dest,
+            "full",
+        );
         deploy(&cfg);
         let mut assembly = Vec::new();
         for _ in 0..runs() {
@@ -696,18 +702,9 @@ fn local_cases(work: &Path, dests: &Path) -> Vec<Row> {
     // copy = "full" vs "hardlink" on a 1 GB release (no files changed)
     for mode in ["full", "hardlink"] {
         let dest = work.join(format!("copy-{mode}"));
-        let cfg = work.join(format!("copy-{mode}.toml"));
-        fs::write(
-            &cfg,
-            format!(
-                "source = {:?}\ncopy = {mode:?}\n[targets.l]\nhost = \"local\"\npath = {:?}\n",
-                big.display().to_string(),
-                dest.display().to_string()
-            ),
-        )
-        .unwrap();
+        let cfg = local_config(&work.join(format!("copy-{mode}.toml")), &big, &dest, mode);
         deploy(&cfg);
-        let t: Vec<f64> = (0..RUNS).map(|_| deploy(&cfg)).collect();
+        let t: Vec<f64> = (0..runs()).map(|_| deploy(&cfg)).collect();
         rows.push(Row {
             case: format!("server script, 1 GB release, copy = \"{mode}\""),
             ours: median(&t),

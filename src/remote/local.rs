@@ -88,14 +88,6 @@ impl LocalSession {
             .with_context(|| format!("cannot create directory {path}"))
     }
 
-    pub fn create_dir_exclusive(&self, path: &str) -> Result<bool> {
-        match fs::DirBuilder::new().mode(0o755).create(path) {
-            Ok(()) => Ok(true),
-            Err(e) if e.kind() == ErrorKind::AlreadyExists => Ok(false),
-            Err(e) => Err(e).with_context(|| format!("cannot create directory {path}")),
-        }
-    }
-
     pub fn write_file(&self, path: &str, data: &[u8], mode: u32) -> Result<()> {
         fs::write(path, data).with_context(|| format!("cannot write {path}"))?;
         fs::set_permissions(path, fs::Permissions::from_mode(mode))

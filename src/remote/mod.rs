@@ -115,14 +115,6 @@ impl Session {
         }
     }
 
-    /// Create one directory atomically; false when it already exists (how the lock is taken).
-    pub async fn create_dir_exclusive(&self, path: &str) -> Result<bool> {
-        match self {
-            Session::Ssh(s) => s.guard(s.sftp.create_dir_exclusive(path)).await,
-            Session::Local(s) => s.create_dir_exclusive(path),
-        }
-    }
-
     /// One MKDIR and nothing else (no parents, no check of what is there on failure).
     pub async fn try_create_dir(&self, path: &str) -> Result<()> {
         match self {

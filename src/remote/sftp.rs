@@ -17,7 +17,7 @@ use russh_sftp::protocol::{FileAttributes, OpenFlags, StatusCode};
 use futures::stream::FuturesUnordered;
 use futures::FutureExt;
 
-use super::{PathKind, Progress, SmallFile};
+use super::{PathKind, Progress};
 
 /// Files open at once.
 const FILES_IN_FLIGHT: usize = 64;
@@ -312,16 +312,6 @@ impl Sftp {
             .with_context(|| format!("cannot create directory {path}"))
     }
 
-    pub async fn create_dir_exclusive(&self, path: &str) -> Result<bool> {
-        match self.raw.mkdir(path, Self::dir_attrs()).await {
-            Ok(_) => Ok(true),
-            Err(e) => match self.raw.lstat(path).await {
-                Ok(_) => Ok(false),
-                Err(_) => Err(e).with_context(|| format!("cannot create directory {path}")),
-            },
-        }
-    }
-
     /// Open `path` for writing, created (or truncated) with `mode`; returns the handle.
     pub async fn create(&self, path: &str, mode: u32) -> Result<String> {
         let attrs = FileAttributes {
@@ -388,16 +378,6 @@ impl Sftp {
             .await
             .map(|_| ())
             .with_context(|| format!("cannot remove directory {path}"))
-    }
-
-    pub async fn write_files(&self, files: &[SmallFile]) -> Result<()> {
-        futures::future::try_join_all(
-            files
-                .iter()
-                .map(|f| self.write_file(&f.path, &f.bytes, f.mode)),
-        )
-        .await?;
-        Ok(())
     }
 
     /// Write the chunks in order at increasing offsets, many writes in flight at once.
