@@ -462,6 +462,38 @@ fn rsa_identity_file_signs_with_sha2() {
     );
 }
 
+/// A key file signs its first request (cutover's russh patch, vendor/russh/PATCHES.md): no round
+/// trip asking whether the server would take the key. A key the server refuses is followed by
+/// the next one.
+#[test]
+fn key_files_sign_without_asking_first() {
+    if !sshd_or_skip() {
+        return;
+    }
+    let sshd = Sshd::start();
+    let p = Project::new();
+    let other = keygen(p.root(), "other", &["-t", "ed25519"], "");
+    p.write_ssh_config(&format!(
+        "Host app\n  HostName 127.0.0.1\n  Port {}\n  User {}\n  IdentityFile {}\n  IdentityFile {}\n  \
+         UserKnownHostsFile {}\n",
+        sshd.port,
+        sshd.user,
+        other.display(),
+        sshd.identity.display(),
+        sshd.known_hosts.display()
+    ));
+    p.target("host = \"app\"\n");
+    p.assert_deployed(
+        &p.deploy(&[]),
+        "deploy with a refused key file, then the right one",
+    );
+    let log = sshd.log_text();
+    assert_eq!(sshd.count_log("Failed publickey"), 1, "{log}");
+    assert_eq!(sshd.count_log("Accepted publickey"), 1, "{log}");
+    // sshd's word for a key it would take, asked about without a signature
+    assert_eq!(sshd.count_log("Postponed publickey"), 0, "{log}");
+}
+
 /// Keys in the old PEM format (`ssh-keygen -m PEM`): RSA, ECDSA, and an encrypted RSA one.
 #[test]
 fn pem_format_keys_are_accepted() {
