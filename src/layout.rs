@@ -7,7 +7,7 @@
 //! PATH/shared/                                persistent files, linked into every release
 //! PATH/.cutover/manifests/<ID>                what each release contains (see source::manifest)
 //! PATH/.cutover/lock/                         held while a deploy runs; `info` says by whom
-//! PATH/.cutover/staging/<ID>/                 one deploy's uploads: files.N.tar, manifest, deploy.sh
+//! PATH/.cutover/staging/<ID>/                 one deploy's uploads: files.N.tar, manifest
 //! ```
 
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -70,9 +70,6 @@ impl Layout {
     }
     pub fn staging_manifest(&self, id: &ReleaseId) -> String {
         format!("{}/manifest", self.staging(id))
-    }
-    pub fn staging_script(&self, id: &ReleaseId) -> String {
-        format!("{}/deploy.sh", self.staging(id))
     }
 }
 

@@ -38,6 +38,24 @@ pub enum Lock {
     TakenByScript,
 }
 
+/// Where the new release's manifest comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ManifestFrom {
+    /// Uploaded into staging with the files.
+    Staging,
+    /// Nothing changed: the previous release's manifest describes the new one too, and the
+    /// script copies it (nothing has to be uploaded, or waited for, before the script runs).
+    Previous,
+}
+
+/// A script as `sh -s` is given it: one brace group. A shell runs a compound command only once
+/// it has read all of it, so a script cut short (a dropped connection) is a syntax error that
+/// runs nothing; and by the time its first command runs, the whole text has been read, so
+/// nothing the script starts can read the script itself from stdin.
+pub fn for_stdin(script: &str) -> String {
+    format!("{{\n{script}\n}}\n")
+}
+
 #[derive(Serialize)]
 struct DeployVars<'a> {
     version: &'a str,
@@ -49,6 +67,7 @@ struct DeployVars<'a> {
     copy: &'a str,
     take_lock: &'a str,
     archives: String,
+    manifest_from: &'a str,
     deletes: Vec<Vec<&'a str>>,
     new_dirs: Vec<Vec<&'a str>>,
     replaced: Vec<Vec<&'a str>>,
@@ -78,6 +97,7 @@ pub fn deploy_script(
     id: &ReleaseId,
     plan: &Plan,
     archives: usize,
+    manifest: ManifestFrom,
     lock: Lock,
 ) -> String {
     let previous = match &plan.base {
@@ -100,6 +120,10 @@ pub fn deploy_script(
             Lock::TakenByScript => "yes",
         },
         archives: archives.to_string(),
+        manifest_from: match manifest {
+            ManifestFrom::Staging => "staging",
+            ManifestFrom::Previous => "previous",
+        },
         deletes: batches(plan.deletes.iter().map(String::as_str)),
         new_dirs: batches(plan.new_dirs.iter().map(String::as_str)),
         // A first deploy unpacks into an empty directory: nothing to replace.

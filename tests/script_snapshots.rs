@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use cutover::config::{CopyMode, Hooks, Host, HostKeyChecking, Target};
 use cutover::layout::ReleaseId;
 use cutover::plan::Plan;
-use cutover::script::{deploy_script, Lock};
+use cutover::script::{deploy_script, Lock, ManifestFrom};
 use cutover::source::{Entry, Kind, Manifest};
 
 fn target(hooks: Hooks) -> Target {
@@ -74,6 +74,7 @@ fn first_deploy() {
         &id("20261126120000"),
         &plan,
         1,
+        ManifestFrom::Staging,
         Lock::HeldByClient
     ));
 }
@@ -121,6 +122,7 @@ fn incremental_with_changes_and_deletions() {
         &id("20261126130000"),
         &plan,
         1,
+        ManifestFrom::Staging,
         Lock::HeldByClient
     ));
 }
@@ -172,6 +174,7 @@ fn shared_path_becomes_repository_dir_with_hostile_names() {
         &id("20261126130000"),
         &plan,
         1,
+        ManifestFrom::Staging,
         Lock::HeldByClient
     ));
 }
@@ -191,6 +194,7 @@ fn hooks() {
         &id("20261126120000"),
         &plan,
         1,
+        ManifestFrom::Staging,
         Lock::HeldByClient
     ));
 }
@@ -214,8 +218,88 @@ fn emit_script_takes_the_lock_itself() {
         &id("20261126130000"),
         &plan,
         2,
+        ManifestFrom::Staging,
         Lock::TakenByScript
     ));
+}
+
+/// Nothing changed: nothing is uploaded, and the new release takes the previous manifest.
+#[test]
+fn unchanged_tree_keeps_the_previous_manifest() {
+    let prev = id("20261126120000");
+    let plan = Plan::build(Some((&prev, &v1())), &v1(), false);
+    assert!(plan.uploads.is_empty() && plan.deletes.is_empty());
+    insta::assert_snapshot!(deploy_script(
+        &target(Hooks::default()),
+        &id("20261126130000"),
+        &plan,
+        0,
+        ManifestFrom::Previous,
+        Lock::HeldByClient
+    ));
+}
+
+/// Sent to `sh -s` (see `script::for_stdin`), a script cut short anywhere runs nothing, and
+/// what the whole script runs cannot read the script's text from stdin.
+#[test]
+fn a_script_sent_on_stdin_runs_whole_or_not_at_all() {
+    let dir = tempfile::tempdir().unwrap();
+    let hooks = Hooks {
+        before_swap: vec!["echo '}'; exit 1".into()],
+        ..Default::default()
+    };
+    let plan = Plan::build(None, &v1(), false);
+    let rendered = deploy_script(
+        &target(hooks),
+        &id("20261126120000"),
+        &plan,
+        1,
+        ManifestFrom::Staging,
+        Lock::HeldByClient,
+    );
+    // First thing the script does: leave a mark, and read whatever stdin still holds.
+    let script = format!("touch ran; cat > stolen\n{rendered}");
+    let input = cutover::script::for_stdin(&script);
+    let run = |input: &str| {
+        for f in ["ran", "stolen"] {
+            let _ = std::fs::remove_file(dir.path().join(f));
+        }
+        let mut sh = std::process::Command::new("sh")
+            .arg("-s")
+            .current_dir(dir.path())
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        use std::io::Write;
+        sh.stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
+        sh.wait().unwrap();
+        dir.path().join("ran").exists()
+    };
+    // Every line end (where a shell reading line by line would run what it has) and every
+    // 97th byte besides.
+    let cuts: Vec<usize> = input
+        .char_indices()
+        .filter(|&(i, c)| c == '\n' || i % 97 == 0)
+        .map(|(i, c)| if c == '\n' { i + 1 } else { i })
+        .filter(|&i| i < input.trim_end().len())
+        .collect();
+    assert!(cuts.len() > 300, "{} cuts", cuts.len());
+    for cut in cuts {
+        assert!(!run(&input[..cut]), "cut at byte {cut} ran something");
+    }
+    assert!(run(&input), "the whole script runs");
+    let stolen = std::fs::read(dir.path().join("stolen")).unwrap();
+    assert!(
+        stolen.is_empty(),
+        "read from stdin: {:?}",
+        String::from_utf8_lossy(&stolen)
+    );
 }
 
 /// Every snapshot is a real script: shellcheck finds nothing at warning level or above.

@@ -423,7 +423,7 @@ async fn run_script(session: &Session, target: &Target, upload_bytes: u64) -> Ve
          `ForceCommand internal-sftp` from sshd_config)",
         target.name
     );
-    let exit = match session.run_script_text(&text, true).await {
+    let exit = match session.run_script(&text, true).await {
         Ok(exit) => exit,
         Err(e) => {
             checks.push(Check::from_error(

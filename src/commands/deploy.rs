@@ -3,8 +3,8 @@
 //! 1. scan the source (before connecting: an unreadable file stops us before anything is sent)
 //! 2. connect, take the lock
 //! 3. plan against the manifest of the release `current` points to
-//! 4. upload the changed files (as tar archives), the new manifest and the script into staging
-//! 5. run the script in one exec call (or, with --emit-script, print it)
+//! 4. upload the changed files (as tar archives) and the new manifest into staging
+//! 5. run the script in one exec call, given it on stdin (or, with --emit-script, print it)
 //!
 //! Until the script runs, nothing outside `.cutover/` has changed, so a failure here only has to
 //! remove staging and release the lock.
@@ -19,7 +19,7 @@ use crate::error::LiveWithWarnings;
 use crate::layout::{Layout, ReleaseId};
 use crate::plan::{Base, Plan};
 use crate::remote::{OpenFile, PathKind, Session};
-use crate::script::{self, Lock};
+use crate::script::{self, Lock, ManifestFrom};
 use crate::source::{walk, Manifest};
 
 use super::{human_bytes, lock, Output, Progress};
@@ -75,7 +75,7 @@ pub async fn run(target: &Target, opts: Options, out: Output) -> Result<()> {
         signal = interrupts.next() => Err(anyhow!("target {name}: interrupted by {signal} before the deploy script ran; current is untouched")),
         prepared = prepare(&session, &layout, target, &new, state, &held, staged, opts, out) => prepared,
     };
-    let prepared = match prepared {
+    let mut prepared = match prepared {
         Ok(p) => p,
         Err(e) => {
             abandon(&session, &layout, &held, target, out).await;
@@ -85,6 +85,7 @@ pub async fn run(target: &Target, opts: Options, out: Output) -> Result<()> {
     };
 
     if opts.emit_script {
+        prepared.close_unused(&session).await;
         print!("{}", prepared.script);
         out.info(format_args!(
             "staged release {} ({} files, {}); the script above completes the deploy when run on the server with sh",
@@ -107,7 +108,7 @@ pub async fn run(target: &Target, opts: Options, out: Output) -> Result<()> {
         interrupts.next().await;
         std::process::exit(130);
     });
-    let finished = run_remote_script(&session, &layout, target, &prepared, out, started).await;
+    let finished = run_remote_script(&session, target, &mut prepared, out, started).await;
     notice.abort();
     session.close().await;
     finished
@@ -225,6 +226,22 @@ struct Prepared {
     id: ReleaseId,
     plan: Plan,
     script: String,
+    /// Files opened in staging that nothing was written into (nothing changed): closed while
+    /// the script runs.
+    unused: Option<Staged>,
+}
+
+impl Prepared {
+    /// Close the files nothing was written into. Best effort: the script reads none of them
+    /// and removes staging, and the server closes what is left open when the session ends.
+    async fn close_unused(&mut self, session: &Session) {
+        if let Some(Staged { manifest, archive }) = self.unused.take() {
+            let _ = tokio::join!(
+                session.finish_file(manifest, b""),
+                session.finish_file(archive, b"")
+            );
+        }
+    }
 }
 
 /// What the server holds before this deploy.
@@ -248,12 +265,9 @@ pub async fn read_state(session: &Session, layout: &Layout, target: &Target) -> 
 
 const DEPLOY: &str = "cutover deploy";
 
-/// Uploads below this size go in one flight of requests (see `prepare`): two SFTP channels
-/// ready from the start, each with sshd's 2 MiB window.
-const SINGLE_FLIGHT_BYTES: u64 = 4 * 1024 * 1024;
-
 /// With the lock held (under the name chosen from the clock): check that name against the
-/// listing of `releases/`, then open the staged files.
+/// listing of `releases/`, then open the staged files and start the shell that will run the
+/// script.
 async fn with_lock_held(
     session: &Session,
     layout: &Layout,
@@ -274,40 +288,34 @@ async fn with_lock_held(
         }
     }
     let id = held.release.clone();
-    let mut files = vec![(layout.staging_manifest(&id), 0o644)];
-    if !opts.emit_script {
-        files.push((layout.staging_script(&id), 0o644));
-    }
-    files.push((layout.staging_archive(&id, 0), 0o600));
-    let opened = match session.open_staging(&layout.staging(&id), &files).await {
+    let files = [
+        (layout.staging_manifest(&id), 0o644),
+        (layout.staging_archive(&id, 0), 0o600),
+    ];
+    let shell = async {
+        if opts.emit_script {
+            Ok(()) // printed, not run
+        } else {
+            session.start_shell().await
+        }
+    };
+    let staging = layout.staging(&id);
+    let (opened, shell) = tokio::join!(session.open_staging(&staging, &files), shell);
+    let opened = match opened.and_then(|o| shell.map(|()| o)) {
         Ok(o) => o,
         Err(e) => {
             let e = e.context(format!("target {}, stage upload", target.name));
             return Err((e, held));
         }
     };
-    let mut opened = opened.into_iter();
-    let manifest = opened.next().expect("opened as asked");
-    let script = if opts.emit_script {
-        None
-    } else {
-        opened.next()
-    };
-    let archive = opened.next().expect("opened as asked");
-    let staged = Staged {
-        manifest,
-        script,
-        archive,
-    };
-    Ok((releases, foreign, held, staged))
+    let [manifest, archive]: [OpenFile; 2] = opened.try_into().ok().expect("opened as asked");
+    Ok((releases, foreign, held, Staged { manifest, archive }))
 }
 
 /// Files opened in staging ahead of the plan, so that their content can follow in the next
-/// flight: the new manifest, the script (not with --emit-script, which prints it) and the
-/// first archive part (left empty when nothing is uploaded).
+/// flight: the new manifest and the first archive part (both left empty when nothing changed).
 struct Staged {
     manifest: OpenFile,
-    script: Option<OpenFile>,
     archive: OpenFile,
 }
 
@@ -317,7 +325,7 @@ struct Staged {
 /// ```text
 /// flight 1: lstat+readlink current · mkdir lock.new-… + open its info · opendir releases/
 /// flight 2: open+stat the live manifest · write info, rename lock.new-… → lock · readdir
-/// flight 3: read the manifest · mkdir staging/ID + open its files
+/// flight 3: read the manifest · mkdir staging/ID + open its files · exec `sh -s`
 /// ```
 ///
 /// The lock names the release before `releases/` is listed: the clock's second, or the one
@@ -551,10 +559,35 @@ async fn prepare(
     };
     packed.extend(plan.uploads.iter().cloned());
     let archive_parts = archive::split(new, packed);
-    let text = script::deploy_script(target, &id, &plan, archive_parts.len(), lock_mode);
+    // An unchanged tree keeps its manifest: the script copies the previous release's.
+    let manifest_from = match &state.previous {
+        Some((_, previous)) if previous == new && matches!(plan.base, Base::Previous(_)) => {
+            ManifestFrom::Previous
+        }
+        _ => ManifestFrom::Staging,
+    };
+    let text = script::deploy_script(
+        target,
+        &id,
+        &plan,
+        archive_parts.len(),
+        manifest_from,
+        lock_mode,
+    );
+    if archive_parts.is_empty() && manifest_from == ManifestFrom::Previous {
+        // Nothing to send: the files opened in staging stay empty and the script, which reads
+        // none of them, need not wait for them to be closed.
+        out.stage("nothing to upload");
+        return Ok(Prepared {
+            id,
+            plan,
+            script: text,
+            unused: Some(staged),
+        });
+    }
 
-    // --- upload into the files opened in staging: the manifest, the script and the archive of
-    // changed files, all in flight together.
+    // --- upload into the files opened in staging: the manifest and the archive of changed
+    // files, all in flight together.
     let progress = Progress::new(plan.upload_bytes, out);
     let mut parts = archive_parts.into_iter().enumerate().map(|(i, part)| {
         (
@@ -562,19 +595,10 @@ async fn prepare(
             archive::pack(target.source.clone(), new, part),
         )
     });
-    let manifest = new.render().into_bytes();
-    // An upload that fits one round trip (the windows of the two SFTP channels) is over a
-    // moment after its last flight goes out: the exec call starts with it (`sh -s`, told the
-    // script once everything has arrived), so the server's session start-up (login shell and
-    // its start-up files) overlaps the upload instead of following it. Larger uploads take
-    // long enough that it would not matter, and a shell started early is one more process to
-    // interrupt when such an upload is abandoned.
-    if !opts.emit_script && plan.upload_bytes < SINGLE_FLIGHT_BYTES {
-        session
-            .start_shell()
-            .await
-            .with_context(|| format!("target {name}, stage run"))?;
-    }
+    let manifest = match manifest_from {
+        ManifestFrom::Staging => new.render().into_bytes(),
+        ManifestFrom::Previous => Vec::new(),
+    };
     let upload = async {
         match parts.next() {
             Some((_, first)) => {
@@ -588,19 +612,9 @@ async fn prepare(
             None => session.finish_file(staged.archive, b"").await.map(|_| 0),
         }
     };
-    let script = async {
-        match staged.script {
-            Some(file) => session.finish_file(file, text.as_bytes()).await,
-            None => Ok(()),
-        }
-    };
-    let (sent, written, scripted) = tokio::join!(
-        upload,
-        session.finish_file(staged.manifest, &manifest),
-        script
-    );
+    let (sent, written) = tokio::join!(upload, session.finish_file(staged.manifest, &manifest));
     let sent = sent
-        .and_then(|sent| written.and(scripted).map(|_| sent))
+        .and_then(|sent| written.map(|_| sent))
         .with_context(|| format!("target {name}, stage upload into {}", layout.staging(&id)))?;
     progress.finish();
     out.stage(format_args!(
@@ -613,28 +627,30 @@ async fn prepare(
         id,
         plan,
         script: text,
+        unused: None,
     })
 }
 
-/// Run the uploaded script in one exec call and report how it ended.
+/// Run the script in one exec call and report how it ended.
 async fn run_remote_script(
     session: &Session,
-    layout: &Layout,
     target: &Target,
-    prepared: &Prepared,
+    prepared: &mut Prepared,
     out: Output,
     started: Instant,
 ) -> Result<()> {
-    let Prepared { id, plan, .. } = prepared;
     let name = &target.name;
     // --- run
     let script_started = Instant::now();
-    let exit = session
-        .run_script(&layout.staging_script(id), out.quiet)
-        .await
-        .with_context(|| {
-            format!("target {name}, stage run: the deploy script could not be started")
-        })?;
+    let script = std::mem::take(&mut prepared.script);
+    let (exit, ()) = tokio::join!(
+        session.run_script(&script, out.quiet),
+        prepared.close_unused(session)
+    );
+    let Prepared { id, plan, .. } = &*prepared;
+    let exit = exit.with_context(|| {
+        format!("target {name}, stage run: the deploy script could not be started")
+    })?;
     out.stage(format_args!(
         "script ran in {:.3} s",
         script_started.elapsed().as_secs_f64()

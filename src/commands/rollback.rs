@@ -58,7 +58,7 @@ async fn rollback(
     };
     let text = script::rollback_script(target, &live, &to);
     let exit = session
-        .run_script_text(&text, out.quiet)
+        .run_script(&text, out.quiet)
         .await
         .with_context(|| format!("target {name}, stage rollback"))?;
     match exit.code {

@@ -130,23 +130,14 @@ impl LocalSession {
         Ok(total)
     }
 
-    pub fn run_script(&self, script_path: &str, quiet: bool) -> Result<ScriptExit> {
-        self.sh(&[script_path], None, quiet)
-    }
-
-    pub fn run_script_text(&self, script: &str, quiet: bool) -> Result<ScriptExit> {
-        self.sh(&["-s"], Some(script), quiet)
-    }
-
-    fn sh(&self, args: &[&str], stdin: Option<&str>, quiet: bool) -> Result<ScriptExit> {
+    /// Run `script` with `/bin/sh -s`, given it on stdin as one brace group (see
+    /// [`crate::script::for_stdin`]): the shell reads all of it before running anything, so
+    /// writing it all before reading the output cannot deadlock.
+    pub fn run_script(&self, script: &str, quiet: bool) -> Result<ScriptExit> {
         let mut child = Command::new("/bin/sh")
-            .args(args)
+            .arg("-s")
             .current_dir(Path::new("/"))
-            .stdin(if stdin.is_some() {
-                Stdio::piped()
-            } else {
-                Stdio::null()
-            })
+            .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(if quiet {
                 Stdio::piped()
@@ -155,10 +146,10 @@ impl LocalSession {
             })
             .spawn()
             .context("cannot run /bin/sh")?;
-        if let Some(text) = stdin {
+        {
             use std::io::Write;
             let mut pipe = child.stdin.take().expect("stdin is piped");
-            pipe.write_all(text.as_bytes())
+            pipe.write_all(crate::script::for_stdin(script).as_bytes())
                 .context("cannot send the script to /bin/sh")?;
         }
         let out = child.wait_with_output().context("cannot run /bin/sh")?;

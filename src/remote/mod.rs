@@ -229,8 +229,8 @@ impl Session {
         }
     }
 
-    /// Start the exec call that will run the deploy script, ahead of time (over SSH: `sh -s`,
-    /// told which script to run by [`Session::run_script`]). Nothing to do locally.
+    /// Start the exec call that will run the deploy script ahead of time (over SSH: `sh -s`,
+    /// given the script by [`Session::run_script`]). Nothing to do locally.
     pub async fn start_shell(&self) -> Result<()> {
         match self {
             Session::Ssh(s) => s.guard(s.start_shell()).await,
@@ -238,20 +238,13 @@ impl Session {
         }
     }
 
-    /// Run `sh SCRIPT` in one exec call; the script's stderr is passed through to ours.
-    pub async fn run_script(&self, script_path: &str, quiet: bool) -> Result<ScriptExit> {
+    /// Run `script` with `sh -s` in one exec call (the one [`Session::start_shell`] started,
+    /// if any), sending it on stdin as one brace group ([`crate::script::for_stdin`]); the
+    /// script's stderr is passed through to ours.
+    pub async fn run_script(&self, script: &str, quiet: bool) -> Result<ScriptExit> {
         match self {
-            Session::Ssh(s) => s.explain(s.run_script(script_path, quiet).await).await,
-            Session::Local(s) => s.run_script(script_path, quiet),
-        }
-    }
-
-    /// Run a script sent over stdin (`sh -s`) in one exec call: for scripts without hooks, which
-    /// could otherwise read the script's own text from stdin.
-    pub async fn run_script_text(&self, script: &str, quiet: bool) -> Result<ScriptExit> {
-        match self {
-            Session::Ssh(s) => s.explain(s.run_script_text(script, quiet).await).await,
-            Session::Local(s) => s.run_script_text(script, quiet),
+            Session::Ssh(s) => s.explain(s.run_script(script, quiet).await).await,
+            Session::Local(s) => s.run_script(script, quiet),
         }
     }
 

@@ -118,6 +118,19 @@ impl Sftp {
     /// Remove a tree: list it breadth first, remove files concurrently, then directories
     /// deepest first. Used only to clean up after a failed upload.
     pub async fn remove_tree(&self, path: &str) -> Result<()> {
+        // The requests of an upload abandoned mid-flight (on another SFTP channel) may still
+        // create a file in the tree while it is being removed: then the last RMDIR finds it not
+        // empty, and a second pass removes the straggler.
+        for _ in 0..2 {
+            if self.remove_tree_once(path).await.is_ok() {
+                return Ok(());
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        self.remove_tree_once(path).await
+    }
+
+    async fn remove_tree_once(&self, path: &str) -> Result<()> {
         let mut dirs = vec![path.to_string()];
         let mut files = Vec::new();
         let mut i = 0;

@@ -175,14 +175,6 @@ impl client::Handler for Client {
     }
 }
 
-/// What a shell started by [`SshSession::start_shell`] is told: run this script. A brace group
-/// runs only once its closing brace has been read, so input cut short anywhere (a dropped
-/// connection) is a syntax error, never a different command (a path with a quote in it, cut
-/// after a quote, would name another file).
-fn launch_line(script_path: &str) -> String {
-    format!("{{ exec sh {}; }}\n", crate::shell::quote(script_path))
-}
-
 fn display_name(host: &str, port: u16) -> String {
     if port == 22 {
         host.to_string()
@@ -526,10 +518,10 @@ impl SshSession {
     }
 
     /// Start the deploy's one exec call ahead of time: `sh -s`, which waits for its input.
-    /// sshd starts a session (the login shell and its start-up files, then `sh`) and opens the
-    /// channel's window while the last of the upload travels; [`SshSession::run_script`] then
-    /// only has to say which script to run. A shell that is never told gets end-of-input and
-    /// runs nothing.
+    /// sshd opens a session channel's window only once its command has started, and starts a
+    /// session slowly (the login shell and its start-up files, then `sh`): started while the
+    /// plan is still being made, the shell takes the script the moment it is ready. A shell
+    /// that is never given a script gets end-of-input and runs nothing.
     pub async fn start_shell(&self) -> Result<()> {
         let channel = self.take_exec_channel().await?;
         channel
@@ -540,31 +532,26 @@ impl SshSession {
         Ok(())
     }
 
-    /// Run `sh SCRIPT` in one exec call, passing its stderr through: in the shell started by
-    /// [`SshSession::start_shell`] when there is one.
-    pub async fn run_script(&self, script_path: &str, quiet: bool) -> Result<ScriptExit> {
+    /// Run `script` with `sh -s` (the shell [`SshSession::start_shell`] started, else a new
+    /// exec call), sending it as one brace group; stderr is passed through.
+    pub async fn run_script(&self, script: &str, quiet: bool) -> Result<ScriptExit> {
         let started = self.shell.lock().await.take();
-        let Some(channel) = started else {
-            return self
-                .exec(
-                    &format!("sh {}", crate::shell::quote(script_path)),
-                    None,
-                    quiet,
-                )
-                .await;
+        let channel = match started {
+            Some(c) => c,
+            None => {
+                let c = self.take_exec_channel().await?;
+                c.exec(true, "sh -s")
+                    .await
+                    .context("the server refused to run the script")?;
+                c
+            }
         };
-        let line = launch_line(script_path);
         channel
-            .data(line.as_bytes())
+            .data(crate::script::for_stdin(script).as_bytes())
             .await
-            .context("cannot start the script")?;
-        channel.eof().await.context("cannot start the script")?;
+            .context("cannot send the script")?;
+        channel.eof().await.context("cannot send the script")?;
         self.collect(channel, quiet).await
-    }
-
-    /// Run `sh -s` in one exec call with `script` on its stdin.
-    pub async fn run_script_text(&self, script: &str, quiet: bool) -> Result<ScriptExit> {
-        self.exec("sh -s", Some(script), quiet).await
     }
 
     /// The session channel opened at connect, or a new one.
@@ -578,22 +565,6 @@ impl SshSession {
                 .await
                 .context("cannot open an SSH channel for the script"),
         }
-    }
-
-    async fn exec(&self, command: &str, stdin: Option<&str>, quiet: bool) -> Result<ScriptExit> {
-        let channel = self.take_exec_channel().await?;
-        channel
-            .exec(true, command)
-            .await
-            .context("the server refused to run the script")?;
-        if let Some(text) = stdin {
-            channel
-                .data(text.as_bytes())
-                .await
-                .context("cannot send the script")?;
-            channel.eof().await.context("cannot send the script")?;
-        }
-        self.collect(channel, quiet).await
     }
 
     /// The script's output (stderr passed through unless `quiet`) and exit status.
@@ -775,50 +746,5 @@ impl SshSession {
             .handle
             .disconnect(russh::Disconnect::ByApplication, "", "en")
             .await;
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::launch_line;
-    use std::io::Write;
-    use std::process::{Command, Stdio};
-
-    /// Every strict prefix of the launch line, given to `sh -s` and ended there (a dropped
-    /// connection), runs nothing; the whole line runs the script.
-    #[test]
-    fn a_launch_line_cut_short_runs_nothing() {
-        let dir = tempfile::tempdir().unwrap();
-        let marker = dir.path().join("ran");
-        // a quote in the path: cut after `'…it'` the rest would name another file
-        let script = dir.path().join("it's deploy.sh");
-        let decoy = dir.path().join("it");
-        for s in [&script, &decoy] {
-            std::fs::write(s, format!("touch '{}'\n", marker.display())).unwrap();
-        }
-        let line = launch_line(&script.display().to_string());
-        let run = |input: &str| {
-            let _ = std::fs::remove_file(&marker);
-            let mut sh = Command::new("sh")
-                .arg("-s")
-                .current_dir(dir.path())
-                .stdin(Stdio::piped())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .unwrap();
-            sh.stdin
-                .take()
-                .unwrap()
-                .write_all(input.as_bytes())
-                .unwrap();
-            sh.wait().unwrap();
-            marker.exists()
-        };
-        let complete = line.trim_end().len();
-        for cut in 0..complete {
-            assert!(!run(&line[..cut]), "{:?} ran something", &line[..cut]);
-        }
-        assert!(run(&line), "the whole line runs the script");
     }
 }

@@ -202,6 +202,24 @@ impl Site {
         self.sshd.as_ref().map(|s| s.exec_sessions())
     }
 
+    /// The deploy script did not run since `execs_before` was counted: of the one exec call a
+    /// deploy makes, at most the shell was started (a deploy starts it while it plans); it was
+    /// never given the script, so the script said nothing.
+    pub fn assert_script_never_ran(&self, execs_before: Option<usize>, run: &Run) {
+        if let (Some(before), Some(now)) = (execs_before, self.exec_sessions()) {
+            assert!(
+                now <= before + 1,
+                "{now} exec calls after {before}\n{}",
+                run.describe()
+            );
+        }
+        assert!(
+            !run.stderr.contains("copying release") && !run.stderr.contains("current -> "),
+            "the script never ran\n{}",
+            run.describe()
+        );
+    }
+
     pub fn sftp_sessions(&self) -> Option<usize> {
         self.sshd.as_ref().map(|s| s.sftp_sessions())
     }
