@@ -171,6 +171,18 @@ pub fn second_deploy_uploads_only_changed_files(kind: TargetKind) {
     assert_eq!((third.uploaded, third.deleted), (0, 0), "{third:?}");
     assert_eq!(third.unchanged, now, "{third:?}");
     site.assert_release_is_source(&third.release, WEBAPP_NOT_DEPLOYED);
+    // it keeps the manifest of the release it copied, and the next deploy plans against that
+    let manifests = site.at(".cutover/manifests");
+    assert_eq!(
+        fs::read(manifests.join(&third.release)).unwrap(),
+        fs::read(manifests.join(&second.release)).unwrap(),
+        "the manifest of a release where nothing changed"
+    );
+    site.assert_clean("deploy with nothing changed");
+    site.write("index.php", "<?php echo 'after a no-op';\n");
+    let fourth = site.deploy();
+    assert_eq!((fourth.uploaded, fourth.deleted), (1, 0), "{fourth:?}");
+    site.assert_release_is_source(&fourth.release, WEBAPP_NOT_DEPLOYED);
 }
 
 /// `--full` uploads every file again, and the result is the same release.
