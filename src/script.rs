@@ -48,7 +48,7 @@ pub enum ManifestFrom {
     Previous,
 }
 
-/// A script as `sh -s` is given it: one brace group. A shell runs a compound command only once
+/// A script as `sh` is given it: one brace group. A shell runs a compound command only once
 /// it has read all of it, so a script cut short (a dropped connection) is a syntax error that
 /// runs nothing; and by the time its first command runs, the whole text has been read, so
 /// nothing the script starts can read the script itself from stdin.

@@ -325,7 +325,7 @@ struct Staged {
 /// ```text
 /// flight 1: lstat+readlink current · mkdir lock.new-… + open its info · opendir releases/
 /// flight 2: open+stat the live manifest · write info, rename lock.new-… → lock · readdir
-/// flight 3: read the manifest · mkdir staging/ID + open its files · exec `sh -s`
+/// flight 3: read the manifest · mkdir staging/ID + open its files · exec `sh`
 /// ```
 ///
 /// The lock names the release before `releases/` is listed: the clock's second, or the one

@@ -130,12 +130,11 @@ impl LocalSession {
         Ok(total)
     }
 
-    /// Run `script` with `/bin/sh -s`, given it on stdin as one brace group (see
+    /// Run `script` with `/bin/sh`, given it on stdin as one brace group (see
     /// [`crate::script::for_stdin`]): the shell reads all of it before running anything, so
     /// writing it all before reading the output cannot deadlock.
     pub fn run_script(&self, script: &str, quiet: bool) -> Result<ScriptExit> {
         let mut child = Command::new("/bin/sh")
-            .arg("-s")
             .current_dir(Path::new("/"))
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())

@@ -229,7 +229,7 @@ impl Session {
         }
     }
 
-    /// Start the exec call that will run the deploy script ahead of time (over SSH: `sh -s`,
+    /// Start the exec call that will run the deploy script ahead of time (over SSH: `sh`,
     /// given the script by [`Session::run_script`]). Nothing to do locally.
     pub async fn start_shell(&self) -> Result<()> {
         match self {
@@ -238,7 +238,7 @@ impl Session {
         }
     }
 
-    /// Run `script` with `sh -s` in one exec call (the one [`Session::start_shell`] started,
+    /// Run `script` with `sh` in one exec call (the one [`Session::start_shell`] started,
     /// if any), sending it on stdin as one brace group ([`crate::script::for_stdin`]); the
     /// script's stderr is passed through to ours.
     pub async fn run_script(&self, script: &str, quiet: bool) -> Result<ScriptExit> {

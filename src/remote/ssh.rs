@@ -38,7 +38,7 @@ pub struct SshSession {
     /// A session channel opened together with the SFTP one, so the exec call costs no round
     /// trip for opening its channel. Taken by the first exec.
     exec_channel: tokio::sync::Mutex<Option<russh::Channel<client::Msg>>>,
-    /// The exec call started ahead of time (`sh -s`, waiting for its input).
+    /// The exec call started ahead of time (`sh`, waiting for its input).
     shell: tokio::sync::Mutex<Option<russh::Channel<client::Msg>>>,
     /// A second SFTP channel, also opened with the first, for the second archive part of an
     /// upload: it can start at once instead of two round trips later.
@@ -517,7 +517,7 @@ impl SshSession {
         handshake.into_session().await
     }
 
-    /// Start the deploy's one exec call ahead of time: `sh -s`, which waits for its input.
+    /// Start the deploy's one exec call ahead of time: `sh`, which waits for its input.
     /// sshd opens a session channel's window only once its command has started, and starts a
     /// session slowly (the login shell and its start-up files, then `sh`): started while the
     /// plan is still being made, the shell takes the script the moment it is ready. A shell
@@ -525,14 +525,14 @@ impl SshSession {
     pub async fn start_shell(&self) -> Result<()> {
         let channel = self.take_exec_channel().await?;
         channel
-            .exec(true, "sh -s")
+            .exec(true, "sh")
             .await
             .context("the server refused to run a shell")?;
         *self.shell.lock().await = Some(channel);
         Ok(())
     }
 
-    /// Run `script` with `sh -s` (the shell [`SshSession::start_shell`] started, else a new
+    /// Run `script` with `sh` (the shell [`SshSession::start_shell`] started, else a new
     /// exec call), sending it as one brace group; stderr is passed through.
     pub async fn run_script(&self, script: &str, quiet: bool) -> Result<ScriptExit> {
         let started = self.shell.lock().await.take();
@@ -540,7 +540,7 @@ impl SshSession {
             Some(c) => c,
             None => {
                 let c = self.take_exec_channel().await?;
-                c.exec(true, "sh -s")
+                c.exec(true, "sh")
                     .await
                     .context("the server refused to run the script")?;
                 c
