@@ -200,10 +200,32 @@ fn serve(net: &Net, v1: &Path, v2: &Path, work: &Path, dests: &Path) {
         }
     }
     println!(
-        "(HOME={} and no SSH_AUTH_SOCK, as in the benchmark) press Enter to stop",
+        "(HOME={} and no SSH_AUTH_SOCK, as in the benchmark) press Enter (or Ctrl-C) to stop",
         work.display()
     );
-    let _ = std::io::stdin().read_line(&mut String::new());
+    // A signal, too, ends the wait normally, so that the sshd and the temporary trees are
+    // dropped (removed) instead of left behind by a killed process.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut int = signal(SignalKind::interrupt()).unwrap();
+        let mut term = signal(SignalKind::terminate()).unwrap();
+        let mut hup = signal(SignalKind::hangup()).unwrap();
+        let enter = tokio::task::spawn_blocking(|| {
+            let _ = std::io::stdin().read_line(&mut String::new());
+        });
+        tokio::select! {
+            _ = enter => {}
+            _ = int.recv() => {}
+            _ = term.recv() => {}
+            _ = hup.recv() => {}
+        }
+    });
+    // the stdin reader may still be blocked: do not wait for it
+    rt.shutdown_background();
 }
 
 struct Net<'a> {
