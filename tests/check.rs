@@ -588,6 +588,39 @@ fn sftp_only_account_is_reported_with_emit_script() {
     assert!(fs::symlink_metadata(&site.path).is_err());
 }
 
+/// A deploy to an SFTP-only account: exit 1, nothing made live, lock and staging gone, and the
+/// message points to `cutover check`.
+#[test]
+fn deploy_to_an_sftp_only_account_fails_cleanly() {
+    let extra = format!(
+        "Match User {}\n    ForceCommand internal-sftp\n",
+        user_name()
+    );
+    let Some(site) = ssh_site_with(&extra) else {
+        return;
+    };
+    site.write("index.html", "hi\n");
+    let run = site.deploy_with(&[]);
+    run.expect_code(1, "deploy to an SFTP-only account");
+    assert!(
+        run.stderr.contains("SFTP-only") && run.stderr.contains("cutover check"),
+        "{}",
+        run.describe()
+    );
+    assert!(
+        run.stderr.contains("released the lock"),
+        "{}",
+        run.describe()
+    );
+    assert!(site.current_id().is_none());
+    assert!(!site.at(".cutover/lock").exists(), "lock released");
+    let staging = site.at(".cutover/staging");
+    assert!(
+        fs::read_dir(&staging).map_or(true, |mut d| d.next().is_none()),
+        "staging removed"
+    );
+}
+
 #[test]
 fn unknown_host_key_fails_with_the_keyscan_line_and_sends_nothing() {
     let Some(mut site) = ssh_site() else { return };

@@ -18,6 +18,7 @@ use crate::config::Target;
 use crate::error::LiveWithWarnings;
 use crate::layout::{Layout, ReleaseId};
 use crate::plan::{Base, Plan};
+use crate::remote::ssh::ExecRefused;
 use crate::remote::{OpenFile, PathKind, Session};
 use crate::script::{self, Lock, ManifestFrom};
 use crate::source::{walk, Manifest};
@@ -109,6 +110,17 @@ pub async fn run(target: &Target, opts: Options, out: Output) -> Result<()> {
         std::process::exit(130);
     });
     let finished = run_remote_script(&session, target, &mut prepared, out, started).await;
+    let finished = match finished {
+        Err(e)
+            if e.chain()
+                .any(|c| c.is::<ScriptNotRun>() || c.is::<ExecRefused>()) =>
+        {
+            // Whatever the server ran instead, the lock and staging are still ours to remove.
+            abandon(&session, &layout, &held, target, out).await;
+            Err(e)
+        }
+        other => other,
+    };
     notice.abort();
     session.close().await;
     finished
@@ -651,6 +663,26 @@ async fn run_remote_script(
     let exit = exit.with_context(|| {
         format!("target {name}, stage run: the deploy script could not be started")
     })?;
+    if exit.code.is_some()
+        && !exit
+            .stdout
+            .lines()
+            .any(|l| l.starts_with("cutover-started "))
+    {
+        let said = exit.stdout.trim();
+        return Err(ScriptNotRun(format!(
+            "target {name}, stage run: the server ran something other than the deploy script (exit {}{}): \
+             the account may be SFTP-only or have a forced command (`cutover check {name}` tells; \
+             `cutover deploy --emit-script` prints the script to run by hand); current is untouched",
+            exit.code.unwrap_or_default(),
+            if said.is_empty() {
+                String::new()
+            } else {
+                format!(", output {:?}", said.chars().take(200).collect::<String>())
+            }
+        ))
+        .into());
+    }
     out.stage(format_args!(
         "script ran in {:.3} s",
         script_started.elapsed().as_secs_f64()
@@ -691,6 +723,12 @@ async fn run_remote_script(
         )),
     }
 }
+
+/// The exec call ended without the script's first line: something else ran in its place, and
+/// the lock and staging are still the client's to remove.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct ScriptNotRun(String);
 
 #[derive(Default)]
 struct ScriptResult {

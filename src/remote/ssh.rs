@@ -175,6 +175,13 @@ impl client::Handler for Client {
     }
 }
 
+/// The server answered the exec request with a refusal: nothing ran.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "the server refused to run the script (is this an SFTP-only account? `cutover check` tells)"
+)]
+pub struct ExecRefused;
+
 fn display_name(host: &str, port: u16) -> String {
     if port == 22 {
         host.to_string()
@@ -591,9 +598,7 @@ impl SshSession {
                 ChannelMsg::ExitStatus { exit_status } => code = Some(exit_status),
                 // The answer to the exec request: the server will not run it (a ForceCommand,
                 // a restricted account). Nothing ran.
-                ChannelMsg::Failure => {
-                    anyhow::bail!("the server refused to run the script (is this an SFTP-only account? `cutover check` tells)")
-                }
+                ChannelMsg::Failure => return Err(ExecRefused.into()),
                 ChannelMsg::ExitSignal { signal_name, .. } => {
                     eprintln!("cutover: the deploy script was killed by signal {signal_name:?}");
                 }
