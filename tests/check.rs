@@ -557,18 +557,22 @@ fn foreign_names_in_releases_are_noted_and_left_alone() {
 
 // --- connection stages -------------------------------------------------------------------------
 
-/// `ForceCommand internal-sftp`: SFTP works, exec does not; check says so and suggests
-/// `--emit-script`.
-#[test]
-fn sftp_only_account_is_reported_with_emit_script() {
+/// A site whose account runs no commands (`ForceCommand internal-sftp`), with one file.
+fn sftp_only_site() -> Option<Site> {
     let extra = format!(
         "Match User {}\n    ForceCommand internal-sftp\n",
         user_name()
     );
-    let Some(site) = ssh_site_with(&extra) else {
-        return;
-    };
+    let site = ssh_site_with(&extra)?;
     site.write("index.html", "hi\n");
+    Some(site)
+}
+
+/// `ForceCommand internal-sftp`: SFTP works, exec does not; check says so and suggests
+/// `--emit-script`.
+#[test]
+fn sftp_only_account_is_reported_with_emit_script() {
+    let Some(site) = sftp_only_site() else { return };
     let run = check(&site);
     run.expect_code(1, "check of an SFTP-only account");
     assert_passed(&run, "sftp");
@@ -592,14 +596,7 @@ fn sftp_only_account_is_reported_with_emit_script() {
 /// message points to `cutover check`.
 #[test]
 fn deploy_to_an_sftp_only_account_fails_cleanly() {
-    let extra = format!(
-        "Match User {}\n    ForceCommand internal-sftp\n",
-        user_name()
-    );
-    let Some(site) = ssh_site_with(&extra) else {
-        return;
-    };
-    site.write("index.html", "hi\n");
+    let Some(site) = sftp_only_site() else { return };
     let run = site.deploy_with(&[]);
     run.expect_code(1, "deploy to an SFTP-only account");
     assert!(
