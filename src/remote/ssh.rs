@@ -530,13 +530,20 @@ impl SshSession {
     /// plan is still being made, the shell takes the script the moment it is ready. A shell
     /// that is never given a script gets end-of-input and runs nothing.
     pub async fn start_shell(&self) -> Result<()> {
+        let channel = self.launch_shell().await?;
+        *self.shell.lock().await = Some(channel);
+        Ok(())
+    }
+
+    /// The exec call `sh`: with no operands, a POSIX shell reads its commands from stdin (`-s`
+    /// is implied; posh even refuses it spelled out).
+    async fn launch_shell(&self) -> Result<russh::Channel<client::Msg>> {
         let channel = self.take_exec_channel().await?;
         channel
             .exec(true, "sh")
             .await
             .context("the server refused to run a shell")?;
-        *self.shell.lock().await = Some(channel);
-        Ok(())
+        Ok(channel)
     }
 
     /// Run `script` with `sh` (the shell [`SshSession::start_shell`] started, else a new
@@ -545,13 +552,7 @@ impl SshSession {
         let started = self.shell.lock().await.take();
         let channel = match started {
             Some(c) => c,
-            None => {
-                let c = self.take_exec_channel().await?;
-                c.exec(true, "sh")
-                    .await
-                    .context("the server refused to run the script")?;
-                c
-            }
+            None => self.launch_shell().await?,
         };
         channel
             .data(crate::script::for_stdin(script).as_bytes())
