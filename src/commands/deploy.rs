@@ -249,8 +249,8 @@ impl Prepared {
     async fn close_unused(&mut self, session: &Session) {
         if let Some(Staged { manifest, archive }) = self.unused.take() {
             let _ = tokio::join!(
-                session.finish_file(manifest, b""),
-                session.finish_file(archive, b"")
+                session.discard_file(manifest),
+                session.discard_file(archive)
             );
         }
     }

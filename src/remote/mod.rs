@@ -148,6 +148,19 @@ impl Session {
         }
     }
 
+    /// Let go of a file from [`Session::create_file`] that nothing is written into: over SSH
+    /// its handle is closed (the empty file stays until staging is removed); locally nothing
+    /// was created yet, so nothing is.
+    pub async fn discard_file(&self, file: OpenFile) -> Result<()> {
+        match (self, file) {
+            (Session::Ssh(s), OpenFile::Ssh { handle, path }) => {
+                s.guard(s.sftp.finish(handle, &path, b"")).await
+            }
+            (Session::Local(_), OpenFile::Local { .. }) => Ok(()),
+            _ => unreachable!("a file is let go of by the session that created it"),
+        }
+    }
+
     pub async fn write_file(&self, path: &str, data: &[u8], mode: u32) -> Result<()> {
         match self {
             Session::Ssh(s) => s.guard(s.sftp.write_file(path, data, mode)).await,
