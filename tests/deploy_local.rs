@@ -48,6 +48,11 @@ fn keep_releases_from_config_is_honoured() {
 }
 
 #[test]
+fn emit_script_with_nothing_changed_stages_the_manifest() {
+    s::emit_script_with_nothing_changed_stages_the_manifest(Local);
+}
+
+#[test]
 fn emit_script_is_completed_by_running_it() {
     s::emit_script_is_completed_by_running_it(Local);
 }

@@ -571,9 +571,13 @@ async fn prepare(
     };
     packed.extend(plan.uploads.iter().cloned());
     let archive_parts = archive::split(new, packed);
-    // An unchanged tree keeps its manifest: the script copies the previous release's.
+    // An unchanged tree keeps its manifest: the script copies the previous release's. A
+    // script printed to be run later (--emit-script) gets its own staged copy all the same: the
+    // staging directory is then a complete record of the deploy it finishes.
     let manifest_from = match &state.previous {
-        Some((_, previous)) if previous == new && matches!(plan.base, Base::Previous(_)) => {
+        Some((_, previous))
+            if previous == new && matches!(plan.base, Base::Previous(_)) && !opts.emit_script =>
+        {
             ManifestFrom::Previous
         }
         _ => ManifestFrom::Staging,

@@ -401,6 +401,33 @@ pub fn only_keep_releases_releases_are_kept(kind: TargetKind, keep: Option<u32>)
     site.assert_clean("after 5 deploys");
 }
 
+/// `--emit-script` with nothing changed still stages the manifest (staging is a complete record
+/// of the deploy the script finishes), and running the script completes the deploy.
+pub fn emit_script_with_nothing_changed_stages_the_manifest(kind: TargetKind) {
+    let Some(site) = Site::new(kind) else { return };
+    write_webapp(&site, 3);
+    let first = site.deploy();
+    let run = site.deploy_with(&["--emit-script"]);
+    run.expect_code(0, "deploy --emit-script with nothing changed");
+    let staged = site.staging_leftovers();
+    assert_eq!(staged.len(), 1, "one staged release: {staged:?}");
+    let id = staged[0].clone();
+    let manifests = site.at(".cutover/manifests");
+    assert_eq!(
+        fs::read(site.at(".cutover/staging").join(&id).join("manifest")).unwrap(),
+        fs::read(manifests.join(&first.release)).unwrap(),
+        "the staged manifest"
+    );
+    let file = site.root().join("deploy.sh");
+    fs::write(&file, &run.stdout).unwrap();
+    let out = sh(&file, site.root());
+    assert!(out.status.success(), "sh deploy.sh: {out:?}");
+    assert_eq!(site.current_id(), Some(id.clone()));
+    site.assert_release_is_source(&id, WEBAPP_NOT_DEPLOYED);
+    assert_eq!(site.manifests(), site.releases());
+    site.assert_clean("after running the emitted script");
+}
+
 /// `--emit-script` stages the release and prints only the script; running it with sh completes
 /// the deploy, and running it again fails cleanly.
 pub fn emit_script_is_completed_by_running_it(kind: TargetKind) {
