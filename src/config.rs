@@ -27,6 +27,11 @@ struct RawConfig {
     keep_releases: Option<i64>,
     copy: Option<String>,
     #[serde(default)]
+    shared_dirs: Vec<String>,
+    #[serde(default)]
+    shared_files: Vec<String>,
+    barrier_timeout: Option<i64>,
+    #[serde(default)]
     hooks: RawHooks,
     #[serde(default)]
     targets: BTreeMap<String, RawTarget>,
@@ -41,20 +46,35 @@ fn default_source() -> String {
 struct RawHooks {
     before_swap: Option<Vec<String>>,
     after_swap: Option<Vec<String>>,
+    verify: Option<Vec<String>>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawTarget {
-    host: String,
+    host: Option<String>,
+    /// Strings or tables: parsed by hand, for messages that name the entry.
+    hosts: Option<Vec<toml::Value>>,
     port: Option<i64>,
     user: Option<String>,
-    path: String,
+    path: Option<String>,
     identity_file: Option<String>,
     known_hosts: Option<String>,
     host_key_checking: Option<String>,
     keep_releases: Option<i64>,
+    sftp_only: Option<bool>,
+    barrier_timeout: Option<i64>,
     hooks: Option<RawHooks>,
+}
+
+/// One entry of `hosts`, after parsing: what it sets itself.
+#[derive(Debug, Default)]
+struct HostEntry {
+    host: String,
+    port: Option<i64>,
+    user: Option<String>,
+    path: Option<String>,
+    identity_file: Option<String>,
 }
 
 /// How a new release starts out on the server.
@@ -88,12 +108,50 @@ pub enum Host {
 pub struct Hooks {
     pub before_swap: Vec<String>,
     pub after_swap: Vec<String>,
+    /// Run on every host after the swap, before anything is final: a failure switches every
+    /// host back.
+    pub verify: Vec<String>,
 }
 
-/// Everything one deploy to one target needs, with defaults applied and overrides merged.
+impl Hooks {
+    pub fn is_empty(&self) -> bool {
+        self.before_swap.is_empty() && self.after_swap.is_empty() && self.verify.is_empty()
+    }
+}
+
+/// Paths declared shared (Capistrano's linked_dirs / linked_files): never deployed from the
+/// source; every release gets a relative link to `shared/PATH` instead.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SharedPaths {
+    /// Created empty in `shared/` when missing.
+    pub dirs: Vec<String>,
+    /// Must exist in `shared/`: a missing one fails the deploy before anything moves.
+    pub files: Vec<String>,
+}
+
+impl SharedPaths {
+    pub fn is_empty(&self) -> bool {
+        self.dirs.is_empty() && self.files.is_empty()
+    }
+    /// Every declared path.
+    pub fn all(&self) -> impl Iterator<Item = &String> {
+        self.dirs.iter().chain(&self.files)
+    }
+}
+
+/// Seconds a host waits at a barrier for the word from the client before it gives up by itself.
+pub const DEFAULT_BARRIER_TIMEOUT: u32 = 300;
+
+/// Everything one deploy to one host needs, with defaults applied and overrides merged. A
+/// target of cutover.toml is one [`Fleet`] of these (a single `host` is a fleet of one).
 #[derive(Debug, Clone)]
 pub struct Target {
+    /// The target's name in cutover.toml.
     pub name: String,
+    /// This host's name in messages (`[web1] …`): the entry as written in `host`/`hosts`.
+    pub label: String,
+    /// One of several hosts: messages name the host too.
+    pub in_fleet: bool,
     pub host: Host,
     /// Absolute, normalized deploy path on the server (no trailing slash).
     pub path: String,
@@ -103,6 +161,10 @@ pub struct Target {
     pub keep_releases: u32,
     pub copy: CopyMode,
     pub hooks: Hooks,
+    pub shared: SharedPaths,
+    /// Deploy with SFTP requests alone (no exec, no hooks).
+    pub sftp_only: bool,
+    pub barrier_timeout: u32,
     pub identity_file: Option<PathBuf>,
     pub known_hosts: Option<PathBuf>,
     pub host_key_checking: HostKeyChecking,
@@ -131,6 +193,49 @@ impl Target {
                 user,
             } => format!("{user}@{host}:{}", self.path),
             Host::Ssh { host, port, user } => format!("{user}@{host}:{} (port {port})", self.path),
+        }
+    }
+
+    /// `target NAME, stage STAGE` (in a fleet `target NAME, host LABEL, stage STAGE`): how
+    /// every error names where it happened.
+    pub fn stage(&self, stage: &str) -> String {
+        if self.in_fleet {
+            format!("target {}, host {}, stage {stage}", self.name, self.label)
+        } else {
+            format!("target {}, stage {stage}", self.name)
+        }
+    }
+}
+
+/// The hosts of one target, deployed as one: every host prepared, then all switched together.
+#[derive(Debug, Clone)]
+pub struct Fleet {
+    pub name: String,
+    pub hosts: Vec<Target>,
+    /// `--host` narrowed it to one of several hosts.
+    pub narrowed: Option<String>,
+}
+
+impl Fleet {
+    pub fn is_single(&self) -> bool {
+        self.hosts.len() == 1
+    }
+
+    /// Keep only the host called `label` (`--host`).
+    pub fn narrow(mut self, label: &str) -> Result<Fleet> {
+        let labels: Vec<String> = self.hosts.iter().map(|h| h.label.clone()).collect();
+        match self.hosts.iter().position(|h| h.label == label) {
+            Some(i) => {
+                let host = self.hosts.swap_remove(i);
+                self.hosts = vec![host];
+                self.narrowed = Some(label.to_string());
+                Ok(self)
+            }
+            None => Err(usage(format!(
+                "--host {label:?}: target {} has no such host; its hosts: {}",
+                self.name,
+                labels.join(", ")
+            ))),
         }
     }
 }
@@ -175,8 +280,8 @@ impl Config {
         self.raw.targets.keys().map(String::as_str).collect()
     }
 
-    /// Resolve `name` (or the only target, when `name` is None) to a validated [`Target`].
-    pub fn target(&self, name: Option<&str>) -> Result<Target> {
+    /// Resolve `name` (or the only target, when `name` is None) to a validated [`Fleet`].
+    pub fn target(&self, name: Option<&str>) -> Result<Fleet> {
         let file = self.file.display();
         let names = self.target_names().join(", ");
         let (name, raw) = match name {
@@ -252,51 +357,16 @@ impl Config {
                 )))
             }
         };
-
-        let path = validate_deploy_path(&raw.path)
-            .map_err(|why| usage(format!("{file}: `{}` = {:?}: {why}", key("path"), raw.path)))?;
-
-        let host = if raw.host == "local" {
-            Host::Local
-        } else {
-            if raw.host.is_empty()
-                || raw.host.starts_with('-')
-                || raw
-                    .host
-                    .chars()
-                    .any(|c| c.is_whitespace() || c.is_control())
-            {
+        let barrier_timeout = match raw
+            .barrier_timeout
+            .or(self.raw.barrier_timeout)
+            .unwrap_or(i64::from(DEFAULT_BARRIER_TIMEOUT))
+        {
+            n if (1..=86_400).contains(&n) => n as u32,
+            n => {
                 return Err(usage(format!(
-                    "{file}: `{}` = {:?} is not a host name",
-                    key("host"),
-                    raw.host
-                )));
-            }
-            let port = match raw.port.unwrap_or(22) {
-                p if (1..=65535).contains(&p) => p as u16,
-                p => {
-                    return Err(usage(format!(
-                        "{file}: `{}` = {p}: expected a port between 1 and 65535",
-                        key("port")
-                    )))
-                }
-            };
-            let user = match &raw.user {
-                Some(u)
-                    if u.is_empty() || u.chars().any(|c| c.is_whitespace() || c.is_control()) =>
-                {
-                    return Err(usage(format!(
-                        "{file}: `{}` = {u:?} is not a user name",
-                        key("user")
-                    )))
-                }
-                Some(u) => u.clone(),
-                None => local_user_name(),
-            };
-            Host::Ssh {
-                host: raw.host.clone(),
-                port,
-                user,
+                    "{file}: `barrier_timeout` = {n}: seconds between 1 and 86400"
+                )))
             }
         };
 
@@ -319,28 +389,343 @@ impl Config {
                 .after_swap
                 .or_else(|| top.after_swap.clone())
                 .unwrap_or_default(),
+            verify: own
+                .verify
+                .or_else(|| top.verify.clone())
+                .unwrap_or_default(),
+        };
+        let sftp_only = raw.sftp_only.unwrap_or(false);
+        if sftp_only && !hooks.is_empty() {
+            let mut set = Vec::new();
+            for (kind, list) in [
+                ("before_swap", &hooks.before_swap),
+                ("after_swap", &hooks.after_swap),
+                ("verify", &hooks.verify),
+            ] {
+                if !list.is_empty() {
+                    set.push(kind);
+                }
+            }
+            return Err(usage(format!(
+                "{file}: target {name} has `sftp_only = true` and hooks ({}): hooks are shell commands, and an \
+                 SFTP-only account runs no commands. Remove the hooks for this target (an empty list in \
+                 [targets.{name}.hooks] overrides the top-level ones), or deploy with an account that may run commands",
+                set.join(", ")
+            )));
+        }
+        validate_shared(&self.raw.shared_dirs, &self.raw.shared_files)
+            .map_err(|why| usage(format!("{file}: {why}")))?;
+        let plain = |list: &[String]| -> Vec<String> {
+            list.iter()
+                .map(|p| p.trim_end_matches('/').to_string())
+                .collect()
+        };
+        let shared = SharedPaths {
+            dirs: plain(&self.raw.shared_dirs),
+            files: plain(&self.raw.shared_files),
         };
 
-        Ok(Target {
+        let entries = host_entries(raw, &key).map_err(|why| usage(format!("{file}: {why}")))?;
+        let labels = labels(&entries);
+        let mut hosts = Vec::new();
+        for (entry, label) in entries.into_iter().zip(labels) {
+            let at = |k: &str| {
+                if raw.hosts.is_some() {
+                    format!("`{}` entry {:?}, key `{k}`", key("hosts"), entry.host)
+                } else {
+                    format!("`{}`", key(k))
+                }
+            };
+            let path = entry.path.as_ref().or(raw.path.as_ref()).ok_or_else(|| {
+                usage(format!(
+                    "{file}: target {name} has no `path`: set {} (the absolute deploy path on the server)",
+                    key("path")
+                ))
+            })?;
+            let path = validate_deploy_path(path)
+                .map_err(|why| usage(format!("{file}: {} = {path:?}: {why}", at("path"))))?;
+            let port_raw = entry.port.or(raw.port);
+            let user_raw = entry.user.as_ref().or(raw.user.as_ref());
+            let host = if entry.host == "local" {
+                Host::Local
+            } else {
+                if entry.host.is_empty()
+                    || entry.host.starts_with('-')
+                    || entry
+                        .host
+                        .chars()
+                        .any(|c| c.is_whitespace() || c.is_control())
+                {
+                    return Err(usage(format!(
+                        "{file}: {} = {:?} is not a host name",
+                        at("host"),
+                        entry.host
+                    )));
+                }
+                let port = match port_raw.unwrap_or(22) {
+                    p if (1..=65535).contains(&p) => p as u16,
+                    p => {
+                        return Err(usage(format!(
+                            "{file}: {} = {p}: expected a port between 1 and 65535",
+                            at("port")
+                        )))
+                    }
+                };
+                let user = match user_raw {
+                    Some(u)
+                        if u.is_empty()
+                            || u.chars().any(|c| c.is_whitespace() || c.is_control()) =>
+                    {
+                        return Err(usage(format!(
+                            "{file}: {} = {u:?} is not a user name",
+                            at("user")
+                        )))
+                    }
+                    Some(u) => u.clone(),
+                    None => local_user_name(),
+                };
+                Host::Ssh {
+                    host: entry.host.clone(),
+                    port,
+                    user,
+                }
+            };
+            if let Host::Local = host {
+                check_apart(&source, &path).map_err(|why| usage(format!("{file}: {why}")))?;
+            }
+            let identity_file = entry.identity_file.as_ref().or(raw.identity_file.as_ref());
+            hosts.push(Target {
+                name: name.clone(),
+                label,
+                in_fleet: raw.hosts.is_some(),
+                host,
+                path,
+                source: source.clone(),
+                exclude: self.raw.exclude.clone(),
+                include: self.raw.include.clone(),
+                keep_releases,
+                copy,
+                hooks: hooks.clone(),
+                shared: shared.clone(),
+                sftp_only,
+                barrier_timeout,
+                identity_file: identity_file.map(|p| expand_home(p, base)),
+                known_hosts: raw.known_hosts.as_deref().map(|p| expand_home(p, base)),
+                host_key_checking,
+                explicit: ExplicitSsh {
+                    port: port_raw.is_some(),
+                    user: user_raw.is_some(),
+                    host_key_checking: raw.host_key_checking.is_some(),
+                },
+            });
+        }
+        if sftp_only && hosts.iter().any(|h| matches!(h.host, Host::Local)) {
+            return Err(usage(format!(
+                "{file}: target {name}: `sftp_only = true` needs an SSH host, not \"local\""
+            )));
+        }
+        check_no_duplicates(&hosts).map_err(|why| usage(format!("{file}: target {name}: {why}")))?;
+        Ok(Fleet {
             name: name.clone(),
-            host,
-            path,
-            source,
-            exclude: self.raw.exclude.clone(),
-            include: self.raw.include.clone(),
-            keep_releases,
-            copy,
-            hooks,
-            identity_file: raw.identity_file.as_deref().map(|p| expand_home(p, base)),
-            known_hosts: raw.known_hosts.as_deref().map(|p| expand_home(p, base)),
-            host_key_checking,
-            explicit: ExplicitSsh {
-                port: raw.port.is_some(),
-                user: raw.user.is_some(),
-                host_key_checking: raw.host_key_checking.is_some(),
-            },
+            hosts,
+            narrowed: None,
         })
     }
+}
+
+/// `host` or `hosts` of a target, as entries.
+fn host_entries(raw: &RawTarget, key: &dyn Fn(&str) -> String) -> std::result::Result<Vec<HostEntry>, String> {
+    match (&raw.host, &raw.hosts) {
+        (Some(_), Some(_)) => Err(format!(
+            "`{}` and `{}` are both set: use `host` for one server, `hosts` for several",
+            key("host"),
+            key("hosts")
+        )),
+        (None, None) => Err(format!(
+            "target has no `{}` (one server, or \"local\") and no `{}` (several)",
+            key("host"),
+            key("hosts")
+        )),
+        (Some(host), None) => Ok(vec![HostEntry {
+            host: host.clone(),
+            ..HostEntry::default()
+        }]),
+        (None, Some(list)) if list.is_empty() => {
+            Err(format!("`{}` is empty: name at least one host", key("hosts")))
+        }
+        (None, Some(list)) => list
+            .iter()
+            .enumerate()
+            .map(|(i, v)| host_entry(v).map_err(|why| format!("`{}` entry {}: {why}", key("hosts"), i + 1)))
+            .collect(),
+    }
+}
+
+fn host_entry(v: &toml::Value) -> std::result::Result<HostEntry, String> {
+    match v {
+        toml::Value::String(s) => Ok(HostEntry {
+            host: s.clone(),
+            ..HostEntry::default()
+        }),
+        toml::Value::Table(t) => {
+            let mut entry = HostEntry::default();
+            for (k, v) in t {
+                let text = || {
+                    v.as_str()
+                        .map(String::from)
+                        .ok_or_else(|| format!("`{k}` must be a string"))
+                };
+                match k.as_str() {
+                    "host" => entry.host = text()?,
+                    "user" => entry.user = Some(text()?),
+                    "path" => entry.path = Some(text()?),
+                    "identity_file" => entry.identity_file = Some(text()?),
+                    "port" => {
+                        entry.port = Some(
+                            v.as_integer()
+                                .ok_or_else(|| "`port` must be a number".to_string())?,
+                        )
+                    }
+                    other => {
+                        return Err(format!(
+                            "unknown key `{other}` (a host entry may set host, port, user, path, identity_file)"
+                        ))
+                    }
+                }
+            }
+            if entry.host.is_empty() {
+                return Err("a table entry needs `host`".into());
+            }
+            Ok(entry)
+        }
+        _ => Err("expected a host name or a table { host = …, port = …, user = …, path = … }".into()),
+    }
+}
+
+/// Names for messages: the host as written; where two entries share it, with the port, then
+/// the path.
+fn labels(entries: &[HostEntry]) -> Vec<String> {
+    let count = |f: &dyn Fn(&HostEntry) -> String, e: &HostEntry| {
+        entries.iter().filter(|o| f(o) == f(e)).count()
+    };
+    let plain = |e: &HostEntry| e.host.clone();
+    let with_port = |e: &HostEntry| format!("{}:{}", e.host, e.port.unwrap_or(22));
+    let with_path = |e: &HostEntry| {
+        format!(
+            "{}:{}:{}",
+            e.host,
+            e.port.unwrap_or(22),
+            e.path.clone().unwrap_or_default()
+        )
+    };
+    entries
+        .iter()
+        .map(|e| {
+            if count(&plain, e) == 1 {
+                plain(e)
+            } else if count(&with_port, e) == 1 {
+                with_port(e)
+            } else {
+                with_path(e)
+            }
+        })
+        .collect()
+}
+
+/// Two entries that are the same host, port, user and path would deploy twice to one place.
+fn check_no_duplicates(hosts: &[Target]) -> std::result::Result<(), String> {
+    for (i, a) in hosts.iter().enumerate() {
+        for b in &hosts[..i] {
+            let same = match (&a.host, &b.host) {
+                (Host::Local, Host::Local) => a.path == b.path,
+                (
+                    Host::Ssh { host, port, user },
+                    Host::Ssh {
+                        host: h2,
+                        port: p2,
+                        user: u2,
+                    },
+                ) => host.eq_ignore_ascii_case(h2) && port == p2 && user == u2 && a.path == b.path,
+                _ => false,
+            };
+            if same {
+                return Err(format!(
+                    "hosts {:?} and {:?} are the same server, user and path ({}): list each once",
+                    b.label,
+                    a.label,
+                    a.describe()
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A local deploy path may not lie inside the source (every release would copy the ones
+/// before it), nor the source inside the deploy path.
+fn check_apart(source: &Path, path: &str) -> std::result::Result<(), String> {
+    let deploy = Path::new(path);
+    // The deploy path may not exist yet: compare its nearest existing ancestor, resolved.
+    let mut existing = deploy.to_path_buf();
+    let mut rest = Vec::new();
+    while !existing.exists() {
+        match (existing.file_name(), existing.parent()) {
+            (Some(name), Some(parent)) => {
+                rest.push(name.to_os_string());
+                existing = parent.to_path_buf();
+            }
+            _ => break,
+        }
+    }
+    let mut resolved = std::fs::canonicalize(&existing).unwrap_or(existing);
+    for name in rest.into_iter().rev() {
+        resolved.push(name);
+    }
+    if resolved.starts_with(source) {
+        return Err(format!(
+            "the deploy path {path} is inside the source {}: every release would contain the ones before it. \
+             Deploy somewhere else, or set `source` to a directory that does not contain it",
+            source.display()
+        ));
+    }
+    if source.starts_with(&resolved) {
+        return Err(format!(
+            "the source {} is inside the deploy path {path}: a deploy would replace what it deploys. \
+             Keep the source outside the deploy path",
+            source.display()
+        ));
+    }
+    Ok(())
+}
+
+/// Declared shared paths: relative, plain, not nested in each other.
+fn validate_shared(dirs: &[String], files: &[String]) -> std::result::Result<(), String> {
+    let mut seen: Vec<&str> = Vec::new();
+    for (key, list) in [("shared_dirs", dirs), ("shared_files", files)] {
+        for p in list {
+            let trimmed = p.trim_end_matches('/');
+            crate::source::manifest::validate_relative_path(trimmed)
+                .map_err(|e| format!("`{key}` entry {p:?}: {e:#}"))?;
+            if trimmed == ".git" || trimmed.starts_with(".git/") {
+                return Err(format!("`{key}` entry {p:?}: .git is never deployed"));
+            }
+            if trimmed.contains(['*', '?', '[']) {
+                return Err(format!(
+                    "`{key}` entry {p:?}: a shared path is a plain path, not a pattern"
+                ));
+            }
+            for other in &seen {
+                let nested = |a: &str, b: &str| a == b || a.starts_with(&format!("{b}/"));
+                if nested(trimmed, other) || nested(other, trimmed) {
+                    return Err(format!(
+                        "shared paths {other:?} and {trimmed:?} overlap: declare only the outer one"
+                    ));
+                }
+            }
+            seen.push(trimmed);
+        }
+    }
+    Ok(())
 }
 
 /// An absolute path without `.`/`..` components, not `/` itself, returned without trailing slash.
@@ -413,8 +798,12 @@ include = []              # patterns forced back in, e.g. a gitignored ["public/
 keep_releases = 3         # finished releases kept on the server, current included (>= 1)
 copy = "full"             # a new release starts as "full" (cp -a) or "hardlink" (cp -al) copy of the previous
 
+shared_dirs = []          # linked from shared/, never deployed, e.g. ["storage", "public/uploads"]
+shared_files = []         # linked from shared/, must exist there, e.g. [".env"]
+
 [hooks]                   # shell commands run with sh -c inside the new release
 before_swap = []          # e.g. ["php artisan config:cache"]; a failure aborts, current untouched
+verify = []               # after the swap, before it is final; a failure switches back, exit 1
 after_swap = []           # run once the new release is live; a failure exits 3
 
 [targets.production]
@@ -454,7 +843,7 @@ mod tests {
 
     #[test]
     fn starter_config_parses() {
-        let t = load(STARTER).unwrap().target(None).unwrap();
+        let t = load(STARTER).unwrap().target(None).unwrap().hosts.remove(0);
         assert_eq!(t.path, "/var/www/app");
         assert_eq!(t.keep_releases, 3);
     }
@@ -525,7 +914,7 @@ mod tests {
     #[test]
     fn target_overrides_win() {
         let t = load("keep_releases=5\n[hooks]\nbefore_swap=['a']\n[targets.a]\nhost='h'\npath='/x/'\nkeep_releases=2\n[targets.a.hooks]\nafter_swap=['b']\n")
-            .unwrap().target(None).unwrap();
+            .unwrap().target(None).unwrap().hosts.remove(0);
         assert_eq!(t.keep_releases, 2);
         assert_eq!(t.path, "/x");
         assert_eq!(t.hooks.before_swap, vec!["a"]);
@@ -540,4 +929,122 @@ mod tests {
         );
         assert!(e.contains("keep_releases"), "{e}");
     }
+
+    #[test]
+    fn hosts_share_the_target_defaults_and_override_them() {
+        let f = load(
+            "[targets.p]\nhosts = ['web1', { host = '10.0.0.7', port = 2222, user = 'ops', path = '/srv/app' }]\n\
+             user = 'deploy'\npath = '/var/www/app'\nport = 2200\n",
+        )
+        .unwrap()
+        .target(None)
+        .unwrap();
+        assert_eq!(f.hosts.len(), 2);
+        let (a, b) = (&f.hosts[0], &f.hosts[1]);
+        assert_eq!(a.label, "web1");
+        assert_eq!(a.path, "/var/www/app");
+        assert!(matches!(&a.host, Host::Ssh { port: 2200, user, .. } if user == "deploy"));
+        assert_eq!(b.path, "/srv/app");
+        assert!(matches!(&b.host, Host::Ssh { port: 2222, user, .. } if user == "ops"));
+    }
+
+    #[test]
+    fn host_and_hosts_are_exclusive() {
+        let e = err("[targets.p]\nhost='a'\nhosts=['b']\npath='/x'\n", None);
+        assert!(e.contains("both set"), "{e}");
+        let e = err("[targets.p]\npath='/x'\n", None);
+        assert!(e.contains("no `targets.p.host`"), "{e}");
+    }
+
+    #[test]
+    fn duplicate_hosts_are_a_config_error() {
+        let e = err(
+            "[targets.p]\nhosts=['web1', { host = 'WEB1', port = 22 }]\npath='/x'\nuser='u'\n",
+            None,
+        );
+        assert!(e.contains("same server"), "{e}");
+        // Same host, other path: two deploys, fine.
+        assert!(load("[targets.p]\nhosts=['w', { host = 'w', path = '/y' }]\npath='/x'\n")
+            .unwrap()
+            .target(None)
+            .is_ok());
+    }
+
+    #[test]
+    fn a_bad_host_entry_is_named() {
+        let e = err("[targets.p]\nhosts=['a', { host = 'b', prot = 1 }]\npath='/x'\n", None);
+        assert!(e.contains("entry 2") && e.contains("prot"), "{e}");
+    }
+
+    #[test]
+    fn narrowing_to_one_host_names_the_others_when_wrong() {
+        let f = load("[targets.p]\nhosts=['a','b']\npath='/x'\n")
+            .unwrap()
+            .target(None)
+            .unwrap();
+        assert_eq!(f.clone().narrow("b").unwrap().hosts[0].label, "b");
+        let e = format!("{:#}", f.narrow("c").unwrap_err());
+        assert!(e.contains("a, b"), "{e}");
+    }
+
+    #[test]
+    fn hooks_in_an_sftp_only_target_are_a_config_error() {
+        let e = err(
+            "[hooks]\nbefore_swap=['x']\n[targets.p]\nhost='h'\npath='/x'\nsftp_only=true\n",
+            None,
+        );
+        assert!(e.contains("sftp_only") && e.contains("before_swap"), "{e}");
+        let ok = load(
+            "[hooks]\nbefore_swap=['x']\n[targets.p]\nhost='h'\npath='/x'\nsftp_only=true\n[targets.p.hooks]\nbefore_swap=[]\n",
+        )
+        .unwrap()
+        .target(None)
+        .unwrap();
+        assert!(ok.hosts[0].sftp_only);
+    }
+
+    #[test]
+    fn a_deploy_path_inside_the_source_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("cutover.toml");
+        let inside = dir.path().join("out");
+        std::fs::write(
+            &file,
+            format!("[targets.a]\nhost='local'\npath='{}'\n", inside.display()),
+        )
+        .unwrap();
+        let e = format!("{:#}", Config::load(&file).unwrap().target(None).unwrap_err());
+        assert!(e.contains("inside the source"), "{e}");
+        std::fs::write(&file, "source='site'\n[targets.a]\nhost='local'\npath='/'\n").unwrap();
+        std::fs::create_dir(dir.path().join("site")).unwrap();
+        std::fs::write(
+            &file,
+            format!(
+                "source='site'\n[targets.a]\nhost='local'\npath='{}'\n",
+                dir.path().display()
+            ),
+        )
+        .unwrap();
+        let e = format!("{:#}", Config::load(&file).unwrap().target(None).unwrap_err());
+        assert!(e.contains("inside the deploy path"), "{e}");
+    }
+
+    #[test]
+    fn shared_paths_are_plain_relative_paths_that_do_not_overlap() {
+        for (bad, why) in [
+            ("shared_dirs=['/abs']", "absolute"),
+            ("shared_dirs=['a/../b']", ".."),
+            ("shared_dirs=['storage', 'storage/logs']", "overlap"),
+            ("shared_files=['*.env']", "pattern"),
+        ] {
+            let e = err(&format!("{bad}\n[targets.a]\nhost='h'\npath='/x'\n"), None);
+            assert!(e.contains(why), "{bad}: {e}");
+        }
+        let t = load("shared_dirs=['storage/']\nshared_files=['.env']\n[targets.a]\nhost='h'\npath='/x'\n")
+            .unwrap()
+            .target(None)
+            .unwrap();
+        assert_eq!(t.hosts[0].shared.files, [".env"]);
+    }
 }
+

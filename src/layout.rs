@@ -1,4 +1,5 @@
-//! The one place that knows where things live under a target's deploy path.
+//! The one place that knows where things live under a target's deploy path, and what a release
+//! is called.
 //!
 //! ```text
 //! PATH/current -> releases/20261126120000    relative symlink, replaced by one rename
@@ -8,15 +9,31 @@
 //! PATH/.cutover/manifests/<ID>                what each release contains (see source::manifest)
 //! PATH/.cutover/lock/                         held while a deploy runs; `info` says by whom
 //! PATH/.cutover/staging/<ID>/                 one deploy's uploads: files.N.tar, manifest
+//! PATH/.cutover/trash/<ID>/                   pruned releases on their way out
 //! ```
+//!
+//! Only `current` and the links into `shared/` are symbolic links by design. Every other name
+//! here is a real directory or file, and whatever cutover writes into or deletes from is checked
+//! to be one first (see the survey and the scripts): a link planted where a directory is expected
+//! is never followed.
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use anyhow::{bail, Result};
+use chrono::{DateTime, NaiveDateTime, Timelike, Utc};
 
 /// Paths under one deploy path, all absolute.
 #[derive(Debug, Clone)]
 pub struct Layout {
     root: String,
 }
+
+pub const CURRENT: &str = "current";
+pub const RELEASES: &str = "releases";
+pub const SHARED: &str = "shared";
+pub const STATE: &str = ".cutover";
+pub const MANIFESTS: &str = ".cutover/manifests";
+pub const STAGING: &str = ".cutover/staging";
+pub const TRASH: &str = ".cutover/trash";
+pub const LOCK: &str = ".cutover/lock";
 
 impl Layout {
     pub fn new(deploy_path: &str) -> Layout {
@@ -27,7 +44,8 @@ impl Layout {
     pub fn root(&self) -> &str {
         &self.root
     }
-    fn at(&self, rel: &str) -> String {
+    /// `PATH/rel` for a path relative to the deploy path.
+    pub fn at(&self, rel: &str) -> String {
         format!("{}/{rel}", self.root)
     }
     pub fn current(&self) -> String {
@@ -39,6 +57,9 @@ impl Layout {
     pub fn release(&self, id: &ReleaseId) -> String {
         self.at(&format!("{RELEASES}/{id}"))
     }
+    pub fn partial(&self, id: &ReleaseId) -> String {
+        self.at(&format!("{RELEASES}/{id}.partial"))
+    }
     pub fn shared(&self) -> String {
         self.at(SHARED)
     }
@@ -46,22 +67,25 @@ impl Layout {
         self.at(STATE)
     }
     pub fn manifests(&self) -> String {
-        self.at(&format!("{STATE}/manifests"))
+        self.at(MANIFESTS)
     }
     pub fn manifest(&self, id: &ReleaseId) -> String {
-        self.at(&format!("{STATE}/manifests/{id}"))
+        self.at(&format!("{MANIFESTS}/{id}"))
     }
     pub fn lock(&self) -> String {
-        self.at(&format!("{STATE}/lock"))
+        self.at(LOCK)
     }
     pub fn lock_info(&self) -> String {
-        self.at(&format!("{STATE}/lock/info"))
+        self.at(&format!("{LOCK}/info"))
     }
     pub fn staging_root(&self) -> String {
-        self.at(&format!("{STATE}/staging"))
+        self.at(STAGING)
     }
     pub fn staging(&self, id: &ReleaseId) -> String {
-        self.at(&format!("{STATE}/staging/{id}"))
+        self.at(&format!("{STAGING}/{id}"))
+    }
+    pub fn trash(&self) -> String {
+        self.at(TRASH)
     }
     /// The changed files of a deploy, as tar archives `files.0.tar`, `files.1.tar`, … (see
     /// `archive`).
@@ -71,15 +95,14 @@ impl Layout {
     pub fn staging_manifest(&self, id: &ReleaseId) -> String {
         format!("{}/manifest", self.staging(id))
     }
+    /// The directories of the layout that must be real directories when they exist (never
+    /// symlinks), relative to the deploy path, parents first.
+    pub const DIRECTORIES: [&'static str; 5] = [RELEASES, STATE, MANIFESTS, STAGING, TRASH];
 }
 
-pub const CURRENT: &str = "current";
-pub const RELEASES: &str = "releases";
-pub const SHARED: &str = "shared";
-pub const STATE: &str = ".cutover";
-
 /// A release name: the UTC time of the deploy as 14 digits, `YYYYMMDDhhmmss`.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
+#[serde(transparent)]
 pub struct ReleaseId(String);
 
 impl std::fmt::Display for ReleaseId {
@@ -88,95 +111,97 @@ impl std::fmt::Display for ReleaseId {
     }
 }
 
+const ID_FORMAT: &str = "%Y%m%d%H%M%S";
+
+/// Releases dated further ahead of this machine's clock than this are worth a warning: every
+/// later release name is pushed past them.
+pub const FUTURE_TOLERANCE_SECS: i64 = 86_400;
+
 impl ReleaseId {
     /// Only names of exactly 14 ASCII digits that form a real date are release names; anything
     /// else in `releases/` belongs to someone else and is left alone.
     pub fn parse(name: &str) -> Option<ReleaseId> {
-        if name.len() == 14 && name.bytes().all(|b| b.is_ascii_digit()) && to_unix(name).is_some() {
-            Some(ReleaseId(name.to_string()))
-        } else {
-            None
+        if name.len() != 14 || !name.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
         }
+        NaiveDateTime::parse_from_str(name, ID_FORMAT)
+            .ok()
+            .map(|_| ReleaseId(name.to_string()))
     }
 
     pub fn as_str(&self) -> &str {
         &self.0
     }
 
-    pub fn from_unix(secs: i64) -> ReleaseId {
-        let days = secs.div_euclid(86_400);
-        let rem = secs.rem_euclid(86_400);
-        let (y, m, d) = civil_from_days(days);
-        ReleaseId(format!(
-            "{y:04}{m:02}{d:02}{:02}{:02}{:02}",
-            rem / 3600,
-            rem % 3600 / 60,
-            rem % 60
-        ))
+    /// The release name for a UTC time; None outside years 1000-9999 (not 14 digits).
+    pub fn at(time: DateTime<Utc>) -> Option<ReleaseId> {
+        let s = time.format(ID_FORMAT).to_string();
+        ReleaseId::parse(&s)
     }
 
-    pub fn unix(&self) -> i64 {
-        to_unix(&self.0).expect("validated at construction")
+    pub fn time(&self) -> DateTime<Utc> {
+        NaiveDateTime::parse_from_str(&self.0, ID_FORMAT)
+            .expect("validated at construction")
+            .and_utc()
     }
 
-    /// The name for a deploy starting now: the current UTC second, or the second after the
-    /// newest existing release when that is later (a clock behind the server's, or two deploys
-    /// in one second), so names stay unique and sort in deploy order.
-    pub fn next<'a>(existing: impl IntoIterator<Item = &'a ReleaseId>) -> ReleaseId {
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs() as i64)
-            .unwrap_or(0);
-        let newest = existing.into_iter().map(ReleaseId::unix).max();
-        match newest {
-            Some(n) if n >= now => ReleaseId::from_unix(n + 1),
-            _ => ReleaseId::from_unix(now),
+    /// The name for a deploy starting `now`: that UTC second, or the second after the newest
+    /// existing release when that is later (a clock behind the server's, two deploys in one
+    /// second, a release dated in the future), so names stay unique, 14 digits long, and sort
+    /// in deploy order. After `99991231235959` there is no name left: an error says so.
+    pub fn next<'a>(
+        existing: impl IntoIterator<Item = &'a ReleaseId>,
+        now: DateTime<Utc>,
+    ) -> Result<ReleaseId> {
+        // Names have whole seconds: compare whole seconds.
+        let now = now.with_nanosecond(0).unwrap_or(now);
+        let newest = existing.into_iter().max();
+        let candidate = match newest {
+            Some(n) if n.time() >= now => n.time() + chrono::Duration::seconds(1),
+            _ => now,
+        };
+        match ReleaseId::at(candidate) {
+            Some(id) => Ok(id),
+            None => bail!(
+                "no release name is left after {}: release names are 14-digit UTC times and end at \
+                 99991231235959. Remove that release (it is dated in the future) and deploy again",
+                newest.map(ReleaseId::as_str).unwrap_or("?")
+            ),
         }
     }
-}
 
-fn to_unix(s: &str) -> Option<i64> {
-    let n = |a: usize, b: usize| s[a..b].parse::<i64>().ok();
-    let (y, mo, d, h, mi, se) = (
-        n(0, 4)?,
-        n(4, 6)?,
-        n(6, 8)?,
-        n(8, 10)?,
-        n(10, 12)?,
-        n(12, 14)?,
-    );
-    if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || se > 59 {
-        return None;
+    /// How far this release is dated ahead of `now`, when that is more than a day.
+    pub fn ahead_of(&self, now: DateTime<Utc>) -> Option<chrono::Duration> {
+        let ahead = self.time() - now;
+        (ahead.num_seconds() > FUTURE_TOLERANCE_SECS).then_some(ahead)
     }
-    let days = days_from_civil(y, mo, d);
-    if civil_from_days(days) != (y, mo, d) {
-        return None; // e.g. February 30th
+}
+
+/// This machine's clock, in UTC.
+pub fn now() -> DateTime<Utc> {
+    Utc::now()
+}
+
+/// `2026-11-26T12:00:00Z`: how times are written into lock and release records.
+pub fn iso(time: DateTime<Utc>) -> String {
+    time.format("%Y-%m-%dT%H:%M:%SZ").to_string()
+}
+
+/// The inverse of [`iso`].
+pub fn parse_iso(s: &str) -> Option<DateTime<Utc>> {
+    DateTime::parse_from_rfc3339(s)
+        .ok()
+        .map(|t| t.with_timezone(&Utc))
+}
+
+/// "3 min", "2 h", "5 days": how long ago something happened, for people.
+pub fn human_age(secs: i64) -> String {
+    match secs {
+        s if s < 120 => format!("{} s", s.max(0)),
+        s if s < 7200 => format!("{} min", s / 60),
+        s if s < 172_800 => format!("{} h", s / 3600),
+        s => format!("{} days", s / 86_400),
     }
-    Some(days * 86_400 + h * 3600 + mi * 60 + se)
-}
-
-// Howard Hinnant's civil calendar algorithms (proleptic Gregorian, days since 1970-01-01).
-fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
-fn civil_from_days(z: i64) -> (i64, i64, i64) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    (if m <= 2 { y + 1 } else { y }, m, d)
 }
 
 /// `/a/b/c` → `/a`, `/a/b`, `/a/b/c`.
@@ -194,6 +219,7 @@ pub fn ancestors(path: &str) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use chrono::TimeZone;
 
     #[test]
     fn ancestors_top_down() {
@@ -211,15 +237,11 @@ mod tests {
 
     #[test]
     fn ids_are_utc_timestamps() {
-        assert_eq!(ReleaseId::from_unix(0).as_str(), "19700101000000");
-        assert_eq!(
-            ReleaseId::from_unix(1_795_694_400).as_str(),
-            "20261126120000"
-        );
-        assert_eq!(
-            ReleaseId::parse("20261126120000").unwrap().unix(),
-            1_795_694_400
-        );
+        let t = Utc.timestamp_opt(1_795_694_400, 0).unwrap();
+        assert_eq!(ReleaseId::at(t).unwrap().as_str(), "20261126120000");
+        assert_eq!(ReleaseId::parse("20261126120000").unwrap().time(), t);
+        assert_eq!(iso(t), "2026-11-26T12:00:00Z");
+        assert_eq!(parse_iso("2026-11-26T12:00:00Z"), Some(t));
     }
 
     #[test]
@@ -227,15 +249,55 @@ mod tests {
         assert!(ReleaseId::parse("2026112612000").is_none());
         assert!(ReleaseId::parse("20261126120000.partial").is_none());
         assert!(ReleaseId::parse("20260230120000").is_none());
+        assert!(ReleaseId::parse("20261126126000").is_none());
         assert!(ReleaseId::parse("old-site").is_none());
         assert!(ReleaseId::parse("２0261126120000").is_none());
+        assert!(ReleaseId::parse("+2026112612000").is_none());
     }
 
     #[test]
     fn next_id_is_later_than_every_existing_release() {
+        let now = Utc.timestamp_opt(1_795_694_400, 0).unwrap();
         let future = ReleaseId::parse("29991231235959").unwrap();
-        assert_eq!(ReleaseId::next([&future]).as_str(), "30000101000000");
+        assert_eq!(
+            ReleaseId::next([&future], now).unwrap().as_str(),
+            "30000101000000"
+        );
         let past = ReleaseId::parse("20000101000000").unwrap();
-        assert!(ReleaseId::next([&past]) > past);
+        assert_eq!(
+            ReleaseId::next([&past], now).unwrap().as_str(),
+            "20261126120000"
+        );
+        let same = ReleaseId::parse("20261126120000").unwrap();
+        assert_eq!(
+            ReleaseId::next([&same], now).unwrap().as_str(),
+            "20261126120001"
+        );
+        let later_in_that_second = now + chrono::Duration::milliseconds(500);
+        assert_eq!(
+            ReleaseId::next([&same], later_in_that_second).unwrap().as_str(),
+            "20261126120001"
+        );
+    }
+
+    #[test]
+    fn the_end_of_the_id_space_is_a_clear_refusal() {
+        let now = Utc.timestamp_opt(1_795_694_400, 0).unwrap();
+        let last = ReleaseId::parse("99991231235959").unwrap();
+        let e = ReleaseId::next([&last], now).unwrap_err().to_string();
+        assert!(e.contains("99991231235959") && e.contains("Remove"), "{e}");
+    }
+
+    #[test]
+    fn releases_far_in_the_future_are_noticed() {
+        let now = Utc.timestamp_opt(1_795_694_400, 0).unwrap();
+        assert!(ReleaseId::parse("20261126130000")
+            .unwrap()
+            .ahead_of(now)
+            .is_none());
+        assert!(ReleaseId::parse("20261128120000")
+            .unwrap()
+            .ahead_of(now)
+            .is_some());
     }
 }

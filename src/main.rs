@@ -6,8 +6,11 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use cutover::commands::{self, Output};
-use cutover::{config, error};
+use cutover::commands;
+use cutover::config::{self, Fleet};
+use cutover::deploy::Options;
+use cutover::error;
+use cutover::output::{self, Output};
 
 #[derive(Parser)]
 #[command(
@@ -22,9 +25,15 @@ struct Cli {
     /// Print only errors
     #[arg(short, long, global = true)]
     quiet: bool,
-    /// Print more detail (paths, connection)
+    /// Print more detail (paths, connection, where the time goes)
     #[arg(short, long, global = true)]
     verbose: bool,
+    /// Print the result as one JSON document on stdout (everything else goes to stderr)
+    #[arg(long, global = true)]
+    json: bool,
+    /// Act on one host of a fleet only (its name as in `hosts`)
+    #[arg(long, global = true, value_name = "NAME")]
+    host: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -44,14 +53,12 @@ enum Command {
         /// Upload every file, not only the changed ones
         #[arg(long)]
         full: bool,
+        /// Build a new release even when nothing changed
+        #[arg(long)]
+        force: bool,
     },
     /// Check that a target can be deployed to: one line per check, with the fix for each failure
-    Check {
-        target: Option<String>,
-        /// Print the results as JSON on stdout (for CI)
-        #[arg(long)]
-        json: bool,
-    },
+    Check { target: Option<String> },
     /// Point `current` back at an earlier release
     Rollback {
         target: Option<String>,
@@ -61,14 +68,32 @@ enum Command {
     },
     /// List the releases on a target
     Releases { target: Option<String> },
+    /// Does the live release still match its manifest? (drift: hand edits, deleted files)
+    Verify {
+        target: Option<String>,
+        /// Compare file contents too (reads every file)
+        #[arg(long)]
+        hash: bool,
+    },
     /// Remove a lock left by a deploy that was killed
     Unlock { target: Option<String> },
     /// Write a commented starter cutover.toml
-    Init,
+    Init {
+        /// A starting point for a framework
+        #[arg(long, value_name = "NAME", default_value = "static")]
+        preset: String,
+    },
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell)
+    Completions {
+        #[arg(value_name = "SHELL")]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff)
+    Man,
 }
 
 fn main() -> ExitCode {
-    commands::started();
+    output::started();
     let cli = match Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {
@@ -83,7 +108,7 @@ fn main() -> ExitCode {
     match run(cli) {
         Ok(()) => ExitCode::from(error::EXIT_OK as u8),
         Err(e) => {
-            eprintln!("cutover: error: {e:#}");
+            output::print_error(&e);
             ExitCode::from(error::exit_code(&e) as u8)
         }
     }
@@ -93,45 +118,75 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     let mut out = Output {
         quiet: cli.quiet,
         verbose: cli.verbose,
-        stdout_reserved: false,
+        stdout_reserved: cli.json,
+        prefix: String::new(),
     };
-    if let Command::Init = cli.command {
-        return commands::init::run(&cli.config);
+    match &cli.command {
+        Command::Init { preset } => return commands::init::run(&cli.config, preset),
+        Command::Completions { shell } => {
+            clap_complete::generate(
+                *shell,
+                &mut <Cli as clap::CommandFactory>::command(),
+                "cutover",
+                &mut std::io::stdout(),
+            );
+            return Ok(());
+        }
+        Command::Man => {
+            let man = clap_mangen::Man::new(<Cli as clap::CommandFactory>::command());
+            man.render(&mut std::io::stdout())?;
+            return Ok(());
+        }
+        _ => {}
     }
     let cfg = config::Config::load(&cli.config)?;
+    let fleet = |target: &Option<String>| -> anyhow::Result<Fleet> {
+        let fleet = cfg.target(target.as_deref())?;
+        match &cli.host {
+            Some(h) => fleet.narrow(h),
+            None => Ok(fleet),
+        }
+    };
     let runtime = tokio::runtime::Runtime::new()?;
-    match cli.command {
+    let json = cli.json;
+    match &cli.command {
         Command::Deploy {
             target,
             dry_run,
             emit_script,
             full,
+            force,
         } => {
-            let target = cfg.target(target.as_deref())?;
-            out.stdout_reserved = emit_script;
-            let opts = commands::deploy::Options {
-                dry_run,
-                emit_script,
-                full,
+            let fleet = fleet(target)?;
+            out.stdout_reserved |= *emit_script;
+            let opts = Options {
+                dry_run: *dry_run,
+                emit_script: *emit_script,
+                full: *full,
+                force: *force,
             };
-            runtime.block_on(commands::deploy::run(&target, opts, out))
+            runtime.block_on(commands::deploy::run(&fleet, opts, json, &out))
         }
         Command::Releases { target } => {
-            let target = cfg.target(target.as_deref())?;
-            runtime.block_on(commands::releases::list(&target, out))
+            let fleet = fleet(target)?;
+            runtime.block_on(commands::releases::list(&fleet, json, &out))
         }
         Command::Unlock { target } => {
-            let target = cfg.target(target.as_deref())?;
-            runtime.block_on(commands::releases::unlock(&target, out))
+            let fleet = fleet(target)?;
+            runtime.block_on(commands::releases::unlock(&fleet, &out))
         }
-        Command::Check { target, json } => {
-            let target = cfg.target(target.as_deref())?;
-            runtime.block_on(commands::check::run(&target, json, out))
+        Command::Check { target } => {
+            let fleet = fleet(target)?;
+            runtime.block_on(commands::check::run(&fleet, json, &out))
         }
         Command::Rollback { target, to } => {
-            let target = cfg.target(target.as_deref())?;
-            runtime.block_on(commands::rollback::run(&target, to.as_deref(), out))
+            let fleet = fleet(target)?;
+            runtime.block_on(commands::rollback::run(&fleet, to.as_deref(), json, &out))
         }
-        Command::Init => unreachable!(),
+        Command::Verify { target, hash } => {
+            let fleet = fleet(target)?;
+            runtime.block_on(commands::verify::run(&fleet, *hash, json, &out))
+        }
+        Command::Init { .. } | Command::Completions { .. } | Command::Man => unreachable!(),
     }
 }

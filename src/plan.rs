@@ -3,6 +3,11 @@
 //! The new release starts as a copy of the previous one (when its manifest is known), so the
 //! plan only names differences. Files the application wrote into the previous release at runtime
 //! are in no manifest and are therefore neither uploaded nor deleted: the copy carries them over.
+//!
+//! The plan also names every directory of the copy that the script will work inside
+//! ([`Plan::touched_dirs`]): the script checks each is a real directory before it deletes,
+//! creates or unpacks anything, because a symbolic link planted where the manifest has a
+//! directory would otherwise lead those commands outside the release.
 
 use std::collections::BTreeSet;
 
@@ -29,6 +34,12 @@ pub struct Plan {
     pub new_dirs: Vec<String>,
     pub unchanged: usize,
     pub upload_bytes: u64,
+    /// Directories of the copied release that deletes, new directories and uploads reach
+    /// through (and the new directories themselves), parents first: each must be a real
+    /// directory (or, for a new one, missing). Empty without a previous base.
+    pub touched_dirs: Vec<String>,
+    /// Nothing differs from the previous release: no release needs to be built.
+    pub noop: bool,
 }
 
 impl Plan {
@@ -51,6 +62,8 @@ impl Plan {
                 deletes: vec![],
                 new_dirs: vec![],
                 unchanged: 0,
+                touched_dirs: vec![],
+                noop: false,
             };
         };
 
@@ -81,13 +94,19 @@ impl Plan {
         let mut new_dirs = Vec::new();
         let mut unchanged = 0;
         let mut upload_bytes = 0;
+        // Uploads of entries identical to the previous release's: shared-shaped links (see
+        // `shared_shaped`) and everything under --full. They alone do not make a new release.
+        let mut same = 0;
         for (path, e) in &new.entries {
             let old = prev.entries.get(path).filter(|old| same_type(old, e));
             match (&e.kind, old) {
                 (Kind::Dir, Some(_)) => {}
                 (Kind::Dir, None) => new_dirs.push(path.clone()),
                 (_, Some(old)) if old == e && !full && !shared_shaped(path, e) => unchanged += 1,
-                (kind, _) => {
+                (kind, old) => {
+                    if old == Some(e) {
+                        same += 1;
+                    }
                     if let Kind::File { size, .. } = kind {
                         upload_bytes += size;
                     }
@@ -95,6 +114,28 @@ impl Plan {
                 }
             }
         }
+        let mut touched = BTreeSet::new();
+        for p in deletes.iter().chain(&uploads) {
+            touched.extend(parents(p));
+        }
+        for p in &new_dirs {
+            touched.extend(parents(p));
+            touched.insert(p.as_str());
+        }
+        // A path the script deletes first (and anything below it) is gone before anything
+        // works inside it: no need for it to be a directory now.
+        let deleted = |p: &str| {
+            deletes.iter().any(|d| {
+                p == d || (p.len() > d.len() && p.starts_with(d.as_str()) && p.as_bytes()[d.len()] == b'/')
+            })
+        };
+        let touched_dirs = touched
+            .into_iter()
+            .filter(|p| !deleted(p))
+            .map(String::from)
+            .collect();
+        // --full asks for the files to travel again: that is a new release, changed or not.
+        let noop = !full && deletes.is_empty() && new_dirs.is_empty() && uploads.len() == same;
         Plan {
             base: Base::Previous(prev_id.clone()),
             uploads,
@@ -102,12 +143,15 @@ impl Plan {
             new_dirs,
             unchanged,
             upload_bytes,
+            touched_dirs,
+            noop,
         }
     }
+}
 
-    pub fn is_noop(&self) -> bool {
-        self.uploads.is_empty() && self.deletes.is_empty() && self.new_dirs.is_empty()
-    }
+/// `a/b/c` → `a`, `a/b` (not the path itself).
+fn parents(path: &str) -> impl Iterator<Item = &str> {
+    path.match_indices('/').map(move |(i, _)| &path[..i])
 }
 
 /// A repository symlink shaped exactly like a shared link is removed by the script together
@@ -245,5 +289,46 @@ mod tests {
         let mut new = old.clone();
         new.entries.get_mut("x").unwrap().mode = 0o755;
         assert_eq!(Plan::build(Some((&id, &old)), &new, false).uploads, ["x"]);
+    }
+
+    #[test]
+    fn touched_dirs_are_every_directory_the_script_works_inside() {
+        let id = ReleaseId::parse("20260101000000").unwrap();
+        let old = m(&[("a", "d"), ("a/b", "d"), ("a/b/x", "1"), ("c", "d"), ("c/y", "2")]);
+        let new = m(&[
+            ("a", "d"),
+            ("a/b", "d"),
+            ("a/b/x", "changed"),
+            ("c", "d"),
+            ("n", "d"),
+            ("n/m", "d"),
+        ]);
+        let p = Plan::build(Some((&id, &old)), &new, false);
+        assert_eq!(p.touched_dirs, ["a", "a/b", "c", "n", "n/m"]);
+        assert!(!p.noop);
+    }
+
+    #[test]
+    fn a_path_deleted_first_is_not_a_touched_dir() {
+        let id = ReleaseId::parse("20260101000000").unwrap();
+        let old = m(&[("a", "1"), ("d", "d"), ("d/x", "1")]);
+        let new = m(&[("a", "d"), ("a/f", "x"), ("d", "1")]);
+        let p = Plan::build(Some((&id, &old)), &new, false);
+        assert_eq!(p.deletes, ["a", "d"]);
+        assert!(p.touched_dirs.is_empty(), "{:?}", p.touched_dirs);
+    }
+
+    #[test]
+    fn an_identical_tree_is_a_noop_even_with_shared_shaped_links() {
+        let id = ReleaseId::parse("20260101000000").unwrap();
+        let old = m(&[("uploads", "l:../../shared/uploads"), ("x", "1")]);
+        let p = Plan::build(Some((&id, &old)), &old, false);
+        assert_eq!(p.uploads, ["uploads"], "shared-shaped links travel again");
+        assert!(p.noop);
+        assert!(!Plan::build(Some((&id, &old)), &old, true).noop, "--full builds anew");
+        assert!(!Plan::build(None, &old, false).noop, "no previous release: something to build");
+        let mut new = old.clone();
+        new.entries.get_mut("x").unwrap().mode = 0o755;
+        assert!(!Plan::build(Some((&id, &old)), &new, false).noop);
     }
 }

@@ -336,7 +336,7 @@ fn quiet_prints_nothing_on_success_but_still_reports_errors() {
         "[hooks]\nbefore_swap = [\"echo hook-output-7 >&2; exit 7\"]",
         "",
     );
-    let run = site.deploy_with(&["-q"]);
+    let run = site.deploy_with(&["-q", "--force"]);
     run.expect_code(1, "failing deploy -q");
     assert!(run.stderr.contains("before_swap"), "{}", run.describe());
     assert!(
@@ -377,15 +377,23 @@ fn interrupt_right_after_the_lock_is_taken_releases_it() {
 }
 
 /// The README's first command: the bundled demo config (with its deploy path moved into a
-/// temporary directory) deploys fixtures/demo-site, runs its hooks, and a second run builds a
-/// new release from the unchanged site.
+/// temporary directory) deploys fixtures/demo-site and runs its hooks; a second run with
+/// nothing changed builds nothing, and after an edit one more release goes live.
 #[test]
 fn bundled_demo_config_deploys_the_demo_site() {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
     let demo = fs::read_to_string(root.join("examples/demo/cutover.toml")).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let app = dir.path().join("app");
-    let site = root.join("fixtures/demo-site");
+    // A copy: the test edits the site between deploys.
+    let site = dir.path().join("demo-site");
+    let copied = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(root.join("fixtures/demo-site"))
+        .arg(&site)
+        .status()
+        .unwrap();
+    assert!(copied.success());
     let config = demo
         .replace(
             "\"../../fixtures/demo-site\"",
@@ -409,8 +417,19 @@ fn bundled_demo_config_deploys_the_demo_site() {
     for round in 0..2 {
         let run = run_cutover(dir.path(), dir.path(), &args);
         assert_eq!(run.code, Some(0), "round {round}\n{}", run.describe());
+        if round == 1 {
+            // Nothing changed: no new release, no hook, and it says so.
+            assert!(
+                run.stdout.contains("nothing changed"),
+                "{}",
+                run.describe()
+            );
+            fs::write(site.join("index.html"), "<h1>edited</h1>\n").unwrap();
+            let run = run_cutover(dir.path(), dir.path(), &args);
+            assert_eq!(run.code, Some(0), "round {round}\n{}", run.describe());
+        }
         assert!(
-            run.stderr.contains("live: "),
+            round == 1 || run.stderr.contains("live: "),
             "the after_swap hook ran\n{}",
             run.describe()
         );

@@ -13,15 +13,15 @@
 use anyhow::{anyhow, Result};
 use serde::Serialize;
 
-use crate::config::{home_dir, Host, Target};
+use crate::config::{home_dir, Fleet, Host, Target};
 use crate::layout::Layout;
+use crate::output::{bytes as human_bytes, count, Output};
 use crate::plan::{Base, Plan};
 use crate::remote::ssh::{ConnectError, Handshake};
 use crate::remote::{local::LocalSession, PathKind, Session};
-use crate::script;
-use crate::source::walk;
-
-use super::{human_bytes, Output};
+use crate::script::{self, protocol};
+use crate::source;
+use crate::survey::Survey;
 
 /// How one check came out. `Warn` is a note: worth knowing, but a deploy would work.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -86,7 +86,7 @@ fn flatten(text: &str) -> (String, Option<String>) {
 }
 
 /// What `--json` prints.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Clone, Serialize)]
 pub struct Report {
     pub target: String,
     pub destination: String,
@@ -95,45 +95,83 @@ pub struct Report {
     pub checks: Vec<Check>,
 }
 
-pub async fn run(target: &Target, json: bool, out: Output) -> Result<()> {
-    let checks = collect(target).await;
-    let failed: Vec<&str> = checks
-        .iter()
-        .filter(|c| c.status == Status::Fail)
-        .map(|c| c.name.as_str())
-        .collect();
-    let report = Report {
-        target: target.name.clone(),
-        destination: target.describe(),
-        ready: failed.is_empty(),
-        checks: checks.clone(),
-    };
+/// `--json` for a fleet: one report per host.
+#[derive(Debug, Serialize)]
+pub struct FleetReport {
+    pub target: String,
+    pub ready: bool,
+    pub hosts: Vec<Report>,
+}
+
+pub async fn run(fleet: &Fleet, json: bool, out: &Output) -> Result<()> {
+    let reports = futures::future::join_all(fleet.hosts.iter().map(|t| async move {
+        let checks = collect(t).await;
+        Report {
+            target: t.name.clone(),
+            destination: t.describe(),
+            ready: checks.iter().all(|c| c.status != Status::Fail),
+            checks,
+        }
+    }))
+    .await;
+    let single = fleet.is_single();
     if json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&report).expect("the report serializes")
-        );
-    } else {
-        print!("{}", render(&checks, out.quiet));
+        let text = if single {
+            serde_json::to_string_pretty(&reports[0])
+        } else {
+            serde_json::to_string_pretty(&FleetReport {
+                target: fleet.name.clone(),
+                ready: reports.iter().all(|r| r.ready),
+                hosts: reports.clone(),
+            })
+        };
+        println!("{}", text.expect("the report serializes"));
     }
-    if failed.is_empty() {
-        let notes = checks.iter().filter(|c| c.status == Status::Warn).count();
-        out.info(format_args!(
-            "{}: {} checks passed{}: a deploy would work",
-            target.name,
-            checks.len() - notes,
-            match notes {
-                0 => String::new(),
-                1 => ", 1 note".into(),
-                n => format!(", {n} notes"),
+    let mut failed_hosts = Vec::new();
+    for (t, report) in fleet.hosts.iter().zip(&reports) {
+        let o = if single { out.clone() } else { out.for_host(&t.label) };
+        if !json {
+            for line in render(&report.checks, out.quiet).lines() {
+                if out.stdout_reserved {
+                    eprintln!("{}{line}", o.prefix);
+                } else {
+                    println!("{}{line}", o.prefix);
+                }
             }
-        ));
+        }
+        let failed: Vec<&str> = report
+            .checks
+            .iter()
+            .filter(|c| c.status == Status::Fail)
+            .map(|c| c.name.as_str())
+            .collect();
+        if failed.is_empty() {
+            let notes = report.checks.iter().filter(|c| c.status == Status::Warn).count();
+            o.info(format_args!(
+                "{}: {} checks passed{}: a deploy would work",
+                t.name,
+                report.checks.len() - notes,
+                match notes {
+                    0 => String::new(),
+                    1 => ", 1 note".into(),
+                    n => format!(", {n} notes"),
+                }
+            ));
+        } else {
+            failed_hosts.push(format!(
+                "{}failed: {}",
+                if single { String::new() } else { format!("{}: ", t.label) },
+                failed.join(", ")
+            ));
+        }
+    }
+    if failed_hosts.is_empty() {
         Ok(())
     } else {
         Err(anyhow!(
-            "target {}, stage check: a deploy would not work; failed: {}",
-            target.name,
-            failed.join(", ")
+            "target {}, stage check: a deploy would not work; {}",
+            fleet.name,
+            failed_hosts.join("; ")
         ))
     }
 }
@@ -165,9 +203,8 @@ async fn collect(target: &Target) -> Vec<Check> {
     let mut checks = Vec::new();
 
     // Scanned before connecting, like a deploy: it needs no server.
-    let source = target.source.clone();
-    let (exclude, include) = (target.exclude.clone(), target.include.clone());
-    let scan = tokio::task::spawn_blocking(move || walk::scan(&source, &exclude, &include))
+    let scanned = target.clone();
+    let scan = tokio::task::spawn_blocking(move || source::scan_release(&scanned))
         .await
         .map_err(|e| anyhow!("the source scan panicked: {e}"))
         .and_then(|r| r);
@@ -189,8 +226,8 @@ async fn collect(target: &Target) -> Vec<Check> {
     let layout = Layout::new(&target.path);
     let upload_bytes = match scan {
         Ok(scan) => {
-            let (check, bytes) = plan(&session, &layout, target, &scan.manifest).await;
-            checks.push(check);
+            let (found, bytes) = plan(&session, &layout, target, &scan.manifest).await;
+            checks.extend(found);
             bytes
         }
         Err(e) => {
@@ -365,34 +402,51 @@ async fn plan(
     layout: &Layout,
     target: &Target,
     new: &crate::source::Manifest,
-) -> (Check, u64) {
+) -> (Vec<Check>, u64) {
     // A `current` that is not a symlink makes the planner refuse; the script reports it with the
     // migration steps, and after the migration the first deploy uploads everything.
-    let current = session.path_kind(&layout.current()).await;
-    let state = match current {
-        Ok(PathKind::Missing | PathKind::Symlink) => {
-            Some(super::deploy::read_state(session, layout, target).await)
-        }
-        _ => None,
-    };
-    let plan = match state {
-        Some(Err(e)) => {
+    let plan = match Survey::read(session, layout).await {
+        Err(e) => {
             return (
-                Check::from_error(
+                vec![Check::from_error(
                     "upload",
                     &format!("cannot plan the deploy: {e:#}"),
                     format!("as the message says; `cutover deploy --dry-run {}` plans the same way and shows the same error", target.name),
-                ),
+                )],
                 new.total_bytes(),
             )
         }
-        Some(Ok(state)) => Plan::build(
-            state.previous.as_ref().map(|(id, m)| (id, m)),
-            new,
-            false,
-        ),
-        None => Plan::build(None, new, false),
+        Ok(survey) => {
+            let mut notes = Vec::new();
+            for note in &survey.notes {
+                notes.push(Check {
+                    name: "releases".into(),
+                    status: Status::Warn,
+                    detail: note.clone(),
+                    fix: None,
+                });
+            }
+            let plan = Plan::build(survey.live.as_ref().map(|(id, m)| (id, m)), new, false);
+            let php = survey
+                .live
+                .as_ref()
+                .map(|(_, m)| &m.entries)
+                .unwrap_or(&new.entries)
+                .keys()
+                .any(|p| p.ends_with(".php"));
+            if php {
+                notes.push(Check {
+                    name: "serving".into(),
+                    status: Status::Warn,
+                    detail: "the release holds PHP files: PHP-FPM caches the path of `current` (realpath cache, opcache), so with the usual $document_root it can serve the previous release after a swap".into(),
+                    fix: Some("serve with $realpath_root (nginx) or reset opcache from an after_swap hook: see the README, \"Serving from `current`\"".into()),
+                });
+            }
+            let _ = PathKind::Missing;
+            (plan, notes)
+        }
     };
+    let (plan, notes) = plan;
     let what = format!(
         "{}, {}",
         count(plan.uploads.len(), "file"),
@@ -406,7 +460,9 @@ async fn plan(
             count(plan.unchanged, "file")
         ),
     };
-    (Check::ok("upload", detail), plan.upload_bytes)
+    let mut checks = vec![Check::ok("upload", detail)];
+    checks.extend(notes);
+    (checks, plan.upload_bytes)
 }
 
 /// Run the check script in one exec call and turn its lines into checks.
@@ -424,6 +480,14 @@ async fn run_script(session: &Session, target: &Target, upload_bytes: u64) -> Ve
         target.name
     );
     let exit = match session.run_script(&text, true).await {
+        Ok(exit) if exit.refused => {
+            checks.push(Check::fail(
+                "exec",
+                format!("{server} refused to run a command: the account may be SFTP-only"),
+                sftp_only_fix,
+            ));
+            return checks;
+        }
         Ok(exit) => exit,
         Err(e) => {
             checks.push(Check::from_error(
@@ -490,15 +554,6 @@ async fn run_script(session: &Session, target: &Target, upload_bytes: u64) -> Ve
     checks
 }
 
-/// "1 file", "3 files".
-fn count(n: usize, what: &str) -> String {
-    if n == 1 {
-        format!("1 {what}")
-    } else {
-        format!("{n} {what}s")
-    }
-}
-
 fn describe_code(code: Option<u32>) -> String {
     match code {
         Some(c) => c.to_string(),
@@ -513,34 +568,28 @@ struct ScriptOutput {
     checks: Vec<Check>,
 }
 
-/// `cutover-check begin`, then `check<TAB>NAME<TAB>STATUS<TAB>DETAIL<TAB>FIX` lines, then
-/// `cutover-check end`. Anything else on stdout is ignored.
+/// The check script's findings (see [`protocol::parse_check`]) as checks; an unknown status
+/// counts as a failure.
 fn parse_script_output(stdout: &str) -> ScriptOutput {
-    let mut out = ScriptOutput::default();
-    for line in stdout.lines() {
-        if line.starts_with("cutover-check begin") {
-            out.began = true;
-        } else if line == "cutover-check end" {
-            out.ended = true;
-        } else if let Some(rest) = line.strip_prefix("check\t") {
-            let mut f = rest.splitn(4, '\t');
-            let name = f.next().unwrap_or_default();
-            let status = match f.next().unwrap_or_default() {
-                "ok" => Status::Ok,
-                "warn" => Status::Warn,
-                _ => Status::Fail,
-            };
-            let detail = f.next().unwrap_or_default().trim_end().to_string();
-            let fix = f.next().map(str::trim).filter(|s| !s.is_empty());
-            out.checks.push(Check {
-                name: name.to_string(),
-                status,
-                detail,
-                fix: fix.map(String::from),
-            });
-        }
+    let parsed = protocol::parse_check(stdout);
+    ScriptOutput {
+        began: parsed.began,
+        ended: parsed.ended,
+        checks: parsed
+            .findings
+            .into_iter()
+            .map(|f| Check {
+                name: f.name,
+                status: match f.status.as_str() {
+                    "ok" => Status::Ok,
+                    "warn" => Status::Warn,
+                    _ => Status::Fail,
+                },
+                detail: f.detail,
+                fix: f.fix,
+            })
+            .collect(),
     }
-    out
 }
 
 #[cfg(test)]

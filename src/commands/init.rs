@@ -7,7 +7,15 @@ use anyhow::{Context, Result};
 
 use crate::error::usage;
 
-pub fn run(file: &Path) -> Result<()> {
+pub fn run(file: &Path, preset: &str) -> Result<()> {
+    let text = match preset {
+        "static" => crate::config::STARTER,
+        other => {
+            return Err(usage(format!(
+                "unknown preset {other:?}: known presets are static"
+            )))
+        }
+    };
     let mut f = match std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
@@ -22,7 +30,7 @@ pub fn run(file: &Path) -> Result<()> {
         }
         Err(e) => return Err(e).with_context(|| format!("cannot create {}", file.display())),
     };
-    f.write_all(crate::config::STARTER.as_bytes())
+    f.write_all(text.as_bytes())
         .with_context(|| format!("cannot write {}", file.display()))?;
     println!("wrote {}: set host and path under [targets.production], then run `cutover deploy --dry-run`", file.display());
     Ok(())

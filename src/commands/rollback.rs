@@ -1,72 +1,174 @@
 //! `cutover rollback`: point `current` at an earlier finished release, with the same atomic swap
-//! as a deploy, in one exec call. Nothing is deleted: the release rolled back from stays until it
-//! ages out (prune never removes releases newer than the one `current` points to).
+//! as a deploy, in one exec call per host. A fleet goes through the same barrier as a deploy:
+//! every host locked and ready first, then all switched, then committed — or all switched back.
+//! Nothing is deleted: the release rolled back from stays until it ages out (prune never
+//! removes releases newer than the one `current` points to).
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{anyhow, bail, Result};
 
-use crate::config::Target;
+use crate::config::Fleet;
+use crate::deploy::host::HostDeploy;
+use crate::deploy::report::{self, Report, Status};
 use crate::error::usage;
-use crate::layout::{Layout, ReleaseId};
-use crate::remote::Session;
-use crate::script;
+use crate::layout::ReleaseId;
+use crate::output::Output;
 
-use super::Output;
-
-pub async fn run(target: &Target, to: Option<&str>, out: Output) -> Result<()> {
-    let name = &target.name;
+pub async fn run(fleet: &Fleet, to: Option<&str>, json: bool, out: &Output) -> Result<()> {
     let wanted = match to {
         Some(t) => Some(ReleaseId::parse(t).ok_or_else(|| usage(format!("--to {t:?}: a release name is 14 digits, e.g. 20261126120000 (see cutover releases)")))?),
         None => None,
     };
-    let session = Session::open(target, out.verbose)
-        .await
-        .with_context(|| format!("target {name}, stage connect"))?;
-    let layout = Layout::new(&target.path);
-    let result = rollback(&session, &layout, target, wanted, out).await;
-    session.close().await;
-    result
+    if fleet.hosts.iter().any(|h| h.sftp_only) {
+        bail!(
+            "target {}, stage rollback: rollback of an SFTP-only target is not built yet",
+            fleet.name
+        );
+    }
+    let started = std::time::Instant::now();
+    let single = fleet.is_single();
+    let mut hosts = Vec::new();
+    let result = rollback(fleet, wanted, single, out, &mut hosts).await;
+    let status = match &result {
+        Ok(s) => *s,
+        Err(_) if hosts.iter().any(|h: &HostDeploy| h.report.status == Status::Live) => {
+            Status::Unknown
+        }
+        Err(_) => Status::Failed,
+    };
+    let reports = hosts.iter().map(|h| h.report.clone()).collect();
+    for h in hosts {
+        h.close().await;
+    }
+    let report = Report::new(&fleet.name, reports, status, started.elapsed().as_secs_f64());
+    if json {
+        println!("{}", report.to_json());
+    } else if result.is_ok() {
+        for h in &report.hosts {
+            let o = if single { out.clone() } else { out.for_host(&h.host) };
+            match h.status {
+                Status::Live => o.summary(format!(
+                    "{}: rolled back: current -> releases/{} (was {})",
+                    fleet.name,
+                    h.release.as_deref().unwrap_or("?"),
+                    h.previous.as_deref().unwrap_or("?")
+                )),
+                _ => o.summary(format!(
+                    "{}: release {} is already current",
+                    fleet.name,
+                    h.release.as_deref().unwrap_or("?")
+                )),
+            }
+        }
+        if !single {
+            out.summary(format!("\n{}", report.table().trim_end()));
+        }
+    }
+    let _ = report::Status::Live;
+    result.map(|_| ())
 }
 
 async fn rollback(
-    session: &Session,
-    layout: &Layout,
-    target: &Target,
+    fleet: &Fleet,
     wanted: Option<ReleaseId>,
-    out: Output,
-) -> Result<()> {
-    let name = &target.name;
-    let state = super::deploy::read_state(session, layout, target).await?;
-    let live = state
-        .current
-        .as_deref()
-        .and_then(|c| c.rsplit('/').next())
-        .and_then(ReleaseId::parse)
-        .filter(|id| state.releases.contains(id))
-        .ok_or_else(|| anyhow!("target {name}, stage rollback: {} does not point to a cutover release; nothing to roll back from", layout.current()))?;
-    let to = match wanted {
-        Some(id) if id == live => {
-            out.summary(&format!("{name}: release {id} is already current"));
-            return Ok(());
-        }
-        Some(id) if !state.releases.contains(&id) => {
-            bail!("target {name}, stage rollback: there is no release {id} in {} (see cutover releases {name})", layout.releases())
-        }
-        Some(id) => id,
-        None => state.releases.iter().filter(|r| **r < live).max().cloned().ok_or_else(|| {
-            anyhow!("target {name}, stage rollback: release {live} is the oldest one kept; there is no earlier release to roll back to")
-        })?,
-    };
-    let text = script::rollback_script(target, &live, &to);
-    let exit = session
-        .run_script(&text, out.quiet)
-        .await
-        .with_context(|| format!("target {name}, stage rollback"))?;
-    match exit.code {
-        Some(0) => {
-            out.summary(&format!("{name}: rolled back: current -> releases/{to} (was {live})"));
-            Ok(())
-        }
-        Some(code) => bail!("target {name}, stage rollback: the rollback script failed (exit {code}); current is untouched"),
-        None => bail!("target {name}, stage rollback: the connection ended before the rollback script reported back; run `cutover releases {name}`"),
+    single: bool,
+    out: &Output,
+    hosts: &mut Vec<HostDeploy>,
+) -> Result<Status> {
+    for t in &fleet.hosts {
+        let o = if single { out.clone() } else { out.for_host(&t.label) };
+        hosts.push(HostDeploy::connect(t, o, true).await?);
     }
+    for r in futures::future::join_all(hosts.iter_mut().map(|h| h.survey(true))).await {
+        r?;
+    }
+    // The release to go to: the one asked for, or the newest release older than the live one
+    // that every host has.
+    let mut lives = Vec::new();
+    for h in hosts.iter() {
+        let survey = h.survey.as_ref().expect("surveyed");
+        let live = survey.current.release().filter(|id| survey.releases.contains(id)).cloned().ok_or_else(|| {
+            anyhow!(
+                "{}: {} does not point to a cutover release; nothing to roll back from",
+                h.target.stage("rollback"),
+                h.layout.current()
+            )
+        })?;
+        lives.push(live);
+    }
+    let newest_live = lives.iter().max().cloned().expect("at least one host");
+    let to = match wanted {
+        Some(id) => {
+            for h in hosts.iter() {
+                let survey = h.survey.as_ref().expect("surveyed");
+                if !survey.releases.contains(&id) {
+                    bail!(
+                        "{}: there is no release {id} in {} (see cutover releases {})",
+                        h.target.stage("rollback"),
+                        h.layout.releases(),
+                        fleet.name
+                    );
+                }
+            }
+            id
+        }
+        None => {
+            let common = hosts
+                .iter()
+                .map(|h| h.survey.as_ref().expect("surveyed").releases.clone())
+                .reduce(|a, b| a.into_iter().filter(|r| b.contains(r)).collect())
+                .unwrap_or_default();
+            common
+                .into_iter()
+                .filter(|r| *r < newest_live)
+                .max()
+                .ok_or_else(|| {
+                    anyhow!(
+                        "target {}, stage rollback: release {newest_live} is the oldest one kept{}; there is no earlier release to roll back to",
+                        fleet.name,
+                        if single { "" } else { " on every host" }
+                    )
+                })?
+        }
+    };
+    let moving: Vec<usize> = (0..hosts.len()).filter(|&i| lives[i] != to).collect();
+    for (i, h) in hosts.iter_mut().enumerate() {
+        h.report.release = Some(to.to_string());
+        h.report.previous = Some(lives[i].to_string());
+        if lives[i] == to {
+            h.report.status = Status::Unchanged;
+        }
+    }
+    if moving.is_empty() {
+        return Ok(Status::Unchanged);
+    }
+    let pipelined = moving.len() == 1 && single;
+    let prepared = futures::future::join_all(hosts.iter_mut().enumerate().filter(|(i, _)| moving.contains(i)).map(|(i, h)| {
+        let from = lives[i].clone();
+        let to = to.clone();
+        async move { h.prepare_rollback(&from, &to, pipelined).await }
+    }))
+    .await;
+    let failures: Vec<anyhow::Error> = prepared.into_iter().filter_map(Result::err).collect();
+    if let Some(first) = failures.into_iter().next() {
+        for h in hosts.iter_mut() {
+            h.call_off().await;
+        }
+        return Err(first.context(format!(
+            "target {}: rollback not done; current is untouched everywhere",
+            fleet.name
+        )));
+    }
+    let mut movers: Vec<HostDeploy> = Vec::new();
+    let mut stay: Vec<HostDeploy> = Vec::new();
+    for (i, h) in std::mem::take(hosts).into_iter().enumerate() {
+        if moving.contains(&i) {
+            movers.push(h);
+        } else {
+            stay.push(h);
+        }
+    }
+    let result = crate::deploy::switch(&mut movers, fleet, single, out).await;
+    hosts.extend(movers);
+    hosts.extend(stay);
+    result
 }

@@ -4,12 +4,10 @@
 use std::fs;
 use std::io::ErrorKind;
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
-use std::path::Path;
-use std::process::{Command, Stdio};
 
 use anyhow::{Context, Result};
 
-use super::{PathKind, Progress, ScriptExit};
+use super::{DirEntry, PathKind, Progress};
 
 pub struct LocalSession;
 
@@ -18,7 +16,7 @@ impl LocalSession {
         match fs::read_link(path) {
             Ok(t) => Ok(Some(t.to_string_lossy().into_owned())),
             Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
-            Err(e) if e.raw_os_error() == Some(22) => Ok(None), // EINVAL: not a symlink
+            Err(e) if e.kind() == ErrorKind::InvalidInput => Ok(None), // not a symlink
             Err(e) => Err(e).with_context(|| format!("cannot read the link {path}")),
         }
     }
@@ -30,13 +28,20 @@ impl LocalSession {
             Ok(md) if md.is_file() => Ok(PathKind::File),
             Ok(_) => Ok(PathKind::Other),
             Err(e) if e.kind() == ErrorKind::NotFound => Ok(PathKind::Missing),
-            Err(e) if e.raw_os_error() == Some(20) => Ok(PathKind::Missing), // ENOTDIR: a parent is a file
+            Err(e) if e.kind() == ErrorKind::NotADirectory => Ok(PathKind::Missing), // a parent is a file
             Err(e) => Err(e).with_context(|| format!("cannot inspect {path}")),
         }
     }
 
+    /// Remove a tree without following a symbolic link: a link at the top is removed as a link,
+    /// and `remove_dir_all` never follows the links inside.
     pub fn remove_tree(&self, path: &str) -> Result<()> {
-        match fs::remove_dir_all(path) {
+        let removed = match self.path_kind(path)? {
+            PathKind::Missing => return Ok(()),
+            PathKind::Dir => fs::remove_dir_all(path),
+            _ => fs::remove_file(path),
+        };
+        match removed {
             Err(e) if e.kind() != ErrorKind::NotFound => {
                 Err(e).with_context(|| format!("cannot remove {path}"))
             }
@@ -58,27 +63,49 @@ impl LocalSession {
         }
     }
 
-    pub fn list_dir(&self, path: &str) -> Result<Option<Vec<String>>> {
+    pub fn list_dir(&self, path: &str) -> Result<Option<Vec<DirEntry>>> {
         match fs::read_dir(path) {
             Ok(rd) => {
-                let mut names = Vec::new();
+                let mut entries = Vec::new();
                 for e in rd {
                     let e = e.with_context(|| format!("cannot list {path}"))?;
-                    names.push(e.file_name().to_string_lossy().into_owned());
+                    let name = e.file_name().to_string_lossy().into_owned();
+                    // DirEntry::metadata does not follow a symbolic link: a link is a link.
+                    let md = e.metadata().ok();
+                    let kind = match md.as_ref().map(|m| m.file_type()) {
+                        Some(t) if t.is_symlink() => PathKind::Symlink,
+                        Some(t) if t.is_dir() => PathKind::Dir,
+                        Some(t) if t.is_file() => PathKind::File,
+                        Some(_) => PathKind::Other,
+                        None => PathKind::Missing,
+                    };
+                    entries.push(DirEntry {
+                        name,
+                        kind,
+                        size: md.as_ref().map_or(0, |m| m.len()),
+                        mode: md.as_ref().map_or(0, |m| m.permissions().mode() & 0o7777),
+                    });
                 }
-                Ok(Some(names))
+                entries.sort_by(|a, b| a.name.cmp(&b.name));
+                Ok(Some(entries))
             }
             Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
             Err(e) => Err(e).with_context(|| format!("cannot list {path}")),
         }
     }
 
+    /// Create `path` and its missing parents. An existing symbolic link at `path` is not a
+    /// directory of ours, even when it points to one.
     pub fn create_dir_all(&self, path: &str) -> Result<()> {
         fs::DirBuilder::new()
             .recursive(true)
             .mode(0o755)
             .create(path)
-            .with_context(|| format!("cannot create directory {path}"))
+            .with_context(|| format!("cannot create directory {path}"))?;
+        match self.path_kind(path)? {
+            PathKind::Dir => Ok(()),
+            _ => anyhow::bail!("cannot create directory {path}: a symbolic link is in the way"),
+        }
     }
 
     pub fn try_create_dir(&self, path: &str) -> Result<()> {
@@ -128,37 +155,5 @@ impl LocalSession {
             progress.advance(chunk.len() as u64);
         }
         Ok(total)
-    }
-
-    /// Run `script` with `/bin/sh`, given it on stdin as one brace group (see
-    /// [`crate::script::for_stdin`]): the shell reads all of it before running anything, so
-    /// writing it all before reading the output cannot deadlock.
-    pub fn run_script(&self, script: &str, quiet: bool) -> Result<ScriptExit> {
-        let mut child = Command::new("/bin/sh")
-            .current_dir(Path::new("/"))
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(if quiet {
-                Stdio::piped()
-            } else {
-                Stdio::inherit()
-            })
-            .spawn()
-            .context("cannot run /bin/sh")?;
-        {
-            use std::io::Write;
-            let mut pipe = child.stdin.take().expect("stdin is piped");
-            pipe.write_all(crate::script::for_stdin(script).as_bytes())
-                .context("cannot send the script to /bin/sh")?;
-        }
-        let out = child.wait_with_output().context("cannot run /bin/sh")?;
-        if quiet && !out.status.success() {
-            // quiet hides progress, never the reason a deploy failed
-            eprint!("{}", String::from_utf8_lossy(&out.stderr));
-        }
-        Ok(ScriptExit {
-            code: out.status.code().map(|c| c as u32),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        })
     }
 }

@@ -7,6 +7,7 @@
 pub mod known_hosts;
 pub mod local;
 pub mod sftp;
+pub mod shell;
 pub mod ssh;
 pub mod ssh_auth;
 pub mod ssh_config;
@@ -14,6 +15,8 @@ pub mod ssh_config;
 use anyhow::Result;
 
 use crate::config::{Host, Target};
+
+pub use shell::{Shell, Stderr};
 
 /// A small file cutover writes itself (the manifest, the script).
 #[derive(Debug, Clone)]
@@ -40,12 +43,24 @@ pub enum PathKind {
     Other,
 }
 
-/// How the server-side script ended.
+/// One entry of a directory listing, as LSTAT sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DirEntry {
+    pub name: String,
+    pub kind: PathKind,
+    pub size: u64,
+    /// Permission bits (0o7777 at most).
+    pub mode: u32,
+}
+
+/// How a script run to its end went (see [`Session::run_script`]).
 #[derive(Debug)]
 pub struct ScriptExit {
-    /// Exit status; None when the process was killed by a signal or the connection dropped.
+    /// Exit status; None when the process was killed or the connection dropped.
     pub code: Option<u32>,
     pub stdout: String,
+    /// The server refused to run a command at all.
+    pub refused: bool,
 }
 
 /// Where progress of an upload is reported.
@@ -91,7 +106,8 @@ impl Session {
         }
     }
 
-    /// Remove a directory tree (best effort clean-up of staging after a failed upload).
+    /// Remove a tree, never following a symbolic link (one at `path` itself is removed as a
+    /// link).
     pub async fn remove_tree(&self, path: &str) -> Result<()> {
         match self {
             Session::Ssh(s) => s.guard(s.sftp.remove_tree(path)).await,
@@ -99,8 +115,9 @@ impl Session {
         }
     }
 
-    /// Entry names of a directory; None when it does not exist.
-    pub async fn list_dir(&self, path: &str) -> Result<Option<Vec<String>>> {
+    /// The entries of a directory with their kinds (a symbolic link is a link), sorted by
+    /// name; None when it does not exist.
+    pub async fn list_dir(&self, path: &str) -> Result<Option<Vec<DirEntry>>> {
         match self {
             Session::Ssh(s) => s.guard(s.sftp.list_dir(path)).await,
             Session::Local(s) => s.list_dir(path),
@@ -242,22 +259,45 @@ impl Session {
         }
     }
 
-    /// Start the exec call that will run the deploy script ahead of time (over SSH: `sh`,
-    /// given the script by [`Session::run_script`]). Nothing to do locally.
-    pub async fn start_shell(&self) -> Result<()> {
+    /// Start `sh` on the target (over SSH: the session's one exec call), ready to be given a
+    /// script; its stderr goes to `stderr`.
+    pub async fn open_shell(&self, stderr: Stderr) -> Result<Shell> {
         match self {
-            Session::Ssh(s) => s.guard(s.start_shell()).await,
-            Session::Local(_) => Ok(()),
+            Session::Ssh(s) => s.explain(s.open_shell(stderr).await).await,
+            Session::Local(_) => Shell::local(stderr),
         }
     }
 
-    /// Run `script` with `sh` in one exec call (the one [`Session::start_shell`] started,
-    /// if any), sending it on stdin as one brace group ([`crate::script::for_stdin`]); the
-    /// script's stderr is passed through to ours.
+    /// Run `script` to its end with no conversation (the check script): its stdout, and
+    /// its stderr passed through (or kept back and shown on failure when `quiet`).
     pub async fn run_script(&self, script: &str, quiet: bool) -> Result<ScriptExit> {
+        let mut shell = self.open_shell(Stderr::new("", quiet)).await?;
+        shell.send_script(script).await?;
+        shell.close_input().await;
+        let code = shell.wait().await;
+        if quiet && code != Some(0) {
+            eprint!("{}", shell.kept_stderr());
+        }
+        Ok(ScriptExit {
+            code,
+            stdout: shell.stdout.join("\n"),
+            refused: shell.refused(),
+        })
+    }
+
+    /// Why the connection was lost, once it has been (None locally, or while it is up).
+    pub async fn lost(&self) -> Option<String> {
         match self {
-            Session::Ssh(s) => s.explain(s.run_script(script, quiet).await).await,
-            Session::Local(s) => s.run_script(script, quiet),
+            Session::Ssh(s) => s.lost_reason().await,
+            Session::Local(_) => None,
+        }
+    }
+
+    /// `user@host:port`, or `this machine`.
+    pub fn describe(&self) -> String {
+        match self {
+            Session::Ssh(s) => s.description.clone(),
+            Session::Local(_) => "this machine".into(),
         }
     }
 

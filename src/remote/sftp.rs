@@ -17,7 +17,7 @@ use russh_sftp::protocol::{FileAttributes, OpenFlags, StatusCode};
 use futures::stream::FuturesUnordered;
 use futures::FutureExt;
 
-use super::{PathKind, Progress};
+use super::{DirEntry, PathKind, Progress};
 
 /// Files open at once.
 const FILES_IN_FLIGHT: usize = 64;
@@ -115,8 +115,10 @@ impl Sftp {
         }
     }
 
-    /// Remove a tree: list it breadth first, remove files concurrently, then directories
-    /// deepest first. Used only to clean up after a failed upload.
+    /// Remove a tree without ever following a symbolic link: the top is looked at with LSTAT
+    /// first (a link there is removed as a link), and READDIR reports every entry as LSTAT
+    /// would, so a link inside is removed, never entered. Files go concurrently, then
+    /// directories deepest first.
     pub async fn remove_tree(&self, path: &str) -> Result<()> {
         // The requests of an upload abandoned mid-flight (on another SFTP channel) may still
         // create a file in the tree while it is being removed: then the last RMDIR finds it not
@@ -131,31 +133,28 @@ impl Sftp {
     }
 
     async fn remove_tree_once(&self, path: &str) -> Result<()> {
+        match self.path_kind(path).await? {
+            PathKind::Missing => return Ok(()),
+            PathKind::Dir => {}
+            _ => return self.remove_file(path).await,
+        }
         let mut dirs = vec![path.to_string()];
         let mut files = Vec::new();
         let mut i = 0;
         while i < dirs.len() {
             let dir = dirs[i].clone();
             i += 1;
-            let handle = match self.raw.opendir(dir.as_str()).await {
-                Ok(h) => h.handle,
-                Err(e) if not_found(&e) => continue,
-                Err(e) => return Err(e).with_context(|| format!("cannot list {dir}")),
+            let Some(entries) = self.list_dir(&dir).await? else {
+                continue;
             };
-            while let Ok(batch) = self.raw.readdir(handle.as_str()).await {
-                for f in batch.files {
-                    if f.filename == "." || f.filename == ".." {
-                        continue;
-                    }
-                    let p = format!("{dir}/{}", f.filename);
-                    if kind_of(&f.attrs) == PathKind::Dir {
-                        dirs.push(p);
-                    } else {
-                        files.push(p);
-                    }
+            for e in entries {
+                let p = format!("{dir}/{}", e.name);
+                if e.kind == PathKind::Dir {
+                    dirs.push(p);
+                } else {
+                    files.push(p);
                 }
             }
-            let _ = self.raw.close(handle).await;
         }
         stream::iter(files.iter().map(|f| self.remove_file(f)))
             .buffer_unordered(FILES_IN_FLIGHT)
@@ -231,15 +230,17 @@ impl Sftp {
         });
     }
 
-    /// List a directory: the first two READDIRs go out together, which for the few entries of
-    /// `releases/` is the whole listing and its end in one round trip.
-    pub async fn list_dir(&self, path: &str) -> Result<Option<Vec<String>>> {
+    /// List a directory, each entry with its kind as LSTAT sees it (a symbolic link is a
+    /// link, whatever it points to): the first two READDIRs go out together, which for the few
+    /// entries of `releases/` is the whole listing and its end in one round trip. Sorted by name;
+    /// None when the directory does not exist.
+    pub async fn list_dir(&self, path: &str) -> Result<Option<Vec<DirEntry>>> {
         let handle = match self.raw.opendir(path).await {
             Ok(h) => h.handle,
             Err(e) if not_found(&e) => return Ok(None),
             Err(e) => return Err(e).with_context(|| format!("cannot list {path}")),
         };
-        let mut names = Vec::new();
+        let mut entries = Vec::new();
         let mut done = false;
         let mut first = true;
         while !done {
@@ -255,11 +256,16 @@ impl Sftp {
             };
             for r in batch {
                 match r {
-                    Ok(b) => names.extend(
+                    Ok(b) => entries.extend(
                         b.files
                             .into_iter()
-                            .map(|f| f.filename)
-                            .filter(|n| n != "." && n != ".."),
+                            .filter(|f| f.filename != "." && f.filename != "..")
+                            .map(|f| DirEntry {
+                                kind: kind_of(&f.attrs),
+                                size: f.attrs.size.unwrap_or(0),
+                                mode: f.attrs.permissions.unwrap_or(0) & 0o7777,
+                                name: f.filename,
+                            }),
                     ),
                     Err(e) if is_status(&e, StatusCode::Eof) => done = true,
                     Err(e) => {
@@ -270,9 +276,9 @@ impl Sftp {
             }
         }
         self.close_later(handle);
-        names.sort();
-        names.dedup();
-        Ok(Some(names))
+        entries.sort_by(|a, b| a.name.cmp(&b.name));
+        entries.dedup_by(|a, b| a.name == b.name);
+        Ok(Some(entries))
     }
 
     fn dir_attrs() -> FileAttributes {
@@ -286,8 +292,9 @@ impl Sftp {
     async fn ensure_dir(&self, path: &str) -> Result<()> {
         match self.raw.mkdir(path, Self::dir_attrs()).await {
             Ok(_) => Ok(()),
-            Err(e) => match self.raw.stat(path).await {
-                Ok(attrs) if attrs.attrs.is_dir() => Ok(()),
+            // LSTAT, not STAT: a symbolic link to a directory is not a directory of ours.
+            Err(e) => match self.raw.lstat(path).await {
+                Ok(attrs) if kind_of(&attrs.attrs) == PathKind::Dir => Ok(()),
                 _ => Err(e).with_context(|| format!("cannot create directory {path}")),
             },
         }

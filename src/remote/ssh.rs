@@ -524,6 +524,13 @@ impl SshSession {
         handshake.into_session().await
     }
 
+    /// Start `sh` in the session's one exec call, ready to be given a script (see
+    /// [`super::shell`]).
+    pub async fn open_shell(&self, stderr: super::Stderr) -> Result<super::Shell> {
+        let channel = self.take_exec_channel().await?;
+        super::Shell::over_ssh(channel, stderr).await
+    }
+
     /// Start the deploy's one exec call ahead of time: `sh`, which waits for its input.
     /// sshd opens a session channel's window only once its command has started, and starts a
     /// session slowly (the login shell and its start-up files, then `sh`): started while the
@@ -620,6 +627,7 @@ impl SshSession {
         Ok(ScriptExit {
             code,
             stdout: String::from_utf8_lossy(&stdout).into_owned(),
+            refused: false,
         })
     }
 
@@ -710,7 +718,7 @@ impl SshSession {
     }
 
     /// Why the connection ended, once it has: None while it is open (or when russh said nothing).
-    async fn lost_reason(&self) -> Option<String> {
+    pub async fn lost_reason(&self) -> Option<String> {
         // The session task notices a dropped connection a moment after a channel does.
         for _ in 0..4 {
             if self.handle.is_closed() || self.lost.lock().unwrap().is_some() {

@@ -1207,7 +1207,9 @@ mod tests {
         let t = crate::config::Config::load(&file)
             .unwrap()
             .target(None)
-            .unwrap();
+            .unwrap()
+            .hosts
+            .remove(0);
         std::mem::forget(dir);
         t
     }

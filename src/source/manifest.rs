@@ -15,10 +15,16 @@
 //! Paths and targets are UTF-8; `\` escapes `\\`, TAB (`\t`), newline (`\n`), CR (`\r`) and
 //! other control characters (`\xHH`), so any name fits on one line.
 //!
+//! Lines starting with `#` before the entries record the release itself, one `#KEY<TAB>VALUE`
+//! each (escaped like paths): who deployed it, when, with which cutover, from which git commit
+//! (see [`Manifest::meta`]).
+//!
 //! A manifest read from a server is untrusted input: someone with write access to the deploy path
 //! could plant one. [`Manifest::parse`] refuses absolute paths, `..`, `.` and empty components,
-//! NUL, a missing parent directory and any malformed line, so the plan built from it can only
-//! ever name paths inside the new release.
+//! NUL, components over 255 bytes and paths over 4,096, a missing parent directory and any
+//! malformed line, so the plan built from it can only ever name paths inside the new release.
+//! Its errors give line numbers, never the file's content: a manifest planted as a link to
+//! another file must not leak that file into a message.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -57,13 +63,29 @@ impl Entry {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Manifest {
     pub entries: BTreeMap<String, Entry>,
+    /// What the release records about itself (`deployed_by`, `created_at`, `git_commit`, …).
+    /// Not part of what the release contains: two manifests with the same entries describe the
+    /// same tree.
+    pub meta: BTreeMap<String, String>,
 }
 
+/// Longest name of one path component (NAME_MAX on Linux and the BSDs).
+pub const MAX_COMPONENT: usize = 255;
+/// Longest path (PATH_MAX).
+pub const MAX_PATH: usize = 4096;
+
 impl Manifest {
-    pub fn files(&self) -> impl Iterator<Item = (&String, &Entry)> {
+    /// Number of regular files.
+    pub fn file_count(&self) -> usize {
         self.entries
-            .iter()
-            .filter(|(_, e)| matches!(e.kind, Kind::File { .. }))
+            .values()
+            .filter(|e| matches!(e.kind, Kind::File { .. }))
+            .count()
+    }
+
+    /// Do both describe the same tree (whatever their records say)?
+    pub fn same_tree(&self, other: &Manifest) -> bool {
+        self.entries == other.entries
     }
 
     pub fn total_bytes(&self) -> u64 {
@@ -80,6 +102,13 @@ impl Manifest {
         let mut out = String::with_capacity(64 * self.entries.len() + 32);
         out.push_str(HEADER);
         out.push('\n');
+        for (key, value) in &self.meta {
+            out.push('#');
+            out.push_str(key);
+            out.push('\t');
+            escape_into(value, &mut out);
+            out.push('\n');
+        }
         for (path, e) in &self.entries {
             let _ = write!(out, "{}\t{:o}\t", e.letter(), e.mode);
             match &e.kind {
@@ -108,43 +137,62 @@ impl Manifest {
         let mut lines = text.split('\n');
         match lines.next() {
             Some(HEADER) => {}
-            Some(other) => bail!(
-                "not a cutover manifest (first line is {:?}, expected {HEADER:?})",
-                truncate(other)
-            ),
+            Some(_) => bail!("not a cutover manifest (its first line is not {HEADER:?})"),
             None => bail!("empty manifest"),
         }
         let mut entries = BTreeMap::new();
+        let mut meta = BTreeMap::new();
         for (i, line) in lines.enumerate() {
             let lineno = i + 2;
             if line.is_empty() {
                 continue;
             }
+            if let Some(record) = line.strip_prefix('#') {
+                let (key, value) = parse_meta(record)
+                    .map_err(|e| anyhow::anyhow!("line {lineno}: {e}"))?;
+                meta.insert(key, value);
+                continue;
+            }
             let (path, entry) =
                 parse_line(line).map_err(|e| anyhow::anyhow!("line {lineno}: {e}"))?;
-            if entries.insert(path.clone(), entry).is_some() {
-                bail!("line {lineno}: path {path:?} appears twice");
+            if entries.insert(path, entry).is_some() {
+                bail!("line {lineno}: a path that appears twice");
             }
         }
         // Every parent must be a directory of the manifest: a plan built from it then never
         // asks the server to treat a file as a directory.
-        for path in entries.keys() {
+        for (n, path) in entries.keys().enumerate() {
             if let Some((parent, _)) = path.rsplit_once('/') {
                 match entries.get(parent) {
                     Some(e) if e.is_dir() => {}
-                    Some(_) => {
-                        bail!("path {path:?} is inside {parent:?}, which is not a directory")
-                    }
-                    None => bail!("path {path:?} has no entry for its directory {parent:?}"),
+                    Some(_) => bail!(
+                        "entry {}: a path inside another entry that is not a directory",
+                        n + 1
+                    ),
+                    None => bail!("entry {}: a path whose directory has no entry", n + 1),
                 }
             }
         }
-        Ok(Manifest { entries })
+        Ok(Manifest { entries, meta })
     }
 }
 
-fn truncate(s: &str) -> String {
-    s.chars().take(60).collect()
+/// `KEY<TAB>VALUE` of a `#` line.
+fn parse_meta(record: &str) -> Result<(String, String)> {
+    let Some((key, value)) = record.split_once('\t') else {
+        bail!("malformed record line");
+    };
+    if key.is_empty()
+        || key.len() > 64
+        || !key.bytes().all(|b| b.is_ascii_lowercase() || b == b'_' || b.is_ascii_digit())
+    {
+        bail!("malformed record key");
+    }
+    let value = unescape(value)?;
+    if value.len() > MAX_PATH {
+        bail!("record value longer than {MAX_PATH} bytes");
+    }
+    Ok((key.to_string(), value))
 }
 
 fn parse_line(line: &str) -> Result<(String, Entry)> {
@@ -159,20 +207,20 @@ fn parse_line(line: &str) -> Result<(String, Entry)> {
     let mode = u32::from_str_radix(mode, 8)
         .ok()
         .filter(|m| *m <= 0o777 && !mode.is_empty() && mode.len() <= 4)
-        .ok_or_else(|| anyhow::anyhow!("bad mode {:?}", truncate(mode)))?;
+        .ok_or_else(|| anyhow::anyhow!("bad mode (permission bits up to 777 only)"))?;
     let path = unescape(path)?;
     validate_relative_path(&path)?;
     let kind = match (kind, fields.len()) {
         ("f", 5) => {
             let size = size
                 .parse::<u64>()
-                .map_err(|_| anyhow::anyhow!("bad size {:?} for {path:?}", truncate(size)))?;
+                .map_err(|_| anyhow::anyhow!("bad size"))?;
             if hash.len() != 32
                 || !hash
                     .bytes()
                     .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
             {
-                bail!("bad hash {:?} for {path:?}", truncate(hash));
+                bail!("bad hash");
             }
             Kind::File {
                 size,
@@ -182,32 +230,40 @@ fn parse_line(line: &str) -> Result<(String, Entry)> {
         ("d", 5) if size == "-" && hash == "-" => Kind::Dir,
         ("l", 6) if size == "-" && hash == "-" => {
             let target = unescape(fields[5])?;
-            if target.is_empty() || target.contains('\0') {
-                bail!("bad symlink target for {path:?}");
+            if target.is_empty() || target.contains('\0') || target.len() >= MAX_PATH {
+                bail!("bad symlink target (empty, NUL or longer than {} bytes)", MAX_PATH - 1);
             }
             Kind::Symlink { target }
         }
-        _ => bail!("malformed line for {path:?}"),
+        _ => bail!("malformed line (unknown kind or fields)"),
     };
     Ok((path, Entry { kind, mode }))
 }
 
-/// A path the server may act on: relative, non-empty components, no `.` or `..`, no NUL.
+/// A path the server may act on: relative, non-empty components of at most 255 bytes, no `.`
+/// or `..`, no NUL, at most 4,096 bytes. The error never repeats the path (it may come from a
+/// file that is not a manifest at all).
 pub fn validate_relative_path(path: &str) -> Result<()> {
     if path.is_empty() {
         bail!("empty path");
     }
     if path.starts_with('/') {
-        bail!("absolute path {path:?} (manifest paths are relative to the release)");
+        bail!("an absolute path (manifest paths are relative to the release)");
     }
     if path.contains('\0') {
-        bail!("path {path:?} contains NUL");
+        bail!("a path that contains NUL");
+    }
+    if path.len() > MAX_PATH {
+        bail!("a path longer than {MAX_PATH} bytes");
     }
     for component in path.split('/') {
         match component {
-            "" => bail!("path {path:?} has an empty component"),
-            "." => bail!("path {path:?} has a `.` component"),
-            ".." => bail!("path {path:?} has a `..` component: it would leave the release"),
+            "" => bail!("a path with an empty component"),
+            "." => bail!("a path with a `.` component"),
+            ".." => bail!("a path with a `..` component: it would leave the release"),
+            c if c.len() > MAX_COMPONENT => {
+                bail!("a path component longer than {MAX_COMPONENT} bytes")
+            }
             _ => {}
         }
     }
@@ -235,7 +291,7 @@ fn unescape(s: &str) -> Result<String> {
     while let Some(c) = chars.next() {
         if c != '\\' {
             if (c as u32) < 0x20 || c == '\x7f' {
-                bail!("unescaped control character in {:?}", truncate(s));
+                bail!("an unescaped control character");
             }
             out.push(c);
             continue;
@@ -249,11 +305,11 @@ fn unescape(s: &str) -> Result<String> {
                 let hex: String = chars.by_ref().take(2).collect();
                 let v = u8::from_str_radix(&hex, 16).ok().filter(|_| hex.len() == 2);
                 match v {
-                    Some(0) | None => bail!("bad escape \\x{hex} in {:?}", truncate(s)),
+                    Some(0) | None => bail!("bad escape \\x.. (NUL or not hex)"),
                     Some(v) => out.push(v as char),
                 }
             }
-            _ => bail!("bad escape in {:?}", truncate(s)),
+            _ => bail!("bad escape"),
         }
     }
     Ok(out)
@@ -350,6 +406,41 @@ mod tests {
     }
 
     #[test]
+    fn overlong_components_and_paths_are_refused() {
+        let component = "c".repeat(256);
+        assert!(refused(&format!("f\t644\t1\t{H}\t{component}")).contains("255 bytes"));
+        assert!(Manifest::parse(&format!("{HEADER}\nf\t644\t1\t{H}\t{}\n", "c".repeat(255))).is_ok());
+        let mut deep = String::new();
+        let mut body = String::new();
+        while deep.len() <= MAX_PATH {
+            if !deep.is_empty() {
+                deep.push('/');
+            }
+            deep.push_str(&"d".repeat(200));
+            body.push_str(&format!("d\t755\t-\t-\t{deep}\n"));
+        }
+        assert!(refused(&body).contains("4096 bytes"));
+        let target = "t".repeat(MAX_PATH);
+        assert!(refused(&format!("l\t777\t-\t-\tx\t{target}")).contains("symlink target"));
+    }
+
+    #[test]
+    fn errors_never_repeat_what_the_file_contains() {
+        let secret = "root:$6$secretsalt$hash:19000:0:99999:7:::";
+        for text in [
+            format!("{secret}\n"),
+            format!("{HEADER}\n{secret}\n"),
+            format!("{HEADER}\nf\t644\t1\t{H}\t/{secret}\n"),
+            format!("{HEADER}\nf\t644\t{secret}\t{H}\tx\n"),
+            format!("{HEADER}\nf\t{secret}\t1\t{H}\tx\n"),
+            format!("{HEADER}\nf\t644\t1\t{H}\tx\\q{secret}\n"),
+        ] {
+            let e = format!("{:#}", Manifest::parse(&text).unwrap_err());
+            assert!(!e.contains("secret"), "{e}");
+        }
+    }
+
+    #[test]
     fn malformed_lines_are_refused() {
         assert!(refused("garbage").contains("malformed"));
         assert!(refused(&format!("f\t644\tbig\t{H}\tx")).contains("bad size"));
@@ -357,14 +448,26 @@ mod tests {
         assert!(refused(&format!("f\t4755\t1\t{H}\tx")).contains("bad mode"));
         assert!(refused("q\t644\t-\t-\tx").contains("malformed"));
         assert!(refused(&format!("f\t644\t1\t{H}\tx\nf\t644\t1\t{H}\tx")).contains("twice"));
+        assert!(refused("#Bad key\tx").contains("record key"));
     }
 
     #[test]
     fn missing_parent_directory_is_refused() {
-        assert!(refused(&format!("f\t644\t1\t{H}\ta/b")).contains("no entry for its directory"));
+        assert!(refused(&format!("f\t644\t1\t{H}\ta/b")).contains("has no entry"));
         assert!(
             refused(&format!("f\t644\t1\t{H}\ta\nf\t644\t1\t{H}\ta/b")).contains("not a directory")
         );
+    }
+
+    #[test]
+    fn records_round_trip_and_do_not_change_the_tree() {
+        let mut m = sample();
+        let plain = m.clone();
+        m.meta.insert("deployed_by".into(), "me@there".into());
+        m.meta.insert("git_branch".into(), "feature\tx".into());
+        let back = Manifest::parse(&m.render()).unwrap();
+        assert_eq!(back, m);
+        assert!(back.same_tree(&plain));
     }
 
     #[test]

@@ -1,10 +1,149 @@
-//! The local side of a deploy: walk the source tree and describe it as a [`Manifest`].
+//! The local side of a deploy: walk the source tree and describe the release it becomes as a
+//! [`Manifest`].
 //!
 //! `walk` decides which paths are deployed (ignore rules, symlinks, modes) and hashes the files;
 //! `manifest` is the text format stored on the server for every release, and the validation that
-//! makes a manifest read back from a server safe to act on.
+//! makes a manifest read back from a server safe to act on; `record` is what a release says about
+//! itself (who, when, which commit).
+//!
+//! [`scan_release`] puts them together: the walk, then the declared shared paths
+//! (`shared_dirs`, `shared_files`), which are never taken from the source and become links to
+//! `shared/PATH` in the manifest, exactly as the release will hold them.
 
 pub mod manifest;
+pub mod record;
 pub mod walk;
 
+use anyhow::{bail, Result};
+
 pub use manifest::{Entry, Kind, Manifest};
+
+use crate::config::{SharedPaths, Target};
+
+/// What a scan found, ready to be planned against the live release.
+pub struct Scan {
+    pub manifest: Manifest,
+    /// Things skipped (sockets, FIFOs, …) or worth saying.
+    pub warnings: Vec<String>,
+}
+
+/// Scan `target`'s source into the manifest of the release it becomes. A source with nothing
+/// to deploy is refused: it would replace the live site with an empty one.
+pub fn scan_release(target: &Target) -> Result<Scan> {
+    let declared: Vec<String> = target.shared.all().cloned().collect();
+    let scan = walk::scan_skipping(&target.source, &target.exclude, &target.include, &declared)?;
+    let mut manifest = scan.manifest;
+    link_shared(&mut manifest, &target.shared);
+    let deployable = manifest
+        .entries
+        .iter()
+        .filter(|(path, e)| match &e.kind {
+            Kind::File { .. } => true,
+            Kind::Symlink { target } => !crate::plan::looks_like_shared_link(path, target),
+            Kind::Dir => false,
+        })
+        .count();
+    if deployable == 0 {
+        bail!(
+            "the source {} has no file to deploy (every file is excluded, ignored, or a declared shared path): \
+             a deploy would replace the live site with an empty one. Check `source`, `exclude` and the \
+             .gitignore / .cutoverignore files",
+            target.source.display()
+        );
+    }
+    Ok(Scan {
+        manifest,
+        warnings: scan.warnings,
+    })
+}
+
+/// Put the declared shared paths into `manifest` as what the release holds there: a relative
+/// link to `shared/PATH` (with the directories above it), whatever the source had.
+pub fn link_shared(manifest: &mut Manifest, shared: &SharedPaths) {
+    for path in shared.all() {
+        manifest
+            .entries
+            .retain(|p, _| p != path && !p.starts_with(&format!("{path}/")));
+        let mut parent = String::new();
+        for component in path.split('/').collect::<Vec<_>>().split_last().unwrap().1 {
+            if !parent.is_empty() {
+                parent.push('/');
+            }
+            parent.push_str(component);
+            let dir = manifest.entries.entry(parent.clone()).or_insert(Entry {
+                kind: Kind::Dir,
+                mode: 0o755,
+            });
+            if !dir.is_dir() {
+                // The source has a file where the shared path needs a directory: the shared
+                // path wins (it was declared on purpose).
+                *dir = Entry {
+                    kind: Kind::Dir,
+                    mode: 0o755,
+                };
+                let prefix = format!("{parent}/");
+                manifest.entries.retain(|p, _| !p.starts_with(&prefix) || p == path);
+            }
+        }
+        manifest.entries.insert(
+            path.clone(),
+            Entry {
+                kind: Kind::Symlink {
+                    target: shared_link_target(path),
+                },
+                mode: 0o777,
+            },
+        );
+    }
+}
+
+/// The relative target of the link at `path` (in a release) to `shared/path`:
+/// `releases/ID/a/b` → `../../../shared/a/b`.
+pub fn shared_link_target(path: &str) -> String {
+    format!("{}shared/{path}", "../".repeat(2 + path.matches('/').count()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file() -> Entry {
+        Entry {
+            kind: Kind::File { size: 1, hash: 1 },
+            mode: 0o644,
+        }
+    }
+
+    #[test]
+    fn declared_paths_become_links_and_replace_the_source() {
+        let mut m = Manifest::default();
+        m.entries.insert("storage".into(), Entry { kind: Kind::Dir, mode: 0o755 });
+        m.entries.insert("storage/logs".into(), Entry { kind: Kind::Dir, mode: 0o755 });
+        m.entries.insert("storage/logs/x.log".into(), file());
+        m.entries.insert(".env".into(), file());
+        m.entries.insert("index.php".into(), file());
+        link_shared(
+            &mut m,
+            &SharedPaths {
+                dirs: vec!["storage".into(), "public/uploads".into()],
+                files: vec![".env".into()],
+            },
+        );
+        let paths: Vec<&str> = m.entries.keys().map(String::as_str).collect();
+        assert_eq!(paths, [".env", "index.php", "public", "public/uploads", "storage"]);
+        assert_eq!(
+            m.entries["public/uploads"].kind,
+            Kind::Symlink {
+                target: "../../../shared/public/uploads".into()
+            }
+        );
+        assert_eq!(
+            m.entries[".env"].kind,
+            Kind::Symlink {
+                target: "../../shared/.env".into()
+            }
+        );
+        assert!(m.entries["public"].is_dir());
+        assert!(crate::plan::looks_like_shared_link("public/uploads", "../../../shared/public/uploads"));
+    }
+}

@@ -33,15 +33,27 @@ pub struct Scan {
 
 /// Scan `root` with the given config patterns and hash every file.
 pub fn scan(root: &Path, exclude: &[String], include: &[String]) -> Result<Scan> {
+    scan_skipping(root, exclude, include, &[])
+}
+
+/// [`scan`], never entering the paths in `skip` (relative to `root`; include patterns do not
+/// bring them back): the declared shared paths, which are never deployed from the source.
+pub fn scan_skipping(
+    root: &Path,
+    exclude: &[String],
+    include: &[String],
+    skip: &[String],
+) -> Result<Scan> {
     let excluded = matcher(root, exclude, "exclude")?;
     let found = Mutex::new(Found::default());
+    let skip: Vec<PathBuf> = skip.iter().map(|p| root.join(p)).collect();
 
-    walk(root, &excluded, true, &found);
+    walk(root, &excluded, &skip, true, &found);
     if !include.is_empty() {
         // Included paths may sit under ignored directories the first walk never entered, so they
         // are found by a second walk that ignores the ignore files (but never enters `.git`).
         let included = matcher(root, include, "include")?;
-        walk_included(root, &included, &found);
+        walk_included(root, &included, &skip, &found);
     }
 
     let found = found.into_inner().unwrap();
@@ -66,7 +78,10 @@ pub fn scan(root: &Path, exclude: &[String], include: &[String]) -> Result<Scan>
     let mut entries = hash_entries(root, entries)?;
     add_missing_parents(&mut entries);
     Ok(Scan {
-        manifest: Manifest { entries },
+        manifest: Manifest {
+            entries,
+            meta: Default::default(),
+        },
         warnings: found.warnings,
     })
 }
@@ -117,8 +132,15 @@ fn matcher(root: &Path, patterns: &[String], key: &str) -> Result<Gitignore> {
         .map_err(|e| crate::error::usage(format!("config `{key}` patterns are invalid: {e}")))
 }
 
-fn walk(root: &Path, excluded: &Gitignore, standard_filters: bool, found: &Mutex<Found>) {
+fn walk(
+    root: &Path,
+    excluded: &Gitignore,
+    skip: &[PathBuf],
+    standard_filters: bool,
+    found: &Mutex<Found>,
+) {
     let excluded = excluded.clone();
+    let skip = skip.to_vec();
     let mut builder = WalkBuilder::new(root);
     builder
         .standard_filters(standard_filters)
@@ -128,7 +150,7 @@ fn walk(root: &Path, excluded: &Gitignore, standard_filters: bool, found: &Mutex
         .require_git(true)
         .add_custom_ignore_filename(".cutoverignore")
         .filter_entry(move |e| {
-            if e.file_name() == ".git" {
+            if e.file_name() == ".git" || skip.iter().any(|s| s == e.path()) {
                 return false;
             }
             let is_dir = e.file_type().is_some_and(|t| t.is_dir());
@@ -144,12 +166,13 @@ fn walk(root: &Path, excluded: &Gitignore, standard_filters: bool, found: &Mutex
     });
 }
 
-fn walk_included(root: &Path, included: &Gitignore, found: &Mutex<Found>) {
+fn walk_included(root: &Path, included: &Gitignore, skip: &[PathBuf], found: &Mutex<Found>) {
+    let skip = skip.to_vec();
     let mut builder = WalkBuilder::new(root);
     builder
         .standard_filters(false)
         .follow_links(false)
-        .filter_entry(|e| e.file_name() != ".git");
+        .filter_entry(move |e| e.file_name() != ".git" && !skip.iter().any(|s| s == e.path()));
     builder.build_parallel().run(|| {
         Box::new(|result| {
             record(root, result, found, Some(included));
@@ -453,12 +476,15 @@ mod tests {
         before();
         let excluded = matcher(root, &[], "exclude")?;
         let found = Mutex::new(Found::default());
-        walk(root, &excluded, true, &found);
+        walk(root, &excluded, &[], true, &found);
         between();
         let found = found.into_inner().unwrap();
         let entries: BTreeMap<String, Entry> = found.entries.into_iter().collect();
         hash_entries(root, entries).map(|entries| Scan {
-            manifest: Manifest { entries },
+            manifest: Manifest {
+            entries,
+            meta: Default::default(),
+        },
             warnings: vec![],
         })
     }

@@ -1,4 +1,5 @@
-//! Render the server-side deploy script from `templates/deploy.sh.hbs`.
+//! The scripts the server runs: rendered from `templates/*.sh.hbs`, and the lines they print
+//! back ([`protocol`]), in one place.
 //!
 //! The template engine's escape function is [`crate::shell::quote`], so every `{{value}}` in a
 //! template comes out as one single-quoted shell word; templates never use the raw `{{{…}}}`
@@ -12,10 +13,12 @@ use crate::config::{CopyMode, Target};
 use crate::layout::ReleaseId;
 use crate::plan::{Base, Plan};
 
-pub const DEPLOY_TEMPLATE: &str = include_str!("../templates/deploy.sh.hbs");
-pub const ROLLBACK_TEMPLATE: &str = include_str!("../templates/rollback.sh.hbs");
-pub const CHECK_TEMPLATE: &str = include_str!("../templates/check.sh.hbs");
-pub const LIB_PARTIAL: &str = include_str!("../templates/partials/lib.sh.hbs");
+pub mod protocol;
+
+pub const DEPLOY_TEMPLATE: &str = include_str!("../../templates/deploy.sh.hbs");
+pub const ROLLBACK_TEMPLATE: &str = include_str!("../../templates/rollback.sh.hbs");
+pub const CHECK_TEMPLATE: &str = include_str!("../../templates/check.sh.hbs");
+pub const LIB_PARTIAL: &str = include_str!("../../templates/partials/lib.sh.hbs");
 
 /// Every template, by file name (the tests check them all).
 pub const TEMPLATES: &[(&str, &str)] = &[
@@ -32,20 +35,10 @@ const BATCH_BYTES: usize = 32 * 1024;
 /// Does the script take the lock itself?
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Lock {
-    /// The cutover client holds the lock and wrote this release's name into it.
+    /// The cutover client holds the lock; its info carries this token.
     HeldByClient,
     /// The script is run by hand (`--emit-script`): it takes the lock itself.
     TakenByScript,
-}
-
-/// Where the new release's manifest comes from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ManifestFrom {
-    /// Uploaded into staging with the files.
-    Staging,
-    /// Nothing changed: the previous release's manifest describes the new one too, and the
-    /// script copies it (nothing has to be uploaded, or waited for, before the script runs).
-    Previous,
 }
 
 /// A script as `sh` is given it: one brace group. A shell runs a compound command only once
@@ -54,6 +47,19 @@ pub enum ManifestFrom {
 /// nothing the script starts can read the script itself from stdin.
 pub fn for_stdin(script: &str) -> String {
     format!("{{\n{script}\n}}\n")
+}
+
+/// Everything the deploy template needs besides the target.
+pub struct DeployScript<'a> {
+    pub id: &'a ReleaseId,
+    pub plan: &'a Plan,
+    /// Archive parts uploaded to staging (`files.0.tar`, …).
+    pub archives: usize,
+    pub lock: Lock,
+    pub token: &'a str,
+    /// The client stays connected and answers (`upload-done`, `go`, `commit`); false for a
+    /// script printed to be run by hand.
+    pub talk: bool,
 }
 
 #[derive(Serialize)]
@@ -66,40 +72,51 @@ struct DeployVars<'a> {
     keep_releases: String,
     copy: &'a str,
     take_lock: &'a str,
+    token: &'a str,
+    talk: &'a str,
+    barrier_timeout: String,
     archives: String,
-    manifest_from: &'a str,
+    touched_dirs: Vec<Vec<&'a str>>,
     deletes: Vec<Vec<&'a str>>,
     new_dirs: Vec<Vec<&'a str>>,
     replaced: Vec<Vec<&'a str>>,
+    shared_dirs: &'a [String],
+    shared_files: &'a [String],
     before_swap: &'a [String],
+    verify: &'a [String],
     after_swap: &'a [String],
 }
 
-fn engine() -> Handlebars<'static> {
-    let mut hb = Handlebars::new();
-    hb.set_strict_mode(true);
-    hb.register_escape_fn(crate::shell::quote);
-    hb.register_partial("lib", LIB_PARTIAL)
-        .expect("templates/partials/lib.sh.hbs is valid handlebars");
-    hb.register_template_string("deploy", DEPLOY_TEMPLATE)
-        .expect("templates/deploy.sh.hbs is valid handlebars");
-    hb.register_template_string("rollback", ROLLBACK_TEMPLATE)
-        .expect("templates/rollback.sh.hbs is valid handlebars");
-    hb.register_template_string("check", CHECK_TEMPLATE)
-        .expect("templates/check.sh.hbs is valid handlebars");
-    hb
+fn yes_no(b: bool) -> &'static str {
+    if b {
+        "yes"
+    } else {
+        "no"
+    }
 }
 
-/// The deploy script for `plan` as release `id` of `target`.
-/// `archives` is the number of archive parts uploaded to staging (`files.0.tar`, …).
-pub fn deploy_script(
-    target: &Target,
-    id: &ReleaseId,
-    plan: &Plan,
-    archives: usize,
-    manifest: ManifestFrom,
-    lock: Lock,
-) -> String {
+/// The engine, with every template registered, built once.
+fn engine() -> &'static Handlebars<'static> {
+    static ENGINE: std::sync::OnceLock<Handlebars<'static>> = std::sync::OnceLock::new();
+    ENGINE.get_or_init(|| {
+        let mut hb = Handlebars::new();
+        hb.set_strict_mode(true);
+        hb.register_escape_fn(crate::shell::quote);
+        hb.register_partial("lib", LIB_PARTIAL)
+            .expect("templates/partials/lib.sh.hbs is valid handlebars");
+        hb.register_template_string("deploy", DEPLOY_TEMPLATE)
+            .expect("templates/deploy.sh.hbs is valid handlebars");
+        hb.register_template_string("rollback", ROLLBACK_TEMPLATE)
+            .expect("templates/rollback.sh.hbs is valid handlebars");
+        hb.register_template_string("check", CHECK_TEMPLATE)
+            .expect("templates/check.sh.hbs is valid handlebars");
+        hb
+    })
+}
+
+/// The deploy script for release `d.id` of `target`.
+pub fn deploy_script(target: &Target, d: &DeployScript) -> String {
+    let plan = d.plan;
     let previous = match &plan.base {
         Base::Empty => String::new(),
         Base::Previous(p) => p.to_string(),
@@ -108,22 +125,19 @@ pub fn deploy_script(
         version: env!("CARGO_PKG_VERSION"),
         target: &target.name,
         root: &target.path,
-        release: id.to_string(),
+        release: d.id.to_string(),
         previous,
         keep_releases: target.keep_releases.to_string(),
         copy: match target.copy {
             CopyMode::Full => "full",
             CopyMode::Hardlink => "hardlink",
         },
-        take_lock: match lock {
-            Lock::HeldByClient => "no",
-            Lock::TakenByScript => "yes",
-        },
-        archives: archives.to_string(),
-        manifest_from: match manifest {
-            ManifestFrom::Staging => "staging",
-            ManifestFrom::Previous => "previous",
-        },
+        take_lock: yes_no(d.lock == Lock::TakenByScript),
+        token: d.token,
+        talk: yes_no(d.talk),
+        barrier_timeout: target.barrier_timeout.to_string(),
+        archives: d.archives.to_string(),
+        touched_dirs: batches(plan.touched_dirs.iter().map(String::as_str)),
         deletes: batches(plan.deletes.iter().map(String::as_str)),
         new_dirs: batches(plan.new_dirs.iter().map(String::as_str)),
         // A first deploy unpacks into an empty directory: nothing to replace.
@@ -131,7 +145,10 @@ pub fn deploy_script(
             Base::Empty => Vec::new(),
             Base::Previous(_) => batches(plan.uploads.iter().map(String::as_str)),
         },
+        shared_dirs: &target.shared.dirs,
+        shared_files: &target.shared.files,
         before_swap: &target.hooks.before_swap,
+        verify: &target.hooks.verify,
         after_swap: &target.hooks.after_swap,
     };
     engine()
@@ -146,16 +163,28 @@ struct RollbackVars<'a> {
     root: &'a str,
     to: String,
     from: String,
+    token: &'a str,
+    talk: &'a str,
+    barrier_timeout: String,
 }
 
 /// The rollback script: point `current` from release `from` (checked under the lock) to `to`.
-pub fn rollback_script(target: &Target, from: &ReleaseId, to: &ReleaseId) -> String {
+pub fn rollback_script(
+    target: &Target,
+    from: &ReleaseId,
+    to: &ReleaseId,
+    token: &str,
+    talk: bool,
+) -> String {
     let vars = RollbackVars {
         version: env!("CARGO_PKG_VERSION"),
         target: &target.name,
         root: &target.path,
         to: to.to_string(),
         from: from.to_string(),
+        token,
+        talk: yes_no(talk),
+        barrier_timeout: target.barrier_timeout.to_string(),
     };
     engine()
         .render("rollback", &vars)

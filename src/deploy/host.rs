@@ -1,0 +1,658 @@
+//! One host's part of a deploy, stage by stage: connect, survey and lock, plan, prepare (upload
+//! and build up to "ready"), then swap, commit or revert when the fleet says so.
+//!
+//! Who cleans up what: until the deploy script has started, the client owns the lock and the
+//! staging directory and removes them on any failure ([`HostDeploy::abandon`]). Once the script
+//! runs, it owns them: whatever happens to the client, the script finishes or undoes itself
+//! (it stops at its next wait when its input ends). The client still looks afterwards and
+//! removes a lock that carries its own token, so a script that never got to run (a dropped
+//! connection, an SFTP-only account) leaves nothing behind either.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, Context, Result};
+
+use super::report::{HostReport, Status};
+use super::Options;
+use crate::archive;
+use crate::config::Target;
+use crate::layout::{Layout, ReleaseId};
+use crate::lock::{self, HeldLock, LockHeld};
+use crate::output::{bytes, Output, Progress};
+use crate::plan::{Base, Plan};
+use crate::remote::{OpenFile, Session, Shell, Stderr};
+use crate::script::protocol::{word, Line};
+use crate::script::{self, DeployScript};
+use crate::source::Manifest;
+use crate::survey::{Current, Survey};
+
+/// The command name written into the lock.
+const DEPLOY: &str = "cutover deploy";
+
+/// Where a host is in the deploy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    Connected,
+    Locked,
+    /// Built, before_swap passed: waiting for `go`.
+    Ready,
+    /// `current` points at the new release, not yet committed.
+    Swapped,
+    Done,
+}
+
+pub struct HostDeploy {
+    pub target: Target,
+    pub out: Output,
+    pub session: Session,
+    pub layout: Layout,
+    shell: Option<Shell>,
+    pub survey: Option<Survey>,
+    pub lock: Option<HeldLock>,
+    pub plan: Option<Plan>,
+    pub phase: Phase,
+    pub report: HostReport,
+    /// go and commit were sent together with upload-done (a fleet of one).
+    pipelined: bool,
+    /// The script is running and owns the clean-up.
+    script_started: bool,
+}
+
+impl HostDeploy {
+    /// Connect, and over SSH start the shell that will run the deploy script right away:
+    /// sshd starts a session slowly (a login shell, then `sh`), and the shell then waits for
+    /// its script while the survey and the plan are made. A shell never given one reads
+    /// end-of-input and runs nothing.
+    pub async fn connect(target: &Target, out: Output, shell: bool) -> Result<HostDeploy> {
+        let session = Session::open(target, out.verbose)
+            .await
+            .with_context(|| target.stage("connect"))?;
+        let shell = if shell && !target.sftp_only {
+            let stderr = Stderr::new(&out.prefix, out.quiet);
+            match session.open_shell(stderr).await {
+                Ok(s) => Some(s),
+                Err(e) => {
+                    session.close().await;
+                    return Err(e.context(target.stage("connect")));
+                }
+            }
+        } else {
+            None
+        };
+        out.stage("connected");
+        Ok(HostDeploy {
+            report: HostReport {
+                host: target.label.clone(),
+                destination: target.describe(),
+                ..HostReport::default()
+            },
+            layout: Layout::new(&target.path),
+            target: target.clone(),
+            out,
+            session,
+            shell,
+            survey: None,
+            lock: None,
+            plan: None,
+            phase: Phase::Connected,
+            pipelined: false,
+            script_started: false,
+        })
+    }
+
+    /// Read the host's state and, unless `read_only`, take its lock in the same flights.
+    pub async fn survey(&mut self, read_only: bool) -> Result<()> {
+        let timed = async {
+            let t = Instant::now();
+            let r = Survey::read(&self.session, &self.layout).await;
+            (r, t.elapsed())
+        };
+        let locking = async {
+            if read_only {
+                None
+            } else {
+                Some(lock::acquire(&self.session, &self.layout, DEPLOY).await)
+            }
+        };
+        let ((survey, took), locked) = tokio::join!(timed, locking);
+        if let crate::config::Host::Ssh { .. } = self.target.host {
+            // Three flights of requests: a fair measure of one round trip.
+            self.report.rtt_ms = Some(took.as_secs_f64() * 1000.0 / 3.0);
+        }
+        let locked = match locked {
+            None => None,
+            Some(Ok(held)) => Some(held),
+            Some(Err(e)) => {
+                let e = match e.downcast_ref::<LockHeld>() {
+                    Some(held) => anyhow!(crate::error::with_hint(
+                        format!("{} is locked by another deploy ({})", self.layout.root(), held.holder),
+                        format!(
+                            "if no deploy is running (one was killed), run `cutover unlock {}`",
+                            self.target.name
+                        )
+                    )),
+                    None => e,
+                };
+                return Err(e.context(self.target.stage("lock")));
+            }
+        };
+        self.lock = locked;
+        let survey = match survey {
+            Ok(s) => s,
+            Err(e) => {
+                self.give_back_lock().await;
+                return Err(e.context(self.target.stage("survey")));
+            }
+        };
+        let problem = survey.layout_problem(&self.layout).or_else(|| match &survey.current {
+            Current::NotALink(_) => Some(crate::error::with_hint(
+                format!(
+                    "{} is not a symlink. It was probably made by a tool that deploys in place",
+                    self.layout.current()
+                ),
+                format!(
+                    "move it into releases/ and replace it with a link, e.g.: cd {} && mv current releases/00000000000000-old && ln -s releases/00000000000000-old current (cutover leaves non-release names in releases/ alone)",
+                    crate::shell::quote(self.layout.root())
+                ),
+            )),
+            _ => None,
+        });
+        if let Some(problem) = problem {
+            self.give_back_lock().await;
+            return Err(anyhow!(problem).context(self.target.stage("survey")));
+        }
+        for note in &survey.notes {
+            self.out.warn(note);
+            self.report.warnings.push(note.clone());
+        }
+        self.report.previous = survey.live_id().map(ReleaseId::to_string);
+        self.survey = Some(survey);
+        if self.lock.is_some() {
+            self.phase = Phase::Locked;
+        }
+        self.out.stage("surveyed and locked");
+        Ok(())
+    }
+
+    /// Plan this host's release against its own live manifest.
+    pub fn plan(&mut self, new: &Manifest, full: bool) -> &Plan {
+        let survey = self.survey.as_ref().expect("surveyed before planning");
+        let plan = Plan::build(survey.live.as_ref().map(|(id, m)| (id, m)), new, full);
+        self.report.uploaded = plan.uploads.len();
+        self.report.deleted = plan.deletes.len();
+        self.report.unchanged = plan.unchanged;
+        self.plan = Some(plan);
+        self.plan.as_ref().expect("just set")
+    }
+
+    /// Upload the changed files and the manifest into staging while the deploy script starts
+    /// (and copies the previous release), then tell it the upload is done; [`until_ready`]
+    /// waits for the build. With `pipelined` (a fleet of one) the `go` and `commit` words
+    /// travel with `upload-done`: the script then runs to its end without waiting for the
+    /// client.
+    ///
+    /// [`until_ready`]: HostDeploy::until_ready
+    ///
+    /// With `--emit-script` the script is returned instead of run.
+    pub async fn prepare(
+        &mut self,
+        id: &ReleaseId,
+        new: &Manifest,
+        opts: &Options,
+        pipelined: bool,
+    ) -> Result<Option<String>> {
+        let target = self.target.clone();
+        let layout = self.layout.clone();
+        let stage = |s: &str| target.stage(s);
+        let plan = self.plan.clone().expect("planned before preparing");
+        self.report.release = Some(id.to_string());
+        self.out.stage(format_args!(
+            "release {id}: {} to upload ({}), {} to delete, {} unchanged{}",
+            plan.uploads.len(),
+            bytes(plan.upload_bytes),
+            plan.deletes.len(),
+            plan.unchanged,
+            match &plan.base {
+                Base::Empty => " (new release from scratch)".to_string(),
+                Base::Previous(p) => format!(" (based on {p})"),
+            }
+        ));
+        let staging = layout.staging(id);
+        let leftover = self
+            .survey
+            .as_ref()
+            .is_some_and(|s| s.staging.iter().any(|e| e.name == id.as_str()));
+        if leftover {
+            // A killed deploy with the same release name: its upload goes first.
+            self.session
+                .remove_tree(&staging)
+                .await
+                .with_context(|| stage("upload"))?;
+        }
+        // A first deploy's archive also carries every directory, so empty ones exist too.
+        let mut packed: Vec<String> = match plan.base {
+            Base::Empty => new
+                .entries
+                .iter()
+                .filter(|(_, e)| e.is_dir())
+                .map(|(p, _)| p.clone())
+                .collect(),
+            Base::Previous(_) => Vec::new(),
+        };
+        packed.extend(plan.uploads.iter().cloned());
+        let parts = archive::split(new, packed);
+        let token = self
+            .lock
+            .as_ref()
+            .map(|l| l.token().to_string())
+            .unwrap_or_default();
+        let emitted_token = crate::lock::LockInfo::ours(DEPLOY).token;
+        let text = script::deploy_script(
+            &target,
+            &DeployScript {
+                id,
+                plan: &plan,
+                archives: parts.len(),
+                lock: if opts.emit_script {
+                    script::Lock::TakenByScript
+                } else {
+                    script::Lock::HeldByClient
+                },
+                token: if opts.emit_script {
+                    &emitted_token
+                } else {
+                    &token
+                },
+                talk: !opts.emit_script,
+            },
+        );
+
+        // One flight: staging made and its files opened, the script sent to the waiting shell
+        // (its copy of the previous release then overlaps the upload).
+        let files = [
+            (layout.staging_manifest(id), 0o644),
+            (layout.staging_archive(id, 0), 0o600),
+        ];
+        let HostDeploy {
+            session, shell, out, ..
+        } = &mut *self;
+        let send = async {
+            match shell.as_mut() {
+                Some(sh) if !opts.emit_script => sh.send_script(&text).await,
+                _ => Ok(()),
+            }
+        };
+        let (opened, sent) = tokio::join!(session.open_staging(&staging, &files), send);
+        let opened = opened.with_context(|| stage("upload"))?;
+        sent.with_context(|| stage("run"))?;
+        let [manifest_file, first]: [OpenFile; 2] =
+            opened.try_into().ok().expect("opened as asked");
+
+        let progress = Progress::new(plan.upload_bytes, out);
+        let mut record = new.clone();
+        record.meta.insert("release".into(), id.to_string());
+        let manifest_text = record.render().into_bytes();
+        let mut archives = parts.into_iter().enumerate().map(|(i, part)| {
+            (
+                layout.staging_archive(id, i),
+                archive::pack(target.source.clone(), new, part),
+            )
+        });
+        let upload = async {
+            match archives.next() {
+                Some((_, chunks)) => {
+                    let rest = archives.collect();
+                    session.upload_archives((first, chunks), rest, &progress).await
+                }
+                None => session.finish_file(first, b"").await.map(|_| 0),
+            }
+        };
+        let started = async {
+            match shell.as_mut() {
+                Some(sh) if !opts.emit_script => wait_started(sh).await,
+                _ => Ok(()),
+            }
+        };
+        let (sent, written, started) = tokio::join!(
+            upload,
+            session.finish_file(manifest_file, &manifest_text),
+            started
+        );
+        progress.finish();
+        let sent = sent
+            .and_then(|n| written.map(|()| n))
+            .with_context(|| format!("{}: cannot upload into {staging}", stage("upload")))?;
+        self.report.bytes_sent = sent;
+        self.out
+            .stage(format_args!("uploaded {} into {staging}", bytes(sent)));
+        if opts.emit_script {
+            return Ok(Some(text));
+        }
+        if started.is_err() {
+            return Err(self.script_ended("run").await);
+        }
+        self.script_started = true;
+
+        let shell = self.shell.as_mut().expect("a shell runs the script");
+        let words: &[&str] = if pipelined {
+            &[word::UPLOAD_DONE, word::GO, word::COMMIT]
+        } else {
+            &[word::UPLOAD_DONE]
+        };
+        for w in words {
+            shell.say(w).await.with_context(|| stage("run"))?;
+        }
+        self.pipelined = pipelined;
+        Ok(None)
+    }
+
+    /// Wait until the script has built the release and passed its before_swap hooks.
+    pub async fn until_ready(&mut self) -> Result<()> {
+        loop {
+            match self.next_line().await {
+                Some(Line::Ready { links, .. }) => {
+                    self.report.shared_links = links;
+                    self.phase = Phase::Ready;
+                    self.out.stage("built and ready to switch");
+                    return Ok(());
+                }
+                Some(_) => {}
+                None => return Err(self.script_ended("run").await),
+            }
+        }
+    }
+
+    /// Start the rollback script from `from` to `to` and wait until it is ready to switch (it
+    /// takes the lock itself). Pipelined like [`HostDeploy::prepare`] for a fleet of one.
+    pub async fn prepare_rollback(
+        &mut self,
+        from: &ReleaseId,
+        to: &ReleaseId,
+        pipelined: bool,
+    ) -> Result<()> {
+        let stage = self.target.stage("rollback");
+        self.report.release = Some(to.to_string());
+        self.report.previous = Some(from.to_string());
+        let token = crate::lock::LockInfo::ours("cutover rollback").token;
+        let text = script::rollback_script(&self.target, from, to, &token, true);
+        let shell = self
+            .shell
+            .as_mut()
+            .ok_or_else(|| anyhow!("{stage}: no shell to run the rollback script"))?;
+        shell.send_script(&text).await.context(stage.clone())?;
+        if wait_started(shell).await.is_err() {
+            return Err(self.script_ended("rollback").await);
+        }
+        self.script_started = true;
+        if pipelined {
+            for w in [word::GO, word::COMMIT] {
+                shell.say(w).await.context(stage.clone())?;
+            }
+        }
+        self.pipelined = pipelined;
+        self.until_ready().await
+    }
+
+    /// Switch `current` (send `go` unless it went ahead) and wait for the verify hooks'
+    /// verdict: true when they passed. An error when the script stopped first.
+    pub async fn go(&mut self) -> Result<bool> {
+        if !self.pipelined {
+            self.say(word::GO).await?;
+        }
+        let mut swapped = false;
+        loop {
+            match self.next_line().await {
+                Some(Line::Swapped { .. }) => {
+                    swapped = true;
+                    self.phase = Phase::Swapped;
+                    self.report.switched_at_ms =
+                        Some(crate::output::started().elapsed().as_secs_f64() * 1000.0);
+                    self.out.stage("switched");
+                }
+                Some(Line::Verified(ok)) => return Ok(ok),
+                Some(_) => {}
+                None => {
+                    let _ = swapped;
+                    return Err(self.script_ended("swap").await);
+                }
+            }
+        }
+    }
+
+    /// Make the switch final (send `commit` unless it went ahead): after_swap hooks, prune,
+    /// unlock. Returns the script's status (0, or 3 when a hook or the clean-up failed).
+    pub async fn commit(&mut self) -> Result<u32> {
+        if !self.pipelined {
+            self.say(word::COMMIT).await?;
+        }
+        loop {
+            match self.next_line().await {
+                Some(Line::Result {
+                    links,
+                    status,
+                    warnings,
+                }) => {
+                    self.report.shared_links = links;
+                    self.phase = Phase::Done;
+                    self.report.status = Status::Live;
+                    self.collect_warnings(warnings);
+                    return Ok(status);
+                }
+                Some(_) => {}
+                None => return Err(self.script_ended("commit").await),
+            }
+        }
+    }
+
+    /// Before the switch: tell the script to stop; it removes what it built and the lock.
+    /// After it: switch back. Waits until the script has ended.
+    pub async fn call_off(&mut self) {
+        if let Some(shell) = self.shell.as_mut() {
+            if shell.exit_code().is_none() {
+                let w = if self.phase == Phase::Swapped {
+                    word::REVERT
+                } else {
+                    word::ABORT
+                };
+                if shell.started() {
+                    let _ = shell.say(w).await;
+                }
+                shell.close_input().await;
+                let mut reverted = false;
+                let _ = tokio::time::timeout(Duration::from_secs(120), async {
+                    while let Some(line) = shell.next_line().await {
+                        reverted |= Line::parse(&line) == Line::Reverted;
+                    }
+                })
+                .await;
+                if reverted {
+                    self.report.status = Status::Reverted;
+                }
+            }
+        }
+        self.clean_up().await;
+    }
+
+    /// Send a word to the running script.
+    async fn say(&mut self, w: &str) -> Result<()> {
+        let stage = self.target.stage("swap");
+        let shell = self.shell.as_mut().expect("a shell runs the script");
+        shell.say(w).await.context(stage)
+    }
+
+    async fn next_line(&mut self) -> Option<Line> {
+        let shell = self.shell.as_mut()?;
+        let line = shell.next_line().await?;
+        let parsed = Line::parse(&line);
+        if parsed == Line::Reverted {
+            self.report.status = Status::Reverted;
+        }
+        Some(parsed)
+    }
+
+    fn collect_warnings(&mut self, count: u64) {
+        let captured = self
+            .shell
+            .as_ref()
+            .map(Shell::warnings)
+            .unwrap_or_default();
+        self.report.warnings.extend(captured);
+        self.report.script_warnings = count;
+    }
+
+    /// The script ended before saying what was expected: explain how, in one error.
+    async fn script_ended(&mut self, stage: &str) -> anyhow::Error {
+        let stage = self.target.stage(stage);
+        let name = &self.target.name;
+        let id = self.report.release.clone().unwrap_or_default();
+        let Some(shell) = self.shell.as_mut() else {
+            return anyhow!("{stage}: no script is running");
+        };
+        let code = shell.wait().await;
+        if shell.refused() {
+            return anyhow!(crate::error::with_hint(
+                format!("{stage}: the server refused to run the deploy script: the account may be SFTP-only"),
+                format!("`cutover check {name}` tells; set sftp_only = true for an SFTP-only account, or print the script with `cutover deploy --emit-script` and run it by hand")
+            ));
+        }
+        if !shell.started() {
+            let said = shell.stdout.join("\n");
+            let said = said.trim();
+            return anyhow!(crate::error::with_hint(
+                format!(
+                    "{stage}: the server ran something other than the deploy script (exit {}{}): the account may be SFTP-only or have a forced command; current is untouched",
+                    code.map(|c| c.to_string()).unwrap_or_else(|| "unknown".into()),
+                    if said.is_empty() {
+                        String::new()
+                    } else {
+                        format!(", output {:?}", said.chars().take(200).collect::<String>())
+                    }
+                ),
+                format!("`cutover check {name}` tells; for an SFTP-only account set sftp_only = true; `cutover deploy --emit-script` prints the script to run by hand")
+            ));
+        }
+        if self.out.quiet {
+            eprint!("{}", shell.kept_stderr());
+        }
+        let lost = self.session.lost().await;
+        match (code, self.report.status) {
+            (_, Status::Reverted) => anyhow!(
+                "{stage}: the deploy was switched back: current points where it did before; release {id} was removed"
+            ),
+            (Some(4), _) => {
+                self.report.status = Status::Unknown;
+                anyhow!("{stage}: the script could not switch current back: release {id} stays live")
+            }
+            (Some(code), _) => anyhow!(
+                "{stage}: the deploy script failed (exit {code}); current is untouched and release {id} was removed"
+            ),
+            (None, _) => {
+                self.report.status = Status::Unknown;
+                anyhow!(crate::error::with_hint(
+                    format!(
+                        "{stage}: the connection ended before the deploy script reported back{}",
+                        lost.map(|w| format!(" (the SSH connection to {} was lost: {w})", self.session.describe())).unwrap_or_default()
+                    ),
+                    format!("on the server the script finishes or undoes itself on its own; run `cutover releases {name}` to see which release is live")
+                ))
+            }
+        }
+    }
+
+    /// Give the lock back, when this client holds it and no script took it over.
+    pub async fn give_back_lock(&mut self) {
+        if let Some(lock) = self.lock.take() {
+            let _ = lock.release(&self.session, &self.layout).await;
+        }
+    }
+
+    /// After a failure before the switch: make sure neither this deploy's staging nor its lock
+    /// stays behind. The script removes both when it ran; a script that never ran (or a client
+    /// that stopped before sending it) leaves them to the client. Only a lock that still carries
+    /// this client's token is removed. Over a new connection when the old one is gone.
+    pub async fn clean_up(&mut self) {
+        let Some(lock) = self.lock.take() else { return };
+        let staging = self
+            .report
+            .release
+            .as_deref()
+            .and_then(ReleaseId::parse)
+            .map(|id| self.layout.staging(&id));
+        let mut notes = Vec::new();
+        let mut done = try_clean(&self.session, &self.layout, &lock, staging.as_deref(), &mut notes).await;
+        if !done && self.session.lost().await.is_some() {
+            // The connection may be what failed: once more over a new one.
+            if let Ok(Ok(fresh)) =
+                tokio::time::timeout(Duration::from_secs(15), Session::open(&self.target, false)).await
+            {
+                notes.push("reconnected".into());
+                done = try_clean(&fresh, &self.layout, &lock, staging.as_deref(), &mut notes).await;
+                fresh.close().await;
+            }
+        }
+        if !done {
+            notes.push(format!(
+                "could NOT release the lock {}: run `cutover unlock {}`",
+                self.layout.lock(),
+                self.target.name
+            ));
+        }
+        if !notes.is_empty() && !self.script_started {
+            self.out.warn(format_args!("deploy abandoned: {}", notes.join(", ")));
+        }
+    }
+
+    /// Print what the script owes the user when the client stops waiting (Ctrl-C twice).
+    pub fn has_script(&self) -> bool {
+        self.script_started
+    }
+
+    pub async fn close(self) {
+        let HostDeploy { session, shell, .. } = self;
+        if let Some(mut shell) = shell {
+            // A shell that never got its script reads end-of-input and runs nothing.
+            shell.close_input().await;
+        }
+        session.close().await;
+    }
+}
+
+/// Read the shell's lines until the script's first: it runs, and has read all of itself.
+async fn wait_started(shell: &mut Shell) -> Result<()> {
+    while !shell.started() {
+        if shell.next_line().await.is_none() {
+            return Err(anyhow!("the script did not start"));
+        }
+    }
+    Ok(())
+}
+
+/// Remove staging and the lock when the lock is still ours; true when nothing of ours is left.
+async fn try_clean(
+    session: &Session,
+    layout: &Layout,
+    lock: &HeldLock,
+    staging: Option<&str>,
+    notes: &mut Vec<String>,
+) -> bool {
+    match lock::read(session, layout).await {
+        Ok(Some(info)) if info.token == lock.token() => {
+            if let Some(staging) = staging {
+                match session.remove_tree(staging).await {
+                    Ok(()) => notes.push(format!("removed {staging}")),
+                    Err(_) => notes.push(format!("left {staging} (the next deploy removes it)")),
+                }
+            }
+            match lock::remove(session, layout).await {
+                Ok(()) => {
+                    notes.push("released the lock".into());
+                    true
+                }
+                Err(_) => false,
+            }
+        }
+        // Not ours (released by the script, or taken by someone else since): nothing to do.
+        Ok(_) => true,
+        Err(_) => false,
+    }
+}

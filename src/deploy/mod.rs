@@ -1,0 +1,539 @@
+//! `cutover deploy`: the stages of a deploy, for a fleet of hosts — a single host is a fleet of
+//! one, on the same code path.
+//!
+//! ```text
+//! scan the source ─┐
+//! connect (≤10 at once) ─┴─ survey + lock every host ─ plan ─ prepare every host ──┐
+//!                                                         (upload, build, before_swap)
+//!     barrier: all ready? ── go to all ── every host swaps, verifies ── all passed? ── commit
+//!                 └ no: abort to all                                └ no: revert to all
+//! ```
+//!
+//! Until a host's deploy script runs, nothing outside `.cutover/` has changed there, so a
+//! failure only has to give back the lock and staging. Every host is locked before any is
+//! prepared, and none switches before all are ready: a failure anywhere before `go` leaves
+//! `current` untouched everywhere (exit 1). After `go`, a host whose verify hooks fail, or that
+//! does not switch, makes every host switch back. A host that could not be switched back leaves
+//! the fleet split: exit 4, with the state of each host and the command that reconciles it.
+//!
+//! A fleet of one sends `go` and `commit` together with `upload-done`, so a single host pays
+//! no round trip for the barrier.
+
+pub mod host;
+pub mod report;
+
+use std::time::Instant;
+
+use anyhow::{anyhow, Context, Result};
+use futures::stream::{self, StreamExt};
+
+use crate::config::Fleet;
+use crate::error::{usage, FleetSplit, LiveWithWarnings};
+use crate::layout::{self, ReleaseId};
+use crate::output::{bytes, Output};
+use crate::source::record::{self, Record};
+use crate::source;
+
+use host::{HostDeploy, Phase};
+use report::{HostReport, Report, Status};
+
+/// sshd's default MaxStartups is 10: more handshakes at once and it starts dropping them.
+const CONNECTS_AT_ONCE: usize = 10;
+
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Options {
+    pub dry_run: bool,
+    pub emit_script: bool,
+    pub full: bool,
+    /// Build a new release even when nothing changed.
+    pub force: bool,
+}
+
+/// Deploy `fleet`; the report says how each host ended (also when the deploy failed).
+pub async fn run(fleet: &Fleet, opts: Options, out: &Output) -> (Report, Result<()>) {
+    let started = Instant::now();
+    let mut hosts: Vec<HostDeploy> = Vec::new();
+    let result = stages(fleet, opts, out, &mut hosts).await;
+    let status = match &result {
+        Ok(s) => *s,
+        Err(_) => overall(&hosts),
+    };
+    let mut reports = Vec::new();
+    for h in hosts {
+        let mut r = h.report.clone();
+        r.seconds = started.elapsed().as_secs_f64();
+        reports.push(r);
+        h.close().await;
+    }
+    if reports.is_empty() {
+        reports = fleet
+            .hosts
+            .iter()
+            .map(|t| HostReport {
+                host: t.label.clone(),
+                destination: t.describe(),
+                ..HostReport::default()
+            })
+            .collect();
+    }
+    let report = Report::new(&fleet.name, reports, status, started.elapsed().as_secs_f64());
+    (report, result.map(|_| ()))
+}
+
+/// How a fleet ended when something failed: all failed/reverted, or split.
+fn overall(hosts: &[HostDeploy]) -> Status {
+    let live = hosts.iter().filter(|h| h.report.status == Status::Live).count();
+    let unknown = hosts.iter().any(|h| h.report.status == Status::Unknown);
+    if (live > 0 && live < hosts.len()) || unknown {
+        Status::Unknown
+    } else if hosts.iter().any(|h| h.report.status == Status::Reverted) {
+        Status::Reverted
+    } else if live == hosts.len() && live > 0 {
+        Status::Live
+    } else {
+        Status::Failed
+    }
+}
+
+async fn stages(
+    fleet: &Fleet,
+    opts: Options,
+    out: &Output,
+    hosts: &mut Vec<HostDeploy>,
+) -> Result<Status> {
+    let single = fleet.is_single();
+    if opts.emit_script && !single {
+        return Err(usage(format!(
+            "--emit-script prints the script of one host: add --host NAME (target {} has {} hosts)",
+            fleet.name,
+            fleet.hosts.len()
+        )));
+    }
+    if let Some(h) = &fleet.narrowed {
+        out.warn(format_args!(
+            "--host {h}: deploying to ONE host of target {} ({} hosts); the others keep their release",
+            fleet.name,
+            fleet.hosts.len()
+        ));
+    }
+    let mut interrupts = Interrupts::listen()?;
+    let host_out = |label: &str| {
+        if single {
+            out.clone()
+        } else {
+            out.for_host(label)
+        }
+    };
+
+    // --- 1. scan the source while connecting to every host
+    let first = fleet.hosts[0].clone();
+    let scan = tokio::task::spawn_blocking(move || {
+        let scan = source::scan_release(&first);
+        let git = record::git_state(&first.source);
+        (scan, git)
+    });
+    let shell = !opts.dry_run && !opts.emit_script;
+    let connects = stream::iter(fleet.hosts.iter().map(|t| {
+        let o = host_out(&t.label);
+        async move { HostDeploy::connect(t, o, shell).await }
+    }))
+    .buffered(CONNECTS_AT_ONCE)
+    .collect::<Vec<_>>();
+    let stopped = |signal| anyhow!("target {}: interrupted by {signal}; nothing was changed", fleet.name);
+    let ((scan, git), connected) = tokio::select! {
+        signal = interrupts.next() => return Err(stopped(signal)),
+        both = async { tokio::join!(scan, connects) } => {
+            let (scan, connected) = both;
+            (scan.context("the source scan stopped")?, connected)
+        }
+    };
+    let mut failures = Vec::new();
+    for c in connected {
+        match c {
+            Ok(h) => hosts.push(h),
+            Err(e) => failures.push(e),
+        }
+    }
+    let new = match scan {
+        Ok(scan) => {
+            for w in &scan.warnings {
+                out.warn(w);
+            }
+            Some(scan.manifest)
+        }
+        Err(e) => {
+            failures.insert(0, e.context(format!("target {}, stage scan", fleet.name)));
+            None
+        }
+    };
+    if let Some(git) = &git {
+        if git.dirty {
+            out.warn(format_args!(
+                "the source's git working tree has changes that are not committed: the release records commit {} as dirty",
+                &git.commit[..git.commit.len().min(12)]
+            ));
+        }
+    }
+    if !failures.is_empty() {
+        return Err(first_failure(failures, fleet, "nothing was changed on any host"));
+    }
+    let new = new.expect("no failure: scanned");
+    out.stage(format_args!(
+        "scanned {} entries, {} in files",
+        new.entries.len(),
+        bytes(new.total_bytes())
+    ));
+
+    // --- 2. survey every host and (unless this is a dry run) take every lock
+    let surveys = futures::future::join_all(hosts.iter_mut().map(|h| h.survey(opts.dry_run)));
+    let surveyed = tokio::select! {
+        signal = interrupts.next() => {
+            give_back_all(hosts).await;
+            return Err(stopped(signal));
+        }
+        s = surveys => s,
+    };
+    let failures: Vec<anyhow::Error> = surveyed.into_iter().filter_map(Result::err).collect();
+    if !failures.is_empty() {
+        give_back_all(hosts).await;
+        return Err(first_failure(failures, fleet, "nothing was changed on any host"));
+    }
+
+    // --- 3. one release name for the fleet, one plan per host
+    let now = layout::now();
+    let taken: Vec<ReleaseId> = hosts
+        .iter()
+        .filter_map(|h| h.survey.as_ref())
+        .flat_map(|s| s.taken_names())
+        .collect();
+    let id = ReleaseId::next(&taken, now);
+    let id = match id {
+        Ok(id) => id,
+        Err(e) => {
+            give_back_all(hosts).await;
+            return Err(e.context(format!("target {}, stage plan", fleet.name)));
+        }
+    };
+    for h in hosts.iter_mut() {
+        h.plan(&new, opts.full);
+    }
+    if opts.dry_run {
+        for h in hosts.iter() {
+            print_plan(h, out);
+        }
+        return Ok(Status::Unchanged);
+    }
+    let noop = hosts
+        .iter()
+        .all(|h| h.plan.as_ref().is_some_and(|p| p.noop));
+    if noop && !opts.force && !opts.emit_script {
+        futures::future::join_all(hosts.iter_mut().map(|h| h.give_back_lock())).await;
+        for h in hosts.iter_mut() {
+            h.report.status = Status::Unchanged;
+            h.report.release = h.report.previous.clone();
+            h.report.uploaded = 0;
+        }
+        return Ok(Status::Unchanged);
+    }
+
+    // --- 4. prepare every host: upload, build, before_swap, up to "ready"
+    let mut manifest = new.clone();
+    manifest.meta = Record::now(git).to_meta();
+    let prepared = futures::future::join_all(
+        hosts
+            .iter_mut()
+            .map(|h| async { h.prepare(&id, &manifest, &opts, single).await }),
+    );
+    let prepared = tokio::select! {
+        signal = interrupts.next() => {
+            call_off_all(hosts).await;
+            return Err(anyhow!("target {}: interrupted by {signal} before anything was switched; current is untouched", fleet.name));
+        }
+        p = prepared => p,
+    };
+    let mut failures = Vec::new();
+    let mut emitted = None;
+    for p in prepared {
+        match p {
+            Ok(Some(script)) => emitted = Some(script),
+            Ok(None) => {}
+            Err(e) => failures.push(e),
+        }
+    }
+    if let Some(script) = emitted {
+        print!("{script}");
+        let h = &mut hosts[0];
+        out.info(format_args!(
+            "staged release {id} ({} files, {}); the script above completes the deploy when run on the server with sh",
+            h.report.uploaded,
+            bytes(h.report.bytes_sent)
+        ));
+        if let Some(lock) = h.lock.take() {
+            lock.release(&h.session, &h.layout)
+                .await
+                .with_context(|| h.target.stage("unlock"))?;
+        }
+        h.report.status = Status::Unchanged;
+        return Ok(Status::Unchanged);
+    }
+    if !failures.is_empty() {
+        call_off_all(hosts).await;
+        return Err(first_failure(
+            failures,
+            fleet,
+            "no host was switched: current is untouched everywhere",
+        ));
+    }
+
+    // --- 5. wait until every host is ready. A fleet of one has sent `go` and `commit`
+    // already: its script finishes (or undoes itself) on its own, an interrupt only stops our
+    // waiting. A fleet is held at the barrier: an interrupt calls every host off.
+    let notice = |mut interrupts: Interrupts| {
+        tokio::spawn(async move {
+            interrupts.next().await;
+            eprintln!("cutover: the deploy script keeps running on the server and completes or undoes itself; press Ctrl-C again to stop waiting");
+            interrupts.next().await;
+            std::process::exit(130);
+        })
+    };
+    let notice = if single {
+        let notice = notice(interrupts);
+        if let Err(e) = hosts[0].until_ready().await {
+            notice.abort();
+            hosts[0].clean_up().await;
+            return Err(e);
+        }
+        notice
+    } else {
+        let ready = futures::future::join_all(hosts.iter_mut().map(|h| h.until_ready()));
+        let ready = tokio::select! {
+            signal = interrupts.next() => {
+                call_off_all(hosts).await;
+                return Err(anyhow!("target {}: interrupted by {signal} before anything was switched; current is untouched everywhere", fleet.name));
+            }
+            r = ready => r,
+        };
+        let failures: Vec<anyhow::Error> = ready.into_iter().filter_map(Result::err).collect();
+        if !failures.is_empty() {
+            call_off_all(hosts).await;
+            return Err(first_failure(
+                failures,
+                fleet,
+                "no host was switched: current is untouched everywhere",
+            ));
+        }
+        // --- 6. the barrier passed: switch every host, then commit or revert together.
+        notice(interrupts)
+    };
+    let result = switch(hosts, fleet, single, out).await;
+    notice.abort();
+    result
+}
+
+/// `go` to every host, then `commit` when all verified, else `revert`.
+pub(crate) async fn switch(
+    hosts: &mut [HostDeploy],
+    fleet: &Fleet,
+    single: bool,
+    out: &Output,
+) -> Result<Status> {
+    let verdicts = futures::future::join_all(hosts.iter_mut().map(|h| h.go())).await;
+    let all_ok = verdicts.iter().all(|v| matches!(v, Ok(true)));
+    if !all_ok {
+        // Revert every host that switched; the failed ones switched back (or never moved).
+        let reasons: Vec<String> = hosts
+            .iter()
+            .zip(&verdicts)
+            .filter_map(|(h, v)| match v {
+                Ok(true) => None,
+                Ok(false) => Some(format!("{}: a verify hook failed", h.target.label)),
+                Err(e) => Some(format!("{e:#}")),
+            })
+            .collect();
+        for (h, v) in hosts.iter_mut().zip(verdicts) {
+            if matches!(v, Ok(false)) {
+                // It switches back by itself; wait for it.
+                h.phase = Phase::Swapped;
+            }
+            h.call_off().await;
+        }
+        return Err(split_or_failed(hosts, fleet, reasons.join("; ")));
+    }
+    let committed = futures::future::join_all(hosts.iter_mut().map(|h| h.commit())).await;
+    let mut warnings = false;
+    let mut errors = Vec::new();
+    for (h, c) in hosts.iter_mut().zip(committed) {
+        match c {
+            Ok(0) => {}
+            Ok(_) => warnings = true,
+            Err(e) => {
+                if h.report.status != Status::Reverted {
+                    h.report.status = Status::Unknown;
+                }
+                errors.push(format!("{e:#}"));
+            }
+        }
+    }
+    if !errors.is_empty() {
+        return Err(split_or_failed(hosts, fleet, errors.join("; ")));
+    }
+    if single {
+        let h = &hosts[0];
+        h.out.info(format_args!(
+            "{}: current -> releases/{}",
+            h.target.describe(),
+            h.report.release.as_deref().unwrap_or("?")
+        ));
+    }
+    if warnings {
+        return Err(LiveWithWarnings(format!(
+            "target {}, stage after swap: release {} is live, but an after_swap hook or the cleanup failed (see the warnings above)",
+            fleet.name,
+            hosts[0].report.release.as_deref().unwrap_or("?")
+        ))
+        .into());
+    }
+    out.stage("committed");
+    Ok(Status::Live)
+}
+
+/// After a failed switch: exit 1 when every host is back where it was, exit 4 when some are
+/// on the new release and some are not, with the command that reconciles them.
+fn split_or_failed(hosts: &[HostDeploy], fleet: &Fleet, why: String) -> anyhow::Error {
+    let states: Vec<String> = hosts
+        .iter()
+        .map(|h| {
+            format!(
+                "  {}: {} ({})",
+                h.target.label,
+                h.report.status.word(),
+                match h.report.status {
+                    Status::Live => format!("on the new release {}", h.report.release.as_deref().unwrap_or("?")),
+                    Status::Unknown => "may be on either release: see `cutover releases`".to_string(),
+                    _ => format!(
+                        "on {}",
+                        h.report.previous.as_deref().unwrap_or("its previous state")
+                    ),
+                }
+            )
+        })
+        .collect();
+    let split = hosts
+        .iter()
+        .any(|h| matches!(h.report.status, Status::Live | Status::Unknown));
+    if split && hosts.len() > 1 {
+        let id = hosts[0].report.release.clone().unwrap_or_default();
+        FleetSplit(crate::error::with_hint(
+            format!(
+                "target {}, stage swap: the fleet is split ({why}):\n{}",
+                fleet.name,
+                states.join("\n")
+            ),
+            format!(
+                "bring every host to one release: `cutover deploy {0}` again, or `cutover rollback {0}`; \
+                 `cutover releases {0}` shows which host is on {id}",
+                fleet.name
+            ),
+        ))
+        .into()
+    } else if split {
+        anyhow!("{why}")
+    } else if hosts.len() > 1 {
+        anyhow!(
+            "target {}, stage swap: not switched ({why}); every host is back on its previous release:\n{}",
+            fleet.name,
+            states.join("\n")
+        )
+    } else {
+        anyhow!("{why}")
+    }
+}
+
+/// One error for several hosts' failures: the first, with how many others failed.
+fn first_failure(mut failures: Vec<anyhow::Error>, fleet: &Fleet, what: &str) -> anyhow::Error {
+    let n = failures.len();
+    let first = failures.remove(0);
+    if fleet.is_single() {
+        return first;
+    }
+    for other in &failures {
+        eprintln!("cutover: error: {other:#}");
+    }
+    first.context(format!(
+        "target {}: {n} of {} hosts failed; {what}",
+        fleet.name,
+        fleet.hosts.len()
+    ))
+}
+
+/// Give back every lock this deploy holds (before any script ran).
+async fn give_back_all(hosts: &mut [HostDeploy]) {
+    futures::future::join_all(hosts.iter_mut().map(|h| h.clean_up())).await;
+}
+
+/// Before the switch: every host stops and removes what it built.
+async fn call_off_all(hosts: &mut [HostDeploy]) {
+    futures::future::join_all(hosts.iter_mut().map(|h| h.call_off())).await;
+}
+
+fn print_plan(h: &HostDeploy, out: &Output) {
+    let Some(plan) = &h.plan else { return };
+    let base = match &plan.base {
+        crate::plan::Base::Empty => "a new release from scratch".to_string(),
+        crate::plan::Base::Previous(p) => format!("a copy of release {p}"),
+    };
+    h.out.summary(format!(
+        "dry run: would build {base}: {} to upload ({}), {} to delete, {} new directories, {} unchanged; nothing was written{}",
+        plan.uploads.len(),
+        bytes(plan.upload_bytes),
+        plan.deletes.len(),
+        plan.new_dirs.len(),
+        plan.unchanged,
+        if plan.noop { " (nothing changed: a deploy would build no release)" } else { "" }
+    ));
+    if out.verbose {
+        for p in &plan.uploads {
+            eprintln!("{}  upload  {p:?}", h.out.prefix);
+        }
+        for p in &plan.deletes {
+            eprintln!("{}  delete  {p:?}", h.out.prefix);
+        }
+        for p in &plan.new_dirs {
+            eprintln!("{}  mkdir   {p:?}", h.out.prefix);
+        }
+        if let Some(s) = &h.survey {
+            for f in &s.foreign {
+                eprintln!(
+                    "{}  note: releases/{:?} is not a cutover release ({}); left alone",
+                    h.out.prefix, f.name, f.why
+                );
+            }
+        }
+    }
+}
+
+/// Resolves on SIGINT or SIGTERM, naming it.
+pub struct Interrupts {
+    int: tokio::signal::unix::Signal,
+    term: tokio::signal::unix::Signal,
+}
+
+impl Interrupts {
+    /// Listen from the start of the command: a signal that arrives before anyone waits for it
+    /// is still seen, and never kills the process halfway through a stage.
+    pub fn listen() -> Result<Interrupts> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(Interrupts {
+            int: signal(SignalKind::interrupt()).context("cannot listen for SIGINT")?,
+            term: signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?,
+        })
+    }
+
+    /// Resolves on the next SIGINT or SIGTERM, naming it.
+    pub async fn next(&mut self) -> &'static str {
+        tokio::select! {
+            _ = self.int.recv() => "SIGINT",
+            _ = self.term.recv() => "SIGTERM",
+        }
+    }
+}

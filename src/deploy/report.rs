@@ -1,0 +1,217 @@
+//! How a deploy ended, per host and for the whole target: the summary lines, the table of a
+//! fleet, and the `--json` document (schema in the README, "JSON output").
+
+use serde::Serialize;
+
+use crate::output::{bytes, Output};
+
+/// How a host (or the whole target) ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    /// The new release is live (and committed).
+    Live,
+    /// Nothing changed: no release was built; the live one stays.
+    Unchanged,
+    /// The deploy failed before the switch: `current` is untouched.
+    #[default]
+    Failed,
+    /// The switch happened and was undone: `current` is as it was.
+    Reverted,
+    /// Unknown, or split: the host may be on either release (see its error).
+    Unknown,
+}
+
+impl Status {
+    pub fn word(self) -> &'static str {
+        match self {
+            Status::Live => "live",
+            Status::Unchanged => "unchanged",
+            Status::Failed => "failed",
+            Status::Reverted => "reverted",
+            Status::Unknown => "unknown",
+        }
+    }
+}
+
+/// One host's part of a deploy.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct HostReport {
+    pub host: String,
+    pub destination: String,
+    /// The release this deploy built (or, unchanged, the live one).
+    pub release: Option<String>,
+    /// The release that was live before.
+    pub previous: Option<String>,
+    pub status: Status,
+    pub uploaded: usize,
+    pub deleted: usize,
+    pub unchanged: usize,
+    pub bytes_sent: u64,
+    pub shared_links: u64,
+    pub seconds: f64,
+    /// Round-trip time of the connection, measured at connect (none locally).
+    pub rtt_ms: Option<f64>,
+    pub warnings: Vec<String>,
+    /// How many warnings the script counted (shared walk, leftovers, …).
+    #[serde(skip)]
+    pub script_warnings: u64,
+    /// Why it failed, when it did.
+    pub error: Option<String>,
+    /// Milliseconds since the command started when `current` was switched (fleets: the spread
+    /// of these is the mixed-version window).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub switched_at_ms: Option<f64>,
+}
+
+/// The whole deploy.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub target: String,
+    pub release: Option<String>,
+    pub previous: Option<String>,
+    pub status: Status,
+    pub uploaded: usize,
+    pub deleted: usize,
+    pub unchanged: usize,
+    pub bytes_sent: u64,
+    pub seconds: f64,
+    pub warnings: Vec<String>,
+    pub hosts: Vec<HostReport>,
+}
+
+impl Report {
+    pub fn new(target: &str, hosts: Vec<HostReport>, status: Status, seconds: f64) -> Report {
+        let first = hosts.first();
+        let release = first.and_then(|h| h.release.clone());
+        let previous = first.and_then(|h| h.previous.clone());
+        let sum = |f: fn(&HostReport) -> usize| hosts.iter().map(f).sum();
+        let many = hosts.len() > 1;
+        Report {
+            target: target.to_string(),
+            release,
+            previous,
+            status,
+            uploaded: sum(|h| h.uploaded),
+            deleted: sum(|h| h.deleted),
+            unchanged: sum(|h| h.unchanged),
+            bytes_sent: hosts.iter().map(|h| h.bytes_sent).sum(),
+            seconds,
+            warnings: hosts
+                .iter()
+                .flat_map(|h| {
+                    h.warnings.iter().map(|w| {
+                        if many {
+                            format!("[{}] {w}", h.host)
+                        } else {
+                            w.clone()
+                        }
+                    })
+                })
+                .collect(),
+            hosts,
+        }
+    }
+
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(self).expect("the report serializes")
+    }
+
+    /// How far apart the hosts switched `current`, in milliseconds.
+    pub fn switch_spread_ms(&self) -> Option<f64> {
+        let times: Vec<f64> = self.hosts.iter().filter_map(|h| h.switched_at_ms).collect();
+        let min = times.iter().cloned().reduce(f64::min)?;
+        let max = times.iter().cloned().reduce(f64::max)?;
+        Some(max - min)
+    }
+
+    /// The table of a fleet: one row per host.
+    pub fn table(&self) -> String {
+        let mut rows = vec![[
+            "host".to_string(),
+            "release".into(),
+            "previous".into(),
+            "uploaded".into(),
+            "time".into(),
+            "result".into(),
+            "rtt".into(),
+        ]];
+        for h in &self.hosts {
+            rows.push([
+                h.host.clone(),
+                h.release.clone().unwrap_or_else(|| "-".into()),
+                h.previous.clone().unwrap_or_else(|| "-".into()),
+                format!("{} ({})", h.uploaded, bytes(h.bytes_sent)),
+                format!("{:.1} s", h.seconds),
+                h.status.word().to_string(),
+                h.rtt_ms
+                    .map(|r| format!("{r:.0} ms"))
+                    .unwrap_or_else(|| "-".into()),
+            ]);
+        }
+        let widths: Vec<usize> = (0..7)
+            .map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0))
+            .collect();
+        let mut out = String::new();
+        for r in rows {
+            let line: Vec<String> = r
+                .iter()
+                .zip(&widths)
+                .map(|(c, w)| format!("{c:<w$}"))
+                .collect();
+            out.push_str(line.join("  ").trim_end());
+            out.push('\n');
+        }
+        out
+    }
+}
+
+/// `t: release ID is live: 3 uploaded, 0 deleted, …` — the line scripts and people read.
+pub fn live_line(target: &str, h: &HostReport, verb: &str) -> String {
+    format!(
+        "{target}: release {} {verb}: {} uploaded, {} deleted, {} unchanged, {} sent, {} shared links, {} warnings, {:.1} s",
+        h.release.as_deref().unwrap_or("?"),
+        h.uploaded,
+        h.deleted,
+        h.unchanged,
+        bytes(h.bytes_sent),
+        h.shared_links,
+        h.script_warnings,
+        h.seconds
+    )
+}
+
+/// Print the end of a deploy for people (the JSON document is printed by the caller).
+pub fn print(report: &Report, out: &Output) {
+    let single = report.hosts.len() == 1;
+    for h in &report.hosts {
+        let o = if single {
+            out.clone()
+        } else {
+            out.for_host(&h.host)
+        };
+        match h.status {
+            Status::Live => o.summary(live_line(&report.target, h, "is live")),
+            Status::Unchanged => o.summary(format!(
+                "{}: nothing changed: release {} stays live",
+                report.target,
+                h.release.as_deref().unwrap_or("?")
+            )),
+            _ => {}
+        }
+    }
+    if !single {
+        out.summary(format!("\n{}", report.table().trim_end()));
+        let switched = report
+            .hosts
+            .iter()
+            .filter(|h| h.switched_at_ms.is_some() && h.status == Status::Live)
+            .count();
+        if let Some(spread) = report.switch_spread_ms() {
+            out.summary(format!(
+                "{switched}/{} hosts switched within {spread:.0} ms",
+                report.hosts.len()
+            ));
+        }
+    }
+}
