@@ -524,7 +524,8 @@ impl Config {
                 "{file}: target {name}: `sftp_only = true` needs an SSH host, not \"local\""
             )));
         }
-        check_no_duplicates(&hosts).map_err(|why| usage(format!("{file}: target {name}: {why}")))?;
+        check_no_duplicates(&hosts)
+            .map_err(|why| usage(format!("{file}: target {name}: {why}")))?;
         Ok(Fleet {
             name: name.clone(),
             hosts,
@@ -534,7 +535,10 @@ impl Config {
 }
 
 /// `host` or `hosts` of a target, as entries.
-fn host_entries(raw: &RawTarget, key: &dyn Fn(&str) -> String) -> std::result::Result<Vec<HostEntry>, String> {
+fn host_entries(
+    raw: &RawTarget,
+    key: &dyn Fn(&str) -> String,
+) -> std::result::Result<Vec<HostEntry>, String> {
     match (&raw.host, &raw.hosts) {
         (Some(_), Some(_)) => Err(format!(
             "`{}` and `{}` are both set: use `host` for one server, `hosts` for several",
@@ -550,13 +554,16 @@ fn host_entries(raw: &RawTarget, key: &dyn Fn(&str) -> String) -> std::result::R
             host: host.clone(),
             ..HostEntry::default()
         }]),
-        (None, Some(list)) if list.is_empty() => {
-            Err(format!("`{}` is empty: name at least one host", key("hosts")))
-        }
+        (None, Some(list)) if list.is_empty() => Err(format!(
+            "`{}` is empty: name at least one host",
+            key("hosts")
+        )),
         (None, Some(list)) => list
             .iter()
             .enumerate()
-            .map(|(i, v)| host_entry(v).map_err(|why| format!("`{}` entry {}: {why}", key("hosts"), i + 1)))
+            .map(|(i, v)| {
+                host_entry(v).map_err(|why| format!("`{}` entry {}: {why}", key("hosts"), i + 1))
+            })
             .collect(),
     }
 }
@@ -598,7 +605,9 @@ fn host_entry(v: &toml::Value) -> std::result::Result<HostEntry, String> {
             }
             Ok(entry)
         }
-        _ => Err("expected a host name or a table { host = …, port = …, user = …, path = … }".into()),
+        _ => {
+            Err("expected a host name or a table { host = …, port = …, user = …, path = … }".into())
+        }
     }
 }
 
@@ -964,15 +973,20 @@ mod tests {
         );
         assert!(e.contains("same server"), "{e}");
         // Same host, other path: two deploys, fine.
-        assert!(load("[targets.p]\nhosts=['w', { host = 'w', path = '/y' }]\npath='/x'\n")
-            .unwrap()
-            .target(None)
-            .is_ok());
+        assert!(
+            load("[targets.p]\nhosts=['w', { host = 'w', path = '/y' }]\npath='/x'\n")
+                .unwrap()
+                .target(None)
+                .is_ok()
+        );
     }
 
     #[test]
     fn a_bad_host_entry_is_named() {
-        let e = err("[targets.p]\nhosts=['a', { host = 'b', prot = 1 }]\npath='/x'\n", None);
+        let e = err(
+            "[targets.p]\nhosts=['a', { host = 'b', prot = 1 }]\npath='/x'\n",
+            None,
+        );
         assert!(e.contains("entry 2") && e.contains("prot"), "{e}");
     }
 
@@ -1013,9 +1027,16 @@ mod tests {
             format!("[targets.a]\nhost='local'\npath='{}'\n", inside.display()),
         )
         .unwrap();
-        let e = format!("{:#}", Config::load(&file).unwrap().target(None).unwrap_err());
+        let e = format!(
+            "{:#}",
+            Config::load(&file).unwrap().target(None).unwrap_err()
+        );
         assert!(e.contains("inside the source"), "{e}");
-        std::fs::write(&file, "source='site'\n[targets.a]\nhost='local'\npath='/'\n").unwrap();
+        std::fs::write(
+            &file,
+            "source='site'\n[targets.a]\nhost='local'\npath='/'\n",
+        )
+        .unwrap();
         std::fs::create_dir(dir.path().join("site")).unwrap();
         std::fs::write(
             &file,
@@ -1025,7 +1046,10 @@ mod tests {
             ),
         )
         .unwrap();
-        let e = format!("{:#}", Config::load(&file).unwrap().target(None).unwrap_err());
+        let e = format!(
+            "{:#}",
+            Config::load(&file).unwrap().target(None).unwrap_err()
+        );
         assert!(e.contains("inside the deploy path"), "{e}");
     }
 
@@ -1040,11 +1064,12 @@ mod tests {
             let e = err(&format!("{bad}\n[targets.a]\nhost='h'\npath='/x'\n"), None);
             assert!(e.contains(why), "{bad}: {e}");
         }
-        let t = load("shared_dirs=['storage/']\nshared_files=['.env']\n[targets.a]\nhost='h'\npath='/x'\n")
-            .unwrap()
-            .target(None)
-            .unwrap();
+        let t = load(
+            "shared_dirs=['storage/']\nshared_files=['.env']\n[targets.a]\nhost='h'\npath='/x'\n",
+        )
+        .unwrap()
+        .target(None)
+        .unwrap();
         assert_eq!(t.hosts[0].shared.files, [".env"]);
     }
 }
-

@@ -275,7 +275,9 @@ mod tests {
         );
         let later_in_that_second = now + chrono::Duration::milliseconds(500);
         assert_eq!(
-            ReleaseId::next([&same], later_in_that_second).unwrap().as_str(),
+            ReleaseId::next([&same], later_in_that_second)
+                .unwrap()
+                .as_str(),
             "20261126120001"
         );
     }

@@ -83,7 +83,13 @@ impl LockInfo {
 
     /// `held by deploy@laptop pid 4242 (cutover deploy), started 2026-…Z, 3 min ago`.
     pub fn describe(&self) -> String {
-        let or = |s: &str| if s.is_empty() { "?".to_string() } else { s.to_string() };
+        let or = |s: &str| {
+            if s.is_empty() {
+                "?".to_string()
+            } else {
+                s.to_string()
+            }
+        };
         let age = layout::parse_iso(&self.started)
             .map(|t| {
                 format!(
@@ -249,10 +255,8 @@ async fn open_pending(
 /// symbolic link is not read (its target could be any file): it reads as an unknown holder.
 pub async fn read(session: &Session, layout: &Layout) -> Result<Option<LockInfo>> {
     let (lock_path, info_path) = (layout.lock(), layout.lock_info());
-    let (lock_kind, info_kind) = tokio::join!(
-        session.path_kind(&lock_path),
-        session.path_kind(&info_path)
-    );
+    let (lock_kind, info_kind) =
+        tokio::join!(session.path_kind(&lock_path), session.path_kind(&info_path));
     if lock_kind? != PathKind::Dir || info_kind? != PathKind::File {
         return Ok(None);
     }
@@ -333,7 +337,9 @@ mod tests {
         );
         let d = info.describe();
         assert!(
-            d.starts_with("held by alice@laptop pid 4242 (cutover deploy), started 2026-01-02T03:04:05Z, "),
+            d.starts_with(
+                "held by alice@laptop pid 4242 (cutover deploy), started 2026-01-02T03:04:05Z, "
+            ),
             "{d}"
         );
         assert!(d.ends_with("ago"), "{d}");

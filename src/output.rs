@@ -52,7 +52,11 @@ impl Output {
         }
     }
     pub fn warn(&self, msg: impl Display) {
-        eprintln!("{}cutover: {}: {msg}", self.prefix, paint("warning", Colour::Yellow));
+        eprintln!(
+            "{}cutover: {}: {msg}",
+            self.prefix,
+            paint("warning", Colour::Yellow)
+        );
     }
     /// A result line: stdout, unless stdout is reserved.
     pub fn summary(&self, msg: impl Display) {

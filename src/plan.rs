@@ -126,7 +126,10 @@ impl Plan {
         // works inside it: no need for it to be a directory now.
         let deleted = |p: &str| {
             deletes.iter().any(|d| {
-                p == d || (p.len() > d.len() && p.starts_with(d.as_str()) && p.as_bytes()[d.len()] == b'/')
+                p == d
+                    || (p.len() > d.len()
+                        && p.starts_with(d.as_str())
+                        && p.as_bytes()[d.len()] == b'/')
             })
         };
         let touched_dirs = touched
@@ -294,7 +297,13 @@ mod tests {
     #[test]
     fn touched_dirs_are_every_directory_the_script_works_inside() {
         let id = ReleaseId::parse("20260101000000").unwrap();
-        let old = m(&[("a", "d"), ("a/b", "d"), ("a/b/x", "1"), ("c", "d"), ("c/y", "2")]);
+        let old = m(&[
+            ("a", "d"),
+            ("a/b", "d"),
+            ("a/b/x", "1"),
+            ("c", "d"),
+            ("c/y", "2"),
+        ]);
         let new = m(&[
             ("a", "d"),
             ("a/b", "d"),
@@ -325,8 +334,14 @@ mod tests {
         let p = Plan::build(Some((&id, &old)), &old, false);
         assert_eq!(p.uploads, ["uploads"], "shared-shaped links travel again");
         assert!(p.noop);
-        assert!(!Plan::build(Some((&id, &old)), &old, true).noop, "--full builds anew");
-        assert!(!Plan::build(None, &old, false).noop, "no previous release: something to build");
+        assert!(
+            !Plan::build(Some((&id, &old)), &old, true).noop,
+            "--full builds anew"
+        );
+        assert!(
+            !Plan::build(None, &old, false).noop,
+            "no previous release: something to build"
+        );
         let mut new = old.clone();
         new.entries.get_mut("x").unwrap().mode = 0o755;
         assert!(!Plan::build(Some((&id, &old)), &new, false).noop);

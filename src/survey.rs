@@ -97,15 +97,13 @@ impl Survey {
     /// Read what `layout`'s host holds, in three flights of requests.
     pub async fn read(session: &Session, layout: &Layout) -> Result<Survey> {
         let current_path = layout.current();
-        let dirs = async {
-            futures::future::join_all(
-                Layout::DIRECTORIES
-                    .iter()
-                    .chain([&layout::SHARED])
-                    .map(|d| async move { (d.to_string(), session.path_kind(&layout.at(d)).await) }),
-            )
-            .await
-        };
+        let dirs =
+            async {
+                futures::future::join_all(Layout::DIRECTORIES.iter().chain([&layout::SHARED]).map(
+                    |d| async move { (d.to_string(), session.path_kind(&layout.at(d)).await) },
+                ))
+                .await
+            };
         let (releases_path, manifests_path, staging_path, lock_path) = (
             layout.releases(),
             layout.manifests(),
@@ -292,7 +290,10 @@ impl Survey {
                 crate::shell::quote(&layout.at(name))
             ),
         };
-        Some(format!("{} is {what}, not a directory: {fix}", layout.at(name)))
+        Some(format!(
+            "{} is {what}, not a directory: {fix}",
+            layout.at(name)
+        ))
     }
 }
 

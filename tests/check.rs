@@ -368,7 +368,7 @@ fn deploy_path_not_writable_by_the_user_fails() {
             "root:root",
         ],
     );
-    assert!(fix(&run, "writable").contains(&format!("chown -R {}", user.name)));
+    assert!(fix(&run, "writable").contains(&format!("chown -R '{}'", user.name)));
 
     // a deploy path that does not exist, in a directory the user cannot write
     fs::remove_dir(&site.path).unwrap();
@@ -404,7 +404,7 @@ fn current_as_a_real_directory_fails_with_the_migration_steps() {
     );
     let steps = fix(&run, "current");
     assert!(
-        steps.contains(&format!("cd {}", site.path.display()))
+        steps.contains(&format!("cd '{}'", site.path.display()))
             && steps.contains("mv current releases/")
             && steps.contains("ln -s releases/"),
         "{}",

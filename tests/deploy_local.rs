@@ -419,11 +419,7 @@ fn bundled_demo_config_deploys_the_demo_site() {
         assert_eq!(run.code, Some(0), "round {round}\n{}", run.describe());
         if round == 1 {
             // Nothing changed: no new release, no hook, and it says so.
-            assert!(
-                run.stdout.contains("nothing changed"),
-                "{}",
-                run.describe()
-            );
+            assert!(run.stdout.contains("nothing changed"), "{}", run.describe());
             fs::write(site.join("index.html"), "<h1>edited</h1>\n").unwrap();
             let run = run_cutover(dir.path(), dir.path(), &args);
             assert_eq!(run.code, Some(0), "round {round}\n{}", run.describe());

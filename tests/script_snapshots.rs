@@ -6,12 +6,33 @@ use std::path::PathBuf;
 use cutover::config::{CopyMode, Hooks, Host, HostKeyChecking, Target};
 use cutover::layout::ReleaseId;
 use cutover::plan::Plan;
-use cutover::script::{deploy_script, Lock, ManifestFrom};
+use cutover::script::{DeployScript, Lock};
 use cutover::source::{Entry, Kind, Manifest};
+
+/// The deploy script as a deploy renders it: the client holds the lock (and talks to the
+/// script), or the script takes the lock itself (printed by --emit-script, run by hand).
+fn deploy_script(t: &Target, id: &ReleaseId, plan: &Plan, archives: usize, lock: Lock) -> String {
+    cutover::script::deploy_script(
+        t,
+        &DeployScript {
+            id,
+            plan,
+            archives,
+            lock,
+            token: "5f0c2d6e9a8b7c1d3e4f5a6b7c8d9e0f",
+            talk: lock == Lock::HeldByClient,
+        },
+    )
+}
 
 fn target(hooks: Hooks) -> Target {
     Target {
         name: "production".into(),
+        label: "example.com".into(),
+        in_fleet: false,
+        shared: Default::default(),
+        sftp_only: false,
+        barrier_timeout: 300,
         host: Host::Ssh {
             host: "example.com".into(),
             port: 22,
@@ -74,7 +95,6 @@ fn first_deploy() {
         &id("20261126120000"),
         &plan,
         1,
-        ManifestFrom::Staging,
         Lock::HeldByClient
     ));
 }
@@ -122,7 +142,6 @@ fn incremental_with_changes_and_deletions() {
         &id("20261126130000"),
         &plan,
         1,
-        ManifestFrom::Staging,
         Lock::HeldByClient
     ));
 }
@@ -174,7 +193,6 @@ fn shared_path_becomes_repository_dir_with_hostile_names() {
         &id("20261126130000"),
         &plan,
         1,
-        ManifestFrom::Staging,
         Lock::HeldByClient
     ));
 }
@@ -187,6 +205,7 @@ fn hooks() {
             "echo \"it's $CUTOVER_RELEASE\" > build.txt".into(),
         ],
         after_swap: vec!["curl -fsS https://example.com/healthz".into()],
+        verify: vec!["curl -fsS http://127.0.0.1/up".into()],
     };
     let plan = Plan::build(None, &v1(), false);
     insta::assert_snapshot!(deploy_script(
@@ -194,7 +213,6 @@ fn hooks() {
         &id("20261126120000"),
         &plan,
         1,
-        ManifestFrom::Staging,
         Lock::HeldByClient
     ));
 }
@@ -218,23 +236,27 @@ fn emit_script_takes_the_lock_itself() {
         &id("20261126130000"),
         &plan,
         2,
-        ManifestFrom::Staging,
         Lock::TakenByScript
     ));
 }
 
-/// Nothing changed: nothing is uploaded, and the new release takes the previous manifest.
+/// Declared shared paths: the release links them; the script creates missing shared
+/// directories and refuses to go on without a declared shared file.
 #[test]
-fn unchanged_tree_keeps_the_previous_manifest() {
-    let prev = id("20261126120000");
-    let plan = Plan::build(Some((&prev, &v1())), &v1(), false);
-    assert!(plan.uploads.is_empty() && plan.deletes.is_empty());
+fn declared_shared_paths() {
+    let mut t = target(Hooks::default());
+    t.shared = cutover::config::SharedPaths {
+        dirs: vec!["storage".into(), "public/uploads".into()],
+        files: vec![".env".into()],
+    };
+    let mut m = v1();
+    cutover::source::link_shared(&mut m, &t.shared);
+    let plan = Plan::build(None, &m, false);
     insta::assert_snapshot!(deploy_script(
-        &target(Hooks::default()),
-        &id("20261126130000"),
+        &t,
+        &id("20261126120000"),
         &plan,
-        0,
-        ManifestFrom::Previous,
+        1,
         Lock::HeldByClient
     ));
 }
@@ -255,7 +277,6 @@ fn a_script_sent_on_stdin_runs_whole_or_not_at_all() {
         &id("20261126120000"),
         &plan,
         1,
-        ManifestFrom::Staging,
         Lock::HeldByClient,
     );
     // First thing the script does: leave a mark, and read whatever stdin still holds.
@@ -382,7 +403,9 @@ fn rollback() {
     insta::assert_snapshot!(cutover::script::rollback_script(
         &target(Hooks::default()),
         &id("20261126130000"),
-        &id("20261126120000")
+        &id("20261126120000"),
+        "5f0c2d6e9a8b7c1d3e4f5a6b7c8d9e0f",
+        true
     ));
 }
 

@@ -129,7 +129,11 @@ pub async fn run(fleet: &Fleet, json: bool, out: &Output) -> Result<()> {
     }
     let mut failed_hosts = Vec::new();
     for (t, report) in fleet.hosts.iter().zip(&reports) {
-        let o = if single { out.clone() } else { out.for_host(&t.label) };
+        let o = if single {
+            out.clone()
+        } else {
+            out.for_host(&t.label)
+        };
         if !json {
             for line in render(&report.checks, out.quiet).lines() {
                 if out.stdout_reserved {
@@ -146,7 +150,11 @@ pub async fn run(fleet: &Fleet, json: bool, out: &Output) -> Result<()> {
             .map(|c| c.name.as_str())
             .collect();
         if failed.is_empty() {
-            let notes = report.checks.iter().filter(|c| c.status == Status::Warn).count();
+            let notes = report
+                .checks
+                .iter()
+                .filter(|c| c.status == Status::Warn)
+                .count();
             o.info(format_args!(
                 "{}: {} checks passed{}: a deploy would work",
                 t.name,
@@ -160,7 +168,11 @@ pub async fn run(fleet: &Fleet, json: bool, out: &Output) -> Result<()> {
         } else {
             failed_hosts.push(format!(
                 "{}failed: {}",
-                if single { String::new() } else { format!("{}: ", t.label) },
+                if single {
+                    String::new()
+                } else {
+                    format!("{}: ", t.label)
+                },
                 failed.join(", ")
             ));
         }

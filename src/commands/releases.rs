@@ -49,8 +49,7 @@ pub struct Listing {
 }
 
 pub async fn list(fleet: &Fleet, json: bool, out: &Output) -> Result<()> {
-    let per_host =
-        futures::future::join_all(fleet.hosts.iter().map(|t| read_host(t, out))).await;
+    let per_host = futures::future::join_all(fleet.hosts.iter().map(|t| read_host(t, out))).await;
     let mut releases: BTreeMap<ReleaseId, ReleaseInfo> = BTreeMap::new();
     let mut hosts = Vec::new();
     let mut first_error = None;
@@ -170,18 +169,31 @@ fn print_listing(listing: &Listing, fleet: &Fleet, out: &Output) {
                     format!("  current on {}", on.join(", "))
                 },
                 if missing > 0 {
-                    format!("  (missing on {missing} host{})", if missing == 1 { "" } else { "s" })
+                    format!(
+                        "  (missing on {missing} host{})",
+                        if missing == 1 { "" } else { "s" }
+                    )
                 } else {
                     String::new()
                 }
             )
         };
-        out.summary(format!("{}  {age:>9} ago  {files:>12}{who}{git}{mark}", r.id));
+        out.summary(format!(
+            "{}  {age:>9} ago  {files:>12}{who}{git}{mark}",
+            r.id
+        ));
     }
     for h in &listing.hosts {
-        let o = if single { out.clone() } else { out.for_host(&h.host) };
+        let o = if single {
+            out.clone()
+        } else {
+            out.for_host(&h.host)
+        };
         for f in &h.foreign {
-            o.summary(format!("{:?}: not a cutover release ({}); left alone", f.name, f.why));
+            o.summary(format!(
+                "{:?}: not a cutover release ({}); left alone",
+                f.name, f.why
+            ));
         }
         if let Some(e) = &h.error {
             o.warn(e);
@@ -191,7 +203,13 @@ fn print_listing(listing: &Listing, fleet: &Fleet, out: &Output) {
         let states: Vec<String> = listing
             .hosts
             .iter()
-            .map(|h| format!("{} on {}", h.host, h.current.as_deref().unwrap_or("nothing")))
+            .map(|h| {
+                format!(
+                    "{} on {}",
+                    h.host,
+                    h.current.as_deref().unwrap_or("nothing")
+                )
+            })
             .collect();
         out.warn(format_args!(
             "the hosts of target {0} are NOT on the same release: {1}; `cutover deploy {0}` or `cutover rollback {0} --to ID` brings them together",
@@ -217,7 +235,10 @@ async fn read_host(
         let records = futures::future::join_all(survey.releases.iter().map(|id| {
             let (session, layout) = (&session, &layout);
             async move {
-                let record = match session.read_file(&layout.manifest(id), MANIFEST_LIMIT).await {
+                let record = match session
+                    .read_file(&layout.manifest(id), MANIFEST_LIMIT)
+                    .await
+                {
                     Ok(Some(bytes)) => std::str::from_utf8(&bytes)
                         .ok()
                         .and_then(|t| Manifest::parse(t).ok())
@@ -239,7 +260,11 @@ pub async fn unlock(fleet: &Fleet, out: &Output) -> Result<()> {
     let single = fleet.is_single();
     let mut failed = None;
     for t in &fleet.hosts {
-        let o = if single { out.clone() } else { out.for_host(&t.label) };
+        let o = if single {
+            out.clone()
+        } else {
+            out.for_host(&t.label)
+        };
         if let Err(e) = unlock_host(t, &o).await {
             o.warn(format_args!("{e:#}"));
             failed.get_or_insert(e);

@@ -8,7 +8,7 @@ use anyhow::{anyhow, bail, Result};
 
 use crate::config::Fleet;
 use crate::deploy::host::HostDeploy;
-use crate::deploy::report::{self, Report, Status};
+use crate::deploy::report::{Report, Status};
 use crate::error::usage;
 use crate::layout::ReleaseId;
 use crate::output::Output;
@@ -30,7 +30,11 @@ pub async fn run(fleet: &Fleet, to: Option<&str>, json: bool, out: &Output) -> R
     let result = rollback(fleet, wanted, single, out, &mut hosts).await;
     let status = match &result {
         Ok(s) => *s,
-        Err(_) if hosts.iter().any(|h: &HostDeploy| h.report.status == Status::Live) => {
+        Err(_)
+            if hosts
+                .iter()
+                .any(|h: &HostDeploy| h.report.status == Status::Live) =>
+        {
             Status::Unknown
         }
         Err(_) => Status::Failed,
@@ -39,12 +43,21 @@ pub async fn run(fleet: &Fleet, to: Option<&str>, json: bool, out: &Output) -> R
     for h in hosts {
         h.close().await;
     }
-    let report = Report::new(&fleet.name, reports, status, started.elapsed().as_secs_f64());
+    let report = Report::new(
+        &fleet.name,
+        reports,
+        status,
+        started.elapsed().as_secs_f64(),
+    );
     if json {
         println!("{}", report.to_json());
     } else if result.is_ok() {
         for h in &report.hosts {
-            let o = if single { out.clone() } else { out.for_host(&h.host) };
+            let o = if single {
+                out.clone()
+            } else {
+                out.for_host(&h.host)
+            };
             match h.status {
                 Status::Live => o.summary(format!(
                     "{}: rolled back: current -> releases/{} (was {})",
@@ -63,7 +76,6 @@ pub async fn run(fleet: &Fleet, to: Option<&str>, json: bool, out: &Output) -> R
             out.summary(format!("\n{}", report.table().trim_end()));
         }
     }
-    let _ = report::Status::Live;
     result.map(|_| ())
 }
 
@@ -75,8 +87,12 @@ async fn rollback(
     hosts: &mut Vec<HostDeploy>,
 ) -> Result<Status> {
     for t in &fleet.hosts {
-        let o = if single { out.clone() } else { out.for_host(&t.label) };
-        hosts.push(HostDeploy::connect(t, o, true).await?);
+        let o = if single {
+            out.clone()
+        } else {
+            out.for_host(&t.label)
+        };
+        hosts.push(HostDeploy::connect(t, o).await?);
     }
     for r in futures::future::join_all(hosts.iter_mut().map(|h| h.survey(true))).await {
         r?;
@@ -86,13 +102,18 @@ async fn rollback(
     let mut lives = Vec::new();
     for h in hosts.iter() {
         let survey = h.survey.as_ref().expect("surveyed");
-        let live = survey.current.release().filter(|id| survey.releases.contains(id)).cloned().ok_or_else(|| {
-            anyhow!(
-                "{}: {} does not point to a cutover release; nothing to roll back from",
-                h.target.stage("rollback"),
-                h.layout.current()
-            )
-        })?;
+        let live = survey
+            .current
+            .release()
+            .filter(|id| survey.releases.contains(id))
+            .cloned()
+            .ok_or_else(|| {
+                anyhow!(
+                    "{}: {} does not point to a cutover release; nothing to roll back from",
+                    h.target.stage("rollback"),
+                    h.layout.current()
+                )
+            })?;
         lives.push(live);
     }
     let newest_live = lives.iter().max().cloned().expect("at least one host");
@@ -142,11 +163,17 @@ async fn rollback(
         return Ok(Status::Unchanged);
     }
     let pipelined = moving.len() == 1 && single;
-    let prepared = futures::future::join_all(hosts.iter_mut().enumerate().filter(|(i, _)| moving.contains(i)).map(|(i, h)| {
-        let from = lives[i].clone();
-        let to = to.clone();
-        async move { h.prepare_rollback(&from, &to, pipelined).await }
-    }))
+    let prepared = futures::future::join_all(
+        hosts
+            .iter_mut()
+            .enumerate()
+            .filter(|(i, _)| moving.contains(i))
+            .map(|(i, h)| {
+                let from = lives[i].clone();
+                let to = to.clone();
+                async move { h.prepare_rollback(&from, &to, pipelined).await }
+            }),
+    )
     .await;
     let failures: Vec<anyhow::Error> = prepared.into_iter().filter_map(Result::err).collect();
     if let Some(first) = failures.into_iter().next() {

@@ -56,7 +56,8 @@ pub struct Verdict {
 }
 
 pub async fn run(fleet: &Fleet, hash: bool, json: bool, out: &Output) -> Result<()> {
-    let hosts = futures::future::join_all(fleet.hosts.iter().map(|t| verify_host(t, hash, out))).await;
+    let hosts =
+        futures::future::join_all(fleet.hosts.iter().map(|t| verify_host(t, hash, out))).await;
     let verdict = Verdict {
         target: fleet.name.clone(),
         clean: hosts.iter().all(|h| h.clean),
@@ -70,7 +71,11 @@ pub async fn run(fleet: &Fleet, hash: bool, json: bool, out: &Output) -> Result<
         );
     } else {
         for h in &verdict.hosts {
-            let o = if fleet.is_single() { out.clone() } else { out.for_host(&h.host) };
+            let o = if fleet.is_single() {
+                out.clone()
+            } else {
+                out.for_host(&h.host)
+            };
             print_host(h, &fleet.name, hash, &o);
         }
     }
@@ -89,7 +94,11 @@ pub async fn run(fleet: &Fleet, hash: bool, json: bool, out: &Output) -> Result<
 
 fn print_host(h: &HostVerdict, target: &str, hash: bool, out: &Output) {
     let Some(release) = &h.release else { return };
-    for (what, list) in [("modified", &h.modified), ("missing", &h.missing), ("extra", &h.extra)] {
+    for (what, list) in [
+        ("modified", &h.modified),
+        ("missing", &h.missing),
+        ("extra", &h.extra),
+    ] {
         for d in list {
             out.summary(format!("{what:<9} {:?}: {}", d.path, d.why));
         }
@@ -98,7 +107,11 @@ fn print_host(h: &HostVerdict, target: &str, hash: bool, out: &Output) {
         out.summary(format!(
             "{target}: release {release} matches its manifest ({} entries checked{})",
             h.checked,
-            if hash { ", content hashed" } else { "; --hash compares content too" }
+            if hash {
+                ", content hashed"
+            } else {
+                "; --hash compares content too"
+            }
         ));
     } else {
         out.summary(format!(
@@ -125,8 +138,9 @@ async fn verify_host(target: &Target, hash: bool, out: &Output) -> HostVerdict {
     let layout = Layout::new(&target.path);
     match verify(&session, &layout, target, hash, &mut verdict).await {
         Ok(()) => {
-            verdict.clean =
-                verdict.modified.is_empty() && verdict.missing.is_empty() && verdict.extra.is_empty();
+            verdict.clean = verdict.modified.is_empty()
+                && verdict.missing.is_empty()
+                && verdict.extra.is_empty();
         }
         Err(e) => verdict.error = Some(format!("{e:#}")),
     }
@@ -326,9 +340,9 @@ fn compare(
         };
         let Some(f) = found.get(path) else {
             // Inside a directory that is missing or not a directory: said once, for the top.
-            let parent_reported = path
-                .rsplit_once('/')
-                .is_some_and(|(parent, _)| found.get(parent).is_none_or(|p| p.kind != PathKind::Dir));
+            let parent_reported = path.rsplit_once('/').is_some_and(|(parent, _)| {
+                found.get(parent).is_none_or(|p| p.kind != PathKind::Dir)
+            });
             if !parent_reported {
                 verdict.missing.push(Drift {
                     path: path.clone(),

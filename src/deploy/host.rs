@@ -20,7 +20,7 @@ use crate::layout::{Layout, ReleaseId};
 use crate::lock::{self, HeldLock, LockHeld};
 use crate::output::{bytes, Output, Progress};
 use crate::plan::{Base, Plan};
-use crate::remote::{OpenFile, Session, Shell, Stderr};
+use crate::remote::{OpenFile, PathKind, Session, Shell, Stderr};
 use crate::script::protocol::{word, Line};
 use crate::script::{self, DeployScript};
 use crate::source::Manifest;
@@ -59,26 +59,11 @@ pub struct HostDeploy {
 }
 
 impl HostDeploy {
-    /// Connect, and over SSH start the shell that will run the deploy script right away:
-    /// sshd starts a session slowly (a login shell, then `sh`), and the shell then waits for
-    /// its script while the survey and the plan are made. A shell never given one reads
-    /// end-of-input and runs nothing.
-    pub async fn connect(target: &Target, out: Output, shell: bool) -> Result<HostDeploy> {
+    /// Connect (no command runs yet: see [`HostDeploy::start_shell`]).
+    pub async fn connect(target: &Target, out: Output) -> Result<HostDeploy> {
         let session = Session::open(target, out.verbose)
             .await
             .with_context(|| target.stage("connect"))?;
-        let shell = if shell && !target.sftp_only {
-            let stderr = Stderr::new(&out.prefix, out.quiet);
-            match session.open_shell(stderr).await {
-                Ok(s) => Some(s),
-                Err(e) => {
-                    session.close().await;
-                    return Err(e.context(target.stage("connect")));
-                }
-            }
-        } else {
-            None
-        };
         out.stage("connected");
         Ok(HostDeploy {
             report: HostReport {
@@ -90,7 +75,7 @@ impl HostDeploy {
             target: target.clone(),
             out,
             session,
-            shell,
+            shell: None,
             survey: None,
             lock: None,
             plan: None,
@@ -98,6 +83,23 @@ impl HostDeploy {
             pipelined: false,
             script_started: false,
         })
+    }
+
+    /// Start the shell that will run the deploy script, while the survey and the plan are
+    /// made: sshd starts a session slowly (a login shell, then `sh`), and the shell then waits
+    /// for its script. A shell never given one reads end-of-input and runs nothing.
+    pub async fn start_shell(&mut self) -> Result<()> {
+        if self.target.sftp_only || self.shell.is_some() {
+            return Ok(());
+        }
+        let stderr = Stderr::new(&self.out.prefix, self.out.quiet);
+        let shell = self
+            .session
+            .open_shell(stderr)
+            .await
+            .with_context(|| self.target.stage("connect"))?;
+        self.shell = Some(shell);
+        Ok(())
     }
 
     /// Read the host's state and, unless `read_only`, take its lock in the same flights.
@@ -125,7 +127,11 @@ impl HostDeploy {
             Some(Err(e)) => {
                 let e = match e.downcast_ref::<LockHeld>() {
                     Some(held) => anyhow!(crate::error::with_hint(
-                        format!("{} is locked by another deploy ({})", self.layout.root(), held.holder),
+                        format!(
+                            "{} is locked by another deploy ({})",
+                            self.layout.root(),
+                            held.holder
+                        ),
                         format!(
                             "if no deploy is running (one was killed), run `cutover unlock {}`",
                             self.target.name
@@ -274,7 +280,10 @@ impl HostDeploy {
             (layout.staging_archive(id, 0), 0o600),
         ];
         let HostDeploy {
-            session, shell, out, ..
+            session,
+            shell,
+            out,
+            ..
         } = &mut *self;
         let send = async {
             match shell.as_mut() {
@@ -302,7 +311,9 @@ impl HostDeploy {
             match archives.next() {
                 Some((_, chunks)) => {
                     let rest = archives.collect();
-                    session.upload_archives((first, chunks), rest, &progress).await
+                    session
+                        .upload_archives((first, chunks), rest, &progress)
+                        .await
                 }
                 None => session.finish_file(first, b"").await.map(|_| 0),
             }
@@ -375,10 +386,8 @@ impl HostDeploy {
         self.report.previous = Some(from.to_string());
         let token = crate::lock::LockInfo::ours("cutover rollback").token;
         let text = script::rollback_script(&self.target, from, to, &token, true);
-        let shell = self
-            .shell
-            .as_mut()
-            .ok_or_else(|| anyhow!("{stage}: no shell to run the rollback script"))?;
+        self.start_shell().await?;
+        let shell = self.shell.as_mut().expect("just opened");
         shell.send_script(&text).await.context(stage.clone())?;
         if wait_started(shell).await.is_err() {
             return Err(self.script_ended("rollback").await);
@@ -491,11 +500,7 @@ impl HostDeploy {
     }
 
     fn collect_warnings(&mut self, count: u64) {
-        let captured = self
-            .shell
-            .as_ref()
-            .map(Shell::warnings)
-            .unwrap_or_default();
+        let captured = self.shell.as_ref().map(Shell::warnings).unwrap_or_default();
         self.report.warnings.extend(captured);
         self.report.script_warnings = count;
     }
@@ -551,7 +556,7 @@ impl HostDeploy {
                 anyhow!(crate::error::with_hint(
                     format!(
                         "{stage}: the connection ended before the deploy script reported back{}",
-                        lost.map(|w| format!(" (the SSH connection to {} was lost: {w})", self.session.describe())).unwrap_or_default()
+                        lost.map(|w| format!(": the SSH connection to {} was lost ({w})", self.session.describe())).unwrap_or_default()
                     ),
                     format!("on the server the script finishes or undoes itself on its own; run `cutover releases {name}` to see which release is live")
                 ))
@@ -567,9 +572,10 @@ impl HostDeploy {
     }
 
     /// After a failure before the switch: make sure neither this deploy's staging nor its lock
-    /// stays behind. The script removes both when it ran; a script that never ran (or a client
-    /// that stopped before sending it) leaves them to the client. Only a lock that still carries
-    /// this client's token is removed. Over a new connection when the old one is gone.
+    /// stays behind. A script that runs owns them: it removes both when it stops (its input
+    /// ends when the connection does). A script that never got to run leaves them to the
+    /// client, which removes them — over a new connection when the old one is gone — but only
+    /// while the lock still carries this client's token.
     pub async fn clean_up(&mut self) {
         let Some(lock) = self.lock.take() else { return };
         let staging = self
@@ -578,16 +584,50 @@ impl HostDeploy {
             .as_deref()
             .and_then(ReleaseId::parse)
             .map(|id| self.layout.staging(&id));
+        let script_runs = self.shell.as_ref().is_some_and(Shell::started);
+        self.script_started |= script_runs;
+        let lost = self.session.lost().await.is_some();
         let mut notes = Vec::new();
-        let mut done = try_clean(&self.session, &self.layout, &lock, staging.as_deref(), &mut notes).await;
-        if !done && self.session.lost().await.is_some() {
-            // The connection may be what failed: once more over a new one.
+        if script_runs && lost {
+            self.out.warn(
+                "the deploy script on the server sees the connection end: it stops, removes what it built and its staging, and releases the lock",
+            );
+            return;
+        }
+        let mut done = if lost {
+            false
+        } else {
+            try_clean(
+                &self.session,
+                &self.layout,
+                &lock,
+                staging.as_deref(),
+                &mut notes,
+            )
+            .await
+        };
+        if !done && lost {
+            // The connection is what failed: once more over a new one.
             if let Ok(Ok(fresh)) =
-                tokio::time::timeout(Duration::from_secs(15), Session::open(&self.target, false)).await
+                tokio::time::timeout(Duration::from_secs(15), Session::open(&self.target, false))
+                    .await
             {
                 notes.push("reconnected".into());
                 done = try_clean(&fresh, &self.layout, &lock, staging.as_deref(), &mut notes).await;
                 fresh.close().await;
+            }
+        }
+        if done && notes.is_empty() && script_runs {
+            // The script cleaned up after itself: say so, once checked.
+            let gone = match &staging {
+                Some(s) => matches!(self.session.path_kind(s).await, Ok(PathKind::Missing)),
+                None => true,
+            };
+            if gone {
+                notes.push(format!(
+                    "the deploy script removed what it built and {}, and released the lock",
+                    staging.as_deref().unwrap_or("its staging")
+                ));
             }
         }
         if !done {
@@ -597,8 +637,9 @@ impl HostDeploy {
                 self.target.name
             ));
         }
-        if !notes.is_empty() && !self.script_started {
-            self.out.warn(format_args!("deploy abandoned: {}", notes.join(", ")));
+        if !notes.is_empty() {
+            self.out
+                .warn(format_args!("deploy abandoned: {}", notes.join(", ")));
         }
     }
 

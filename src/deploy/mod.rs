@@ -31,8 +31,8 @@ use crate::config::Fleet;
 use crate::error::{usage, FleetSplit, LiveWithWarnings};
 use crate::layout::{self, ReleaseId};
 use crate::output::{bytes, Output};
-use crate::source::record::{self, Record};
 use crate::source;
+use crate::source::record::{self, Record};
 
 use host::{HostDeploy, Phase};
 use report::{HostReport, Report, Status};
@@ -76,13 +76,21 @@ pub async fn run(fleet: &Fleet, opts: Options, out: &Output) -> (Report, Result<
             })
             .collect();
     }
-    let report = Report::new(&fleet.name, reports, status, started.elapsed().as_secs_f64());
+    let report = Report::new(
+        &fleet.name,
+        reports,
+        status,
+        started.elapsed().as_secs_f64(),
+    );
     (report, result.map(|_| ()))
 }
 
 /// How a fleet ended when something failed: all failed/reverted, or split.
 fn overall(hosts: &[HostDeploy]) -> Status {
-    let live = hosts.iter().filter(|h| h.report.status == Status::Live).count();
+    let live = hosts
+        .iter()
+        .filter(|h| h.report.status == Status::Live)
+        .count();
     let unknown = hosts.iter().any(|h| h.report.status == Status::Unknown);
     if (live > 0 && live < hosts.len()) || unknown {
         Status::Unknown
@@ -132,14 +140,18 @@ async fn stages(
         let git = record::git_state(&first.source);
         (scan, git)
     });
-    let shell = !opts.dry_run && !opts.emit_script;
     let connects = stream::iter(fleet.hosts.iter().map(|t| {
         let o = host_out(&t.label);
-        async move { HostDeploy::connect(t, o, shell).await }
+        async move { HostDeploy::connect(t, o).await }
     }))
     .buffered(CONNECTS_AT_ONCE)
     .collect::<Vec<_>>();
-    let stopped = |signal| anyhow!("target {}: interrupted by {signal}; nothing was changed", fleet.name);
+    let stopped = |signal| {
+        anyhow!(
+            "target {}: interrupted by {signal}; nothing was changed",
+            fleet.name
+        )
+    };
     let ((scan, git), connected) = tokio::select! {
         signal = interrupts.next() => return Err(stopped(signal)),
         both = async { tokio::join!(scan, connects) } => {
@@ -175,7 +187,11 @@ async fn stages(
         }
     }
     if !failures.is_empty() {
-        return Err(first_failure(failures, fleet, "nothing was changed on any host"));
+        return Err(first_failure(
+            failures,
+            fleet,
+            "nothing was changed on any host",
+        ));
     }
     let new = new.expect("no failure: scanned");
     out.stage(format_args!(
@@ -185,7 +201,15 @@ async fn stages(
     ));
 
     // --- 2. survey every host and (unless this is a dry run) take every lock
-    let surveys = futures::future::join_all(hosts.iter_mut().map(|h| h.survey(opts.dry_run)));
+    let read_only = opts.dry_run || opts.emit_script;
+    let surveys = futures::future::join_all(hosts.iter_mut().map(|h| async move {
+        // The exec request goes out first and is not waited for: the shell starts on the
+        // server while the survey's flights travel.
+        if !read_only {
+            h.start_shell().await?;
+        }
+        h.survey(opts.dry_run).await
+    }));
     let surveyed = tokio::select! {
         signal = interrupts.next() => {
             give_back_all(hosts).await;
@@ -196,7 +220,11 @@ async fn stages(
     let failures: Vec<anyhow::Error> = surveyed.into_iter().filter_map(Result::err).collect();
     if !failures.is_empty() {
         give_back_all(hosts).await;
-        return Err(first_failure(failures, fleet, "nothing was changed on any host"));
+        return Err(first_failure(
+            failures,
+            fleet,
+            "nothing was changed on any host",
+        ));
     }
 
     // --- 3. one release name for the fleet, one plan per host
@@ -408,8 +436,12 @@ fn split_or_failed(hosts: &[HostDeploy], fleet: &Fleet, why: String) -> anyhow::
                 h.target.label,
                 h.report.status.word(),
                 match h.report.status {
-                    Status::Live => format!("on the new release {}", h.report.release.as_deref().unwrap_or("?")),
-                    Status::Unknown => "may be on either release: see `cutover releases`".to_string(),
+                    Status::Live => format!(
+                        "on the new release {}",
+                        h.report.release.as_deref().unwrap_or("?")
+                    ),
+                    Status::Unknown =>
+                        "may be on either release: see `cutover releases`".to_string(),
                     _ => format!(
                         "on {}",
                         h.report.previous.as_deref().unwrap_or("its previous state")

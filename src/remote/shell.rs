@@ -329,6 +329,7 @@ impl LineSplitter {
     }
 
     fn finish(&mut self) -> Option<String> {
-        (!self.buf.is_empty()).then(|| String::from_utf8_lossy(&std::mem::take(&mut self.buf)).into_owned())
+        (!self.buf.is_empty())
+            .then(|| String::from_utf8_lossy(&std::mem::take(&mut self.buf)).into_owned())
     }
 }

@@ -35,11 +35,20 @@ pub mod word {
 pub enum Line {
     Started,
     Await(String),
-    Ready { links: u64, warnings: u64 },
-    Swapped { swap: String },
+    Ready {
+        links: u64,
+        warnings: u64,
+    },
+    Swapped {
+        swap: String,
+    },
     Verified(bool),
     Reverted,
-    Result { links: u64, warnings: u64, status: u32 },
+    Result {
+        links: u64,
+        warnings: u64,
+        status: u32,
+    },
     /// Not a protocol line.
     Other,
 }
@@ -132,7 +141,10 @@ mod tests {
 
     #[test]
     fn protocol_lines_are_recognised() {
-        assert_eq!(Line::parse("cutover-started release=20260101000000"), Line::Started);
+        assert_eq!(
+            Line::parse("cutover-started release=20260101000000"),
+            Line::Started
+        );
         assert_eq!(Line::parse("cutover-await go"), Line::Await("go".into()));
         assert_eq!(
             Line::parse("cutover-ready release=1 links=3 warnings=1"),
@@ -141,7 +153,10 @@ mod tests {
                 warnings: 1
             }
         );
-        assert_eq!(Line::parse("cutover-verified failed"), Line::Verified(false));
+        assert_eq!(
+            Line::parse("cutover-verified failed"),
+            Line::Verified(false)
+        );
         assert_eq!(
             Line::parse("cutover-result release=1 links=2 warnings=0 swap=mv-T status=3"),
             Line::Result {

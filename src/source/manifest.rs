@@ -148,8 +148,8 @@ impl Manifest {
                 continue;
             }
             if let Some(record) = line.strip_prefix('#') {
-                let (key, value) = parse_meta(record)
-                    .map_err(|e| anyhow::anyhow!("line {lineno}: {e}"))?;
+                let (key, value) =
+                    parse_meta(record).map_err(|e| anyhow::anyhow!("line {lineno}: {e}"))?;
                 meta.insert(key, value);
                 continue;
             }
@@ -184,7 +184,9 @@ fn parse_meta(record: &str) -> Result<(String, String)> {
     };
     if key.is_empty()
         || key.len() > 64
-        || !key.bytes().all(|b| b.is_ascii_lowercase() || b == b'_' || b.is_ascii_digit())
+        || !key
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b == b'_' || b.is_ascii_digit())
     {
         bail!("malformed record key");
     }
@@ -231,7 +233,10 @@ fn parse_line(line: &str) -> Result<(String, Entry)> {
         ("l", 6) if size == "-" && hash == "-" => {
             let target = unescape(fields[5])?;
             if target.is_empty() || target.contains('\0') || target.len() >= MAX_PATH {
-                bail!("bad symlink target (empty, NUL or longer than {} bytes)", MAX_PATH - 1);
+                bail!(
+                    "bad symlink target (empty, NUL or longer than {} bytes)",
+                    MAX_PATH - 1
+                );
             }
             Kind::Symlink { target }
         }
@@ -409,7 +414,9 @@ mod tests {
     fn overlong_components_and_paths_are_refused() {
         let component = "c".repeat(256);
         assert!(refused(&format!("f\t644\t1\t{H}\t{component}")).contains("255 bytes"));
-        assert!(Manifest::parse(&format!("{HEADER}\nf\t644\t1\t{H}\t{}\n", "c".repeat(255))).is_ok());
+        assert!(
+            Manifest::parse(&format!("{HEADER}\nf\t644\t1\t{H}\t{}\n", "c".repeat(255))).is_ok()
+        );
         let mut deep = String::new();
         let mut body = String::new();
         while deep.len() <= MAX_PATH {

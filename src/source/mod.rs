@@ -82,7 +82,9 @@ pub fn link_shared(manifest: &mut Manifest, shared: &SharedPaths) {
                     mode: 0o755,
                 };
                 let prefix = format!("{parent}/");
-                manifest.entries.retain(|p, _| !p.starts_with(&prefix) || p == path);
+                manifest
+                    .entries
+                    .retain(|p, _| !p.starts_with(&prefix) || p == path);
             }
         }
         manifest.entries.insert(
@@ -100,7 +102,10 @@ pub fn link_shared(manifest: &mut Manifest, shared: &SharedPaths) {
 /// The relative target of the link at `path` (in a release) to `shared/path`:
 /// `releases/ID/a/b` → `../../../shared/a/b`.
 pub fn shared_link_target(path: &str) -> String {
-    format!("{}shared/{path}", "../".repeat(2 + path.matches('/').count()))
+    format!(
+        "{}shared/{path}",
+        "../".repeat(2 + path.matches('/').count())
+    )
 }
 
 #[cfg(test)]
@@ -117,8 +122,20 @@ mod tests {
     #[test]
     fn declared_paths_become_links_and_replace_the_source() {
         let mut m = Manifest::default();
-        m.entries.insert("storage".into(), Entry { kind: Kind::Dir, mode: 0o755 });
-        m.entries.insert("storage/logs".into(), Entry { kind: Kind::Dir, mode: 0o755 });
+        m.entries.insert(
+            "storage".into(),
+            Entry {
+                kind: Kind::Dir,
+                mode: 0o755,
+            },
+        );
+        m.entries.insert(
+            "storage/logs".into(),
+            Entry {
+                kind: Kind::Dir,
+                mode: 0o755,
+            },
+        );
         m.entries.insert("storage/logs/x.log".into(), file());
         m.entries.insert(".env".into(), file());
         m.entries.insert("index.php".into(), file());
@@ -130,7 +147,10 @@ mod tests {
             },
         );
         let paths: Vec<&str> = m.entries.keys().map(String::as_str).collect();
-        assert_eq!(paths, [".env", "index.php", "public", "public/uploads", "storage"]);
+        assert_eq!(
+            paths,
+            [".env", "index.php", "public", "public/uploads", "storage"]
+        );
         assert_eq!(
             m.entries["public/uploads"].kind,
             Kind::Symlink {
@@ -144,6 +164,9 @@ mod tests {
             }
         );
         assert!(m.entries["public"].is_dir());
-        assert!(crate::plan::looks_like_shared_link("public/uploads", "../../../shared/public/uploads"));
+        assert!(crate::plan::looks_like_shared_link(
+            "public/uploads",
+            "../../../shared/public/uploads"
+        ));
     }
 }

@@ -482,9 +482,9 @@ mod tests {
         let entries: BTreeMap<String, Entry> = found.entries.into_iter().collect();
         hash_entries(root, entries).map(|entries| Scan {
             manifest: Manifest {
-            entries,
-            meta: Default::default(),
-        },
+                entries,
+                meta: Default::default(),
+            },
             warnings: vec![],
         })
     }

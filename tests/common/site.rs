@@ -154,11 +154,34 @@ impl Site {
 
     // --- running cutover ---------------------------------------------------------------------
 
-    /// Runs `cutover --config CONFIG ARGS...` with a private HOME and no ssh-agent.
+    /// Runs `cutover --config CONFIG ARGS...` with a private HOME and no ssh-agent, and waits
+    /// for what the deploy script does after cutover returns (see [`Site::wait_for_prune`]).
     pub fn cutover(&self, args: &[&str]) -> Run {
         let mut full: Vec<String> = vec!["--config".into(), self.config.display().to_string()];
         full.extend(args.iter().map(|s| s.to_string()));
-        run_cutover(self.root(), &self.home, &full)
+        let run = run_cutover(self.root(), &self.home, &full);
+        self.wait_for_prune();
+        run
+    }
+
+    /// A deploy reports its release live before its script deletes the releases it pruned
+    /// (`.cutover/trash/ID.PID`, PID being that script's): wait (at most 30 s) until no such
+    /// script runs, so a test sees the deploy path at rest.
+    pub fn wait_for_prune(&self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let busy = list_names(&self.path.join(".cutover/trash"))
+                .iter()
+                .filter_map(|n| {
+                    n.rsplit_once('.')
+                        .and_then(|(_, pid)| pid.parse::<u32>().ok())
+                })
+                .any(|pid| Path::new(&format!("/proc/{pid}")).exists());
+            if !busy || Instant::now() > deadline {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
 
     /// Starts `cutover --config CONFIG ARGS...` without waiting for it.
@@ -172,7 +195,9 @@ impl Site {
     pub fn cutover_env(&self, args: &[&str], env: &[(&str, &str)]) -> Run {
         let mut full: Vec<String> = vec!["--config".into(), self.config.display().to_string()];
         full.extend(args.iter().map(|s| s.to_string()));
-        spawn_cutover_env(self.root(), &self.home, &full, env).wait()
+        let run = spawn_cutover_env(self.root(), &self.home, &full, env).wait();
+        self.wait_for_prune();
+        run
     }
 
     /// `cutover deploy` with extra flags, whatever the outcome.
