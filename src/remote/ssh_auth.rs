@@ -52,17 +52,39 @@ struct Attempts {
     partial: bool,
 }
 
+/// The hash an RSA key signs with, asked of the server only when an RSA key is offered: russh
+/// waits up to a second for the server's `server-sig-algs` before answering, which a server that
+/// sends none would otherwise cost every login.
+#[derive(Default)]
+struct RsaHash(Option<HashAlg>);
+
+impl RsaHash {
+    async fn for_key<H: client::Handler>(
+        &mut self,
+        handle: &Handle<H>,
+        algorithm: ssh_key::Algorithm,
+    ) -> Option<HashAlg> {
+        if !algorithm.is_rsa() {
+            return None;
+        }
+        if self.0.is_none() {
+            self.0 = Some(match handle.best_supported_rsa_hash().await {
+                Ok(Some(Some(hash))) => hash,
+                // Nothing announced, or only SHA-1: SHA-2 anyway, never ssh-rsa.
+                _ => HashAlg::Sha256,
+            });
+        }
+        self.0
+    }
+}
+
 /// Log in as `ep.user`; returns how it worked ("key ~/.ssh/id_ed25519", "ssh-agent key ...").
 pub(super) async fn authenticate<H: client::Handler>(
     handle: &mut Handle<H>,
     ep: &Endpoint,
 ) -> Result<String> {
     let user = ep.user.as_str();
-    let rsa_hash = match handle.best_supported_rsa_hash().await {
-        Ok(Some(Some(hash))) => hash,
-        // Nothing announced, or only SHA-1: SHA-2 anyway, never ssh-rsa.
-        _ => HashAlg::Sha256,
-    };
+    let mut rsa_hash = RsaHash::default();
     let mut log = Attempts {
         tried: Vec::new(),
         offered: Vec::new(),
@@ -106,7 +128,7 @@ pub(super) async fn authenticate<H: client::Handler>(
                 .any(|(k, _)| k.key_data() == public.key_data())
             {
                 let what = format!("key {} via ssh-agent", path.display());
-                match offer_agent_key(handle, user, public, rsa_hash, agent, &what, &mut log)
+                match offer_agent_key(handle, user, public, &mut rsa_hash, agent, &what, &mut log)
                     .await?
                 {
                     true => return Ok(what),
@@ -127,7 +149,7 @@ pub(super) async fn authenticate<H: client::Handler>(
             }
         };
         let what = format!("key {}", path.display());
-        if offer_private_key(handle, user, key, rsa_hash, &what, &mut log).await? {
+        if offer_private_key(handle, user, key, &mut rsa_hash, &what, &mut log).await? {
             return Ok(what);
         }
     }
@@ -146,7 +168,7 @@ pub(super) async fn authenticate<H: client::Handler>(
                 continue;
             }
             let what = format!("ssh-agent key {} {comment}", key.algorithm());
-            if offer_agent_key(handle, user, key, rsa_hash, agent, &what, &mut log).await? {
+            if offer_agent_key(handle, user, key, &mut rsa_hash, agent, &what, &mut log).await? {
                 return Ok(what);
             }
         }
@@ -172,7 +194,7 @@ pub(super) async fn authenticate<H: client::Handler>(
                 }
             };
             let what = format!("key {}", path.display());
-            if offer_private_key(handle, user, key, rsa_hash, &what, &mut log).await? {
+            if offer_private_key(handle, user, key, &mut rsa_hash, &what, &mut log).await? {
                 return Ok(what);
             }
         }
@@ -248,7 +270,7 @@ async fn offer_private_key<H: client::Handler>(
     handle: &mut Handle<H>,
     user: &str,
     key: PrivateKey,
-    rsa_hash: HashAlg,
+    rsa_hash: &mut RsaHash,
     what: &str,
     log: &mut Attempts,
 ) -> Result<bool> {
@@ -257,7 +279,7 @@ async fn offer_private_key<H: client::Handler>(
         return Ok(false);
     }
     log.offered.push(data);
-    let hash = key.algorithm().is_rsa().then_some(rsa_hash);
+    let hash = rsa_hash.for_key(handle, key.algorithm()).await;
     let result = handle
         .authenticate_publickey(user, PrivateKeyWithHashAlg::new(Arc::new(key), hash))
         .await;
@@ -272,7 +294,7 @@ async fn offer_agent_key<H: client::Handler>(
     handle: &mut Handle<H>,
     user: &str,
     key: &PublicKey,
-    rsa_hash: HashAlg,
+    rsa_hash: &mut RsaHash,
     agent: &mut AgentClient,
     what: &str,
     log: &mut Attempts,
@@ -281,7 +303,7 @@ async fn offer_agent_key<H: client::Handler>(
         return Ok(false);
     }
     log.offered.push(key.key_data().clone());
-    let hash = key.algorithm().is_rsa().then_some(rsa_hash);
+    let hash = rsa_hash.for_key(handle, key.algorithm()).await;
     let result = handle
         .authenticate_publickey_with(user, key.clone(), hash, agent)
         .await;
