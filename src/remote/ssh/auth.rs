@@ -25,8 +25,8 @@ use russh::MethodSet;
 use ssh_key::{public::KeyData, HashAlg, PrivateKey, PublicKey};
 use zeroize::Zeroizing;
 
-use super::ssh_config::{Agent, Endpoint};
 use crate::config::home_dir;
+use crate::remote::ssh_config::{Agent, Endpoint};
 
 /// Environment variable holding the passphrase of an encrypted identity file.
 pub const PASSPHRASE_ENV: &str = "CUTOVER_SSH_PASSPHRASE";

@@ -1,0 +1,293 @@
+//! A connected, logged-in SSH session: the SFTP channels for files, the one exec call for the
+//! script, and the wrapper that names a dropped connection as such.
+//!
+//! Channels are opened ahead of need (a spare SFTP channel and the exec channel alongside the
+//! first SFTP one, `sh` started while the plan is still being made) because every open is a
+//! round trip, and sshd starts a session slowly. Every remote operation goes through
+//! [`SshSession::guard`] / [`SshSession::explain`], so an error caused by a lost connection
+//! says so instead of reporting whatever request happened to be waiting.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use russh::client::{self, Handle};
+use russh::ChannelMsg;
+
+use super::connect::{Client, Handshake};
+use crate::config::Target;
+use crate::remote::sftp::Sftp;
+use crate::remote::ScriptExit;
+
+pub struct SshSession {
+    pub(super) handle: Handle<Client>,
+    /// The jump hosts' connections, which carry this one: kept open as long as it is.
+    pub(super) _jumps: Vec<Handle<Client>>,
+    pub(super) lost: Lost,
+    pub sftp: Sftp,
+    /// A session channel opened together with the SFTP one, so the exec call costs no round
+    /// trip for opening its channel. Taken by the first exec.
+    pub(super) exec_channel: tokio::sync::Mutex<Option<russh::Channel<client::Msg>>>,
+    /// The exec call started ahead of time (`sh`, waiting for its input).
+    pub(super) shell: tokio::sync::Mutex<Option<russh::Channel<client::Msg>>>,
+    /// A second SFTP channel, also opened with the first, for the second archive part of an
+    /// upload: it can start at once instead of two round trips later.
+    pub(super) spare_sftp: tokio::sync::Mutex<Option<Sftp>>,
+    pub description: String,
+}
+
+/// Why the connection ended, as russh reported it to the handler.
+pub(super) type Lost = Arc<Mutex<Option<String>>>;
+
+/// The server answered the exec request with a refusal: nothing ran.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "the server refused to run the script (is this an SFTP-only account? `cutover check` tells)"
+)]
+pub struct ExecRefused;
+
+impl SshSession {
+    pub async fn connect(target: &Target, verbose: bool) -> Result<SshSession> {
+        let mut handshake = Handshake::start(target).await?;
+        let method = handshake.authenticate(target).await?;
+        if verbose {
+            let via = if handshake.via.is_empty() {
+                String::new()
+            } else {
+                format!(" {}", handshake.via)
+            };
+            eprintln!("cutover: connected to {}{via} ({method})", handshake.name);
+        }
+        handshake.into_session().await
+    }
+
+    /// Start the deploy's one exec call ahead of time: `sh`, which waits for its input.
+    /// sshd opens a session channel's window only once its command has started, and starts a
+    /// session slowly (the login shell and its start-up files, then `sh`): started while the
+    /// plan is still being made, the shell takes the script the moment it is ready. A shell
+    /// that is never given a script gets end-of-input and runs nothing.
+    pub async fn start_shell(&self) -> Result<()> {
+        let channel = self.launch_shell().await?;
+        *self.shell.lock().await = Some(channel);
+        Ok(())
+    }
+
+    /// The exec call `sh`: with no operands, a POSIX shell reads its commands from stdin (`-s`
+    /// is implied; posh even refuses it spelled out).
+    async fn launch_shell(&self) -> Result<russh::Channel<client::Msg>> {
+        let channel = self.take_exec_channel().await?;
+        channel
+            .exec(true, "sh")
+            .await
+            .context("the server refused to run a shell")?;
+        Ok(channel)
+    }
+
+    /// Run `script` with `sh` (the shell [`SshSession::start_shell`] started, else a new
+    /// exec call), sending it as one brace group; stderr is passed through.
+    pub async fn run_script(&self, script: &str, quiet: bool) -> Result<ScriptExit> {
+        let started = self.shell.lock().await.take();
+        let channel = match started {
+            Some(c) => c,
+            None => self.launch_shell().await?,
+        };
+        channel
+            .data(crate::script::for_stdin(script).as_bytes())
+            .await
+            .context("cannot send the script")?;
+        channel.eof().await.context("cannot send the script")?;
+        self.collect(channel, quiet).await
+    }
+
+    /// The session channel opened at connect, or a new one.
+    async fn take_exec_channel(&self) -> Result<russh::Channel<client::Msg>> {
+        let opened = self.exec_channel.lock().await.take();
+        match opened {
+            Some(c) => Ok(c),
+            None => self
+                .handle
+                .channel_open_session()
+                .await
+                .context("cannot open an SSH channel for the script"),
+        }
+    }
+
+    /// The script's output (stderr passed through unless `quiet`) and exit status.
+    async fn collect(
+        &self,
+        mut channel: russh::Channel<client::Msg>,
+        quiet: bool,
+    ) -> Result<ScriptExit> {
+        let mut stdout = Vec::new();
+        let mut stderr = Vec::new();
+        let mut code = None;
+        // OpenSSH sends the exit status after EOF: read until the channel closes.
+        while let Some(msg) = channel.wait().await {
+            match msg {
+                ChannelMsg::Data { data } => stdout.extend_from_slice(&data),
+                ChannelMsg::ExtendedData { data, .. } => {
+                    if quiet {
+                        stderr.extend_from_slice(&data);
+                    } else {
+                        use std::io::Write;
+                        let _ = std::io::stderr().write_all(&data);
+                    }
+                }
+                ChannelMsg::ExitStatus { exit_status } => code = Some(exit_status),
+                // The answer to the exec request: the server will not run it (a ForceCommand,
+                // a restricted account). Nothing ran.
+                ChannelMsg::Failure => return Err(ExecRefused.into()),
+                ChannelMsg::ExitSignal { signal_name, .. } => {
+                    eprintln!("cutover: the deploy script was killed by signal {signal_name:?}");
+                }
+                _ => {}
+            }
+        }
+        if quiet && code != Some(0) {
+            eprint!("{}", String::from_utf8_lossy(&stderr));
+        }
+        if code.is_none() {
+            if let Some(why) = self.lost_reason().await {
+                eprintln!(
+                    "cutover: the SSH connection to {} was lost ({why})",
+                    self.description
+                );
+            }
+        }
+        Ok(ScriptExit {
+            code,
+            stdout: String::from_utf8_lossy(&stdout).into_owned(),
+        })
+    }
+
+    /// MKDIR of staging and the OPENs of `files` in it, in one flight; the handles in order.
+    pub async fn open_staging(&self, dir: &str, files: &[(String, u32)]) -> Result<Vec<String>> {
+        let (made, opened) = tokio::join!(
+            self.sftp.try_create_dir(dir),
+            futures::future::join_all(
+                files
+                    .iter()
+                    .map(|(path, mode)| self.sftp.create(path, *mode))
+            )
+        );
+        let opened: Result<Vec<String>> = opened.into_iter().collect();
+        match (made, opened) {
+            (_, Ok(handles)) => Ok(handles),
+            (Ok(()), Err(e)) => Err(e),
+            // The OPENs failed behind a failed MKDIR: create_dir_all says why (a file in the
+            // way, no permission); if it manages after all, open again.
+            (Err(_), Err(_)) => {
+                self.sftp.create_dir_all(dir).await?;
+                futures::future::try_join_all(
+                    files
+                        .iter()
+                        .map(|(path, mode)| self.sftp.create(path, *mode)),
+                )
+                .await
+            }
+        }
+    }
+
+    /// Upload archive parts side by side (see [`crate::remote::Session::upload_archives`]): the first
+    /// over the session's SFTP channel, each other part over an SFTP channel of its own (one
+    /// channel's window caps its throughput).
+    pub async fn upload_archives(
+        &self,
+        first: (crate::remote::OpenFile, crate::archive::Chunks),
+        rest: Vec<(String, crate::archive::Chunks)>,
+        progress: &dyn crate::remote::Progress,
+    ) -> Result<u64> {
+        let (crate::remote::OpenFile::Ssh { handle, path }, chunks) = first else {
+            unreachable!("a file is written by the session that opened it")
+        };
+        // Each further part starts as soon as its channel is ready: the spare at once.
+        let mut spare = self.spare_sftp.lock().await.take();
+        let uploads = rest.into_iter().map(|(path, chunks)| {
+            let ready = spare.take();
+            async move {
+                let sftp = match ready {
+                    Some(sftp) => sftp,
+                    None => {
+                        let channel = self
+                            .handle
+                            .channel_open_session()
+                            .await
+                            .context("cannot open another SSH channel for SFTP")?;
+                        Sftp::start(channel).await?
+                    }
+                };
+                sftp.upload_stream(&path, chunks, progress).await
+            }
+        });
+        let others = async {
+            let sent = futures::future::try_join_all(uploads).await?;
+            Ok::<u64, anyhow::Error>(sent.into_iter().sum())
+        };
+        let (first, others) = tokio::join!(
+            self.sftp.stream_into(handle, &path, chunks, progress),
+            others
+        );
+        Ok(first? + others?)
+    }
+
+    /// Runs a remote operation, giving up as soon as the connection is gone: russh-sftp would
+    /// otherwise wait out its request timeout for answers that can no longer come.
+    pub async fn guard<T>(&self, op: impl std::future::Future<Output = Result<T>>) -> Result<T> {
+        let result = tokio::select! {
+            result = op => result,
+            () = self.connection_closed() => Err(anyhow::anyhow!("no answer from the server")),
+        };
+        self.explain(result).await
+    }
+
+    async fn connection_closed(&self) {
+        while !self.handle.is_closed() {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Why the connection ended, once it has: None while it is open (or when russh said nothing).
+    async fn lost_reason(&self) -> Option<String> {
+        // The session task notices a dropped connection a moment after a channel does.
+        for _ in 0..4 {
+            if self.handle.is_closed() || self.lost.lock().unwrap().is_some() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        self.lost.lock().unwrap().clone()
+    }
+
+    /// `result`, with "the SSH connection to X was lost" added to an error when that is why it
+    /// failed, so every stage names a dropped connection as such.
+    pub async fn explain<T>(&self, result: Result<T>) -> Result<T> {
+        let Err(e) = result else { return result };
+        // The server answered (no such file, permission denied, ...): the connection is fine,
+        // and an error such as "not there yet" must cost no waiting.
+        let answered = e.chain().any(|c| {
+            matches!(
+                c.downcast_ref::<russh_sftp::client::error::Error>(),
+                Some(russh_sftp::client::error::Error::Status(_))
+            )
+        });
+        if answered {
+            return Err(e);
+        }
+        let lost = self.lost_reason().await;
+        if !self.handle.is_closed() && lost.is_none() {
+            return Err(e);
+        }
+        let why = lost.map(|w| format!(" ({w})")).unwrap_or_default();
+        Err(e.context(format!(
+            "the SSH connection to {} was lost{why}",
+            self.description
+        )))
+    }
+
+    pub async fn close(self) {
+        let _ = self
+            .handle
+            .disconnect(russh::Disconnect::ByApplication, "", "en")
+            .await;
+    }
+}
