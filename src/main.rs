@@ -84,6 +84,9 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::from(error::EXIT_OK as u8),
         Err(e) => {
             eprintln!("cutover: error: {e:#}");
+            if let Some(hint) = cutover::remote::ssh::hint(&e) {
+                eprintln!("hint: {hint}");
+            }
             ExitCode::from(error::exit_code(&e) as u8)
         }
     }

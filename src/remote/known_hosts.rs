@@ -81,15 +81,62 @@ pub enum Verdict {
     Changed { known: Vec<KnownKey> },
     /// A `@revoked` line carries this key (or, for certificates, the CA that signed it). Refuse,
     /// whatever else the files say.
-    Revoked { file: PathBuf, line: usize },
+    Revoked { source: Source, line: usize },
+}
+
+/// Where known_hosts lines come from: a file, or the `CUTOVER_KNOWN_HOSTS` environment variable
+/// (CI secrets arrive as variables; writing them to a file first would only add a file to leak
+/// and to clean up).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    /// Lines given in the environment, matched before every file.
+    Env(String),
+    File(PathBuf),
+}
+
+/// Environment variable holding known_hosts lines.
+pub const KNOWN_HOSTS_ENV: &str = "CUTOVER_KNOWN_HOSTS";
+
+impl Source {
+    /// `$CUTOVER_KNOWN_HOSTS` as a source when it is set and not empty.
+    pub fn from_env() -> Option<Source> {
+        std::env::var(KNOWN_HOSTS_ENV)
+            .ok()
+            .filter(|lines| !lines.trim().is_empty())
+            .map(Source::Env)
+    }
+
+    /// The file, for advice that edits it; None for the environment's lines.
+    pub fn file(&self) -> Option<&Path> {
+        match self {
+            Source::Env(_) => None,
+            Source::File(path) => Some(path),
+        }
+    }
+}
+
+impl From<PathBuf> for Source {
+    fn from(path: PathBuf) -> Source {
+        Source::File(path)
+    }
+}
+
+/// Names the source as messages do: the file's path, or `$CUTOVER_KNOWN_HOSTS`.
+impl std::fmt::Display for Source {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Source::Env(_) => write!(f, "${KNOWN_HOSTS_ENV}"),
+            Source::File(path) => write!(f, "{}", path.display()),
+        }
+    }
 }
 
 /// A key recorded for a host, described the way `ssh` reports an "offending key", so the user
 /// can find the line and compare fingerprints out of band.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KnownKey {
-    pub file: PathBuf,
-    /// 1-based, counting every line of the file (comments and blank lines included).
+    pub source: Source,
+    /// 1-based, counting every line of the source (comments and blank lines included).
     pub line: usize,
     /// `SHA256:...`, as printed by `ssh-keygen -l`.
     pub fingerprint: String,
@@ -117,17 +164,18 @@ pub enum KnownHostsError {
     EncodeKey(ssh_key::Error),
 }
 
-/// Checks a plain host key against every file in `files`; files that do not exist are skipped.
+/// Checks a plain host key against every source in `sources`; files that do not exist are
+/// skipped.
 /// `ssh` reads `~/.ssh/known_hosts`, `~/.ssh/known_hosts2`, `/etc/ssh/ssh_known_hosts` and
 /// `/etc/ssh/ssh_known_hosts2` by default. The order only decides which line a verdict names.
 ///
 /// `@cert-authority` lines play no part here: they vouch for certificates, not keys.
 pub fn check(
-    files: &[PathBuf],
+    sources: &[Source],
     query: &HostKeyQuery,
     key: &PublicKey,
 ) -> Result<Verdict, KnownHostsError> {
-    let entries = load(files)?;
+    let entries = load(sources)?;
     Ok(key_verdict(&entries, query, key.key_data()))
 }
 
@@ -140,11 +188,11 @@ pub fn check(
 /// expired certificate for a host with no plain key recorded comes back [`Verdict::Unknown`];
 /// only a caller that would accept an unknown key at first contact will accept it.
 pub fn check_certificate(
-    files: &[PathBuf],
+    sources: &[Source],
     query: &HostKeyQuery,
     cert: &Certificate,
 ) -> Result<Verdict, KnownHostsError> {
-    let entries = load(files)?;
+    let entries = load(sources)?;
     if let Some(revoked) = find_revoked(&entries, &[cert.public_key(), cert.signature_key()]) {
         return Ok(revoked);
     }
@@ -199,10 +247,10 @@ pub fn fingerprint(key: &PublicKey) -> String {
 /// front of russh's `Preferred::key`. These are key types: an `ssh-rsa` key is negotiated as
 /// `rsa-sha2-512` or `rsa-sha2-256` (`Algorithm::Rsa { hash: Some(..) }`), so promote those.
 pub fn known_algorithms(
-    files: &[PathBuf],
+    sources: &[Source],
     query: &HostKeyQuery,
 ) -> Result<Vec<Algorithm>, KnownHostsError> {
-    let entries = load(files)?;
+    let entries = load(sources)?;
     let algorithms_under = |name: &str| {
         let mut algorithms: Vec<Algorithm> = Vec::new();
         for entry in recorded_keys(&entries, name) {
@@ -224,10 +272,10 @@ pub fn known_algorithms(
 /// host certificate first; without one, certificates stay unrequested, so a server's certificate
 /// cannot displace the plain key known_hosts records for it.
 pub fn has_cert_authority(
-    files: &[PathBuf],
+    sources: &[Source],
     query: &HostKeyQuery,
 ) -> Result<bool, KnownHostsError> {
-    let entries = load(files)?;
+    let entries = load(sources)?;
     let names: Vec<String> = iter::once(query.lookup_name())
         .chain(query.name_without_port())
         .collect();
@@ -265,7 +313,7 @@ enum Marker {
 
 /// One line of a `known_hosts` file that parsed.
 struct Entry<'a> {
-    file: &'a Path,
+    source: &'a Source,
     line: usize,
     marker: Marker,
     hosts: String,
@@ -275,7 +323,7 @@ struct Entry<'a> {
 impl Entry<'_> {
     fn known_key(&self) -> KnownKey {
         KnownKey {
-            file: self.file.to_path_buf(),
+            source: self.source.clone(),
             line: self.line,
             fingerprint: self.key.fingerprint(HashAlg::Sha256).to_string(),
             algorithm: self.key.algorithm().as_str().to_owned(),
@@ -283,26 +331,29 @@ impl Entry<'_> {
     }
 }
 
-fn load(files: &[PathBuf]) -> Result<Vec<Entry<'_>>, KnownHostsError> {
+fn load(sources: &[Source]) -> Result<Vec<Entry<'_>>, KnownHostsError> {
     let mut entries = Vec::new();
-    for file in files {
-        let bytes = match fs::read(file) {
-            Ok(bytes) => bytes,
-            // Neither the user nor the system file has to exist.
-            Err(error) if error.kind() == io::ErrorKind::NotFound => continue,
-            Err(error) => {
-                return Err(KnownHostsError::Read {
-                    path: file.clone(),
-                    error,
-                })
-            }
+    for source in sources {
+        let bytes = match source {
+            Source::Env(lines) => lines.as_bytes().to_vec(),
+            Source::File(file) => match fs::read(file) {
+                Ok(bytes) => bytes,
+                // Neither the user nor the system file has to exist.
+                Err(error) if error.kind() == io::ErrorKind::NotFound => continue,
+                Err(error) => {
+                    return Err(KnownHostsError::Read {
+                        path: file.clone(),
+                        error,
+                    })
+                }
+            },
         };
         // Invalid UTF-8 only spoils the line it is on, as it would for `ssh`.
         let text = String::from_utf8_lossy(&bytes);
         for (index, line) in text.lines().enumerate() {
             if let Some((marker, hosts, key)) = parse_line(line) {
                 entries.push(Entry {
-                    file,
+                    source,
                     line: index + 1,
                     marker,
                     hosts: hosts.to_owned(),
@@ -384,7 +435,7 @@ fn find_revoked(entries: &[Entry], keys: &[&KeyData]) -> Option<Verdict> {
         .iter()
         .find(|entry| entry.marker == Marker::Revoked && keys.contains(&&entry.key))
         .map(|entry| Verdict::Revoked {
-            file: entry.file.to_path_buf(),
+            source: entry.source.clone(),
             line: entry.line,
         })
 }
@@ -514,6 +565,34 @@ mod tests {
 
     fn text(key: &PublicKey) -> String {
         key.to_openssh().unwrap()
+    }
+
+    fn sources(files: &[PathBuf]) -> Vec<Source> {
+        files.iter().cloned().map(Source::File).collect()
+    }
+
+    // The functions under test, on files only (most tests need no other source).
+    fn check(
+        files: &[PathBuf],
+        query: &HostKeyQuery,
+        key: &PublicKey,
+    ) -> Result<Verdict, KnownHostsError> {
+        super::check(&sources(files), query, key)
+    }
+
+    fn check_certificate(
+        files: &[PathBuf],
+        query: &HostKeyQuery,
+        cert: &Certificate,
+    ) -> Result<Verdict, KnownHostsError> {
+        super::check_certificate(&sources(files), query, cert)
+    }
+
+    fn known_algorithms(
+        files: &[PathBuf],
+        query: &HostKeyQuery,
+    ) -> Result<Vec<Algorithm>, KnownHostsError> {
+        super::known_algorithms(&sources(files), query)
     }
 
     fn at(host: &str, port: u16) -> HostKeyQuery<'_> {
@@ -872,13 +951,13 @@ mod tests {
             Verdict::Changed {
                 known: vec![
                     KnownKey {
-                        file: user,
+                        source: Source::File(user),
                         line: 2,
                         fingerprint: ED25519_FINGERPRINT.into(),
                         algorithm: "ssh-ed25519".into(),
                     },
                     KnownKey {
-                        file: system,
+                        source: Source::File(system),
                         line: 2,
                         fingerprint: ECDSA_FINGERPRINT.into(),
                         algorithm: "ecdsa-sha2-nistp256".into(),
@@ -952,7 +1031,7 @@ mod tests {
             )
             .unwrap(),
             Verdict::Revoked {
-                file: system,
+                source: Source::File(system),
                 line: 1
             }
         );

@@ -18,13 +18,13 @@ use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use anyhow::{bail, Result};
 use russh::client::{self, AuthResult, Handle};
 use russh::keys::{self, ssh_key, PrivateKeyWithHashAlg};
 use russh::MethodSet;
 use ssh_key::{public::KeyData, HashAlg, PrivateKey, PublicKey};
 use zeroize::Zeroizing;
 
+use super::Peer;
 use crate::config::home_dir;
 use crate::remote::ssh_config::{Agent, Endpoint};
 
@@ -36,6 +36,107 @@ const PROMPT_ATTEMPTS: usize = 3;
 
 type AgentClient = keys::agent::client::AgentClient<tokio::net::UnixStream>;
 
+/// One key offered (or meant to be), and what became of it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tried {
+    /// "key /home/me/.ssh/id_ed25519", "ssh-agent key ssh-ed25519 me@laptop", "ssh-agent".
+    pub key: String,
+    /// "rejected", "no such file", "encrypted, and no passphrase: ...".
+    pub why: String,
+}
+
+/// How the login ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AuthFailureReason {
+    /// Not one key could be offered.
+    NoKeys,
+    /// Keys were offered; the server took none.
+    NoneAccepted,
+    /// A key was accepted, but the server wants another method as well.
+    PartialSuccess,
+    /// The server hung up after this many keys (its `MaxAuthTries`, usually).
+    Closed { after: usize },
+}
+
+/// No key logged in: who, where, every key tried and why it failed, and what the server takes.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}", self.message())]
+pub struct AuthFailure {
+    pub peer: Peer,
+    pub user: String,
+    pub tried: Vec<Tried>,
+    /// The methods the server said it would still accept; None when it never said.
+    pub server_methods: Option<Vec<String>>,
+    pub reason: AuthFailureReason,
+}
+
+impl AuthFailure {
+    fn message(&self) -> String {
+        let mut msg = format!(
+            "authentication as {} on {} failed: {}",
+            self.user,
+            self.peer,
+            match &self.reason {
+                AuthFailureReason::NoKeys => "no usable key to offer".to_string(),
+                AuthFailureReason::NoneAccepted => "the server accepted none of the keys".into(),
+                AuthFailureReason::PartialSuccess =>
+                    "the key was accepted, but the server requires \
+                    another method as well (cutover logs in with a key only)"
+                        .into(),
+                AuthFailureReason::Closed { after } => format!(
+                    "the server closed the connection after {after} key(s) (its MaxAuthTries?)"
+                ),
+            }
+        );
+        if !self.tried.is_empty() {
+            msg.push_str("; tried:");
+            for t in &self.tried {
+                msg.push_str(&format!("\n  - {}: {}", t.key, t.why));
+            }
+        }
+        if let Some(methods) = &self.server_methods {
+            msg.push_str(&format!(
+                "\nthe server accepts: {}",
+                if methods.is_empty() {
+                    "nothing more".to_string()
+                } else {
+                    methods.join(", ")
+                }
+            ));
+            if !methods.iter().any(|m| m == "publickey") {
+                msg.push_str(" (no public keys: cutover logs in with keys only)");
+            }
+        }
+        msg
+    }
+
+    /// What to do about it.
+    pub fn hint(&self) -> String {
+        let user = &self.user;
+        match self.reason {
+            AuthFailureReason::Closed { .. } => {
+                "name the right key with identity_file in cutover.toml, or set IdentitiesOnly yes in \
+                 ~/.ssh/config so fewer keys are offered"
+                    .into()
+            }
+            AuthFailureReason::PartialSuccess => format!(
+                "let {user} log in with a key alone (AuthenticationMethods in the server's sshd_config), \
+                 or deploy as another user"
+            ),
+            AuthFailureReason::NoKeys => format!(
+                "give cutover a key that {user} may log in with: identity_file in cutover.toml, IdentityFile \
+                 in ~/.ssh/config, or a key in ssh-agent"
+            ),
+            AuthFailureReason::NoneAccepted => format!(
+                "authorize one of these keys for {user} on {} (its .pub goes into ~/.ssh/authorized_keys \
+                 there, e.g. with ssh-copy-id), set identity_file in cutover.toml (or IdentityFile in \
+                 ~/.ssh/config), or add the key to ssh-agent with ssh-add",
+                self.peer
+            ),
+        }
+    }
+}
+
 /// What happened to one offered key.
 enum Outcome {
     Accepted,
@@ -44,13 +145,25 @@ enum Outcome {
     Closed(String),
 }
 
-/// The record of one login attempt, for the failure message.
+/// The record of one login attempt, for the failure.
 struct Attempts {
-    tried: Vec<String>,
+    tried: Vec<Tried>,
     offered: Vec<KeyData>,
     remaining: Option<MethodSet>,
     partial: bool,
 }
+
+impl Attempts {
+    fn note(&mut self, key: impl Into<String>, why: impl Into<String>) {
+        self.tried.push(Tried {
+            key: key.into(),
+            why: why.into(),
+        });
+    }
+}
+
+/// The server hung up in the middle of the login: nothing more can be tried.
+struct HungUp;
 
 /// The hash an RSA key signs with, asked of the server only when an RSA key is offered: russh
 /// waits up to a second for the server's `server-sig-algs` before answering, which a server that
@@ -79,18 +192,63 @@ impl RsaHash {
 }
 
 /// Log in as `ep.user`; returns how it worked ("key ~/.ssh/id_ed25519", "ssh-agent key ...").
+/// `jump` says whether `ep` is a jump host, for the failure's wording.
 pub(super) async fn authenticate<H: client::Handler>(
     handle: &mut Handle<H>,
     ep: &Endpoint,
-) -> Result<String> {
-    let user = ep.user.as_str();
-    let mut rsa_hash = RsaHash::default();
+    jump: bool,
+) -> Result<String, AuthFailure> {
     let mut log = Attempts {
         tried: Vec::new(),
         offered: Vec::new(),
         remaining: None,
         partial: false,
     };
+    let result = offer_keys(handle, ep, &mut log).await;
+    let reason = match result {
+        Ok(Some(how)) => return Ok(how),
+        Err(HungUp) => AuthFailureReason::Closed {
+            after: log.offered.len(),
+        },
+        Ok(None) if log.offered.is_empty() => AuthFailureReason::NoKeys,
+        Ok(None) if log.partial => AuthFailureReason::PartialSuccess,
+        Ok(None) => AuthFailureReason::NoneAccepted,
+    };
+    if log.remaining.is_none() && !matches!(reason, AuthFailureReason::Closed { .. }) {
+        // Nothing was offered: ask what the server would take, as `ssh` does first.
+        if let Ok(AuthResult::Failure {
+            remaining_methods, ..
+        }) = handle.authenticate_none(ep.user.as_str()).await
+        {
+            log.remaining = Some(remaining_methods);
+        }
+    }
+    Err(AuthFailure {
+        peer: Peer {
+            host: ep.host.clone(),
+            port: ep.port,
+            jump,
+        },
+        user: ep.user.clone(),
+        tried: log.tried,
+        server_methods: log.remaining.map(|methods| {
+            methods
+                .iter()
+                .map(|m| <&str>::from(m).to_string())
+                .collect()
+        }),
+        reason,
+    })
+}
+
+/// Every key in order until one logs in: Some(how it worked), or None when none did.
+async fn offer_keys<H: client::Handler>(
+    handle: &mut Handle<H>,
+    ep: &Endpoint,
+    log: &mut Attempts,
+) -> Result<Option<String>, HungUp> {
+    let user = ep.user.as_str();
+    let mut rsa_hash = RsaHash::default();
 
     let (mut agent, agent_keys) = match connect_agent(&ep.agent).await {
         Ok(Some(mut agent)) => match agent.request_identities().await {
@@ -107,14 +265,13 @@ pub(super) async fn authenticate<H: client::Handler>(
                 (Some(agent), keys)
             }
             Err(e) => {
-                log.tried
-                    .push(format!("ssh-agent: cannot list its keys ({e})"));
+                log.note("ssh-agent", format!("cannot list its keys ({e})"));
                 (None, Vec::new())
             }
         },
         Ok(None) => (None, Vec::new()),
         Err(e) => {
-            log.tried.push(format!("ssh-agent: {e}"));
+            log.note("ssh-agent", e);
             (None, Vec::new())
         }
     };
@@ -128,29 +285,28 @@ pub(super) async fn authenticate<H: client::Handler>(
                 .any(|(k, _)| k.key_data() == public.key_data())
             {
                 let what = format!("key {} via ssh-agent", path.display());
-                match offer_agent_key(handle, user, public, &mut rsa_hash, agent, &what, &mut log)
+                match offer_agent_key(handle, user, public, &mut rsa_hash, agent, &what, log)
                     .await?
                 {
-                    true => return Ok(what),
+                    true => return Ok(Some(what)),
                     false => continue,
                 }
             }
         }
+        let what = format!("key {}", path.display());
         if !path.exists() {
-            log.tried
-                .push(format!("key {}: no such file", path.display()));
+            log.note(what, "no such file");
             continue;
         }
         let key = match load_private_key(path).await {
             Ok(k) => k,
             Err(why) => {
-                log.tried.push(format!("key {}: {why}", path.display()));
+                log.note(what, why);
                 continue;
             }
         };
-        let what = format!("key {}", path.display());
-        if offer_private_key(handle, user, key, &mut rsa_hash, &what, &mut log).await? {
-            return Ok(what);
+        if offer_private_key(handle, user, key, &mut rsa_hash, &what, log).await? {
+            return Ok(Some(what));
         }
     }
 
@@ -160,16 +316,13 @@ pub(super) async fn authenticate<H: client::Handler>(
             if log.offered.contains(key.key_data()) {
                 continue;
             }
+            let what = format!("ssh-agent key {} {comment}", key.algorithm());
             if ep.identities_only {
-                log.tried.push(format!(
-                    "ssh-agent key {} {comment}: not offered (IdentitiesOnly)",
-                    key.algorithm()
-                ));
+                log.note(what, "not offered (IdentitiesOnly)");
                 continue;
             }
-            let what = format!("ssh-agent key {} {comment}", key.algorithm());
-            if offer_agent_key(handle, user, key, &mut rsa_hash, agent, &what, &mut log).await? {
-                return Ok(what);
+            if offer_agent_key(handle, user, key, &mut rsa_hash, agent, &what, log).await? {
+                return Ok(Some(what));
             }
         }
     }
@@ -186,68 +339,20 @@ pub(super) async fn authenticate<H: client::Handler>(
                     continue;
                 }
             }
+            let what = format!("key {}", path.display());
             let key = match load_private_key(&path).await {
                 Ok(k) => k,
                 Err(why) => {
-                    log.tried.push(format!("key {}: {why}", path.display()));
+                    log.note(what, why);
                     continue;
                 }
             };
-            let what = format!("key {}", path.display());
-            if offer_private_key(handle, user, key, &mut rsa_hash, &what, &mut log).await? {
-                return Ok(what);
+            if offer_private_key(handle, user, key, &mut rsa_hash, &what, log).await? {
+                return Ok(Some(what));
             }
         }
     }
-
-    if log.remaining.is_none() {
-        // Nothing was offered: ask what the server would take, as `ssh` does first.
-        if let Ok(AuthResult::Failure {
-            remaining_methods, ..
-        }) = handle.authenticate_none(user).await
-        {
-            log.remaining = Some(remaining_methods);
-        }
-    }
-    bail!("{}", failure_message(&log, ep))
-}
-
-fn failure_message(log: &Attempts, ep: &Endpoint) -> String {
-    let mut msg = if log.offered.is_empty() {
-        "no usable key to offer".to_string()
-    } else if log.partial {
-        "the key was accepted, but the server requires another method as well (cutover logs in with a key only)"
-            .to_string()
-    } else {
-        "the server accepted none of the keys".to_string()
-    };
-    if !log.tried.is_empty() {
-        msg.push_str("; tried:");
-        for t in &log.tried {
-            msg.push_str("\n  - ");
-            msg.push_str(t);
-        }
-    }
-    if let Some(methods) = &log.remaining {
-        let names: Vec<&str> = methods.iter().map(<&str>::from).collect();
-        msg.push_str(&format!(
-            "\nthe server accepts: {}",
-            if names.is_empty() {
-                "nothing more".to_string()
-            } else {
-                names.join(", ")
-            }
-        ));
-        if !methods.contains(&russh::MethodKind::PublicKey) {
-            msg.push_str(" (no public keys: cutover logs in with keys only)");
-        }
-    }
-    msg.push_str(&format!(
-        "\nfix: authorize one of these keys for {} on the server, set identity_file in cutover.toml \
-         (or IdentityFile in ~/.ssh/config), or add the key to ssh-agent with ssh-add",
-        ep.user
-    ));
-    msg
+    Ok(None)
 }
 
 /// The agent the endpoint uses; `Ok(None)` when there is none.
@@ -273,7 +378,7 @@ async fn offer_private_key<H: client::Handler>(
     rsa_hash: &mut RsaHash,
     what: &str,
     log: &mut Attempts,
-) -> Result<bool> {
+) -> Result<bool, HungUp> {
     let data = key.public_key().key_data().clone();
     if log.offered.contains(&data) {
         return Ok(false);
@@ -290,6 +395,7 @@ async fn offer_private_key<H: client::Handler>(
     record(outcome, what, log)
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn offer_agent_key<H: client::Handler>(
     handle: &mut Handle<H>,
     user: &str,
@@ -298,7 +404,7 @@ async fn offer_agent_key<H: client::Handler>(
     agent: &mut AgentClient,
     what: &str,
     log: &mut Attempts,
-) -> Result<bool> {
+) -> Result<bool, HungUp> {
     if log.offered.contains(key.key_data()) {
         return Ok(false);
     }
@@ -311,8 +417,7 @@ async fn offer_agent_key<H: client::Handler>(
         Ok(r) => outcome(r, log),
         Err(e) if handle.is_closed() => Outcome::Closed(e.to_string()),
         Err(e) => {
-            log.tried
-                .push(format!("{what}: the agent did not sign ({e})"));
+            log.note(what, format!("the agent did not sign ({e})"));
             return Ok(false);
         }
     };
@@ -333,23 +438,17 @@ fn outcome(result: AuthResult, log: &mut Attempts) -> Outcome {
     }
 }
 
-/// True when accepted; an error when the server hung up, since nothing else can be tried.
-fn record(outcome: Outcome, what: &str, log: &mut Attempts) -> Result<bool> {
+/// True when accepted; [`HungUp`] when the server closed the connection.
+fn record(outcome: Outcome, what: &str, log: &mut Attempts) -> Result<bool, HungUp> {
     match outcome {
         Outcome::Accepted => Ok(true),
         Outcome::Rejected => {
-            log.tried.push(format!("{what}: rejected"));
+            log.note(what, "rejected");
             Ok(false)
         }
         Outcome::Closed(why) => {
-            log.tried
-                .push(format!("{what}: the server closed the connection ({why})"));
-            bail!(
-                "the server closed the connection after {} key(s) (its MaxAuthTries?); tried:\n  - {}\n\
-                 fix: name the right key with identity_file, or IdentitiesOnly yes in ~/.ssh/config",
-                log.offered.len(),
-                log.tried.join("\n  - ")
-            )
+            log.note(what, format!("the server closed the connection ({why})"));
+            Err(HungUp)
         }
     }
 }

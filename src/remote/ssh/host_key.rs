@@ -2,134 +2,285 @@
 //! `Handler::check_server_key`, and the words for a refusal.
 //!
 //! russh hands the handler the server's key once its signature over the exchange is verified;
-//! trust is ours to decide. The decision follows known_hosts ([`super::super::known_hosts`]) and
-//! the endpoint's `host_key_checking`: a known key passes, an unknown one is refused or (with
-//! accept-new) recorded, a changed or revoked one is always refused. It lives apart from the
-//! connection code because it is the one place where a wrong answer means deploying to an
-//! impostor, and because its messages are what a user acts on.
+//! trust is ours to decide. The decision follows known_hosts ([`crate::remote::known_hosts`]:
+//! `$CUTOVER_KNOWN_HOSTS` first, then the files) and the endpoint's `host_key_checking`: a
+//! known key passes, an unknown one is refused or (with accept-new) recorded, a changed or
+//! revoked one is always refused. It lives apart from the connection code because it is the
+//! one place where a wrong answer means deploying to an impostor, and because its refusals are
+//! what a user acts on: each is a [`HostKeyRefusal`] variant with its own message and fix,
+//! which `cutover check` reports without reading any text back.
 
 use std::path::PathBuf;
 
-use russh::keys::{ssh_key, PublicKeyOrCertificate};
+use russh::keys::{ssh_key, PublicKey, PublicKeyOrCertificate};
 
-use super::display_name;
-use crate::config::HostKeyChecking;
-use crate::remote::known_hosts::{self, HostKeyQuery, Verdict};
+use super::Peer;
+use crate::config::{home_dir, HostKeyChecking};
+use crate::remote::known_hosts::{self, HostKeyQuery, KnownKey, Source, Verdict};
 use crate::remote::ssh_config::Endpoint;
+use crate::shell::quote;
 
 /// System-wide known_hosts files, read after the user's (as `ssh` does).
 const GLOBAL_KNOWN_HOSTS: [&str; 2] = ["/etc/ssh/ssh_known_hosts", "/etc/ssh/ssh_known_hosts2"];
 
-/// What the host key check decided, kept outside the handler (which `connect` consumes) so a
-/// refusal can be explained after the handshake fails.
-#[derive(Default)]
-pub(super) struct HostKeyOutcome {
-    pub refusal: Option<String>,
+/// The key a server offered, as the user will compare it: `ssh-ed25519 SHA256:...`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OfferedKey {
+    pub algorithm: String,
+    pub fingerprint: String,
 }
 
-/// The known_hosts files and the rules for one host.
+impl OfferedKey {
+    fn of(key: &PublicKey) -> OfferedKey {
+        OfferedKey {
+            algorithm: key.algorithm().as_str().to_owned(),
+            fingerprint: known_hosts::fingerprint(key),
+        }
+    }
+}
+
+impl std::fmt::Display for OfferedKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}", self.algorithm, self.fingerprint)
+    }
+}
+
+/// Why a server's host key was not trusted. Nothing was sent to that server (or through it).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HostKeyRefusal {
+    /// Nothing is recorded for the host, and checking is strict.
+    #[error("the host key of {peer} is not known ({key}); nothing was sent")]
+    Unknown {
+        peer: Peer,
+        key: OfferedKey,
+        /// Where the key would go (the first known_hosts file).
+        known_hosts: PathBuf,
+    },
+    /// accept-new, but `UserKnownHostsFile none` leaves nowhere to record the key.
+    #[error(
+        "the host key of {peer} is not known ({key}) and there is no known_hosts file to record \
+         it in (UserKnownHostsFile none); nothing was sent"
+    )]
+    NowhereToRecord { peer: Peer, key: OfferedKey },
+    /// accept-new, but writing the key failed.
+    #[error("cannot record the host key of {peer} ({key}) in {}: {error}; nothing was sent", file.display())]
+    CannotRecord {
+        peer: Peer,
+        key: OfferedKey,
+        file: PathBuf,
+        error: String,
+    },
+    /// The host is recorded, but never with this key.
+    #[error("{}", changed_message(peer, offered, known))]
+    Changed {
+        peer: Peer,
+        offered: OfferedKey,
+        known: Vec<KnownKey>,
+    },
+    /// A `@revoked` line carries the key (or the CA that signed its certificate).
+    #[error(
+        "the host key of {peer} ({key}) is marked @revoked in {origin}:{line}; refusing to connect"
+    )]
+    Revoked {
+        peer: Peer,
+        key: OfferedKey,
+        origin: Source,
+        line: usize,
+    },
+    /// A known_hosts file exists but cannot be read: it might hold a revocation, so no guess.
+    #[error("cannot check the host key of {peer}: {error}")]
+    Unreadable { peer: Peer, error: String },
+}
+
+fn changed_message(peer: &Peer, offered: &OfferedKey, known: &[KnownKey]) -> String {
+    let mut msg =
+        format!("HOST KEY CHANGED for {peer}: the server offered {offered}, but known_hosts has:");
+    for k in known {
+        msg.push_str(&format!(
+            "\n  {} {} ({}:{})",
+            k.algorithm, k.fingerprint, k.source, k.line
+        ));
+    }
+    msg.push_str(
+        "\nThis can be an attack (someone in the middle) or a reinstalled server; nothing was sent",
+    );
+    msg
+}
+
+impl HostKeyRefusal {
+    pub fn peer(&self) -> &Peer {
+        match self {
+            HostKeyRefusal::Unknown { peer, .. }
+            | HostKeyRefusal::NowhereToRecord { peer, .. }
+            | HostKeyRefusal::CannotRecord { peer, .. }
+            | HostKeyRefusal::Changed { peer, .. }
+            | HostKeyRefusal::Revoked { peer, .. }
+            | HostKeyRefusal::Unreadable { peer, .. } => peer,
+        }
+    }
+
+    /// What to do about it, as one line a user can copy from.
+    pub fn hint(&self) -> String {
+        match self {
+            HostKeyRefusal::Unknown {
+                peer, known_hosts, ..
+            } => format!(
+                "if this is the right server (compare the fingerprint with its administrator's), add its key: \
+                 {}; or set host_key_checking = \"accept-new\"",
+                keyscan(peer, known_hosts)
+            ),
+            HostKeyRefusal::NowhereToRecord { .. } => "set known_hosts in cutover.toml (or \
+                UserKnownHostsFile in ~/.ssh/config) to a file cutover may add the key to"
+                .into(),
+            HostKeyRefusal::CannotRecord { peer, file, .. } => format!(
+                "make {} writable, or add the key yourself: {}",
+                file.display(),
+                keyscan(peer, file)
+            ),
+            HostKeyRefusal::Changed { peer, known, .. } => {
+                let mut files: Vec<String> = Vec::new();
+                for k in known {
+                    let edit = match k.source.file() {
+                        Some(file) => format!(
+                            "ssh-keygen -R {} -f {}",
+                            quote(&peer.address()),
+                            quote(&file.to_string_lossy())
+                        ),
+                        None => format!("edit {}", k.source),
+                    };
+                    if !files.contains(&edit) {
+                        files.push(edit);
+                    }
+                }
+                format!(
+                    "if the server was reinstalled (confirm the new fingerprint with its administrator), remove \
+                     the old key ({}), then add the new one",
+                    files.join("; ")
+                )
+            }
+            HostKeyRefusal::Revoked { .. } => {
+                "the key was revoked on purpose: get the server's current key from its administrator".into()
+            }
+            HostKeyRefusal::Unreadable { .. } => {
+                "make the known_hosts file readable, or set known_hosts in cutover.toml to another file"
+                    .into()
+            }
+        }
+    }
+}
+
+/// The command that adds the host's keys to `file`, quoted for a shell.
+fn keyscan(peer: &Peer, file: &std::path::Path) -> String {
+    format!(
+        "ssh-keyscan -p {} {} >> {}",
+        peer.port,
+        quote(&peer.host),
+        quote(&file.to_string_lossy())
+    )
+}
+
+/// The known_hosts sources and the rules for one host.
 pub(super) struct HostKeyPolicy {
-    host: String,
-    port: u16,
-    /// "jump host " for a ProxyJump hop, "" for the target: said in every message.
-    role: &'static str,
-    files: Vec<PathBuf>,
+    peer: Peer,
+    /// `$CUTOVER_KNOWN_HOSTS`, the user's files, the system's.
+    sources: Vec<Source>,
     /// Where accept-new records a key; None with `UserKnownHostsFile none`.
     user_file: Option<PathBuf>,
     mode: HostKeyChecking,
 }
 
 impl HostKeyPolicy {
-    pub(super) fn new(ep: &Endpoint, role: &'static str) -> HostKeyPolicy {
-        let mut files = ep.known_hosts.clone();
-        files.extend(GLOBAL_KNOWN_HOSTS.iter().map(PathBuf::from));
+    pub(super) fn new(ep: &Endpoint, jump: bool) -> HostKeyPolicy {
+        let sources = Source::from_env()
+            .into_iter()
+            .chain(ep.known_hosts.iter().cloned().map(Source::File))
+            .chain(GLOBAL_KNOWN_HOSTS.iter().map(|f| Source::File(f.into())))
+            .collect();
         HostKeyPolicy {
-            host: ep.host.clone(),
-            port: ep.port,
-            role,
-            files,
+            peer: Peer {
+                host: ep.host.clone(),
+                port: ep.port,
+                jump,
+            },
+            sources,
             user_file: ep.known_hosts.first().cloned(),
             mode: ep.host_key_checking,
         }
     }
 
-    /// None when `offered` is trusted (recording it first under accept-new), else why not.
-    pub(super) fn judge(&self, offered: &PublicKeyOrCertificate) -> Option<String> {
-        let query = HostKeyQuery {
-            host: &self.host,
-            port: self.port,
-        };
+    fn query(&self) -> HostKeyQuery<'_> {
+        HostKeyQuery {
+            host: &self.peer.host,
+            port: self.peer.port,
+        }
+    }
+
+    /// Whether to trust `offered`: Ok with the file accept-new recorded it in (None when it was
+    /// known already), or why not.
+    pub(super) fn judge(
+        &self,
+        offered: &PublicKeyOrCertificate,
+    ) -> Result<Option<PathBuf>, Box<HostKeyRefusal>> {
+        let query = self.query();
         let key = offered.public_key();
         let verdict = match offered.certificate() {
-            Some(cert) => known_hosts::check_certificate(&self.files, &query, cert),
-            None => known_hosts::check(&self.files, &query, &key),
+            Some(cert) => known_hosts::check_certificate(&self.sources, &query, cert),
+            None => known_hosts::check(&self.sources, &query, &key),
         };
-        let fp = known_hosts::fingerprint(&key);
-        let name = format!("{}{}", self.role, display_name(&self.host, self.port));
-        let user_file = self
-            .user_file
-            .as_ref()
-            .map(|f| f.display().to_string())
-            .unwrap_or_else(|| "~/.ssh/known_hosts".into());
-        let refusal = match verdict {
-            Ok(Verdict::Known) => None,
+        let peer = self.peer.clone();
+        let offered_key = OfferedKey::of(&key);
+        match verdict {
+            Ok(Verdict::Known) => Ok(None),
             Ok(Verdict::Unknown) if self.mode == HostKeyChecking::AcceptNew => {
-                match &self.user_file {
-                    Some(file) => match known_hosts::append(file, &query, &key) {
-                        Ok(()) => {
-                            eprintln!(
-                                "cutover: added {name} ({} {fp}) to {}",
-                                key.algorithm(),
-                                file.display()
-                            );
-                            None
-                        }
-                        Err(e) => Some(format!(
-                            "cannot record the host key of {name} in {}: {e}",
+                let Some(file) = &self.user_file else {
+                    return Err(Box::new(HostKeyRefusal::NowhereToRecord {
+                        peer,
+                        key: offered_key,
+                    }));
+                };
+                match known_hosts::append(file, &query, &key) {
+                    Ok(()) => {
+                        eprintln!(
+                            "cutover: added {peer} ({offered_key}) to {}",
                             file.display()
-                        )),
-                    },
-                    None => Some(format!(
-                        "the host key of {name} is not known ({} {fp}) and there is no known_hosts file                          to record it in (UserKnownHostsFile none); nothing was sent",
-                        key.algorithm()
-                    )),
+                        );
+                        Ok(Some(file.clone()))
+                    }
+                    Err(e) => Err(Box::new(HostKeyRefusal::CannotRecord {
+                        peer,
+                        key: offered_key,
+                        file: file.clone(),
+                        error: match e {
+                            known_hosts::KnownHostsError::Write { error, .. } => error.to_string(),
+                            other => other.to_string(),
+                        },
+                    })),
                 }
             }
-            Ok(Verdict::Unknown) => Some(format!(
-                "the host key of {name} is not known ({} {fp}); nothing was sent.\n\
-                 If this is the right server, add its key: ssh-keyscan -p {} {} >> {}\n\
-                 (check the fingerprint with the server's administrator), or set host_key_checking = \"accept-new\"",
-                key.algorithm(),
-                self.port,
-                self.host,
-                user_file
-            )),
-            Ok(Verdict::Changed { known }) => {
-                let mut msg = format!(
-                    "HOST KEY CHANGED for {name}: the server offered {} {fp}, but known_hosts has:",
-                    key.algorithm()
-                );
-                for k in known {
-                    msg.push_str(&format!(
-                        "\n  {} {} ({}:{})",
-                        k.algorithm,
-                        k.fingerprint,
-                        k.file.display(),
-                        k.line
-                    ));
-                }
-                msg.push_str("\nThis can be an attack (someone in the middle) or a reinstalled server. Nothing was sent. \
-                              If the change is expected, remove the old line(s) and add the new key.");
-                Some(msg)
-            }
-            Ok(Verdict::Revoked { file, line }) => Some(format!(
-                "the host key of {name} ({} {fp}) is marked @revoked in {}:{line}; refusing to connect",
-                key.algorithm(),
-                file.display()
-            )),
-            Err(e) => Some(format!("cannot check the host key of {name}: {e}")),
-        };
-        refusal
+            Ok(Verdict::Unknown) => Err(Box::new(HostKeyRefusal::Unknown {
+                peer,
+                key: offered_key,
+                known_hosts: self
+                    .user_file
+                    .clone()
+                    .unwrap_or_else(|| home_dir().join(".ssh/known_hosts")),
+            })),
+            Ok(Verdict::Changed { known }) => Err(Box::new(HostKeyRefusal::Changed {
+                peer,
+                offered: offered_key,
+                known,
+            })),
+            Ok(Verdict::Revoked { source, line }) => Err(Box::new(HostKeyRefusal::Revoked {
+                peer,
+                key: offered_key,
+                origin: source,
+                line,
+            })),
+            Err(e) => Err(Box::new(HostKeyRefusal::Unreadable {
+                peer,
+                error: e.to_string(),
+            })),
+        }
     }
 
     /// Ask for a host key type known_hosts already has for this host, as OpenSSH does: a server
@@ -138,12 +289,9 @@ impl HostKeyPolicy {
     /// Also: never `ssh-rsa` (SHA-1) host key signatures, as OpenSSH 8.8+; and host certificates
     /// first when an `@cert-authority` line vouches for this host, also as OpenSSH.
     pub(super) fn preferred(&self) -> russh::Preferred {
-        let files = &self.files;
+        let files = &self.sources;
         let mut preferred = russh::Preferred::default();
-        let query = HostKeyQuery {
-            host: &self.host,
-            port: self.port,
-        };
+        let query = self.query();
         let sha2_only: Vec<ssh_key::Algorithm> = preferred
             .key
             .iter()
