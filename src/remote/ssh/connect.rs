@@ -22,7 +22,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::auth::{self, AuthFailure};
 use super::host_key::{HostKeyPolicy, HostKeyRefusal};
-use super::session::{Lost, SshSession};
+use super::session::{Link, LinkSender, SshSession};
 use super::Peer;
 use crate::config::{Host, Target};
 use crate::remote::sftp::Sftp;
@@ -36,11 +36,13 @@ struct HostKeyOutcome {
     recorded: Option<PathBuf>,
 }
 
-/// The russh handler of one connection: host key policy, and the reason the connection ended.
+/// The russh handler of one connection: the host key policy, and the news that the connection
+/// ended (its sender is dropped with the handler when the session task ends, which wakes every
+/// waiter too, even where russh calls no `disconnected`).
 pub(super) struct Client {
     policy: HostKeyPolicy,
     outcome: Arc<Mutex<HostKeyOutcome>>,
-    lost: Lost,
+    link: LinkSender,
 }
 
 impl client::Handler for Client {
@@ -75,7 +77,7 @@ impl client::Handler for Client {
             ),
             DisconnectReason::Error(e) => e.to_string(),
         };
-        self.lost.lock().unwrap().get_or_insert(why);
+        self.link.lost(why);
         match reason {
             DisconnectReason::ReceivedDisconnect(_) => Ok(()),
             DisconnectReason::Error(e) => Err(e),
@@ -202,7 +204,7 @@ pub struct Handshake {
     jumps: Vec<Handle<Client>>,
     /// "via jump host X, Y" (empty without jump hosts), for messages.
     pub via: String,
-    lost: Lost,
+    link: Link,
     /// The known_hosts file accept-new added the target's key to, when it did.
     pub recorded_new_key: Option<PathBuf>,
 }
@@ -243,7 +245,7 @@ impl Handshake {
             } else {
                 format!("via jump host {}", via.join(", "))
             },
-            lost: connected.lost,
+            link: connected.link,
             recorded_new_key: connected.recorded,
         })
     }
@@ -275,7 +277,7 @@ impl Handshake {
         Ok(SshSession {
             handle: self.handle,
             _jumps: self.jumps,
-            lost: self.lost,
+            link: self.link,
             sftp,
             exec_channel: tokio::sync::Mutex::new(exec_channel.ok()),
             spare_sftp: tokio::sync::Mutex::new(spare),
@@ -295,11 +297,10 @@ impl Peer {
     }
 }
 
-/// A handshake that went through: the handle, why it ended (later), and the key accept-new
-/// recorded.
+/// A handshake that went through: the handle, its link, and the key accept-new recorded.
 struct Connected {
     handle: Handle<Client>,
-    lost: Lost,
+    link: Link,
     recorded: Option<PathBuf>,
 }
 
@@ -390,11 +391,11 @@ where
     let policy = HostKeyPolicy::new(ep, peer.jump);
     let preferred = policy.preferred();
     let outcome = Arc::new(Mutex::new(HostKeyOutcome::default()));
-    let lost = Lost::default();
+    let (link_sender, link) = Link::new();
     let handler = Client {
         policy,
         outcome: outcome.clone(),
-        lost: lost.clone(),
+        link: link_sender,
     };
     let config = Arc::new(client::Config {
         keepalive_interval: ep.keepalive,
@@ -424,7 +425,7 @@ where
         },
         Ok(Ok(handle)) => Ok(Connected {
             handle,
-            lost,
+            link,
             recorded: outcome.recorded.take(),
         }),
     }

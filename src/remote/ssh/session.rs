@@ -7,12 +7,12 @@
 //! [`SshSession::guard`] / [`SshSession::explain`], so an error caused by a lost connection
 //! says so instead of reporting whatever request happened to be waiting.
 
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
 use russh::client::{self, Handle};
 use russh::ChannelMsg;
+use tokio::sync::watch;
 
 use super::connect::{Client, Handshake};
 use crate::config::Target;
@@ -23,7 +23,7 @@ pub struct SshSession {
     pub(super) handle: Handle<Client>,
     /// The jump hosts' connections, which carry this one: kept open as long as it is.
     pub(super) _jumps: Vec<Handle<Client>>,
-    pub(super) lost: Lost,
+    pub(super) link: Link,
     pub sftp: Sftp,
     /// A session channel opened together with the SFTP one, so the exec call costs no round
     /// trip for opening its channel. Taken by the first exec.
@@ -36,8 +36,53 @@ pub struct SshSession {
     pub description: String,
 }
 
-/// Why the connection ended, as russh reported it to the handler.
-pub(super) type Lost = Arc<Mutex<Option<String>>>;
+/// How long an error waits for the session task to report a dropped connection.
+const LOST_REASON_WAIT: Duration = Duration::from_millis(100);
+
+/// News of the connection's end, from the russh handler to whoever is waiting on the session:
+/// `Some(reason)` once russh reported why, and the channel closed once the session task is over
+/// (the handler, holding the sender, is dropped with it; russh skips `disconnected` on some
+/// paths, e.g. when shutting down the socket fails, but never skips the drop).
+#[derive(Clone)]
+pub(super) struct Link(watch::Receiver<Option<String>>);
+
+/// The handler's end of a [`Link`].
+pub(super) struct LinkSender(watch::Sender<Option<String>>);
+
+impl Link {
+    pub(super) fn new() -> (LinkSender, Link) {
+        let (tx, rx) = watch::channel(None);
+        (LinkSender(tx), Link(rx))
+    }
+
+    /// Returns once the connection has ended.
+    async fn closed(&self) {
+        let mut rx = self.0.clone();
+        // Err: the sender is gone, so the session task has ended; either way it is over.
+        let _ = rx.wait_for(Option::is_some).await;
+    }
+
+    fn is_closed(&self) -> bool {
+        self.0.borrow().is_some() || self.0.has_changed().is_err()
+    }
+
+    fn reason(&self) -> Option<String> {
+        self.0.borrow().clone()
+    }
+}
+
+impl LinkSender {
+    /// Records why the connection ended; the first reason wins.
+    pub(super) fn lost(&self, why: String) {
+        self.0.send_if_modified(|reason| {
+            if reason.is_some() {
+                return false;
+            }
+            *reason = Some(why);
+            true
+        });
+    }
+}
 
 /// The server answered the exec request with a refusal: nothing ran.
 #[derive(Debug, thiserror::Error)]
@@ -241,21 +286,15 @@ impl SshSession {
     }
 
     async fn connection_closed(&self) {
-        while !self.handle.is_closed() {
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        self.link.closed().await;
     }
 
     /// Why the connection ended, once it has: None while it is open (or when russh said nothing).
     async fn lost_reason(&self) -> Option<String> {
-        // The session task notices a dropped connection a moment after a channel does.
-        for _ in 0..4 {
-            if self.handle.is_closed() || self.lost.lock().unwrap().is_some() {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
-        self.lost.lock().unwrap().clone()
+        // A channel sees a dropped connection a moment before the session task does, and the
+        // reason comes from the session task: give it that moment, no more.
+        let _ = tokio::time::timeout(LOST_REASON_WAIT, self.link.closed()).await;
+        self.link.reason()
     }
 
     /// `result`, with "the SSH connection to X was lost" added to an error when that is why it
@@ -274,7 +313,7 @@ impl SshSession {
             return Err(e);
         }
         let lost = self.lost_reason().await;
-        if !self.handle.is_closed() && lost.is_none() {
+        if !self.handle.is_closed() && !self.link.is_closed() && lost.is_none() {
             return Err(e);
         }
         let why = lost.map(|w| format!(" ({w})")).unwrap_or_default();
@@ -289,5 +328,46 @@ impl SshSession {
             .handle
             .disconnect(russh::Disconnect::ByApplication, "", "en")
             .await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn soon<F: std::future::Future>(f: F) -> Option<F::Output> {
+        tokio::time::timeout(Duration::from_secs(5), f).await.ok()
+    }
+
+    #[tokio::test]
+    async fn a_reported_reason_wakes_the_waiters_and_the_first_one_stays() {
+        let (sender, link) = Link::new();
+        assert!(!link.is_closed());
+        let waiter = tokio::spawn({
+            let link = link.clone();
+            async move { link.closed().await }
+        });
+        tokio::task::yield_now().await;
+        sender.lost("Keepalive timeout".into());
+        sender.lost("a later reason".into());
+        assert!(soon(waiter).await.is_some(), "the waiter was not woken");
+        assert!(link.is_closed());
+        assert_eq!(link.reason().as_deref(), Some("Keepalive timeout"));
+        // a waiter that comes after the news returns at once
+        assert!(soon(link.closed()).await.is_some());
+    }
+
+    #[tokio::test]
+    async fn the_handler_going_away_wakes_the_waiters_without_a_reason() {
+        let (sender, link) = Link::new();
+        let waiter = tokio::spawn({
+            let link = link.clone();
+            async move { link.closed().await }
+        });
+        tokio::task::yield_now().await;
+        drop(sender);
+        assert!(soon(waiter).await.is_some(), "the waiter was not woken");
+        assert!(link.is_closed());
+        assert_eq!(link.reason(), None);
     }
 }
