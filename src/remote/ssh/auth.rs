@@ -1,11 +1,12 @@
 //! Logging in with public keys, in the order `ssh` would offer them, and a failure that says
 //! what was tried and what the server would have taken.
 //!
-//! Order: the identity files (cutover.toml's `identity_file`, else the ssh config's
-//! `IdentityFile`s), signing through ssh-agent when it holds the same key so an encrypted file
-//! needs no passphrase; then the agent's other keys (none of them with `IdentitiesOnly yes`); then
-//! `~/.ssh/id_ed25519`, `id_ecdsa`, `id_rsa` when no identity file is configured at all, as `ssh`
-//! does. A key is offered once, however many ways lead to it.
+//! Order: the key in `$CUTOVER_SSH_KEY` (a private key's text, as CI secrets arrive: parsed in
+//! memory, never written anywhere); the identity files (cutover.toml's `identity_file`, else the
+//! ssh config's `IdentityFile`s), signing through ssh-agent when it holds the same key so an
+//! encrypted file needs no passphrase; then the agent's other keys (none of them with
+//! `IdentitiesOnly yes`); then `~/.ssh/id_ed25519`, `id_ecdsa`, `id_rsa` when no identity is
+//! configured at all, as `ssh` does. A key is offered once, however many ways lead to it.
 //!
 //! RSA keys always sign with rsa-sha2-512 or rsa-sha2-256 (what the server announces in
 //! `server-sig-algs`, else SHA-256): never with SHA-1 `ssh-rsa`, which OpenSSH 8.8+ refuses anyway.
@@ -28,8 +29,12 @@ use super::Peer;
 use crate::config::home_dir;
 use crate::remote::ssh_config::{Agent, Endpoint};
 
-/// Environment variable holding the passphrase of an encrypted identity file.
+/// Environment variable holding the passphrase of an encrypted identity file (or of the key in
+/// [`KEY_ENV`]).
 pub const PASSPHRASE_ENV: &str = "CUTOVER_SSH_PASSPHRASE";
+
+/// Environment variable holding a private key's text, offered before every other key.
+pub const KEY_ENV: &str = "CUTOVER_SSH_KEY";
 
 /// How many times the terminal prompt asks before giving up on a key, as `ssh`.
 const PROMPT_ATTEMPTS: usize = 3;
@@ -125,7 +130,7 @@ impl AuthFailure {
             ),
             AuthFailureReason::NoKeys => format!(
                 "give cutover a key that {user} may log in with: identity_file in cutover.toml, IdentityFile \
-                 in ~/.ssh/config, or a key in ssh-agent"
+                 in ~/.ssh/config, a key in ssh-agent, or {KEY_ENV} (a private key's text, for CI)"
             ),
             AuthFailureReason::NoneAccepted => format!(
                 "authorize one of these keys for {user} on {} (its .pub goes into ~/.ssh/authorized_keys \
@@ -250,6 +255,25 @@ async fn offer_keys<H: client::Handler>(
     let user = ep.user.as_str();
     let mut rsa_hash = RsaHash::default();
 
+    // 0. the key in the environment, for CI
+    let env_key = env_key_text();
+    if let Some(text) = &env_key {
+        let label = format!("key ${KEY_ENV}");
+        match unlock(text, &label).await {
+            Ok(key) => {
+                let what = format!(
+                    "{label} ({} {})",
+                    key.algorithm(),
+                    key.fingerprint(HashAlg::Sha256)
+                );
+                if offer_private_key(handle, user, key, &mut rsa_hash, &what, log).await? {
+                    return Ok(Some(what));
+                }
+            }
+            Err(why) => log.note(label, why),
+        }
+    }
+
     let (mut agent, agent_keys) = match connect_agent(&ep.agent).await {
         Ok(Some(mut agent)) => match agent.request_identities().await {
             Ok(ids) => {
@@ -327,8 +351,8 @@ async fn offer_keys<H: client::Handler>(
         }
     }
 
-    // 3. the default key files, when no identity file is configured
-    if ep.identity_files.is_empty() {
+    // 3. the default key files, when no identity is configured
+    if ep.identity_files.is_empty() && env_key.is_none() {
         for name in ["id_ed25519", "id_ecdsa", "id_rsa"] {
             let path = home_dir().join(".ssh").join(name);
             if !path.exists() {
@@ -477,10 +501,33 @@ fn identity_public_key(path: &Path) -> Option<PublicKey> {
 async fn load_private_key(path: &Path) -> Result<PrivateKey, String> {
     let text =
         Zeroizing::new(std::fs::read_to_string(path).map_err(|e| format!("cannot read it ({e})"))?);
+    unlock(&text, &format!("key '{}'", path.display())).await
+}
+
+/// `$CUTOVER_SSH_KEY`, tidied the ways CI secrets get mangled: CRLF line ends, surrounding blank
+/// space, and a key pasted as one line with literal `\n`s. None when unset or blank.
+fn env_key_text() -> Option<Zeroizing<String>> {
+    let raw = Zeroizing::new(std::env::var(KEY_ENV).ok()?);
+    let trimmed = raw.trim();
+    if trimmed.is_empty() {
+        return None;
+    }
+    let mut text = Zeroizing::new(trimmed.replace("\r\n", "\n"));
+    if !text.contains('\n') && text.contains("\\n") {
+        text = Zeroizing::new(text.replace("\\n", "\n"));
+    }
+    text.push('\n');
+    Some(text)
+}
+
+/// Decodes a private key's text (OpenSSH or PEM format), unlocking it when encrypted; `label`
+/// names the key in the terminal prompt. The error is the reason to show in the list of tried
+/// keys; it never contains the key or the passphrase.
+async fn unlock(text: &Zeroizing<String>, label: &str) -> Result<PrivateKey, String> {
     // PKCS#8 and legacy PEM encryption are only visible in the armour.
     let armoured_encrypted = text.contains("-----BEGIN ENCRYPTED PRIVATE KEY-----")
         || text.contains("Proc-Type: 4,ENCRYPTED");
-    match keys::decode_secret_key(&text, None) {
+    match keys::decode_secret_key(text, None) {
         Ok(key) => return Ok(key),
         Err(keys::Error::KeyIsEncrypted) => {}
         Err(_) if armoured_encrypted => {}
@@ -488,7 +535,7 @@ async fn load_private_key(path: &Path) -> Result<PrivateKey, String> {
     }
     if let Ok(pass) = std::env::var(PASSPHRASE_ENV) {
         let pass = Zeroizing::new(pass);
-        return keys::decode_secret_key(&text, Some(&pass))
+        return keys::decode_secret_key(text, Some(&pass))
             .map_err(|_| format!("encrypted, and {PASSPHRASE_ENV} does not decrypt it"));
     }
     if !std::io::stdin().is_terminal() {
@@ -498,7 +545,7 @@ async fn load_private_key(path: &Path) -> Result<PrivateKey, String> {
         ));
     }
     for _ in 0..PROMPT_ATTEMPTS {
-        let prompt = format!("Enter passphrase for key '{}': ", path.display());
+        let prompt = format!("Enter passphrase for {label}: ");
         let answer = tokio::task::spawn_blocking(move || rpassword::prompt_password(prompt))
             .await
             .map_err(|e| format!("cannot ask for the passphrase ({e})"))?
@@ -507,9 +554,9 @@ async fn load_private_key(path: &Path) -> Result<PrivateKey, String> {
         if pass.is_empty() {
             return Err("encrypted; skipped (empty passphrase)".into());
         }
-        match keys::decode_secret_key(&text, Some(&pass)) {
+        match keys::decode_secret_key(text, Some(&pass)) {
             Ok(key) => return Ok(key),
-            Err(_) => eprintln!("cutover: wrong passphrase for {}", path.display()),
+            Err(_) => eprintln!("cutover: wrong passphrase for {label}"),
         }
     }
     Err("encrypted; wrong passphrase".into())

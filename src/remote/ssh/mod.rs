@@ -15,7 +15,7 @@ mod connect;
 mod host_key;
 mod session;
 
-pub use auth::{AuthFailure, AuthFailureReason, Tried, PASSPHRASE_ENV};
+pub use auth::{AuthFailure, AuthFailureReason, Tried, KEY_ENV, PASSPHRASE_ENV};
 pub use connect::{ConnectError, ForwardFailure, Handshake};
 pub use host_key::{HostKeyRefusal, OfferedKey};
 pub use session::{ExecRefused, SshSession};
