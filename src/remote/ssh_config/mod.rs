@@ -19,8 +19,9 @@
 //! semantics that matter on top; the syntax is the small part. What follows OpenSSH 9's
 //! `readconf.c`, checked against `ssh -G`:
 //!
-//! * Lines are `Keyword args` or `Keyword=args`; keywords are case-insensitive; arguments may be
-//!   double- or single-quoted; `#` starts a comment.
+//! * Lines are `Keyword args` or `Keyword=args`; keywords are case-insensitive; arguments are
+//!   split as `argv_split` does (quotes, backslash escapes, `#` comments), and a keyword that
+//!   takes one value refuses more.
 //! * For each setting the **first** value obtained wins (files in order, blocks in order), except
 //!   `IdentityFile`, which accumulates.
 //! * `Host` patterns (`*`, `?`, `!negation`) match the name as written in cutover.toml, case
@@ -31,13 +32,16 @@
 //! * `Include` (with `*`/`?` in the file name) reads files in place, relative to `~/.ssh` (or
 //!   `/etc/ssh` for the system file); an `Include` inside an inactive block includes nothing.
 //! * `HostName` expands `%h` and `%%` and is lowercased. `IdentityFile`, `UserKnownHostsFile` and
-//!   `IdentityAgent` expand `~` and `%d %u %h %r %p %n %%`.
+//!   `IdentityAgent` expand `~` and `%C %d %h %i %k %L %l %n %p %r %u %%`; `HostName` refuses
+//!   any token but `%h` and `%%`, as `ssh` does.
 //!
 //! Honoured settings: `HostName`, `User`, `Port`, `IdentityFile`, `IdentitiesOnly`,
 //! `IdentityAgent`, `UserKnownHostsFile`, `StrictHostKeyChecking`, `ProxyJump`, `ConnectTimeout`,
 //! `ServerAliveInterval`, `ServerAliveCountMax`. `StrictHostKeyChecking no` never turns checking
 //! off here: it is checked strictly, with a warning. `ProxyCommand` is refused with an error
-//! rather than silently connecting directly. Everything else is ignored.
+//! rather than silently connecting directly. Everything else is ignored, also keywords `ssh` would
+//! not know: README "Connecting" lists where cutover differs from `ssh` on purpose, and
+//! `tests/ssh_config_vs_openssh.rs` checks the rest against `ssh -G`.
 
 mod parse;
 mod route;
@@ -45,7 +49,7 @@ mod route;
 use std::time::Duration;
 
 pub use parse::{config_files, lookup, lookup_text, ConfigFile, HostConfig, Origin, Proxy, Query};
-pub use route::{route, route_with, Agent, Endpoint, Route};
+pub use route::{route, route_with, settings, Agent, Endpoint, Route, Settings};
 
 /// Environment variable naming the ssh config file to read instead of the usual ones.
 pub const CONFIG_ENV: &str = "CUTOVER_SSH_CONFIG";

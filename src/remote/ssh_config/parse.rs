@@ -187,14 +187,21 @@ impl Reader<'_> {
         never_match: bool,
         depth: usize,
     ) -> Result<()> {
-        let first = || {
-            args.first()
-                .cloned()
-                .ok_or_else(|| anyhow!("{keyword} needs a value"))
+        // Keywords that take one value refuse more, as `ssh` does ("extra arguments at end of
+        // line"): `Port 22 23` is a mistake, not 22.
+        let first = || match args.as_slice() {
+            [] => Err(anyhow!("{keyword} needs a value")),
+            [one] => Ok(one.clone()),
+            [_, extra, ..] => Err(anyhow!(
+                "{keyword} takes one value; {extra:?} is one too many"
+            )),
         };
         let out = &mut self.out;
         match keyword {
             "host" => {
+                if args.is_empty() {
+                    bail!("Host needs at least one pattern");
+                }
                 *active = !never_match
                     && pattern::list_matches(
                         args.iter().map(String::as_str),
@@ -282,6 +289,9 @@ impl Reader<'_> {
                 if args.is_empty() {
                     bail!("UserKnownHostsFile needs a file");
                 }
+                if args.len() > 1 && args.iter().any(|a| a.eq_ignore_ascii_case("none")) {
+                    bail!("UserKnownHostsFile none must appear alone");
+                }
                 first_wins(*active, &mut out.user_known_hosts_files, args.clone());
             }
             "stricthostkeychecking" => {
@@ -311,12 +321,14 @@ impl Reader<'_> {
                 );
             }
             "connecttimeout" => {
-                let v = parse_time(&first()?)?;
-                first_wins(*active, &mut out.connect_timeout, v);
+                if let Some(v) = parse_time(&first()?)? {
+                    first_wins(*active, &mut out.connect_timeout, v);
+                }
             }
             "serveraliveinterval" => {
-                let v = parse_time(&first()?)?;
-                first_wins(*active, &mut out.server_alive_interval, v);
+                if let Some(v) = parse_time(&first()?)? {
+                    first_wins(*active, &mut out.server_alive_interval, v);
+                }
             }
             "serveralivecountmax" => {
                 let v = first()?;
@@ -403,40 +415,44 @@ fn split_line(line: &str) -> Result<Option<(String, Vec<String>)>> {
     Ok(Some((keyword, split_args(rest)?)))
 }
 
-/// Whitespace-separated arguments; quotes group and are removed; `#` starts a comment.
+/// Arguments as OpenSSH's `argv_split` makes them: separated by spaces and tabs; `"` or `'`
+/// quotes group (and are removed); a backslash escapes a quote, a backslash or (outside quotes)
+/// a space, and is kept as it is before anything else (`a\b` stays `a\b`); `#` at the start of
+/// an argument ends the line.
 fn split_args(s: &str) -> Result<Vec<String>> {
+    let chars: Vec<char> = s.chars().collect();
     let mut args = Vec::new();
-    let mut chars = s.chars().peekable();
-    loop {
-        while chars.peek().is_some_and(|c| c.is_whitespace()) {
-            chars.next();
+    let mut i = 0;
+    while i < chars.len() {
+        if chars[i] == ' ' || chars[i] == '\t' {
+            i += 1;
+            continue;
         }
-        let Some(&c) = chars.peek() else { break };
-        if c == '#' {
+        if chars[i] == '#' {
             break;
         }
         let mut arg = String::new();
-        while let Some(&c) = chars.peek() {
-            if c.is_whitespace() {
-                break;
-            }
-            chars.next();
-            if c == '"' || c == '\'' {
-                loop {
-                    match chars.next() {
-                        Some(q) if q == c => break,
-                        Some(x) => arg.push(x),
-                        None => bail!("unterminated quote"),
-                    }
+        let mut quote: Option<char> = None;
+        while i < chars.len() {
+            let c = chars[i];
+            let next = chars.get(i + 1).copied();
+            match (c, quote) {
+                ('\\', _)
+                    if matches!(next, Some('\'' | '"' | '\\'))
+                        || (quote.is_none() && next == Some(' ')) =>
+                {
+                    i += 1;
+                    arg.push(chars[i]);
                 }
-            } else if c == '\\' {
-                match chars.next() {
-                    Some(x) => arg.push(x),
-                    None => arg.push('\\'),
-                }
-            } else {
-                arg.push(c);
+                (' ' | '\t', None) => break,
+                ('"' | '\'', None) => quote = Some(c),
+                (c, Some(q)) if c == q => quote = None,
+                (c, _) => arg.push(c),
             }
+            i += 1;
+        }
+        if quote.is_some() {
+            bail!("unterminated quote");
         }
         args.push(arg);
     }
@@ -451,10 +467,11 @@ fn parse_bool(v: &str) -> Result<bool> {
     }
 }
 
-/// OpenSSH time values: `30`, `30s`, `1m30s`, `1h`; `none` means 0.
-fn parse_time(v: &str) -> Result<Duration> {
+/// OpenSSH time values: `30`, `30s`, `1m30s`, `1h`; `none` is None, which leaves the setting
+/// unset (a later line may still set it, as in `ssh`).
+fn parse_time(v: &str) -> Result<Option<Duration>> {
     if v.eq_ignore_ascii_case("none") {
-        return Ok(Duration::ZERO);
+        return Ok(None);
     }
     let bad = || anyhow!("{v:?} is not a time (e.g. 30, 30s, 2m)");
     let mut total: u64 = 0;
@@ -481,7 +498,7 @@ fn parse_time(v: &str) -> Result<Duration> {
     } else if v.is_empty() {
         return Err(bad());
     }
-    Ok(Duration::from_secs(total))
+    Ok(Some(Duration::from_secs(total)))
 }
 
 /// The files matching `pattern`, whose last component may hold `*` and `?`; sorted.
@@ -690,9 +707,9 @@ mod tests {
 
     #[test]
     fn time_values() {
-        assert_eq!(parse_time("10").unwrap(), Duration::from_secs(10));
-        assert_eq!(parse_time("1h5m").unwrap(), Duration::from_secs(3900));
-        assert_eq!(parse_time("none").unwrap(), Duration::ZERO);
+        assert_eq!(parse_time("10").unwrap(), Some(Duration::from_secs(10)));
+        assert_eq!(parse_time("1h5m").unwrap(), Some(Duration::from_secs(3900)));
+        assert_eq!(parse_time("none").unwrap(), None);
         assert!(parse_time("ten").is_err());
         assert!(parse_time("").is_err());
     }

@@ -29,7 +29,8 @@ struct Tokens<'a> {
 }
 
 impl Tokens<'_> {
-    /// `~` and `%d %u %h %r %p %n %%`; any other token is an error, as in `ssh`.
+    /// `~` and the tokens `ssh` expands in file names (`%C %d %h %i %k %L %l %n %p %r %u %%`);
+    /// any other token is an error, as in `ssh`.
     fn expand(&self, what: &str, value: &str) -> Result<PathBuf> {
         let mut out = String::new();
         let mut chars = value.chars();
@@ -45,15 +46,68 @@ impl Tokens<'_> {
                 Some('r') => out.push_str(self.user),
                 Some('p') => out.push_str(&self.port.to_string()),
                 Some('n') => out.push_str(self.original),
+                // HostKeyAlias is not supported, so the key alias is the name as given.
+                Some('k') => out.push_str(self.original),
+                Some('l') => out.push_str(&local_host_name()),
+                Some('L') => out.push_str(local_host_name().split('.').next().unwrap_or_default()),
+                Some('i') => out.push_str(&local_uid().to_string()),
+                Some('C') => out.push_str(&self.connection_hash()),
                 Some('%') => out.push('%'),
                 Some(t) => bail!(
-                    "{what} {value:?}: the token %{t} is not supported by cutover (supported: %d %u %h %r %p %n %%)"
+                    "{what} {value:?}: the token %{t} is not one ssh expands there \
+                     (%C %d %h %i %k %L %l %n %p %r %u %%)"
                 ),
                 None => bail!("{what} {value:?} ends with a lone %"),
             }
         }
         Ok(expand_tilde(&out, self.home))
     }
+
+    /// `%C`: SHA-1 of `%l%h%p%r` in hex, as OpenSSH's `ssh_connection_hash`.
+    fn connection_hash(&self) -> String {
+        use sha1::{Digest, Sha1};
+        let digest = Sha1::new()
+            .chain_update(local_host_name())
+            .chain_update(self.host)
+            .chain_update(self.port.to_string())
+            .chain_update(self.user)
+            .finalize();
+        digest.iter().map(|b| format!("{b:02x}")).collect()
+    }
+}
+
+/// `ssh` expands only `%h` and `%%` in `HostName`, and refuses the rest.
+fn check_host_name_tokens(value: &str) -> Result<()> {
+    let mut chars = value.chars();
+    while let Some(c) = chars.next() {
+        if c == '%' {
+            match chars.next() {
+                Some('h' | '%') => {}
+                Some(t) => {
+                    bail!("HostName {value:?}: the token %{t} is not one ssh expands there (%h %%)")
+                }
+                None => bail!("HostName {value:?} ends with a lone %"),
+            }
+        }
+    }
+    Ok(())
+}
+
+/// This machine's name as `gethostname(2)` gives it (`ssh`'s `%l`).
+fn local_host_name() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: the buffer and its length are valid; gethostname writes at most that many bytes.
+    let r = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    if r != 0 {
+        return String::new();
+    }
+    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+    String::from_utf8_lossy(&buf[..end]).into_owned()
+}
+
+fn local_uid() -> u32 {
+    // SAFETY: getuid cannot fail and touches no memory of ours.
+    unsafe { libc::getuid() }
 }
 
 /// Where the ssh-agent is, per `IdentityAgent` (default: `SSH_AUTH_SOCK`).
@@ -224,16 +278,61 @@ fn resolve(
     Ok((jumps, endpoint))
 }
 
-fn endpoint(
+/// What the ssh config files resolve for one host, expanded (`%` tokens, `~`) and with
+/// cutover.toml's overrides applied, but before cutover's own defaults and policies: the same
+/// settings, in the same terms, that `ssh -G` prints. [`endpoint`] builds on it, and the
+/// differential test against `ssh -G` reads it (through [`settings`]), so what is compared is
+/// what a deploy uses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settings {
+    /// Lowercased, `%h` expanded.
+    pub hostname: String,
+    pub user: String,
+    pub port: u16,
+    /// Empty when none is configured (`ssh -G` then lists its defaults).
+    pub identity_files: Vec<PathBuf>,
+    /// The hops as `ssh -G` prints them (`user@host:port,...`); None for `none` or unset.
+    pub proxy_jump: Option<String>,
+    pub connect_timeout: Option<Duration>,
+    /// Lowercased, as written.
+    pub strict_host_key_checking: Option<String>,
+    /// None when unset; `none` entries dropped.
+    pub user_known_hosts_files: Option<Vec<PathBuf>>,
+    pub identities_only: bool,
+    pub server_alive_interval: Option<Duration>,
+    pub server_alive_count_max: Option<usize>,
+}
+
+/// [`Settings`] for `alias` from `files`, with `home` for `~` and `%d` and `local_user` for
+/// `%u` (cutover passes `$HOME` and `$USER`). Nothing from cutover.toml.
+pub fn settings(
+    files: &[ConfigFile],
+    alias: &str,
+    home: &Path,
+    local_user: &str,
+) -> Result<Settings> {
+    let query = Query {
+        host: alias,
+        user: None,
+        local_user,
+        home,
+    };
+    let cfg = lookup(files, &query)?;
+    settings_of(alias, &cfg, &Overrides::default(), home, local_user)
+}
+
+fn settings_of(
     alias: &str,
     cfg: &HostConfig,
     overrides: &Overrides,
     home: &Path,
     local_user: &str,
-    warnings: &mut Vec<String>,
-) -> Result<Endpoint> {
-    let host = match &cfg.host_name {
-        Some(h) => expand_host_name(h, alias),
+) -> Result<Settings> {
+    let hostname = match &cfg.host_name {
+        Some(h) => {
+            check_host_name_tokens(h)?;
+            expand_host_name(h, alias)
+        }
         None => alias.to_ascii_lowercase(),
     };
     let port = overrides.port.or(cfg.port).unwrap_or(22);
@@ -245,7 +344,7 @@ fn endpoint(
     let tokens = Tokens {
         home,
         local_user,
-        host: &host,
+        host: &hostname,
         user: &user,
         port,
         original: alias,
@@ -258,6 +357,62 @@ fn endpoint(
             .map(|f| tokens.expand("IdentityFile", f))
             .collect::<Result<_>>()?,
     };
+    let user_known_hosts_files = match (&overrides.known_hosts, &cfg.user_known_hosts_files) {
+        (Some(p), _) => Some(vec![p.clone()]),
+        (None, Some(files)) => Some(
+            files
+                .iter()
+                .filter(|f| !f.eq_ignore_ascii_case("none"))
+                .map(|f| tokens.expand("UserKnownHostsFile", f))
+                .collect::<Result<_>>()?,
+        ),
+        (None, None) => None,
+    };
+    let proxy_jump = match &cfg.proxy {
+        Some(Proxy::Jump(spec)) if spec != "none" => Some(
+            parse_jump_list(spec)?
+                .iter()
+                .map(JumpHop::to_string)
+                .collect::<Vec<_>>()
+                .join(","),
+        ),
+        _ => None,
+    };
+    Ok(Settings {
+        hostname,
+        user,
+        port,
+        identity_files,
+        proxy_jump,
+        connect_timeout: cfg.connect_timeout,
+        strict_host_key_checking: cfg
+            .strict_host_key_checking
+            .as_ref()
+            .map(|(v, _)| v.clone()),
+        user_known_hosts_files,
+        identities_only: cfg.identities_only.unwrap_or(false),
+        server_alive_interval: cfg.server_alive_interval,
+        server_alive_count_max: cfg.server_alive_count_max,
+    })
+}
+
+fn endpoint(
+    alias: &str,
+    cfg: &HostConfig,
+    overrides: &Overrides,
+    home: &Path,
+    local_user: &str,
+    warnings: &mut Vec<String>,
+) -> Result<Endpoint> {
+    let set = settings_of(alias, cfg, overrides, home, local_user)?;
+    let tokens = Tokens {
+        home,
+        local_user,
+        host: &set.hostname,
+        user: &set.user,
+        port: set.port,
+        original: alias,
+    };
     let agent = match cfg.identity_agent.as_deref() {
         None | Some("SSH_AUTH_SOCK") => Agent::Env,
         Some(v) if v.eq_ignore_ascii_case("none") => Agent::Disabled,
@@ -269,18 +424,12 @@ fn endpoint(
             None => Agent::Socket(tokens.expand("IdentityAgent", v)?),
         },
     };
-    let known_hosts = match (&overrides.known_hosts, &cfg.user_known_hosts_files) {
-        (Some(p), _) => vec![p.clone()],
-        (None, Some(files)) => files
-            .iter()
-            .filter(|f| !f.eq_ignore_ascii_case("none"))
-            .map(|f| tokens.expand("UserKnownHostsFile", f))
-            .collect::<Result<_>>()?,
-        (None, None) => vec![
+    let known_hosts = set.user_known_hosts_files.clone().unwrap_or_else(|| {
+        vec![
             home.join(".ssh/known_hosts"),
             home.join(".ssh/known_hosts2"),
-        ],
-    };
+        ]
+    });
     let host_key_checking = match (overrides.host_key_checking, &cfg.strict_host_key_checking) {
         (Some(mode), _) => mode,
         (None, None) => HostKeyChecking::Strict,
@@ -296,28 +445,28 @@ fn endpoint(
             }
         },
     };
-    let connect_timeout = match cfg.connect_timeout {
+    let connect_timeout = match set.connect_timeout {
         Some(t) if !t.is_zero() => t,
         _ => DEFAULT_CONNECT_TIMEOUT,
     };
-    let keepalive = match cfg.server_alive_interval {
+    let keepalive = match set.server_alive_interval {
         None => Some(DEFAULT_KEEPALIVE),
         Some(t) if t.is_zero() => None,
         Some(t) => Some(t),
     };
     Ok(Endpoint {
         alias: alias.to_string(),
-        host,
-        port,
-        user,
-        identity_files,
-        identities_only: cfg.identities_only.unwrap_or(false),
+        host: set.hostname,
+        port: set.port,
+        user: set.user,
+        identity_files: set.identity_files,
+        identities_only: set.identities_only,
         agent,
         known_hosts,
         host_key_checking,
         connect_timeout,
         keepalive,
-        keepalive_max: cfg.server_alive_count_max.unwrap_or(3).max(1),
+        keepalive_max: set.server_alive_count_max.unwrap_or(3).max(1),
     })
 }
 
@@ -334,7 +483,11 @@ impl std::fmt::Display for JumpHop {
         if let Some(user) = &self.user {
             write!(f, "{user}@")?;
         }
-        write!(f, "{}", self.host)?;
+        if self.host.contains(':') {
+            write!(f, "[{}]", self.host)?;
+        } else {
+            write!(f, "{}", self.host)?;
+        }
         if let Some(port) = self.port {
             write!(f, ":{port}")?;
         }
@@ -587,11 +740,34 @@ Host outer
     }
 
     #[test]
-    fn unsupported_tokens_are_errors() {
-        let e = route_for("host = 'x'\n", "Host x\n  IdentityFile ~/.ssh/%C\n")
+    fn tokens_ssh_does_not_expand_are_errors() {
+        let e = route_for("host = 'x'\n", "Host x\n  IdentityFile ~/.ssh/%j\n")
             .unwrap_err()
             .to_string();
-        assert!(e.contains("%C"), "{e}");
+        assert!(e.contains("%j"), "{e}");
+        let e = route_for("host = 'x'\n", "Host x\n  HostName %r.example\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("%r") && e.contains("HostName"), "{e}");
+    }
+
+    #[test]
+    fn connection_hash_is_sha1_of_local_host_host_port_user() {
+        let r = route_for(
+            "host = 'x'\n",
+            "Host x\n  HostName h.example\n  User u\n  Port 2\n  IdentityFile /k/%C\n",
+        )
+        .unwrap();
+        use sha1::{Digest, Sha1};
+        let text = format!("{}h.example2u", local_host_name());
+        let hex: String = Sha1::digest(text.as_bytes())
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        assert_eq!(
+            r.target.identity_files,
+            vec![PathBuf::from(format!("/k/{hex}"))]
+        );
     }
 
     #[test]
