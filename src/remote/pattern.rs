@@ -4,7 +4,7 @@
 //!
 //! One implementation for both, because a difference between them would be a security bug of
 //! the quiet kind: a `Host` block and a known_hosts line written with the same pattern must
-//! select the same hosts, as they do for `ssh` (both go through `match.c` there). Matching is on
+//! select the same hosts, as they do for `ssh`, which uses one matcher for both. Matching is on
 //! bytes, as `match_pattern` does on C strings, so `?` is one byte of a UTF-8 name, not one
 //! character; nobody writes non-ASCII host patterns, and agreeing with `ssh` matters more.
 
