@@ -130,6 +130,7 @@ pub fn print_error(err: &anyhow::Error) {
             eprintln!("  {} {line}", paint("caused by:", Colour::Red));
         }
     }
+    let hint = hint.or_else(|| crate::remote::ssh::hint(err));
     if let Some(hint) = hint {
         eprintln!();
         eprintln!("{}: {hint}", paint("hint", Colour::Green));

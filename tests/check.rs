@@ -634,7 +634,7 @@ fn unknown_host_key_fails_with_the_keyscan_line_and_sends_nothing() {
     let f = fix(&run, "host key");
     assert!(
         f.contains(&format!(
-            "ssh-keyscan -p {} 127.0.0.1 >> {}",
+            "ssh-keyscan -p {} '127.0.0.1' >> '{}'",
             site.sshd().port,
             kh.display()
         )) && f.contains("accept-new"),

@@ -89,17 +89,24 @@ impl Project {
 
     /// `cutover deploy` with extra environment variables.
     fn deploy(&self, env: &[(&str, &str)]) -> Out {
+        self.run("deploy", env)
+    }
+
+    /// `cutover COMMAND` with extra environment variables.
+    fn run(&self, command: &str, env: &[(&str, &str)]) -> Out {
         let dir = tempfile::tempdir().unwrap();
         let (out_path, err_path) = (dir.path().join("out"), dir.path().join("err"));
         let mut cmd = Command::new(cutover_bin());
         cmd.arg("--config")
             .arg(&self.config)
-            .arg("deploy")
+            .arg(command)
             .current_dir(self.root())
             .env("HOME", &self.home)
             .env("CUTOVER_SSH_CONFIG", &self.ssh_config)
             .env_remove("SSH_AUTH_SOCK")
             .env_remove("CUTOVER_SSH_PASSPHRASE")
+            .env_remove("CUTOVER_SSH_KEY")
+            .env_remove("CUTOVER_KNOWN_HOSTS")
             .stdin(Stdio::null())
             .stdout(fs::File::create(&out_path).unwrap())
             .stderr(fs::File::create(&err_path).unwrap());
@@ -116,7 +123,7 @@ impl Project {
                 let _ = child.kill();
                 let _ = child.wait();
                 panic!(
-                    "cutover deploy did not finish within 60 s\n{}",
+                    "cutover {command} did not finish within 60 s\n{}",
                     fs::read_to_string(&err_path).unwrap_or_default()
                 );
             }
@@ -462,11 +469,11 @@ fn rsa_identity_file_signs_with_sha2() {
     );
 }
 
-/// A key file signs its first request (cutover's russh patch, vendor/russh/PATCHES.md): no round
-/// trip asking whether the server would take the key. A key the server refuses is followed by
-/// the next one.
+/// Identity files are offered in order, each key asked about before it signs (the published
+/// russh always sends the unsigned query first, as OpenSSH's ssh does): the refused key costs one
+/// query and no signature, the authorized one is asked about and then signs, exactly once.
 #[test]
-fn key_files_sign_without_asking_first() {
+fn key_files_are_offered_in_order_and_only_the_accepted_one_signs() {
     if !sshd_or_skip() {
         return;
     }
@@ -489,9 +496,9 @@ fn key_files_sign_without_asking_first() {
     );
     let log = sshd.log_text();
     assert_eq!(sshd.count_log("Failed publickey"), 1, "{log}");
-    assert_eq!(sshd.count_log("Accepted publickey"), 1, "{log}");
     // sshd's word for a key it would take, asked about without a signature
-    assert_eq!(sshd.count_log("Postponed publickey"), 0, "{log}");
+    assert_eq!(sshd.count_log("Postponed publickey"), 1, "{log}");
+    assert_eq!(sshd.count_log("Accepted publickey"), 1, "{log}");
 }
 
 /// Keys in the old PEM format (`ssh-keygen -m PEM`): RSA, ECDSA, and an encrypted RSA one.
@@ -1193,6 +1200,198 @@ fn server_alive_interval_notices_a_silent_server() {
     assert!(
         out.stderr.contains("was lost (Keepalive timeout)"),
         "noticed after {noticed_after:?} by keepalives\n{}",
+        out.describe()
+    );
+}
+
+// --- CI credentials from the environment ----------------------------------------------------
+
+/// Every file under `dir` (following no symlinks) whose bytes contain `needle`.
+fn files_containing(dir: &Path, needle: &[u8]) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = fs::read_dir(&d) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let Ok(meta) = fs::symlink_metadata(&path) else {
+                continue;
+            };
+            if meta.is_dir() {
+                stack.push(path);
+            } else if meta.is_file() {
+                let bytes = fs::read(&path).unwrap_or_default();
+                if bytes.windows(needle.len()).any(|w| w == needle) {
+                    found.push(path);
+                }
+            }
+        }
+    }
+    found
+}
+
+/// A line from the middle of a private key file: secret material that appears nowhere else.
+fn secret_line(key: &Path) -> String {
+    let text = fs::read_to_string(key).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len() / 2].to_string()
+}
+
+/// Asserts that the key's secret material is in neither output nor any file under `dirs`.
+fn assert_key_left_no_trace(key: &Path, out: &Out, dirs: &[&Path]) {
+    let secret = secret_line(key);
+    assert!(secret.len() > 20, "{secret:?}");
+    for text in [&out.stdout, &out.stderr] {
+        assert!(
+            !text.contains(&secret),
+            "the key is in the output\n{}",
+            out.describe()
+        );
+        assert!(!text.contains("PRIVATE KEY"), "{}", out.describe());
+    }
+    for dir in dirs {
+        let found: Vec<PathBuf> = files_containing(dir, secret.as_bytes())
+            .into_iter()
+            .filter(|f| f != key)
+            .collect();
+        assert!(found.is_empty(), "the key was written to {found:?}");
+    }
+}
+
+/// CUTOVER_SSH_KEY: a deploy from a HOME with no keys, no agent and no identity_file works with
+/// the key's text in the variable (also pasted as one line with literal \n, as some CI secret
+/// stores keep it), fails without it, and the key is never printed or written anywhere (the
+/// project, its HOME, the deploy path, the TMPDIR given to cutover).
+#[test]
+fn ssh_key_from_the_environment_logs_in_and_is_never_written() {
+    if !sshd_or_skip() {
+        return;
+    }
+    let sshd = Sshd::start();
+    let p = Project::new();
+    p.target(&sshd_lines(&sshd, &sshd.known_hosts));
+    let tmp = p.root().join("tmp");
+    fs::create_dir_all(&tmp).unwrap();
+    let tmpdir = tmp.display().to_string();
+
+    let out = p.deploy(&[("TMPDIR", &tmpdir)]);
+    p.assert_refused(&out, &sshd, "no key anywhere");
+    assert!(out.stderr.contains("no usable key"), "{}", out.describe());
+    assert!(
+        out.stderr.contains("CUTOVER_SSH_KEY"),
+        "the hint names it\n{}",
+        out.describe()
+    );
+
+    let text = fs::read_to_string(&sshd.identity).unwrap();
+    let out = p.deploy(&[("CUTOVER_SSH_KEY", &text), ("TMPDIR", &tmpdir)]);
+    p.assert_deployed(&out, "deploy with CUTOVER_SSH_KEY");
+    assert_key_left_no_trace(&sshd.identity, &out, &[p.root(), &tmp]);
+
+    let one_line = text.trim_end().replace('\n', "\\n");
+    assert!(!one_line.contains('\n'));
+    fs::write(p.root().join("src/index.html"), "<h1>again</h1>\n").unwrap();
+    let out = p.deploy(&[("CUTOVER_SSH_KEY", &one_line), ("TMPDIR", &tmpdir)]);
+    p.assert_deployed(&out, "deploy with CUTOVER_SSH_KEY on one line");
+    assert_key_left_no_trace(&sshd.identity, &out, &[p.root(), &tmp]);
+    assert_eq!(
+        sshd.count_log("Accepted publickey"),
+        2,
+        "{}",
+        sshd.log_text()
+    );
+}
+
+/// CUTOVER_SSH_KEY holding an encrypted key: refused without CUTOVER_SSH_PASSPHRASE (saying so),
+/// unlocked with it; neither the key nor the passphrase is printed. The variable's key is
+/// offered before identity_file: the refused identity file is never tried.
+#[test]
+fn encrypted_ssh_key_from_the_environment_is_unlocked_by_the_passphrase() {
+    if !sshd_or_skip() {
+        return;
+    }
+    let sshd = Sshd::start();
+    let p = Project::new();
+    let key = keygen(p.root(), "locked", &["-t", "ed25519"], PASSPHRASE);
+    authorize(&sshd, &key);
+    let stranger = keygen(p.root(), "stranger", &["-t", "ed25519"], "");
+    p.target(&(sshd_lines(&sshd, &sshd.known_hosts) + &identity_line(&stranger)));
+    let text = fs::read_to_string(&key).unwrap();
+
+    let out = p.deploy(&[("CUTOVER_SSH_KEY", &text)]);
+    p.assert_refused(
+        &out,
+        &sshd,
+        "encrypted CUTOVER_SSH_KEY without a passphrase",
+    );
+    assert!(
+        out.stderr.contains("$CUTOVER_SSH_KEY: encrypted")
+            && out.stderr.contains("CUTOVER_SSH_PASSPHRASE"),
+        "{}",
+        out.describe()
+    );
+
+    let before = sshd.count_log("Failed publickey");
+    let out = p.deploy(&[
+        ("CUTOVER_SSH_KEY", &text),
+        ("CUTOVER_SSH_PASSPHRASE", PASSPHRASE),
+    ]);
+    p.assert_deployed(&out, "encrypted CUTOVER_SSH_KEY with its passphrase");
+    assert_eq!(
+        sshd.count_log("Failed publickey"),
+        before,
+        "the identity file was offered before the variable's key\n{}",
+        sshd.log_text()
+    );
+    assert_key_left_no_trace(&key, &out, &[p.root()]);
+    for text in [&out.stdout, &out.stderr] {
+        assert!(!text.contains(PASSPHRASE), "{}", out.describe());
+    }
+}
+
+/// CUTOVER_KNOWN_HOSTS: with an empty known_hosts file the server is unknown; the variable's line
+/// makes it known (the file stays empty: nothing is recorded), for `cutover check` and a deploy
+/// alike. Its lines are matched like the files' lines: an @revoked line there refuses a key the
+/// file trusts.
+#[test]
+fn known_hosts_from_the_environment_are_trusted_and_their_revocations_honoured() {
+    if !sshd_or_skip() {
+        return;
+    }
+    let sshd = Sshd::start();
+    let p = Project::new();
+    let empty = p.root().join("empty_known_hosts");
+    fs::write(&empty, "").unwrap();
+    p.target(&(sshd_lines(&sshd, &empty) + &identity_line(&sshd.identity)));
+
+    let out = p.deploy(&[]);
+    p.assert_refused(&out, &sshd, "unknown host");
+    assert!(out.stderr.contains("not known"), "{}", out.describe());
+
+    let line = sshd.host_public_key_line();
+    let lines = format!("# from a CI secret\n{line}\n");
+    let out = p.run("check", &[("CUTOVER_KNOWN_HOSTS", &lines)]);
+    assert_eq!(out.code, Some(0), "{}", out.describe());
+    assert!(
+        out.stdout.contains("✓ host key: the key"),
+        "{}",
+        out.describe()
+    );
+    let out = p.deploy(&[("CUTOVER_KNOWN_HOSTS", &lines)]);
+    p.assert_deployed(&out, "deploy with CUTOVER_KNOWN_HOSTS");
+    assert_eq!(fs::read_to_string(&empty).unwrap(), "", "nothing recorded");
+
+    // the file trusts the key, the variable revokes it
+    fs::write(&empty, format!("{line}\n")).unwrap();
+    let key = key_text(&sshd.host_key.with_extension("pub"));
+    let fp = fingerprint(&sshd.host_key.with_extension("pub"));
+    let out = p.deploy(&[("CUTOVER_KNOWN_HOSTS", &format!("@revoked * {key}\n"))]);
+    assert_eq!(out.code, Some(1), "{}", out.describe());
+    assert!(
+        out.stderr.contains("@revoked in $CUTOVER_KNOWN_HOSTS:1") && out.stderr.contains(&fp),
+        "{}",
         out.describe()
     );
 }

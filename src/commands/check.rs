@@ -13,11 +13,11 @@
 use anyhow::{anyhow, Result};
 use serde::Serialize;
 
-use crate::config::{home_dir, Fleet, Host, Target};
+use crate::config::{Fleet, Host, Target};
 use crate::layout::Layout;
 use crate::output::{bytes as human_bytes, count, Output};
 use crate::plan::{Base, Plan};
-use crate::remote::ssh::{ConnectError, Handshake};
+use crate::remote::ssh::{AuthFailure, ConnectError, Handshake, HostKeyRefusal};
 use crate::remote::{local::LocalSession, PathKind, Session};
 use crate::script::{self, protocol};
 use crate::source;
@@ -58,31 +58,25 @@ impl Check {
             fix: Some(fix.into()),
         }
     }
-    /// A failure reported by an error, which may span several lines and may carry its own
-    /// `fix: …` line (that one wins over `fix`): the report keeps one line per check.
+    /// A failure reported by an error, which may span several lines: the report keeps one
+    /// line per check.
     fn from_error(name: &str, error: &str, fix: impl Into<String>) -> Check {
-        let (detail, own_fix) = flatten(error);
-        Check::fail(name, detail, own_fix.unwrap_or_else(|| fix.into()))
+        Check::fail(name, flatten(error), fix)
     }
 }
 
-/// One line from a multi-line message: lines are joined (`a:` + `b` → `a: b`, else `a; b`, list
-/// bullets dropped), and a line starting with `fix:` is returned apart.
-fn flatten(text: &str) -> (String, Option<String>) {
+/// One line from a multi-line message: lines are joined (`a:` + `b` → `a: b`, else `a; b`), and
+/// list bullets dropped.
+fn flatten(text: &str) -> String {
     let mut detail = String::new();
-    let mut fix = None;
     for line in text.lines().map(str::trim).filter(|l| !l.is_empty()) {
-        if let Some(f) = line.strip_prefix("fix:") {
-            fix = Some(f.trim().to_string());
-            continue;
-        }
         let line = line.strip_prefix("- ").unwrap_or(line);
         if !detail.is_empty() {
             detail.push_str(if detail.ends_with(':') { " " } else { "; " });
         }
         detail.push_str(line);
     }
-    (detail, fix)
+    detail
 }
 
 /// What `--json` prints.
@@ -202,9 +196,9 @@ pub fn render(checks: &[Check], quiet: bool) -> String {
             Status::Warn => '!',
         };
         // one line per check, whatever a message looks like
-        s.push_str(&format!("{mark} {}: {}\n", c.name, flatten(&c.detail).0));
+        s.push_str(&format!("{mark} {}: {}\n", c.name, flatten(&c.detail)));
         if let Some(fix) = &c.fix {
-            s.push_str(&format!("  fix: {}\n", flatten(fix).0));
+            s.push_str(&format!("  fix: {}\n", flatten(fix)));
         }
     }
     s
@@ -262,23 +256,12 @@ async fn connect(
     target: &Target,
     checks: &mut Vec<Check>,
 ) -> Option<crate::remote::ssh::SshSession> {
-    let Host::Ssh { host, port, .. } = &target.host else {
-        unreachable!("only SSH targets connect")
-    };
-    // Best effort: the route may name another known_hosts file (~/.ssh/config); then a
-    // recorded key is only announced by the connection's own message.
-    let known_hosts = target
-        .known_hosts
-        .clone()
-        .unwrap_or_else(|| home_dir().join(".ssh/known_hosts"));
-    let recorded_before = std::fs::read(&known_hosts).ok();
-
     let mut handshake = match Handshake::start(target).await {
         Ok(h) => h,
-        Err(ConnectError::HostKey(refusal)) => {
+        Err(ConnectError::HostKey(refusal)) if !refusal.peer().jump => {
             checks.push(Check::ok(
                 "connect",
-                format!("{} answered over TCP and SSH", display_name(host, *port)),
+                format!("{} answered over TCP and SSH", refusal.peer()),
             ));
             checks.push(host_key_refused(&refusal));
             return None;
@@ -292,20 +275,18 @@ async fn connect(
         "connect",
         format!("{} answered; SSH handshake done", handshake.name),
     ));
-    let recorded_now = std::fs::read(&known_hosts).ok();
     checks.push(Check::ok(
         "host key",
-        if recorded_now != recorded_before {
-            format!(
+        match &handshake.recorded_new_key {
+            Some(file) => format!(
                 "{} was not known; its key was recorded in {} (host_key_checking = \"accept-new\")",
                 handshake.name,
-                known_hosts.display()
-            )
-        } else {
-            format!(
+                file.display()
+            ),
+            None => format!(
                 "the key {} offered is trusted (known_hosts)",
                 handshake.name
-            )
+            ),
         },
     ));
 
@@ -315,15 +296,19 @@ async fn connect(
             format!("logged in with the {method}"),
         )),
         Err(e) => {
-            checks.push(Check::from_error(
-                "authentication",
-                &format!("{e:#}"),
-                format!(
-                    "authorize one of the keys tried for the login user on the server (its .pub goes into \
-                     ~/.ssh/authorized_keys there, e.g. with ssh-copy-id), or set targets.{}.identity_file to a key it accepts",
-                    target.name
+            checks.push(match e.downcast_ref::<AuthFailure>() {
+                Some(failure) => {
+                    Check::from_error("authentication", &failure.to_string(), failure.hint())
+                }
+                None => Check::from_error(
+                    "authentication",
+                    &format!("{e:#}"),
+                    format!(
+                        "set targets.{}.identity_file to a key the server accepts",
+                        target.name
+                    ),
                 ),
-            ));
+            });
             return None;
         }
     }
@@ -344,24 +329,23 @@ async fn connect(
     }
 }
 
-fn display_name(host: &str, port: u16) -> String {
-    if port == 22 {
-        host.to_string()
-    } else {
-        format!("[{host}]:{port}")
-    }
-}
-
-/// Reach failed: say which way (the message names it) and what to look at for that kind.
+/// Reach failed: say which way (the message names it) and what to look at for that kind. The
+/// target's own failures point at its cutover.toml keys; a jump host's at the ssh config.
 fn unreachable_check(e: &ConnectError, target: &Target) -> Check {
     let Host::Ssh { host, port, .. } = &target.host else {
         unreachable!("only SSH targets connect")
     };
     let key = |k: &str| format!("targets.{}.{k}", target.name);
+    let jump = e.peer().is_some_and(|p| p.jump);
     let fix = match e {
+        _ if jump => format!(
+            "check the jump host (ProxyJump in ~/.ssh/config): {}",
+            e.hint().unwrap_or_else(|| "its address, its host key and the keys it accepts".into())
+        ),
         ConnectError::Dns { .. } => format!(
-            "check the name in {} (a typo?) and this machine's DNS (getent hosts {host})",
-            key("host")
+            "check the name in {} (a typo?) and this machine's DNS (getent hosts {})",
+            key("host"),
+            crate::shell::quote(host)
         ),
         ConnectError::Refused { .. } => format!(
             "start sshd on the server, or set {} to the port it listens on (now {port})",
@@ -374,38 +358,20 @@ fn unreachable_check(e: &ConnectError, target: &Target) -> Check {
             "check the address in {} and this machine's network route to it (a VPN that is down?)",
             key("host")
         ),
-        ConnectError::Other { name, .. } if name.starts_with("jump host") => {
-            "check the jump host (ProxyJump in ~/.ssh/config): its address, its host key and the keys it accepts".into()
+        ConnectError::Config { .. } => {
+            "fix the ssh config where the message says (cutover reads ~/.ssh/config, or $CUTOVER_SSH_CONFIG)".into()
         }
-        ConnectError::HostKey(_) | ConnectError::Other { .. } => format!(
-            "check that an SSH server listens on {host} port {port} (ssh -v -p {port} {host})"
-        ),
+        ConnectError::HostKey(_)
+        | ConnectError::Auth(_)
+        | ConnectError::Forward { .. }
+        | ConnectError::Other { .. } => e.hint().unwrap_or_default(),
     };
     Check::from_error("connect", &e.to_string(), fix)
 }
 
-/// A refused host key: unknown, changed or revoked. The refusal's first line (and the key lines
-/// indented under it) say what happened; its other lines say what to do.
-fn host_key_refused(refusal: &str) -> Check {
-    let mut detail = Vec::new();
-    let mut fix = Vec::new();
-    for (i, line) in refusal.lines().enumerate() {
-        if i == 0 || line.starts_with(char::is_whitespace) {
-            detail.push(line.trim());
-        } else {
-            fix.push(line.trim());
-        }
-    }
-    let fix = if !fix.is_empty() {
-        fix.join(" ")
-    } else if refusal.contains("@revoked") {
-        "the key was revoked on purpose: get the server's current key from its administrator".into()
-    } else {
-        "compare the key's fingerprint with the server's administrator, then add it to known_hosts \
-         (ssh-keyscan), or set host_key_checking = \"accept-new\""
-            .into()
-    };
-    Check::fail("host key", detail.join(" "), fix)
+/// A refused host key: unknown, changed or revoked; what happened, and the fix.
+fn host_key_refused(refusal: &HostKeyRefusal) -> Check {
+    Check::from_error("host key", &refusal.to_string(), refusal.hint())
 }
 
 /// Plan the deploy as `cutover deploy --dry-run` would (read-only, no lock) for its upload size.
@@ -653,13 +619,12 @@ mod tests {
     }
 
     #[test]
-    fn multi_line_errors_become_one_line_and_keep_their_own_fix() {
+    fn multi_line_errors_become_one_line() {
         let c = Check::from_error(
             "authentication",
             "authentication as u on h failed: the server accepted none of the keys; tried:\n  \
-             - key /k1: rejected\n  - key /k2: rejected\nthe server accepts: publickey\n\
-             fix: authorize one of these keys",
-            "a generic fix",
+             - key /k1: rejected\n  - key /k2: rejected\nthe server accepts: publickey",
+            "authorize one of these keys",
         );
         assert_eq!(
             c.detail,
@@ -667,21 +632,38 @@ mod tests {
              key /k2: rejected; the server accepts: publickey"
         );
         assert_eq!(c.fix.as_deref(), Some("authorize one of these keys"));
-        assert_eq!(
-            Check::from_error("x", "plain", "generic").fix.as_deref(),
-            Some("generic")
-        );
     }
 
     #[test]
-    fn a_changed_host_key_keeps_both_fingerprints_in_the_detail() {
-        let refusal = "HOST KEY CHANGED for [h]:2: the server offered ssh-ed25519 SHA256:new, but known_hosts has:\n  \
-                       ssh-ed25519 SHA256:old (/kh:1)\nThis can be an attack. Nothing was sent.";
-        let c = host_key_refused(refusal);
+    fn a_changed_host_key_keeps_both_fingerprints_and_says_how_to_remove_the_old_one() {
+        use crate::remote::known_hosts::{KnownKey, Source};
+        use crate::remote::ssh::{OfferedKey, Peer};
+        let refusal = HostKeyRefusal::Changed {
+            peer: Peer {
+                host: "h".into(),
+                port: 2,
+                jump: false,
+            },
+            offered: OfferedKey {
+                algorithm: "ssh-ed25519".into(),
+                fingerprint: "SHA256:new".into(),
+            },
+            known: vec![KnownKey {
+                source: Source::File("/kh".into()),
+                line: 1,
+                fingerprint: "SHA256:old".into(),
+                algorithm: "ssh-ed25519".into(),
+            }],
+        };
+        let c = host_key_refused(&refusal);
         assert!(c.detail.contains("SHA256:new") && c.detail.contains("SHA256:old"));
-        assert_eq!(
-            c.fix.as_deref(),
-            Some("This can be an attack. Nothing was sent.")
+        assert!(!c.detail.contains('\n'), "{}", c.detail);
+        assert!(
+            c.fix
+                .as_deref()
+                .is_some_and(|f| f.contains("ssh-keygen -R '[h]:2' -f '/kh'")),
+            "{:?}",
+            c.fix
         );
     }
 }

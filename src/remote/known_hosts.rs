@@ -50,6 +50,8 @@ use russh::keys::ssh_key::{
 };
 use sha1::Sha1;
 
+use super::pattern;
+
 /// The port `ssh` leaves out of the name it files a host under.
 const DEFAULT_PORT: u16 = 22;
 
@@ -79,15 +81,62 @@ pub enum Verdict {
     Changed { known: Vec<KnownKey> },
     /// A `@revoked` line carries this key (or, for certificates, the CA that signed it). Refuse,
     /// whatever else the files say.
-    Revoked { file: PathBuf, line: usize },
+    Revoked { source: Source, line: usize },
+}
+
+/// Where known_hosts lines come from: a file, or the `CUTOVER_KNOWN_HOSTS` environment variable
+/// (CI secrets arrive as variables; writing them to a file first would only add a file to leak
+/// and to clean up).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    /// Lines given in the environment, matched before every file.
+    Env(String),
+    File(PathBuf),
+}
+
+/// Environment variable holding known_hosts lines.
+pub const KNOWN_HOSTS_ENV: &str = "CUTOVER_KNOWN_HOSTS";
+
+impl Source {
+    /// `$CUTOVER_KNOWN_HOSTS` as a source when it is set and not empty.
+    pub fn from_env() -> Option<Source> {
+        std::env::var(KNOWN_HOSTS_ENV)
+            .ok()
+            .filter(|lines| !lines.trim().is_empty())
+            .map(Source::Env)
+    }
+
+    /// The file, for advice that edits it; None for the environment's lines.
+    pub fn file(&self) -> Option<&Path> {
+        match self {
+            Source::Env(_) => None,
+            Source::File(path) => Some(path),
+        }
+    }
+}
+
+impl From<PathBuf> for Source {
+    fn from(path: PathBuf) -> Source {
+        Source::File(path)
+    }
+}
+
+/// Names the source as messages do: the file's path, or `$CUTOVER_KNOWN_HOSTS`.
+impl std::fmt::Display for Source {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Source::Env(_) => write!(f, "${KNOWN_HOSTS_ENV}"),
+            Source::File(path) => write!(f, "{}", path.display()),
+        }
+    }
 }
 
 /// A key recorded for a host, described the way `ssh` reports an "offending key", so the user
 /// can find the line and compare fingerprints out of band.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KnownKey {
-    pub file: PathBuf,
-    /// 1-based, counting every line of the file (comments and blank lines included).
+    pub source: Source,
+    /// 1-based, counting every line of the source (comments and blank lines included).
     pub line: usize,
     /// `SHA256:...`, as printed by `ssh-keygen -l`.
     pub fingerprint: String,
@@ -115,17 +164,18 @@ pub enum KnownHostsError {
     EncodeKey(ssh_key::Error),
 }
 
-/// Checks a plain host key against every file in `files`; files that do not exist are skipped.
+/// Checks a plain host key against every source in `sources`; files that do not exist are
+/// skipped.
 /// `ssh` reads `~/.ssh/known_hosts`, `~/.ssh/known_hosts2`, `/etc/ssh/ssh_known_hosts` and
 /// `/etc/ssh/ssh_known_hosts2` by default. The order only decides which line a verdict names.
 ///
 /// `@cert-authority` lines play no part here: they vouch for certificates, not keys.
 pub fn check(
-    files: &[PathBuf],
+    sources: &[Source],
     query: &HostKeyQuery,
     key: &PublicKey,
 ) -> Result<Verdict, KnownHostsError> {
-    let entries = load(files)?;
+    let entries = load(sources)?;
     Ok(key_verdict(&entries, query, key.key_data()))
 }
 
@@ -138,11 +188,11 @@ pub fn check(
 /// expired certificate for a host with no plain key recorded comes back [`Verdict::Unknown`];
 /// only a caller that would accept an unknown key at first contact will accept it.
 pub fn check_certificate(
-    files: &[PathBuf],
+    sources: &[Source],
     query: &HostKeyQuery,
     cert: &Certificate,
 ) -> Result<Verdict, KnownHostsError> {
-    let entries = load(files)?;
+    let entries = load(sources)?;
     if let Some(revoked) = find_revoked(&entries, &[cert.public_key(), cert.signature_key()]) {
         return Ok(revoked);
     }
@@ -197,10 +247,10 @@ pub fn fingerprint(key: &PublicKey) -> String {
 /// front of russh's `Preferred::key`. These are key types: an `ssh-rsa` key is negotiated as
 /// `rsa-sha2-512` or `rsa-sha2-256` (`Algorithm::Rsa { hash: Some(..) }`), so promote those.
 pub fn known_algorithms(
-    files: &[PathBuf],
+    sources: &[Source],
     query: &HostKeyQuery,
 ) -> Result<Vec<Algorithm>, KnownHostsError> {
-    let entries = load(files)?;
+    let entries = load(sources)?;
     let algorithms_under = |name: &str| {
         let mut algorithms: Vec<Algorithm> = Vec::new();
         for entry in recorded_keys(&entries, name) {
@@ -222,10 +272,10 @@ pub fn known_algorithms(
 /// host certificate first; without one, certificates stay unrequested, so a server's certificate
 /// cannot displace the plain key known_hosts records for it.
 pub fn has_cert_authority(
-    files: &[PathBuf],
+    sources: &[Source],
     query: &HostKeyQuery,
 ) -> Result<bool, KnownHostsError> {
-    let entries = load(files)?;
+    let entries = load(sources)?;
     let names: Vec<String> = iter::once(query.lookup_name())
         .chain(query.name_without_port())
         .collect();
@@ -263,7 +313,7 @@ enum Marker {
 
 /// One line of a `known_hosts` file that parsed.
 struct Entry<'a> {
-    file: &'a Path,
+    source: &'a Source,
     line: usize,
     marker: Marker,
     hosts: String,
@@ -273,7 +323,7 @@ struct Entry<'a> {
 impl Entry<'_> {
     fn known_key(&self) -> KnownKey {
         KnownKey {
-            file: self.file.to_path_buf(),
+            source: self.source.clone(),
             line: self.line,
             fingerprint: self.key.fingerprint(HashAlg::Sha256).to_string(),
             algorithm: self.key.algorithm().as_str().to_owned(),
@@ -281,26 +331,29 @@ impl Entry<'_> {
     }
 }
 
-fn load(files: &[PathBuf]) -> Result<Vec<Entry<'_>>, KnownHostsError> {
+fn load(sources: &[Source]) -> Result<Vec<Entry<'_>>, KnownHostsError> {
     let mut entries = Vec::new();
-    for file in files {
-        let bytes = match fs::read(file) {
-            Ok(bytes) => bytes,
-            // Neither the user nor the system file has to exist.
-            Err(error) if error.kind() == io::ErrorKind::NotFound => continue,
-            Err(error) => {
-                return Err(KnownHostsError::Read {
-                    path: file.clone(),
-                    error,
-                })
-            }
+    for source in sources {
+        let bytes = match source {
+            Source::Env(lines) => lines.as_bytes().to_vec(),
+            Source::File(file) => match fs::read(file) {
+                Ok(bytes) => bytes,
+                // Neither the user nor the system file has to exist.
+                Err(error) if error.kind() == io::ErrorKind::NotFound => continue,
+                Err(error) => {
+                    return Err(KnownHostsError::Read {
+                        path: file.clone(),
+                        error,
+                    })
+                }
+            },
         };
         // Invalid UTF-8 only spoils the line it is on, as it would for `ssh`.
         let text = String::from_utf8_lossy(&bytes);
         for (index, line) in text.lines().enumerate() {
             if let Some((marker, hosts, key)) = parse_line(line) {
                 entries.push(Entry {
-                    file,
+                    source,
                     line: index + 1,
                     marker,
                     hosts: hosts.to_owned(),
@@ -382,7 +435,7 @@ fn find_revoked(entries: &[Entry], keys: &[&KeyData]) -> Option<Verdict> {
         .iter()
         .find(|entry| entry.marker == Marker::Revoked && keys.contains(&&entry.key))
         .map(|entry| Verdict::Revoked {
-            file: entry.file.to_path_buf(),
+            source: entry.source.clone(),
             line: entry.line,
         })
 }
@@ -412,25 +465,12 @@ fn certificate_is_trusted(entries: &[Entry], query: &HostKeyQuery, cert: &Certif
 
 /// OpenSSH's `match_hostname`. The field is either one hashed name, or a comma-separated list
 /// of patterns where a matching `!pattern` vetoes the whole line, even if another pattern
-/// matched. `name` must already be lowercase; patterns are lowercased here.
+/// matched. `name` must already be lowercase; patterns are lowercased.
 fn host_matches(patterns: &str, name: &str) -> bool {
     if patterns.starts_with('|') {
         return hashed_name_matches(patterns, name);
     }
-    let mut matched = false;
-    for pattern in patterns.split(',') {
-        let (negated, pattern) = match pattern.strip_prefix('!') {
-            Some(pattern) => (true, pattern),
-            None => (false, pattern),
-        };
-        if wildcard_matches(pattern.to_ascii_lowercase().as_bytes(), name.as_bytes()) {
-            if negated {
-                return false;
-            }
-            matched = true;
-        }
-    }
-    matched
+    pattern::list_matches(patterns.split(','), name, true)
 }
 
 /// A hashed entry `|1|salt|hash` stores HMAC-SHA1(salt, name) instead of the name, so the only
@@ -448,38 +488,6 @@ fn hashed_name_matches(field: &str, name: &str) -> bool {
     mac.chain_update(name.as_bytes())
         .verify_slice(&hash)
         .is_ok()
-}
-
-/// OpenSSH's `match_pattern`: `*` matches any run of bytes, `?` exactly one byte, and anything
-/// else itself. Written with a single backtrack point instead of OpenSSH's recursion so a
-/// hostile pattern cannot make it exponential.
-fn wildcard_matches(pattern: &[u8], text: &[u8]) -> bool {
-    let (mut p, mut t) = (0, 0);
-    // Where to resume after the most recent `*`: pattern index past it, and the text index it
-    // is currently assumed to stretch to.
-    let mut backtrack: Option<(usize, usize)> = None;
-    while t < text.len() {
-        match pattern.get(p) {
-            Some(b'*') => {
-                p += 1;
-                backtrack = Some((p, t));
-            }
-            Some(&c) if c == b'?' || c == text[t] => {
-                p += 1;
-                t += 1;
-            }
-            _ => match backtrack {
-                // Let the last `*` swallow one more byte and try again from there.
-                Some((after_star, star_end)) => {
-                    p = after_star;
-                    t = star_end + 1;
-                    backtrack = Some((after_star, t));
-                }
-                None => return false,
-            },
-        }
-    }
-    pattern[p..].iter().all(|&c| c == b'*')
 }
 
 /// Whether `host` reads back from a `known_hosts` line as this one literal name. Anything that
@@ -557,6 +565,34 @@ mod tests {
 
     fn text(key: &PublicKey) -> String {
         key.to_openssh().unwrap()
+    }
+
+    fn sources(files: &[PathBuf]) -> Vec<Source> {
+        files.iter().cloned().map(Source::File).collect()
+    }
+
+    // The functions under test, on files only (most tests need no other source).
+    fn check(
+        files: &[PathBuf],
+        query: &HostKeyQuery,
+        key: &PublicKey,
+    ) -> Result<Verdict, KnownHostsError> {
+        super::check(&sources(files), query, key)
+    }
+
+    fn check_certificate(
+        files: &[PathBuf],
+        query: &HostKeyQuery,
+        cert: &Certificate,
+    ) -> Result<Verdict, KnownHostsError> {
+        super::check_certificate(&sources(files), query, cert)
+    }
+
+    fn known_algorithms(
+        files: &[PathBuf],
+        query: &HostKeyQuery,
+    ) -> Result<Vec<Algorithm>, KnownHostsError> {
+        super::known_algorithms(&sources(files), query)
     }
 
     fn at(host: &str, port: u16) -> HostKeyQuery<'_> {
@@ -805,16 +841,6 @@ mod tests {
     }
 
     #[test]
-    fn wildcards_backtrack_correctly() {
-        assert!(wildcard_matches(b"*a*b?c", b"xxaxxbyc"));
-        assert!(wildcard_matches(b"a**", b"a"));
-        assert!(!wildcard_matches(b"*ab", b"aba"));
-        assert!(!wildcard_matches(b"", b"a"));
-        let long = vec![b'a'; 4096];
-        assert!(!wildcard_matches(b"*a*a*a*a*a*a*a*a*b", &long));
-    }
-
-    #[test]
     fn a_matching_negation_vetoes_the_whole_line() {
         let key = parse(ED25519);
         for hosts in [
@@ -925,13 +951,13 @@ mod tests {
             Verdict::Changed {
                 known: vec![
                     KnownKey {
-                        file: user,
+                        source: Source::File(user),
                         line: 2,
                         fingerprint: ED25519_FINGERPRINT.into(),
                         algorithm: "ssh-ed25519".into(),
                     },
                     KnownKey {
-                        file: system,
+                        source: Source::File(system),
                         line: 2,
                         fingerprint: ECDSA_FINGERPRINT.into(),
                         algorithm: "ecdsa-sha2-nistp256".into(),
@@ -1005,7 +1031,7 @@ mod tests {
             )
             .unwrap(),
             Verdict::Revoked {
-                file: system,
+                source: Source::File(system),
                 line: 1
             }
         );

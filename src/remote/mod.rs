@@ -6,10 +6,10 @@
 
 pub mod known_hosts;
 pub mod local;
+mod pattern;
 pub mod sftp;
 pub mod shell;
 pub mod ssh;
-pub mod ssh_auth;
 pub mod ssh_config;
 
 use anyhow::Result;
