@@ -202,21 +202,28 @@ async fn stages(
 
     // --- 2. survey every host and (unless this is a dry run) take every lock
     let read_only = opts.dry_run || opts.emit_script;
-    let surveys = futures::future::join_all(hosts.iter_mut().map(|h| async move {
-        // The exec request goes out first and is not waited for: the shell starts on the
-        // server while the survey's flights travel.
-        if !read_only {
-            h.start_shell().await?;
+    // An interrupt does not cut the survey short: a lock whose rename is on its way would be
+    // taken on the server without this client knowing it holds it. Three flights later the
+    // locks are known, and given back.
+    let (surveyed, interrupted) = {
+        let surveys = futures::future::join_all(hosts.iter_mut().map(|h| async move {
+            // The exec request goes out first and is not waited for: the shell starts on the
+            // server while the survey's flights travel.
+            if !read_only {
+                h.start_shell().await?;
+            }
+            h.survey(opts.dry_run).await
+        }));
+        tokio::pin!(surveys);
+        tokio::select! {
+            signal = interrupts.next() => ((&mut surveys).await, Some(signal)),
+            s = &mut surveys => (s, None),
         }
-        h.survey(opts.dry_run).await
-    }));
-    let surveyed = tokio::select! {
-        signal = interrupts.next() => {
-            give_back_all(hosts).await;
-            return Err(stopped(signal));
-        }
-        s = surveys => s,
     };
+    if let Some(signal) = interrupted {
+        give_back_all(hosts).await;
+        return Err(stopped(signal));
+    }
     let failures: Vec<anyhow::Error> = surveyed.into_iter().filter_map(Result::err).collect();
     if !failures.is_empty() {
         give_back_all(hosts).await;
