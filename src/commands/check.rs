@@ -14,12 +14,12 @@ use anyhow::{anyhow, Result};
 use serde::Serialize;
 
 use crate::config::{home_dir, Host, Target};
-use crate::layout::Layout;
+use crate::layout::{Layout, ReleaseId};
 use crate::plan::{Base, Plan};
 use crate::remote::ssh::{ConnectError, Handshake};
 use crate::remote::{local::LocalSession, PathKind, Session};
 use crate::script;
-use crate::source::walk;
+use crate::source::{walk, Manifest};
 
 use super::{human_bytes, Output};
 
@@ -187,10 +187,12 @@ async fn collect(target: &Target) -> Vec<Check> {
     };
 
     let layout = Layout::new(&target.path);
+    let mut serving = None;
     let upload_bytes = match scan {
         Ok(scan) => {
-            let (check, bytes) = plan(&session, &layout, target, &scan.manifest).await;
+            let (check, bytes, note) = plan(&session, &layout, target, &scan.manifest).await;
             checks.push(check);
+            serving = note;
             bytes
         }
         Err(e) => {
@@ -204,6 +206,8 @@ async fn collect(target: &Target) -> Vec<Check> {
     };
 
     checks.extend(run_script(&session, target, upload_bytes).await);
+    // last: a note about what serves the release, after everything a deploy needs
+    checks.extend(serving);
     session.close().await;
     checks
 }
@@ -359,13 +363,14 @@ fn host_key_refused(refusal: &str) -> Check {
     Check::fail("host key", detail.join(" "), fix)
 }
 
-/// Plan the deploy as `cutover deploy --dry-run` would (read-only, no lock) for its upload size.
+/// Plan the deploy as `cutover deploy --dry-run` would (read-only, no lock) for its upload size;
+/// with the live release's manifest in hand, also the note of [`serving_note`].
 async fn plan(
     session: &Session,
     layout: &Layout,
     target: &Target,
     new: &crate::source::Manifest,
-) -> (Check, u64) {
+) -> (Check, u64, Option<Check>) {
     // A `current` that is not a symlink makes the planner refuse; the script reports it with the
     // migration steps, and after the migration the first deploy uploads everything.
     let current = session.path_kind(&layout.current()).await;
@@ -375,6 +380,7 @@ async fn plan(
         }
         _ => None,
     };
+    let mut serving = None;
     let plan = match state {
         Some(Err(e)) => {
             return (
@@ -384,13 +390,20 @@ async fn plan(
                     format!("as the message says; `cutover deploy --dry-run {}` plans the same way and shows the same error", target.name),
                 ),
                 new.total_bytes(),
+                None,
             )
         }
-        Some(Ok(state)) => Plan::build(
-            state.previous.as_ref().map(|(id, m)| (id, m)),
-            new,
-            false,
-        ),
+        Some(Ok(state)) => {
+            serving = state
+                .previous
+                .as_ref()
+                .and_then(|(id, live)| serving_note(id, live));
+            Plan::build(
+                state.previous.as_ref().map(|(id, m)| (id, m)),
+                new,
+                false,
+            )
+        }
         None => Plan::build(None, new, false),
     };
     let what = format!(
@@ -406,7 +419,36 @@ async fn plan(
             count(plan.unchanged, "file")
         ),
     };
-    (Check::ok("upload", detail), plan.upload_bytes)
+    (Check::ok("upload", detail), plan.upload_bytes, serving)
+}
+
+/// A note when the live release holds PHP files. PHP-FPM given paths through `current` (nginx's
+/// usual `$document_root`, Apache) keeps answering with the previous release after a swap: opcache
+/// holds the script it compiled under that name. Which server is in front cannot be seen from
+/// here, so it is a note with the remedies, not a failure.
+fn serving_note(id: &ReleaseId, live: &Manifest) -> Option<Check> {
+    let php: Vec<&String> = live
+        .files()
+        .map(|(path, _)| path)
+        .filter(|path| path.to_ascii_lowercase().ends_with(".php"))
+        .collect();
+    let first = php.first()?;
+    Some(Check {
+        name: "serving".into(),
+        status: Status::Warn,
+        detail: format!(
+            "the live release {id} holds {} ({first}{}): PHP-FPM handed paths through `current` \
+             (nginx with $document_root, Apache) keeps answering with the previous release after a swap",
+            count(php.len(), "PHP file"),
+            if php.len() > 1 { ", ..." } else { "" }
+        ),
+        fix: Some(
+            "serve it as cutover's README shows in \"Serving from `current`\": nginx with \
+             `fastcgi_param SCRIPT_FILENAME $realpath_root$fastcgi_script_name`, or an after_swap hook \
+             that resets opcache (examples/serving/)"
+                .into(),
+        ),
+    })
 }
 
 /// Run the check script in one exec call and turn its lines into checks.
@@ -609,6 +651,37 @@ mod tests {
         assert_eq!(
             Check::from_error("x", "plain", "generic").fix.as_deref(),
             Some("generic")
+        );
+    }
+
+    #[test]
+    fn php_files_in_the_live_release_are_a_note_and_nothing_else_is() {
+        let id = ReleaseId::parse("20261203120000").unwrap();
+        let hash = "0".repeat(32);
+        let manifest = |paths: &[&str]| {
+            let mut text = String::from("cutover-manifest 1\nd\t755\t-\t-\tpublic\n");
+            for p in paths {
+                text.push_str(&format!("f\t644\t1\t{hash}\t{p}\n"));
+            }
+            Manifest::parse(&text).unwrap()
+        };
+        let note = serving_note(
+            &id,
+            &manifest(&["public/a.css", "public/index.PHP", "public/x.php"]),
+        )
+        .expect("PHP files make a note");
+        assert_eq!(note.status, Status::Warn);
+        assert_eq!(note.name, "serving");
+        assert!(
+            note.detail
+                .contains("20261203120000 holds 2 PHP files (public/index.PHP, ...)"),
+            "{}",
+            note.detail
+        );
+        assert!(note.fix.unwrap().contains("Serving from `current`"));
+        assert_eq!(
+            serving_note(&id, &manifest(&["public/index.html", "public/php.txt"])),
+            None
         );
     }
 
