@@ -677,6 +677,51 @@ fn check_notes_php_files_in_the_live_release() {
     assert_eq!(note["status"], "warn");
 }
 
+// --- the README -----------------------------------------------------------------------------------
+
+/// The README's "Serving from `current`" shows the recipes as tested: each config file's directives
+/// (its text without comments) and every hook line the recipes give.
+#[test]
+fn readme_shows_the_recipes_as_tested() {
+    let readme = fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md"))
+        .expect("README.md");
+    for name in [
+        "nginx-static.conf",
+        "nginx-php-fpm.conf",
+        "apache-php-fpm.conf",
+        "php-fpm-pool.conf",
+        "gunicorn.service",
+    ] {
+        let text = recipe(name);
+        let body: Vec<&str> = text
+            .lines()
+            .filter(|l| !is_comment(l))
+            .skip_while(|l| l.trim().is_empty())
+            .collect();
+        let body = body.join("\n");
+        assert!(
+            readme.contains(body.trim_end()),
+            "README.md does not show {name} as it is:\n{body}"
+        );
+        assert!(
+            readme.contains(&format!("examples/serving/{name}")),
+            "README.md names {name}"
+        );
+    }
+    for name in [
+        "opcache-reset.php",
+        "gunicorn.service",
+        "apache-php-fpm.conf",
+    ] {
+        for hook in hooks(&recipe(name)) {
+            assert!(
+                readme.contains(&hook),
+                "README.md shows the hook of {name}: {hook}"
+            );
+        }
+    }
+}
+
 // --- recipes -------------------------------------------------------------------------------------
 
 /// examples/serving/NAME, as the README shows it.
@@ -691,10 +736,6 @@ fn recipe(name: &str) -> String {
 /// name the placeholders, for the reader). Every value must be used and no placeholder may be left,
 /// so a recipe and its test cannot drift apart.
 fn fill(what: &str, text: &str, values: &[(&str, &str)]) -> String {
-    let is_comment = |line: &str| {
-        let line = line.trim_start();
-        line.starts_with('#') || line.starts_with(';') || line.starts_with("//")
-    };
     let mut unused: Vec<&str> = values.iter().map(|(name, _)| *name).collect();
     let mut left = Vec::new();
     let lines: Vec<String> = text
@@ -718,6 +759,12 @@ fn fill(what: &str, text: &str, values: &[(&str, &str)]) -> String {
     assert!(unused.is_empty(), "{what} uses no {unused:?}:\n{text}");
     assert!(left.is_empty(), "{what}: {left:?} not filled in:\n{text}");
     lines.join("\n") + "\n"
+}
+
+/// A comment line of a recipe (shell/nginx/Apache/systemd `#`, ini `;`, PHP `//`).
+fn is_comment(line: &str) -> bool {
+    let line = line.trim_start();
+    line.starts_with('#') || line.starts_with(';') || line.starts_with("//")
 }
 
 /// The `@NAME@` placeholders (upper case and `_`) in `text`.
