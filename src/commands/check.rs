@@ -14,13 +14,13 @@ use anyhow::{anyhow, Result};
 use serde::Serialize;
 
 use crate::config::{Fleet, Host, Target};
-use crate::layout::Layout;
+use crate::layout::{Layout, ReleaseId};
 use crate::output::{bytes as human_bytes, count, Output};
 use crate::plan::{Base, Plan};
 use crate::remote::ssh::{AuthFailure, ConnectError, Handshake, HostKeyRefusal};
-use crate::remote::{local::LocalSession, PathKind, Session};
+use crate::remote::{local::LocalSession, Session};
 use crate::script::{self, protocol};
-use crate::source;
+use crate::source::{self, Manifest};
 use crate::survey::Survey;
 
 /// How one check came out. `Warn` is a note: worth knowing, but a deploy would work.
@@ -405,22 +405,13 @@ async fn plan(
                 });
             }
             let plan = Plan::build(survey.live.as_ref().map(|(id, m)| (id, m)), new, false);
-            let php = survey
+            if let Some(note) = survey
                 .live
                 .as_ref()
-                .map(|(_, m)| &m.entries)
-                .unwrap_or(&new.entries)
-                .keys()
-                .any(|p| p.ends_with(".php"));
-            if php {
-                notes.push(Check {
-                    name: "serving".into(),
-                    status: Status::Warn,
-                    detail: "the release holds PHP files: PHP-FPM caches the path of `current` (realpath cache, opcache), so with the usual $document_root it can serve the previous release after a swap".into(),
-                    fix: Some("serve with $realpath_root (nginx) or reset opcache from an after_swap hook: see the README, \"Serving from `current`\"".into()),
-                });
+                .and_then(|(id, live)| serving_note(id, live))
+            {
+                notes.push(note);
             }
-            let _ = PathKind::Missing;
             (plan, notes)
         }
     };
@@ -441,6 +432,37 @@ async fn plan(
     let mut checks = vec![Check::ok("upload", detail)];
     checks.extend(notes);
     (checks, plan.upload_bytes)
+}
+
+/// A note when the live release holds PHP files. PHP-FPM given paths through `current` (nginx's
+/// usual `$document_root`, Apache) keeps answering with the previous release after a swap: opcache
+/// holds the script it compiled under that name. Which server is in front cannot be seen from
+/// here, so it is a note with the remedies, not a failure.
+fn serving_note(id: &ReleaseId, live: &Manifest) -> Option<Check> {
+    let php: Vec<&String> = live
+        .entries
+        .iter()
+        .filter(|(_, e)| matches!(e.kind, crate::source::Kind::File { .. }))
+        .map(|(path, _)| path)
+        .filter(|path| path.to_ascii_lowercase().ends_with(".php"))
+        .collect();
+    let first = php.first()?;
+    Some(Check {
+        name: "serving".into(),
+        status: Status::Warn,
+        detail: format!(
+            "the live release {id} holds {} ({first}{}): PHP-FPM handed paths through `current` \
+             (nginx with $document_root, Apache) keeps answering with the previous release after a swap",
+            count(php.len(), "PHP file"),
+            if php.len() > 1 { ", ..." } else { "" }
+        ),
+        fix: Some(
+            "serve it as cutover's README shows in \"Serving from `current`\": nginx with \
+             `fastcgi_param SCRIPT_FILENAME $realpath_root$fastcgi_script_name`, or an after_swap hook \
+             that resets opcache (examples/serving/)"
+                .into(),
+        ),
+    })
 }
 
 /// Run the check script in one exec call and turn its lines into checks.
@@ -664,6 +686,37 @@ mod tests {
                 .is_some_and(|f| f.contains("ssh-keygen -R '[h]:2' -f '/kh'")),
             "{:?}",
             c.fix
+        );
+    }
+
+    #[test]
+    fn php_files_in_the_live_release_are_a_note_and_nothing_else_is() {
+        let id = ReleaseId::parse("20261203120000").unwrap();
+        let hash = "0".repeat(32);
+        let manifest = |paths: &[&str]| {
+            let mut text = String::from("cutover-manifest 1\nd\t755\t-\t-\tpublic\n");
+            for p in paths {
+                text.push_str(&format!("f\t644\t1\t{hash}\t{p}\n"));
+            }
+            Manifest::parse(&text).unwrap()
+        };
+        let note = serving_note(
+            &id,
+            &manifest(&["public/a.css", "public/index.PHP", "public/x.php"]),
+        )
+        .expect("PHP files make a note");
+        assert_eq!(note.status, Status::Warn);
+        assert_eq!(note.name, "serving");
+        assert!(
+            note.detail
+                .contains("20261203120000 holds 2 PHP files (public/index.PHP, ...)"),
+            "{}",
+            note.detail
+        );
+        assert!(note.fix.unwrap().contains("Serving from `current`"));
+        assert_eq!(
+            serving_note(&id, &manifest(&["public/index.html", "public/php.txt"])),
+            None
         );
     }
 }
