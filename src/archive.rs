@@ -3,7 +3,7 @@
 //! Per-file round trips are what make SFTP deploys slow: OpenSSH's `sftp put -r` waits for every
 //! OPEN and CLOSE, and even a client with many requests in flight pays several round trips per
 //! file. So the changed files travel as ONE archive, written in large pipelined SFTP packets, and
-//! the deploy script unpacks it into staging with `tar`. The stream is produced on a thread while
+//! the deploy script unpacks it into the new release with `tar`. The stream is produced on a thread while
 //! it uploads; memory stays bounded by the channel between them.
 //!
 //! Every file is hashed again as it is packed: a file that changed after the scan fails the
@@ -108,15 +108,26 @@ fn append(
     header.set_mode(entry.mode);
     header.set_uid(0);
     header.set_gid(0);
+    // Directories and links get the source's times too: tar sets what the header says, and a
+    // header without a time dates them 1970.
+    let local = source.join(path);
+    let mtime = std::fs::symlink_metadata(&local)
+        .ok()
+        .and_then(|m| m.modified().ok())
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map(|d| d.as_secs());
     match &entry.kind {
         Kind::Dir => {
             header.set_entry_type(tar::EntryType::Directory);
             header.set_size(0);
+            header.set_mtime(mtime.unwrap_or_else(now_secs));
             builder.append_data(&mut header, path, io::empty())?;
         }
         Kind::Symlink { target } => {
             header.set_entry_type(tar::EntryType::Symlink);
             header.set_size(0);
+            // A declared shared path has no source entry: it is made now.
+            header.set_mtime(mtime.unwrap_or_else(now_secs));
             builder.append_link(&mut header, path, target)?;
         }
         Kind::File { size, hash } => {
@@ -148,6 +159,13 @@ fn append(
         }
     }
     Ok(())
+}
+
+fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 /// Passes bytes through, hashing them and counting.

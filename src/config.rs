@@ -797,34 +797,33 @@ pub fn local_user_name() -> String {
         .unwrap_or_else(|| "root".into())
 }
 
-/// The starter config `cutover init` writes.
-pub const STARTER: &str = r#"# cutover.toml — what to deploy, and where.
-# Every key is listed with its default; delete what you do not need.
+/// The starter config `cutover init` writes: the static preset.
+pub const STARTER: &str = include_str!("../templates/presets/static.toml");
 
-source = "."              # directory to deploy, relative to this file
-exclude = []              # gitignore-style patterns left out, e.g. ["node_modules/", "*.log"]
-include = []              # patterns forced back in, e.g. a gitignored ["public/build/"]
-keep_releases = 3         # finished releases kept on the server, current included (>= 1)
-copy = "full"             # a new release starts as "full" (cp -a) or "hardlink" (cp -al) copy of the previous
-
-shared_dirs = []          # linked from shared/, never deployed, e.g. ["storage", "public/uploads"]
-shared_files = []         # linked from shared/, must exist there, e.g. [".env"]
-
-[hooks]                   # shell commands run with sh -c inside the new release
-before_swap = []          # e.g. ["php artisan config:cache"]; a failure aborts, current untouched
-verify = []               # after the swap, before it is final; a failure switches back, exit 1
-after_swap = []           # run once the new release is live; a failure exits 3
-
-[targets.production]
-host = "example.com"      # or "local" to deploy on this machine without SSH
-port = 22
-user = "deploy"           # default: your local user name
-path = "/var/www/app"     # absolute; cutover creates releases/, shared/, current and .cutover/ here
-# identity_file = "~/.ssh/id_ed25519"  # default: ssh-agent, then ~/.ssh/id_ed25519, id_ecdsa, id_rsa
-# known_hosts = "~/.ssh/known_hosts"   # /etc/ssh/ssh_known_hosts is read too
-# host_key_checking = "strict"         # or "accept-new": record unknown hosts, still refuse changed keys
-# keep_releases = 5                    # per-target override; [targets.production.hooks] works too
-"#;
+/// `cutover init --preset NAME`: a starting point per framework (name, what it is for, text).
+pub const PRESETS: &[(&str, &str, &str)] = &[
+    ("static", "a static site or a build output (the default)", STARTER),
+    (
+        "laravel",
+        "Laravel: storage/ and .env shared, composer and artisan caches before the swap",
+        include_str!("../templates/presets/laravel.toml"),
+    ),
+    (
+        "symfony",
+        "Symfony: var/log, var/sessions, public/uploads and .env.local shared, cache:clear and migrations",
+        include_str!("../templates/presets/symfony.toml"),
+    ),
+    (
+        "wordpress",
+        "WordPress: wp-content/uploads and wp-config.php shared",
+        include_str!("../templates/presets/wordpress.toml"),
+    ),
+    (
+        "node",
+        "Node.js: npm ci on the server, logs/, uploads/ and .env shared, a reload after the swap",
+        include_str!("../templates/presets/node.toml"),
+    ),
+];
 
 #[cfg(test)]
 mod tests {
@@ -847,6 +846,17 @@ mod tests {
                 assert_eq!(crate::error::exit_code(&e), 2);
                 format!("{e:#}")
             }
+        }
+    }
+
+    #[test]
+    fn every_preset_parses_and_validates() {
+        for (name, _, text) in PRESETS {
+            let fleet = load(text)
+                .unwrap_or_else(|e| panic!("preset {name}: {e:#}"))
+                .target(None)
+                .unwrap_or_else(|e| panic!("preset {name}: {e:#}"));
+            assert_eq!(fleet.hosts.len(), 1, "preset {name}");
         }
     }
 

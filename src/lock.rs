@@ -175,7 +175,7 @@ impl HeldLock {
 /// Take the lock of `layout` for `command`, in two flights of requests:
 ///
 /// ```text
-/// flight 1: mkdir .cutover/lock.new-PID-NANOS + open its info   (+ mkdir .cutover/staging)
+/// flight 1: mkdir .cutover/lock.new-MACHINE-PID-NANOS + open its info (+ mkdir staging)
 /// flight 2: write the info + close, rename lock.new-… → lock
 /// ```
 ///
@@ -184,8 +184,24 @@ impl HeldLock {
 pub async fn acquire(session: &Session, layout: &Layout, command: &str) -> Result<HeldLock> {
     let info = LockInfo::ours(command);
     let nanos = layout::now().timestamp_subsec_nanos();
-    // Unique among clients: deploys from two machines can have the same pid.
-    let pending = format!("{}/lock.new-{}-{nanos}", layout.state(), std::process::id());
+    // Unique among clients (deploys from two machines can have the same pid), and telling the
+    // deploy script on the same machine whether its maker still runs: a killed client's
+    // pending lock is removed as soon as its process is gone, not a day later.
+    let machine: String = machine_name()
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '.' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let pending = format!(
+        "{}/lock.new-{machine}-{}-{nanos}",
+        layout.state(),
+        std::process::id()
+    );
     let info_path = format!("{pending}/info");
     let file = open_pending(session, layout, &pending, &info_path).await?;
     let lock = layout.lock();

@@ -274,14 +274,19 @@ impl Survey {
     /// The first layout directory that is not a real directory, as an error that says what to
     /// do; None when the layout is sound (or still missing, on a new server).
     pub fn layout_problem(&self, layout: &Layout) -> Option<String> {
-        let (name, kind) = self.not_directories.first()?;
+        // The trash holds only what cutover pruned: the deploy script removes a link or file
+        // there (never following it) and goes on.
+        let (name, kind) = self
+            .not_directories
+            .iter()
+            .find(|(name, _)| name != layout::TRASH)?;
         let what = match kind {
             PathKind::Symlink => "a symbolic link",
             PathKind::File => "a file",
             _ => "not a directory",
         };
         let fix = match name.as_str() {
-            layout::STAGING | layout::TRASH => format!(
+            layout::STAGING => format!(
                 "remove it (it holds only what cutover puts there): rm {}",
                 crate::shell::quote(&layout.at(name))
             ),
