@@ -109,6 +109,13 @@ impl HostDeploy {
             let r = Survey::read(&self.session, &self.layout).await;
             (r, t.elapsed())
         };
+        // Declared shared files must be there before anything is uploaded or built: looked at
+        // in the survey's first flight.
+        let (session, layout) = (&self.session, &self.layout);
+        let shared_files = futures::future::join_all(self.target.shared.files.iter().map(|f| {
+            let path = layout.at(&format!("{}/{f}", crate::layout::SHARED));
+            async move { (f.clone(), session.path_kind(&path).await) }
+        }));
         let locking = async {
             if read_only {
                 None
@@ -116,7 +123,7 @@ impl HostDeploy {
                 Some(lock::acquire(&self.session, &self.layout, DEPLOY).await)
             }
         };
-        let ((survey, took), locked) = tokio::join!(timed, locking);
+        let ((survey, took), locked, shared_files) = tokio::join!(timed, locking, shared_files);
         if let crate::config::Host::Ssh { .. } = self.target.host {
             // Three flights of requests: a fair measure of one round trip.
             self.report.rtt_ms = Some(took.as_secs_f64() * 1000.0 / 3.0);
@@ -150,7 +157,21 @@ impl HostDeploy {
                 return Err(e.context(self.target.stage("survey")));
             }
         };
-        let problem = survey.layout_problem(&self.layout).or_else(|| match &survey.current {
+        let missing_shared = shared_files
+            .into_iter()
+            .find(|(_, kind)| matches!(kind, Ok(PathKind::Missing)))
+            .map(|(f, _)| {
+                let path = self.layout.at(&format!("{}/{f}", crate::layout::SHARED));
+                crate::error::with_hint(
+                    format!("the shared file {path} is missing (shared_files): a release would link to nothing"),
+                    format!(
+                        "put it there before the first deploy, e.g. scp {} HOST:{}",
+                        crate::shell::quote(&f),
+                        crate::shell::quote(&path)
+                    ),
+                )
+            });
+        let problem = missing_shared.or_else(|| survey.layout_problem(&self.layout)).or_else(|| match &survey.current {
             Current::NotALink(_) => Some(crate::error::with_hint(
                 format!(
                     "{} is not a symlink. It was probably made by a tool that deploys in place",
@@ -330,9 +351,14 @@ impl HostDeploy {
             started
         );
         progress.finish();
-        let sent = sent
-            .and_then(|n| written.map(|()| n))
-            .with_context(|| format!("{}: cannot upload into {staging}", stage("upload")))?;
+        let sent = sent.and_then(|n| written.map(|()| n));
+        if sent.is_err() && self.script_stopped_by_itself().await {
+            // The script stopped on a check of its own (and removed staging under the upload):
+            // its reason is the one to tell.
+            return Err(self.script_ended("run").await);
+        }
+        let sent =
+            sent.with_context(|| format!("{}: cannot upload into {staging}", stage("upload")))?;
         self.report.bytes_sent = sent;
         self.out
             .stage(format_args!("uploaded {} into {staging}", bytes(sent)));
@@ -355,6 +381,21 @@ impl HostDeploy {
         }
         self.pipelined = pipelined;
         Ok(None)
+    }
+
+    /// Has the running script ended (or does it within a moment)?
+    async fn script_stopped_by_itself(&mut self) -> bool {
+        let Some(shell) = self.shell.as_mut() else {
+            return false;
+        };
+        if !shell.started() {
+            return false;
+        }
+        tokio::time::timeout(Duration::from_secs(2), async {
+            while shell.next_line().await.is_some() {}
+        })
+        .await
+        .is_ok()
     }
 
     /// Wait until the script has built the release and passed its before_swap hooks.
