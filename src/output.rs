@@ -137,7 +137,7 @@ pub fn print_error(err: &anyhow::Error) {
     }
 }
 
-/// A message may end with a line `hint: …` (see [`crate::error::Hint`]): split it off.
+/// A message may end with a line `hint: …` (see [`crate::error::with_hint`]): split it off.
 fn split_hint(text: &str) -> (String, Option<String>) {
     match text.rsplit_once("\nhint: ") {
         Some((message, hint)) => (message.to_string(), Some(hint.to_string())),

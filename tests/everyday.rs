@@ -30,10 +30,9 @@ fn deploy_json_matches_the_servers_state() {
     };
     write_webapp(&site, 5);
     let first = json(
-        &site
+        site
             .cutover(&["--json", "deploy"])
-            .expect_code(0, "first")
-            .clone(),
+            .expect_code(0, "first"),
     );
     assert_eq!(first["status"], "live");
     assert_eq!(first["target"], "t");
@@ -69,10 +68,9 @@ fn deploy_json_matches_the_servers_state() {
     assert!(host["rtt_ms"].as_f64().is_some(), "{host}");
 
     let unchanged = json(
-        &site
+        site
             .cutover(&["--json", "deploy"])
-            .expect_code(0, "no-op")
-            .clone(),
+            .expect_code(0, "no-op"),
     );
     assert_eq!(unchanged["status"], "unchanged");
     assert_eq!(unchanged["release"], second["release"]);
@@ -95,10 +93,9 @@ fn releases_json_lists_every_release_with_its_record() {
     site.write("index.php", "<?php echo 2;\n");
     let b = site.deploy().release;
     let listing = json(
-        &site
+        site
             .cutover(&["--json", "releases"])
-            .expect_code(0, "releases")
-            .clone(),
+            .expect_code(0, "releases"),
     );
     assert_eq!(listing["in_sync"], true);
     let releases = listing["releases"].as_array().unwrap();
@@ -113,24 +110,21 @@ fn releases_json_lists_every_release_with_its_record() {
         assert!(r["created_at"].as_str().unwrap().ends_with('Z'), "{r}");
     }
     let check = json(
-        &site
+        site
             .cutover(&["--json", "check"])
-            .expect_code(0, "check")
-            .clone(),
+            .expect_code(0, "check"),
     );
     assert_eq!(check["ready"], true);
     let verify = json(
-        &site
+        site
             .cutover(&["--json", "verify"])
-            .expect_code(0, "verify")
-            .clone(),
+            .expect_code(0, "verify"),
     );
     assert_eq!(verify["clean"], true);
     let rollback = json(
-        &site
+        site
             .cutover(&["--json", "rollback"])
-            .expect_code(0, "rollback")
-            .clone(),
+            .expect_code(0, "rollback"),
     );
     assert_eq!(rollback["status"], "live");
     assert_eq!(rollback["release"].as_str(), Some(a.as_str()));
@@ -177,10 +171,9 @@ fn releases_record_the_git_commit_and_who_deployed() {
         run.describe()
     );
     let listing = json(
-        &site
+        site
             .cutover(&["--json", "releases"])
-            .expect_code(0, "releases")
-            .clone(),
+            .expect_code(0, "releases"),
     );
     let releases = listing["releases"].as_array().unwrap();
     let (dirty, clean) = (&releases[0]["git"], &releases[1]["git"]);

@@ -2,7 +2,7 @@
 //! and build up to "ready"), then swap, commit or revert when the fleet says so.
 //!
 //! Who cleans up what: until the deploy script has started, the client owns the lock and the
-//! staging directory and removes them on any failure ([`HostDeploy::abandon`]). Once the script
+//! staging directory and removes them on any failure ([`HostDeploy::clean_up`]). Once the script
 //! runs, it owns them: whatever happens to the client, the script finishes or undoes itself
 //! (it stops at its next wait when its input ends). The client still looks afterwards and
 //! removes a lock that carries its own token, so a script that never got to run (a dropped

@@ -1,6 +1,6 @@
 //! Walk the source directory and build the [`Manifest`] of what will be deployed.
 //!
-//! The rules (SPEC "Source walk"): `.gitignore` applies inside a git repository, `.ignore` and
+//! The rules (README, "Configure"): `.gitignore` applies inside a git repository, `.ignore` and
 //! `.cutoverignore` always, config `exclude` patterns too, and config `include` patterns force
 //! paths back in even when an ignore rule drops them (a gitignored `public/build/`). Hidden files
 //! are deployed (`.htaccess`, `.well-known/`); `.git` never is. Symlinks are recorded as symlinks

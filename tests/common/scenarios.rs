@@ -1245,10 +1245,10 @@ pub fn current_that_is_a_directory_is_refused(kind: TargetKind) {
     assert_eq!(read(&site.at("current/index.html")), "old site\n");
     assert!(site.releases().is_empty());
     assert!(!site.lock_exists());
-    // SPEC "Exit codes": every error message names the target, the stage and the path
+    // README "Exit codes": every error message names the target, the stage and the path
     assert!(
         run.stderr.contains("stage"),
-        "SPEC: every error names the stage\n{}",
+        "README: every error names the stage\n{}",
         run.describe()
     );
 }

@@ -10,10 +10,10 @@
 //! stages apart without reading messages, and each carries its own `hint()`: the fix a user
 //! should try, printed on a `hint:` line of its own.
 
-mod auth;
-mod connect;
-mod host_key;
-mod session;
+pub mod auth;
+pub mod connect;
+pub mod host_key;
+pub mod session;
 
 pub use auth::{AuthFailure, AuthFailureReason, Tried, KEY_ENV, PASSPHRASE_ENV};
 pub use connect::{ConnectError, ForwardFailure, Handshake};

@@ -2,7 +2,7 @@
 //!
 //! `host` in cutover.toml may be a `Host` alias, and people keep the rest of what it takes to
 //! reach a server (`HostName`, `User`, `Port`, keys, jump hosts) in their ssh config. This module
-//! reads those files the way `ssh` does and turns a [`Target`] into a [`Route`]: the jump hosts to
+//! reads those files the way `ssh` does and turns a [`Target`](crate::config::Target) into a [`Route`]: the jump hosts to
 //! go through and the final endpoint, each with its address, user, keys, known_hosts files and
 //! host key policy. Values written in cutover.toml win over the ssh config.
 //!

@@ -2,7 +2,7 @@
 //!
 //! The output is a [`HostConfig`] of raw values, as written and not yet expanded: `%` tokens
 //! need the final user, host and port, which only exist once every file has been read, and
-//! cutover.toml may still override some of them (that is [`super::route`]'s job). Keeping the
+//! cutover.toml may still override some of them (that is [`super::route()`]'s job). Keeping the
 //! two apart is what lets the reader follow OpenSSH's reader rule by rule (first value wins, blocks
 //! switched on and off by `Host`/`Match`, `Include` read in place) without knowing about targets.
 

@@ -280,7 +280,7 @@ fn resolve(
 
 /// What the ssh config files resolve for one host, expanded (`%` tokens, `~`) and with
 /// cutover.toml's overrides applied, but before cutover's own defaults and policies: the same
-/// settings, in the same terms, that `ssh -G` prints. [`endpoint`] builds on it, and the
+/// settings, in the same terms, that `ssh -G` prints. `endpoint` builds on it, and the
 /// differential test against `ssh -G` reads it (through [`settings`]), so what is compared is
 /// what a deploy uses.
 #[derive(Debug, Clone, PartialEq, Eq)]
