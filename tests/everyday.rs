@@ -29,11 +29,7 @@ fn deploy_json_matches_the_servers_state() {
         return;
     };
     write_webapp(&site, 5);
-    let first = json(
-        site
-            .cutover(&["--json", "deploy"])
-            .expect_code(0, "first"),
-    );
+    let first = json(site.cutover(&["--json", "deploy"]).expect_code(0, "first"));
     assert_eq!(first["status"], "live");
     assert_eq!(first["target"], "t");
     assert_eq!(first["release"].as_str(), site.current_id().as_deref());
@@ -67,11 +63,7 @@ fn deploy_json_matches_the_servers_state() {
     assert_eq!(host["release"], second["release"]);
     assert!(host["rtt_ms"].as_f64().is_some(), "{host}");
 
-    let unchanged = json(
-        site
-            .cutover(&["--json", "deploy"])
-            .expect_code(0, "no-op"),
-    );
+    let unchanged = json(site.cutover(&["--json", "deploy"]).expect_code(0, "no-op"));
     assert_eq!(unchanged["status"], "unchanged");
     assert_eq!(unchanged["release"], second["release"]);
 
@@ -93,8 +85,7 @@ fn releases_json_lists_every_release_with_its_record() {
     site.write("index.php", "<?php echo 2;\n");
     let b = site.deploy().release;
     let listing = json(
-        site
-            .cutover(&["--json", "releases"])
+        site.cutover(&["--json", "releases"])
             .expect_code(0, "releases"),
     );
     assert_eq!(listing["in_sync"], true);
@@ -109,21 +100,12 @@ fn releases_json_lists_every_release_with_its_record() {
         assert_eq!(r["cutover_version"], env!("CARGO_PKG_VERSION"));
         assert!(r["created_at"].as_str().unwrap().ends_with('Z'), "{r}");
     }
-    let check = json(
-        site
-            .cutover(&["--json", "check"])
-            .expect_code(0, "check"),
-    );
+    let check = json(site.cutover(&["--json", "check"]).expect_code(0, "check"));
     assert_eq!(check["ready"], true);
-    let verify = json(
-        site
-            .cutover(&["--json", "verify"])
-            .expect_code(0, "verify"),
-    );
+    let verify = json(site.cutover(&["--json", "verify"]).expect_code(0, "verify"));
     assert_eq!(verify["clean"], true);
     let rollback = json(
-        site
-            .cutover(&["--json", "rollback"])
+        site.cutover(&["--json", "rollback"])
             .expect_code(0, "rollback"),
     );
     assert_eq!(rollback["status"], "live");
@@ -171,8 +153,7 @@ fn releases_record_the_git_commit_and_who_deployed() {
         run.describe()
     );
     let listing = json(
-        site
-            .cutover(&["--json", "releases"])
+        site.cutover(&["--json", "releases"])
             .expect_code(0, "releases"),
     );
     let releases = listing["releases"].as_array().unwrap();

@@ -218,7 +218,11 @@ fn trash_that_is_a_symlink_is_removed_and_never_followed(kind: TargetKind) {
     );
     site.write("index.php", "<?php echo 2;\n");
     let s = site.deploy();
-    assert_eq!(site.releases(), std::slice::from_ref(&s.release), "pruned to one");
+    assert_eq!(
+        site.releases(),
+        std::slice::from_ref(&s.release),
+        "pruned to one"
+    );
     assert!(
         fs::symlink_metadata(site.at(".cutover/trash"))
             .map(|m| m.is_dir())
