@@ -8,8 +8,11 @@
 //! commit or revert, [`script`] renders the one shell script a host runs and reads what it
 //! says back, and [`remote`] carries it all over SSH and SFTP (or locally). [`commands`] holds
 //! the thin command-line layer.
+//!
+//! The modules the binary, the tests and the benchmarks use are public; the others are private,
+//! so the compiler reports what nothing uses.
 
-pub mod archive;
+mod archive;
 pub mod commands;
 pub mod config;
 pub mod deploy;
@@ -20,6 +23,6 @@ pub mod output;
 pub mod plan;
 pub mod remote;
 pub mod script;
-pub mod shell;
+mod shell;
 pub mod source;
 pub mod survey;

@@ -18,14 +18,6 @@ use crate::config::{Host, Target};
 
 pub use shell::{Shell, Stderr};
 
-/// A small file cutover writes itself (the manifest, the script).
-#[derive(Debug, Clone)]
-pub struct SmallFile {
-    pub path: String,
-    pub bytes: Vec<u8>,
-    pub mode: u32,
-}
-
 /// A file created for writing whose content follows later, so that its OPEN can travel in an
 /// earlier flight of requests than its data.
 pub enum OpenFile {
