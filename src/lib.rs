@@ -23,6 +23,6 @@ pub mod output;
 pub mod plan;
 pub mod remote;
 pub mod script;
-mod shell;
+pub mod shell;
 pub mod source;
 pub mod survey;
