@@ -10,6 +10,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::Command;
 
+use common::fixtures::{is_root, keygen, whoami};
 use common::site::{fingerprint, snapshot, toml_str, Run, Site, TargetKind};
 use common::Sshd;
 
@@ -129,28 +130,6 @@ fn write_target_table(site: &Site, table: &str) {
         toml_str(&site.src.display().to_string())
     );
     fs::write(&site.config, text).unwrap();
-}
-
-fn user_name() -> String {
-    let out = Command::new("id").arg("-un").output().unwrap();
-    String::from_utf8(out.stdout).unwrap().trim().to_string()
-}
-
-fn is_root() -> bool {
-    Command::new("id")
-        .arg("-u")
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
-        .unwrap_or(false)
-}
-
-fn keygen(path: &Path) {
-    let out = Command::new("ssh-keygen")
-        .args(["-q", "-t", "ed25519", "-N", "", "-C", "other", "-f"])
-        .arg(path)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{out:?}");
 }
 
 fn write_mode(path: &Path, text: &str, mode: u32) {
@@ -559,10 +538,7 @@ fn foreign_names_in_releases_are_noted_and_left_alone() {
 
 /// A site whose account runs no commands (`ForceCommand internal-sftp`), with one file.
 fn sftp_only_site() -> Option<Site> {
-    let extra = format!(
-        "Match User {}\n    ForceCommand internal-sftp\n",
-        user_name()
-    );
+    let extra = format!("Match User {}\n    ForceCommand internal-sftp\n", whoami());
     let site = ssh_site_with(&extra)?;
     site.write("index.html", "hi\n");
     Some(site)
@@ -666,7 +642,12 @@ fn changed_host_key_fails_with_both_fingerprints_and_sends_nothing() {
     let Some(mut site) = ssh_site() else { return };
     site.write("index.html", "hi\n");
     let other = site.root().join("other_key");
-    keygen(&other);
+    keygen(
+        other.parent().unwrap(),
+        &other.file_name().unwrap().to_string_lossy(),
+        &["-t", "ed25519"],
+        "",
+    );
     let b64 = fs::read_to_string(other.with_extension("pub"))
         .unwrap()
         .split_whitespace()
@@ -700,7 +681,12 @@ fn wrong_key_fails_authentication_naming_the_keys_tried() {
     let Some(site) = ssh_site() else { return };
     site.write("index.html", "hi\n");
     let other = site.root().join("other_key");
-    keygen(&other);
+    keygen(
+        other.parent().unwrap(),
+        &other.file_name().unwrap().to_string_lossy(),
+        &["-t", "ed25519"],
+        "",
+    );
     // the server now authorizes another key than the one cutover offers
     fs::write(
         site.sshd().dir.path().join("authorized_keys"),

@@ -17,6 +17,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::fixtures::{keygen, pub_of};
 use common::site::{fingerprint, noise, toml_str};
 use common::{cutover_bin, sshd_or_skip, Sshd};
 
@@ -189,28 +190,6 @@ fn sshd_lines(sshd: &Sshd, known_hosts: &Path) -> String {
 
 fn identity_line(key: &Path) -> String {
     format!("identity_file = {}\n", toml_str(&key.display().to_string()))
-}
-
-/// `ssh-keygen -t TYPE ... -f DIR/NAME` with extra args (e.g. `-m PEM`); returns the private key.
-fn keygen(dir: &Path, name: &str, args: &[&str], passphrase: &str) -> PathBuf {
-    let path = dir.join(name);
-    let out = Command::new("ssh-keygen")
-        .args(["-q", "-C", name, "-N", passphrase])
-        .args(args)
-        .arg("-f")
-        .arg(&path)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "ssh-keygen {args:?}: {out:?}");
-    fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).unwrap();
-    path
-}
-
-fn pub_of(key: &Path) -> PathBuf {
-    let mut p = key.as_os_str().to_owned();
-    p.push(".pub");
-    PathBuf::from(p)
 }
 
 /// Adds `key`'s public half to the server's authorized_keys.

@@ -8,6 +8,7 @@ use std::fs;
 use std::path::Path;
 use std::process::Command;
 
+use common::fixtures::both_targets;
 use common::site::TargetKind::{Local, Ssh};
 use common::site::*;
 use serde_json::Value;
@@ -247,21 +248,6 @@ fn declared_shared_paths_are_linked_and_a_missing_file_stops_the_deploy(kind: Ta
         fs::read_to_string(site.at("current/storage/app.log")).unwrap(),
         "runtime\n"
     );
-}
-
-macro_rules! both_targets {
-    ($($name:ident),* $(,)?) => {$(
-        mod $name {
-            #[test]
-            fn local() {
-                super::$name(super::Local);
-            }
-            #[test]
-            fn ssh() {
-                super::$name(super::Ssh);
-            }
-        }
-    )*};
 }
 
 both_targets!(declared_shared_paths_are_linked_and_a_missing_file_stops_the_deploy);

@@ -12,48 +12,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use common::fixtures::{both_targets, read, root_or_skip, whoami};
 use common::site::TargetKind::{Local, Ssh};
 use common::site::*;
-
-/// `mod NAME { fn local(); fn ssh(); }`: one scenario, run against both kinds of target.
-macro_rules! both_targets {
-    ($($name:ident),* $(,)?) => {$(
-        mod $name {
-            #[test]
-            fn local() {
-                super::$name(super::Local);
-            }
-            #[test]
-            fn ssh() {
-                super::$name(super::Ssh);
-            }
-        }
-    )*};
-}
-
-fn read(p: &Path) -> String {
-    String::from_utf8_lossy(&fs::read(p).unwrap_or_else(|e| panic!("{}: {e}", p.display())))
-        .into_owned()
-}
-
-fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    unsafe { libc::geteuid() == 0 }
-}
-
-/// For tests that need root (mount, chattr, useradd): true as root; otherwise a note and false
-/// on a developer machine, a failure under CI (where the tests run as root).
-fn root_or_skip(what: &str) -> bool {
-    if is_root() {
-        return true;
-    }
-    assert!(
-        std::env::var_os("CI").is_none(),
-        "tests run as root in CI: {what} needs root"
-    );
-    eprintln!("skipping: {what} needs root");
-    false
-}
 
 /// Writes a sparse file of `len` bytes into the source: a big upload that costs no disk.
 fn write_sparse(site: &Site, rel: &str, len: u64) {
@@ -380,11 +341,6 @@ fn utc_now_id() -> String {
         .args(["-u", "+%Y%m%d%H%M%S"])
         .output()
         .unwrap();
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
-
-fn whoami() -> String {
-    let out = Command::new("id").arg("-un").output().unwrap();
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 

@@ -10,24 +10,9 @@ use std::fs;
 use std::os::unix::fs::{symlink, PermissionsExt};
 use std::path::PathBuf;
 
+use common::fixtures::both_targets;
 use common::site::TargetKind::{Local, Ssh};
 use common::site::*;
-
-/// `mod NAME { fn local(); fn ssh(); }`: one scenario, run against both kinds of target.
-macro_rules! both_targets {
-    ($($name:ident),* $(,)?) => {$(
-        mod $name {
-            #[test]
-            fn local() {
-                super::$name(super::Local);
-            }
-            #[test]
-            fn ssh() {
-                super::$name(super::Ssh);
-            }
-        }
-    )*};
-}
 
 /// A directory outside the deploy path, full of files a deploy must never touch.
 struct Victim {

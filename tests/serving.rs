@@ -32,6 +32,7 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use common::fixtures::is_root;
 use common::site::{Site, TargetKind};
 
 const NGINX: &str = "/usr/sbin/nginx";
@@ -1346,11 +1347,6 @@ fn php_fpm_or_skip(others: &[&str]) -> Option<PathBuf> {
 fn process_exists(pid: u32) -> bool {
     // SAFETY: kill(2) with signal 0 sends nothing; it only looks the process up.
     unsafe { libc::kill(pid as i32, 0) == 0 }
-}
-
-fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    unsafe { libc::geteuid() == 0 }
 }
 
 fn free_port() -> u16 {

@@ -7,23 +7,9 @@ mod common;
 use std::fs;
 use std::os::unix::fs::{symlink, PermissionsExt};
 
+use common::fixtures::both_targets;
 use common::site::TargetKind::{Local, Ssh};
 use common::site::*;
-
-macro_rules! both_targets {
-    ($($name:ident),* $(,)?) => {$(
-        mod $name {
-            #[test]
-            fn local() {
-                super::$name(super::Local);
-            }
-            #[test]
-            fn ssh() {
-                super::$name(super::Ssh);
-            }
-        }
-    )*};
-}
 
 /// A deployed release with a shared link, and the path to it.
 fn deployed(kind: TargetKind) -> Option<(Site, std::path::PathBuf)> {

@@ -30,6 +30,7 @@
 //! ```
 #![allow(dead_code)]
 
+pub mod fixtures;
 pub mod scenarios;
 pub mod site;
 
@@ -426,21 +427,10 @@ fn banner_arrives(port: u16) -> bool {
 }
 
 fn keygen(path: &Path, comment: &str) -> Result<(), String> {
-    let out = Command::new("ssh-keygen")
-        .args(["-q", "-t", "ed25519", "-N", "", "-C", comment, "-f"])
-        .arg(path)
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|e| format!("running ssh-keygen: {e}"))?;
-    if !out.status.success() {
-        return Err(format!(
-            "ssh-keygen -f {} failed ({}): {}",
-            path.display(),
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
-        ));
-    }
-    fs::set_permissions(path, fs::Permissions::from_mode(0o600)).map_err(|e| e.to_string())
+    let _ = comment; // the key's comment is its file name
+    let dir = path.parent().expect("a key path has a directory");
+    let name = path.file_name().expect("a key path has a name");
+    fixtures::try_keygen(dir, &name.to_string_lossy(), &["-t", "ed25519"], "").map(|_| ())
 }
 
 fn known_hosts_line(pub_key: &Path, port: u16) -> Result<String, String> {

@@ -8,6 +8,7 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use super::fixtures::read;
 use super::site::*;
 
 fn meta(p: &Path) -> fs::Metadata {
@@ -28,11 +29,6 @@ pub fn entries_of(p: &Path) -> Vec<String> {
         .filter(|l| !l.starts_with('#'))
         .map(String::from)
         .collect()
-}
-
-fn read(p: &Path) -> String {
-    String::from_utf8_lossy(&fs::read(p).unwrap_or_else(|e| panic!("{}: {e}", p.display())))
-        .into_owned()
 }
 
 /// Runs `sh FILE` in `cwd` (a script emitted by cutover, run "on the server").
