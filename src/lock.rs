@@ -156,7 +156,14 @@ impl HeldLock {
 
     /// Give the lock back: remove its info file and the directory.
     pub async fn release(&self, session: &Session, layout: &Layout) -> Result<()> {
-        remove(session, layout).await
+        // It holds exactly the info file we wrote: REMOVE and RMDIR in one flight. Anything
+        // else in it (someone's file) makes the RMDIR fail, and the careful walk takes over.
+        let (info, dir) = (layout.lock_info(), layout.lock());
+        let (_, removed) = tokio::join!(session.remove_file(&info), session.remove_dir(&dir));
+        match removed {
+            Ok(()) => Ok(()),
+            Err(_) => remove(session, layout).await,
+        }
     }
 
     /// Give the lock back only if it still carries our token (after a reconnect: someone may
