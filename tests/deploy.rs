@@ -10,7 +10,9 @@ use std::process::Command;
 use common::fixtures::both_targets;
 use common::scenarios::*;
 use common::site::TargetKind::{Local, Ssh};
-use common::site::{fingerprint, run_cutover, toml_str, write_webapp, Site, TargetKind};
+use common::site::{
+    fingerprint, run_cutover, toml_str, write_webapp, Site, TargetKind, WEBAPP_NOT_DEPLOYED,
+};
 
 both_targets!(
     first_deploy_gives_the_exact_layout,
@@ -602,4 +604,87 @@ fn passphrase_never_appears_in_output_scripts_or_files() {
         }
     }
     assert!(!site.sshd().log_text().contains(PASS));
+}
+
+// --- what a deploy costs ---------------------------------------------------------------------------
+
+/// Nothing changed: no release, no hook, exit 0; `--force` builds one and runs the hooks.
+fn nothing_changed_builds_no_release_and_runs_no_hook(kind: TargetKind) {
+    let Some(mut site) = Site::new(kind) else {
+        return;
+    };
+    site.write("index.php", "<?php\n");
+    let first = site.deploy().release;
+    site.configure(
+        "[hooks]\nbefore_swap = [\"touch \\\"$CUTOVER_DEPLOY_PATH/before-$CUTOVER_RELEASE\\\"\"]\n\
+         after_swap = [\"touch \\\"$CUTOVER_DEPLOY_PATH/after-$CUTOVER_RELEASE\\\"\"]",
+        "",
+    );
+    let run = site.deploy_with(&[]);
+    run.expect_code(0, "deploy with nothing changed");
+    assert!(
+        run.stdout
+            .contains(&format!("nothing changed: release {first} stays live")),
+        "{}",
+        run.describe()
+    );
+    assert_eq!(site.releases(), std::slice::from_ref(&first));
+    let hooks_ran: Vec<String> = common::site::list_names(&site.path)
+        .into_iter()
+        .filter(|n| n.starts_with("before-") || n.starts_with("after-"))
+        .collect();
+    assert!(hooks_ran.is_empty(), "no hook ran: {hooks_ran:?}");
+
+    let forced = site.deploy_with(&["--force"]);
+    forced.expect_code(0, "deploy --force with nothing changed");
+    let id = forced.summary().release;
+    assert_ne!(id, first);
+    assert!(site.at(format!("before-{id}")).exists() && site.at(format!("after-{id}")).exists());
+    site.assert_release_is_source(&id, &[]);
+}
+
+both_targets!(nothing_changed_builds_no_release_and_runs_no_hook);
+
+/// The copy of the previous release starts with the upload, not after it: with a slow upload
+/// (a 150 MB file), the partial release exists while the archive still grows, and the tree
+/// that goes live is still exactly the source.
+#[test]
+fn the_copy_of_the_previous_release_overlaps_a_slow_upload() {
+    let Some(site) = Site::new(Ssh) else { return };
+    write_webapp(&site, 20);
+    let first = site.deploy().release;
+    let big = fs::File::create(site.src.join("big.bin")).unwrap();
+    big.set_len(150 * 1024 * 1024).unwrap();
+    drop(big);
+    site.write("index.php", "<?php echo 'with a big file';\n");
+    let running = site.spawn(&["deploy"]);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let mut overlapped = None;
+    while overlapped.is_none() && std::time::Instant::now() < deadline {
+        let partial = common::site::list_names(&site.at("releases"))
+            .into_iter()
+            .any(|n| n.ends_with(".partial"));
+        let staged: u64 = common::site::list_names(&site.at(".cutover/staging"))
+            .iter()
+            .flat_map(|id| {
+                let dir = site.at(format!(".cutover/staging/{id}"));
+                common::site::list_names(&dir)
+                    .into_iter()
+                    .filter(|n| n.ends_with(".tar"))
+                    .filter_map(move |n| fs::metadata(dir.join(n)).ok())
+            })
+            .map(|m| m.len())
+            .sum();
+        if partial && staged > 0 && staged < 150 * 1024 * 1024 {
+            overlapped = Some(staged);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    let run = running.wait();
+    run.expect_code(0, "deploy with a slow upload");
+    let staged = overlapped.expect("the partial release never existed while the upload ran");
+    eprintln!("the copy of the previous release ran with {staged} of 157286400 bytes uploaded");
+    let s = run.summary();
+    assert_ne!(s.release, first);
+    site.assert_release_is_source(&s.release, WEBAPP_NOT_DEPLOYED);
 }
