@@ -9,7 +9,8 @@
 //! PATH/.cutover/manifests/<ID>                what each release contains (see source::manifest)
 //! PATH/.cutover/lock/                         held while a deploy runs; `info` says by whom
 //! PATH/.cutover/staging/<ID>/                 one deploy's uploads: files.N.tar, manifest
-//! PATH/.cutover/trash/<ID>/                   pruned releases on their way out
+//! PATH/.cutover/trash/<ID>.<PID>/             pruned releases on their way out
+//! PATH/.cutover/current-manifest -> manifests/<ID>   the live release's manifest (a hint)
 //! ```
 //!
 //! Only `current` and the links into `shared/` are symbolic links by design. Every other name
@@ -34,6 +35,7 @@ pub const MANIFESTS: &str = ".cutover/manifests";
 pub const STAGING: &str = ".cutover/staging";
 pub const TRASH: &str = ".cutover/trash";
 pub const LOCK: &str = ".cutover/lock";
+pub const CURRENT_MANIFEST: &str = ".cutover/current-manifest";
 
 impl Layout {
     pub fn new(deploy_path: &str) -> Layout {
@@ -71,6 +73,13 @@ impl Layout {
     }
     pub fn manifest(&self, id: &ReleaseId) -> String {
         self.at(&format!("{MANIFESTS}/{id}"))
+    }
+    /// `.cutover/current-manifest`, a link to the manifest of the release `current` points to,
+    /// kept by the scripts next to every swap: a hint that lets the survey open that manifest
+    /// before it knows where `current` points (one round trip less). Never trusted: used only
+    /// when its `release` record names the release `current` points to.
+    pub fn current_manifest(&self) -> String {
+        self.at(CURRENT_MANIFEST)
     }
     pub fn lock(&self) -> String {
         self.at(LOCK)

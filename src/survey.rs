@@ -10,14 +10,19 @@
 //! followed. The live manifest is parsed and validated ([`Manifest::parse`]) before anything is
 //! planned from it, and its content is never echoed in an error.
 //!
-//! Reading costs three flights of requests, whatever the number of releases:
+//! Reading costs two flights of requests (three when the hint below misses), whatever the
+//! number of releases:
 //!
 //! ```text
 //! flight 1: lstat + readlink current · lstat of each layout directory · opendir releases/,
-//!           .cutover/manifests/, .cutover/staging/
-//! flight 2: readdir of the three · open the live release's manifest
-//! flight 3: read the manifest
+//!           .cutover/manifests/, .cutover/staging/ · open .cutover/current-manifest
+//! flight 2: readdir of the three · read current-manifest · open the live release's manifest
+//! flight 3: read that manifest, only when current-manifest was not its copy
 //! ```
+//!
+//! `current-manifest` is a link the deploy and rollback scripts keep pointing at the live
+//! release's manifest. It is a hint, never trusted: it counts only when its `#release` record
+//! names the release `current` points to, and it is validated like any manifest.
 
 use anyhow::{anyhow, Context, Result};
 
@@ -120,10 +125,16 @@ impl Survey {
         };
         // The live manifest is opened as soon as `current` is known, alongside the listings.
         let live = async {
-            let (kind, target) = tokio::join!(
+            // `.cutover/current-manifest` is opened in the first flight, before it is known
+            // where `current` points: when it turns out to be that release's manifest, the
+            // survey takes two flights instead of three.
+            let hint = layout.current_manifest();
+            let (kind, target, hinted) = tokio::join!(
                 session.path_kind(&current_path),
-                session.read_link(&current_path)
+                session.read_link(&current_path),
+                session.open_read(&hint)
             );
+            let hinted = hinted.ok().flatten();
             let current = match kind? {
                 PathKind::Missing => Current::Missing,
                 PathKind::Symlink => {
@@ -133,14 +144,48 @@ impl Survey {
                 }
                 other => Current::NotALink(other),
             };
-            let manifest = match current.release() {
-                Some(id) => session
-                    .read_file(&layout.manifest(id), MANIFEST_LIMIT)
-                    .await
-                    .with_context(|| format!("cannot read {}", layout.manifest(id)))?,
-                None => None,
+            let Some(id) = current.release().cloned() else {
+                if let Some(h) = hinted {
+                    session.discard_read(h);
+                }
+                return Ok::<_, anyhow::Error>((current, None));
             };
-            Ok::<_, anyhow::Error>((current, manifest))
+            let path = layout.manifest(&id);
+            let read_real = || async {
+                session
+                    .read_file(&path, MANIFEST_LIMIT)
+                    .await
+                    .with_context(|| format!("cannot read {path}"))
+            };
+            let manifest = match hinted {
+                Some(h) => {
+                    // The hint is read while the real manifest is opened; the real one is read
+                    // only when the hint is not its copy.
+                    let (hint_bytes, real) = tokio::join!(
+                        session.read_opened(h, MANIFEST_LIMIT),
+                        session.open_read(&path)
+                    );
+                    match hint_bytes {
+                        Ok(bytes) if records_release(&bytes, &id) => {
+                            if let Ok(Some(r)) = real {
+                                session.discard_read(r);
+                            }
+                            Some(bytes)
+                        }
+                        _ => match real.with_context(|| format!("cannot read {path}"))? {
+                            Some(r) => Some(
+                                session
+                                    .read_opened(r, MANIFEST_LIMIT)
+                                    .await
+                                    .with_context(|| format!("cannot read {path}"))?,
+                            ),
+                            None => None,
+                        },
+                    }
+                }
+                None => read_real().await?,
+            };
+            Ok((current, manifest))
         };
         let (dirs, (releases, manifests, staging, lock), live) = tokio::join!(dirs, listings, live);
 
@@ -300,6 +345,17 @@ impl Survey {
             layout.at(name)
         ))
     }
+}
+
+/// Does this manifest text say (in its `#release` record, before its entries) that it is the
+/// manifest of release `id`?
+fn records_release(bytes: &[u8], id: &ReleaseId) -> bool {
+    let want = format!("#release\t{id}");
+    bytes
+        .split(|b| *b == b'\n')
+        .skip(1)
+        .take_while(|l| l.first() == Some(&b'#'))
+        .any(|l| l == want.as_bytes())
 }
 
 /// Parse the manifest of release `id`: untrusted input, refused with advice when invalid. The

@@ -385,6 +385,9 @@ impl HostDeploy {
 
     /// Has the running script ended (or does it within a moment)?
     async fn script_stopped_by_itself(&mut self) -> bool {
+        if self.session.lost().await.is_some() {
+            return false; // the connection failed the upload, not the script
+        }
         let Some(shell) = self.shell.as_mut() else {
             return false;
         };
@@ -658,7 +661,9 @@ impl HostDeploy {
                 fresh.close().await;
             }
         }
-        if done && notes.is_empty() && script_runs {
+        let released_by_script = notes.iter().any(|n| n.contains("already released"));
+        if done && (notes.is_empty() || released_by_script) && script_runs {
+            notes.clear();
             // The script cleaned up after itself: say so, once checked.
             let gone = match &staging {
                 Some(s) => matches!(self.session.path_kind(s).await, Ok(PathKind::Missing)),
@@ -734,7 +739,10 @@ async fn try_clean(
             }
         }
         // Not ours (released by the script, or taken by someone else since): nothing to do.
-        Ok(_) => true,
+        Ok(_) => {
+            notes.push("the lock was already released (by the deploy script)".into());
+            true
+        }
         Err(_) => false,
     }
 }

@@ -25,6 +25,18 @@ pub enum OpenFile {
     Local { path: String, mode: u32 },
 }
 
+/// A file opened for reading whose content is read later.
+pub enum OpenedRead {
+    Ssh {
+        handle: String,
+        size: u64,
+        path: String,
+    },
+    Local {
+        path: String,
+    },
+}
+
 /// What is at a remote path, without following a final symlink.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PathKind {
@@ -80,6 +92,45 @@ impl Session {
         match self {
             Session::Ssh(s) => s.guard(s.sftp.read_link(path)).await,
             Session::Local(s) => s.read_link(path),
+        }
+    }
+
+    /// Open a file to read it later ([`Session::read_opened`]): one round trip, so the open can
+    /// travel before it is known whether the content will be wanted. None when it is missing.
+    pub async fn open_read(&self, path: &str) -> Result<Option<OpenedRead>> {
+        match self {
+            Session::Ssh(s) => Ok(s
+                .guard(s.sftp.open_read(path))
+                .await?
+                .map(|(handle, size)| OpenedRead::Ssh {
+                    handle,
+                    size,
+                    path: path.to_string(),
+                })),
+            Session::Local(_) => Ok(std::fs::metadata(path).is_ok().then(|| OpenedRead::Local {
+                path: path.to_string(),
+            })),
+        }
+    }
+
+    /// The content of a file opened by [`Session::open_read`]; refuses more than `limit` bytes.
+    pub async fn read_opened(&self, file: OpenedRead, limit: u64) -> Result<Vec<u8>> {
+        match (self, file) {
+            (Session::Ssh(s), OpenedRead::Ssh { handle, size, path }) => {
+                s.guard(s.sftp.read_opened(handle, &path, size, limit))
+                    .await
+            }
+            (Session::Local(s), OpenedRead::Local { path }) => Ok(s
+                .read_file(&path, limit)?
+                .ok_or_else(|| anyhow::anyhow!("{path} is gone"))?),
+            _ => unreachable!("a file is read by the session that opened it"),
+        }
+    }
+
+    /// Let go of a file opened by [`Session::open_read`] without reading it.
+    pub fn discard_read(&self, file: OpenedRead) {
+        if let (Session::Ssh(s), OpenedRead::Ssh { handle, .. }) = (self, file) {
+            s.sftp.discard_read(handle);
         }
     }
 

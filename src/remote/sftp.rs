@@ -169,6 +169,15 @@ impl Sftp {
     /// Read a whole file in about two round trips: OPEN and STAT together, then every READ at
     /// once (the size is known), and a CLOSE nobody waits for.
     pub async fn read_file(&self, path: &str, limit: u64) -> Result<Option<Vec<u8>>> {
+        match self.open_read(path).await? {
+            Some((handle, size)) => self.read_opened(handle, path, size, limit).await.map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// The first round trip of [`Sftp::read_file`]: OPEN and STAT together; the handle and the
+    /// size, or None when there is no such file.
+    pub async fn open_read(&self, path: &str) -> Result<Option<(String, u64)>> {
         let (opened, stat) = tokio::join!(
             self.raw
                 .open(path, OpenFlags::READ, FileAttributes::empty()),
@@ -180,16 +189,34 @@ impl Sftp {
             Err(e) => return Err(e).with_context(|| format!("cannot open {path}")),
         };
         let size = stat.ok().and_then(|s| s.attrs.size).unwrap_or(0);
+        Ok(Some((handle, size)))
+    }
+
+    /// The second round trip of [`Sftp::read_file`]: every READ at once, then a CLOSE nobody
+    /// waits for.
+    pub async fn read_opened(
+        &self,
+        handle: String,
+        path: &str,
+        size: u64,
+        limit: u64,
+    ) -> Result<Vec<u8>> {
         let result = self.read_all(&handle, path, size, limit).await;
         self.close_later(handle);
-        result.map(Some)
+        result
+    }
+
+    /// Let go of a handle from [`Sftp::open_read`] that will not be read.
+    pub fn discard_read(&self, handle: String) {
+        self.close_later(handle);
     }
 
     async fn read_all(&self, handle: &str, path: &str, size: u64, limit: u64) -> Result<Vec<u8>> {
         if size > limit {
             bail!("{path} is {size} bytes, more than the {limit} expected");
         }
-        const CHUNK: u64 = 64 * 1024;
+        // sftp-server answers READs of up to 256 KiB minus its headers.
+        const CHUNK: u64 = 252 * 1024;
         let mut data = Vec::with_capacity(size as usize);
         // Ask for one chunk past the size too, in case the file grew since the STAT.
         let reads = (0..=size / CHUNK).map(|i| self.raw.read(handle, i * CHUNK, CHUNK as u32));
