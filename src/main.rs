@@ -105,7 +105,15 @@ fn main() -> ExitCode {
             });
         }
     };
-    match run(cli) {
+    let verbose = cli.verbose;
+    let result = run(cli);
+    if verbose {
+        eprintln!(
+            "cutover: [{:6.3} s] done",
+            output::started().elapsed().as_secs_f64()
+        );
+    }
+    match result {
         Ok(()) => ExitCode::from(error::EXIT_OK as u8),
         Err(e) => {
             output::print_error(&e);

@@ -65,6 +65,7 @@ pub async fn run(fleet: &Fleet, opts: Options, out: &Output) -> (Report, Result<
         reports.push(r);
         h.close().await;
     }
+    out.stage("connections closed");
     if reports.is_empty() {
         reports = fleet
             .hosts
