@@ -217,6 +217,12 @@ pub struct Fleet {
 }
 
 impl Fleet {
+    /// `target NAME, stage STAGE`: how an error about the whole target names where it happened
+    /// (one host's errors use [`Target::stage`]).
+    pub fn stage(&self, stage: &str) -> String {
+        format!("target {}, stage {stage}", self.name)
+    }
+
     pub fn is_single(&self) -> bool {
         self.hosts.len() == 1
     }

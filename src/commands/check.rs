@@ -175,8 +175,8 @@ pub async fn run(fleet: &Fleet, json: bool, out: &Output) -> Result<()> {
         Ok(())
     } else {
         Err(anyhow!(
-            "target {}, stage check: a deploy would not work; {}",
-            fleet.name,
+            "{}: a deploy would not work; {}",
+            fleet.stage("check"),
             failed_hosts.join("; ")
         ))
     }

@@ -144,8 +144,8 @@ async fn rollback(
                 .max()
                 .ok_or_else(|| {
                     anyhow!(
-                        "target {}, stage rollback: release {newest_live} is the oldest one kept{}; there is no earlier release to roll back to",
-                        fleet.name,
+                        "{}: release {newest_live} is the oldest one kept{}; there is no earlier release to roll back to",
+                        fleet.stage("rollback"),
                         if single { "" } else { " on every host" }
                     )
                 })?

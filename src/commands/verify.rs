@@ -86,8 +86,8 @@ pub async fn run(fleet: &Fleet, hash: bool, json: bool, out: &Output) -> Result<
         Ok(())
     } else {
         Err(anyhow!(
-            "target {}, stage verify: the live release differs from its manifest (drift listed above)",
-            fleet.name
+            "{}: the live release differs from its manifest (drift listed above)",
+            fleet.stage("verify")
         ))
     }
 }

@@ -175,7 +175,7 @@ async fn stages(
             Some(scan.manifest)
         }
         Err(e) => {
-            failures.insert(0, e.context(format!("target {}, stage scan", fleet.name)));
+            failures.insert(0, e.context(fleet.stage("scan")));
             None
         }
     };
@@ -247,7 +247,7 @@ async fn stages(
         Ok(id) => id,
         Err(e) => {
             give_back_all(hosts).await;
-            return Err(e.context(format!("target {}, stage plan", fleet.name)));
+            return Err(e.context(fleet.stage("plan")));
         }
     };
     for h in hosts.iter_mut() {
@@ -423,8 +423,8 @@ pub(crate) async fn switch(
     }
     if warnings {
         return Err(LiveWithWarnings(format!(
-            "target {}, stage after swap: release {} is live, but an after_swap hook or the cleanup failed (see the warnings above)",
-            fleet.name,
+            "{}: release {} is live, but an after_swap hook or the cleanup failed (see the warnings above)",
+            fleet.stage("after swap"),
             hosts[0].report.release.as_deref().unwrap_or("?")
         ))
         .into());
@@ -465,8 +465,8 @@ fn split_or_failed(hosts: &[HostDeploy], fleet: &Fleet, why: String) -> anyhow::
         let id = hosts[0].report.release.clone().unwrap_or_default();
         FleetSplit(crate::error::with_hint(
             format!(
-                "target {}, stage swap: the fleet is split ({why}):\n{}",
-                fleet.name,
+                "{}: the fleet is split ({why}):\n{}",
+                fleet.stage("swap"),
                 states.join("\n")
             ),
             format!(
@@ -480,8 +480,8 @@ fn split_or_failed(hosts: &[HostDeploy], fleet: &Fleet, why: String) -> anyhow::
         anyhow!("{why}")
     } else if hosts.len() > 1 {
         anyhow!(
-            "target {}, stage swap: not switched ({why}); every host is back on its previous release:\n{}",
-            fleet.name,
+            "{}: not switched ({why}); every host is back on its previous release:\n{}",
+            fleet.stage("swap"),
             states.join("\n")
         )
     } else {
