@@ -254,7 +254,7 @@ impl Sftp {
     /// server's order; None when it does not exist. Holds one handle permit while it reads.
     /// READDIRs go out two at once, then four at once: OpenSSH answers about 100 names each,
     /// so a directory of a few hundred names costs two round trips after its OPENDIR.
-    pub async fn read_dir(&self, path: &str) -> Result<Option<Vec<(String, FileAttributes)>>> {
+    pub async fn read_dir(&self, path: &str) -> Result<Option<Listing>> {
         let permit = self.handle_permits(1).await;
         let handle = match self.raw.opendir(path).await {
             Ok(h) => h.handle,
@@ -852,6 +852,9 @@ impl Node {
 /// Everything below a directory, by path relative to it (`a`, `a/b`), parents before children.
 pub type Tree = BTreeMap<String, Node>;
 
+/// One directory's names with their LSTAT attributes, as READDIR gives them.
+pub type Listing = Vec<(String, FileAttributes)>;
+
 /// `root/rel`, or `root` itself for the empty path.
 pub fn join(root: &str, rel: &str) -> String {
     if rel.is_empty() {
@@ -938,8 +941,7 @@ impl Channels {
         root: &str,
         known: impl IntoIterator<Item = String>,
     ) -> Result<Option<Tree>> {
-        let mut listed: HashMap<String, Result<Option<Vec<(String, FileAttributes)>>>> =
-            HashMap::new();
+        let mut listed: HashMap<String, Result<Option<Listing>>> = HashMap::new();
         let mut queue: Vec<String> = std::iter::once(String::new()).chain(known).collect();
         loop {
             queue.sort();
@@ -1043,8 +1045,7 @@ impl Channels {
         self.in_order(dirs.iter().map(|d| self.first().send_rmdir(d)))
             .await
             .into_iter()
-            .map(gone)
-            .collect()
+            .try_for_each(gone)
     }
 
     /// Await requests sent in order on one channel, at most [`REQUESTS_IN_FLIGHT`] at once
