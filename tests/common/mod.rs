@@ -32,6 +32,7 @@
 
 pub mod scenarios;
 pub mod site;
+pub mod traffic;
 
 use std::fs;
 use std::io::Read;
@@ -114,6 +115,23 @@ impl Sshd {
     /// Number of exec channels sshd started (`Starting session: command`).
     pub fn exec_sessions(&self) -> usize {
         self.count_log("Starting session: command")
+    }
+
+    /// Number of exec (and shell) requests sshd was sent, whether it ran them or (under a
+    /// ForceCommand) ran the forced command instead. Needs `LogLevel DEBUG1` (see
+    /// `site::sftp_only_config`): panics when the log has no request lines at all.
+    pub fn exec_requests(&self) -> usize {
+        let log = self.log_text();
+        assert!(
+            !log.contains("Accepted publickey") || log.contains("session_input_channel_req"),
+            "the sshd log has no request lines: start this sshd with LogLevel DEBUG1"
+        );
+        self.count_log(" req exec") + self.count_log(" req shell")
+    }
+
+    /// Number of SFTP subsystem requests (`req subsystem`, LogLevel DEBUG1).
+    pub fn subsystem_requests(&self) -> usize {
+        self.count_log(" req subsystem")
     }
 
     /// Number of SFTP channels sshd started (`Starting session: subsystem 'sftp'`).
@@ -471,7 +489,12 @@ fn ensure_privsep_dir() {
     }
 }
 
-fn running_as_root() -> bool {
+/// The user the tests log in as.
+pub fn site_user() -> String {
+    current_user()
+}
+
+pub fn running_as_root() -> bool {
     // /proc/self is owned by the process's effective uid.
     fs::metadata("/proc/self")
         .map(|m| m.uid() == 0)

@@ -1,6 +1,8 @@
 //! Zero downtime, measured: a real nginx serves `PATH/current` while a real client requests it
 //! back to back, and cutover deploys over a real sshd, again and again, alternating two versions
 //! of a site. Not one request may fail, and every response must be one version's file, whole.
+//! Run by tests/live_traffic.rs (the deploy script over exec) and tests/sftp_only.rs (SFTP
+//! requests alone).
 //!
 //! nginx is Debian's package (`/usr/sbin/nginx`, installed by scripts/test), started by the test
 //! in the foreground with its own config, pid file, logs and temp dirs in a temp dir, listening on
@@ -9,7 +11,7 @@
 //!
 //! The client is plain std: HTTP/1.1 over TcpStream, with Content-Length bodies (all nginx sends
 //! for static files), so a failure is never hidden by a library's retry.
-mod common;
+#![allow(dead_code)]
 
 use std::collections::HashMap;
 use std::fs;
@@ -23,7 +25,7 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::site::{noise, Site, TargetKind};
+use super::site::{noise, Site, TargetKind};
 
 const NGINX: &str = "/usr/sbin/nginx";
 
@@ -47,15 +49,15 @@ const TRAFFIC_NICE: i32 = 10;
 const KEEP_ALIVE_CLIENTS: usize = 1;
 const NEW_CONNECTION_CLIENTS: usize = 1;
 
-/// While cutover deploys a site back and forth over SSH, then rolls it back twice, requests to
-/// nginx keep getting whole files of one version or the other: zero connection errors, zero
-/// 404s, zero 5xx, zero mixed or truncated bodies, over keep-alive and fresh connections alike.
-#[test]
-fn requests_never_fail_while_deploys_and_rollbacks_alternate_two_versions() {
+/// While cutover deploys a site back and forth to a `kind` of target, then rolls it back twice,
+/// requests to nginx keep getting whole files of one version or the other: zero connection
+/// errors, zero 404s, zero 5xx, zero mixed or truncated bodies, over keep-alive and fresh
+/// connections alike.
+pub fn requests_never_fail_while_deploys_and_rollbacks_alternate_two_versions(kind: TargetKind) {
     if !nginx_or_skip() {
         return;
     }
-    let Some(site) = Site::new(TargetKind::Ssh) else {
+    let Some(site) = Site::new(kind) else {
         return;
     };
     let versions = Arc::new(Versions::new());
@@ -110,7 +112,7 @@ fn requests_never_fail_while_deploys_and_rollbacks_alternate_two_versions() {
 
     let total = Stats::sum(&stats);
     println!(
-        "live traffic: {} requests ({} over keep-alive connections, {} on new connections) during {DEPLOYS} deploys \
+        "live traffic ({kind:?}): {} requests ({} over keep-alive connections, {} on new connections) during {DEPLOYS} deploys \
          and {ROLLBACKS} rollbacks ({:.1} s); \
          {} served version A, {} version B; {} failed",
         total.requests,
