@@ -70,7 +70,7 @@ use crate::lock::HeldLock;
 use crate::output::{bytes, count, Output};
 use crate::plan::{looks_like_shared_link, Base, Plan};
 use crate::remote::sftp::{
-    join, kind_of, mode_attrs, status_of, Channels, Node, Sent, Sftp, SymlinkOrder, Tree,
+    join, kind_of, mode_attrs, status_of, Channels, Listing, Node, Sent, Sftp, SymlinkOrder, Tree,
     COPY_DATA, HARDLINK, POSIX_RENAME,
 };
 use crate::remote::{PathKind, Progress};
@@ -449,9 +449,12 @@ impl SftpRun {
 
     /// The declared shared paths (a missing shared file fails the deploy, a missing shared
     /// directory is made, never through a link), then the listing of `shared/`.
-    async fn prepare_shared(&self, b: &Build<'_>) -> Result<Vec<(String, FileAttributes)>> {
+    async fn prepare_shared(&self, b: &Build<'_>) -> Result<Listing> {
         let ch = self.channels.next().clone();
         let shared = self.layout.shared();
+        // A new server has no shared/ yet ("exists" is the usual answer): this channel takes
+        // the requests below after it.
+        drop(ch.send_mkdir(&shared, 0o755));
         let files = b.target.shared.files.iter().map(|f| {
             let path = format!("{shared}/{f}");
             let looked = ch.send_lstat(&path);
@@ -964,20 +967,27 @@ impl SftpRun {
         let mut offset = 0u64;
         let mut writes = Vec::new();
         let mut done = false;
+        // Reads go out several at once, each for the next whole chunk; a short answer ends a
+        // batch (the next one asks again from there), an empty one the file. The file may be
+        // written to right now: what is there is what is copied.
         while !done {
             let reads: Vec<Sent<Vec<u8>>> = (0..WRITES_PER_FILE as u64)
                 .map(|i| ch.send_read(&src, &r.from, offset + i * len, len as u32))
                 .collect();
+            let mut whole = true;
             for data in futures::future::join_all(reads).await {
                 let data = data?;
-                if done || data.is_empty() {
+                if done || !whole {
+                    continue;
+                }
+                if data.is_empty() {
                     done = true;
                     continue;
                 }
                 let n = data.len() as u64;
                 writes.push(ch.send_write(&dst, &r.to, offset, data));
                 offset += n;
-                done = n < len;
+                whole = n == len;
             }
         }
         let set = ch.send_fsetstat(&dst, &r.to, r.node.copy_attrs());
@@ -1050,7 +1060,10 @@ impl SftpRun {
         let mut writes = FuturesUnordered::new();
         let mut failure = None;
         loop {
-            let mut buf = vec![0u8; len];
+            // As much as is left (the manifest knows), and a byte more once it is all read: a
+            // file that grew since the scan shows.
+            let want = (size.saturating_sub(sent) as usize).clamp(1, len);
+            let mut buf = vec![0u8; want];
             let n = match read_full(&mut file, &mut buf).await {
                 Ok(n) => n,
                 Err(e) => {
@@ -1135,7 +1148,7 @@ impl SftpRun {
     async fn link_shared(
         &self,
         partial: &str,
-        top: Vec<(String, FileAttributes)>,
+        top: Listing,
         carry: &Carry,
         order: SymlinkOrder,
     ) -> Result<u64> {
@@ -1343,8 +1356,8 @@ impl SftpRun {
         let manifest = ch.send_lstat(&self.layout.manifest(to));
         let (order, live, release, manifest) =
             tokio::join!(ch.probe_symlink_order(&scratch), live, release, manifest);
-        self.made.probe = None;
         self.order = order?;
+        self.made.probe = None;
         let live = live.unwrap_or_default();
         if crate::survey::Current::release_named_by(&live, &self.layout).as_ref() != Some(from) {
             bail!(
