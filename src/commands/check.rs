@@ -8,7 +8,8 @@
 //! tools, the swap, the deploy path, `current`, free space, the lock, leftovers — is looked at
 //! by ONE script (`templates/check.sh.hbs`) in ONE exec call. The script prints one
 //! `check<TAB>NAME<TAB>ok|fail|warn<TAB>DETAIL<TAB>FIX` line per finding and writes nothing
-//! under the deploy path; this module turns those lines into the report.
+//! under the deploy path; this module turns those lines into the report. An `sftp_only` target
+//! runs no script: its checks are SFTP requests ([`sftp_only_checks`]).
 
 use anyhow::{anyhow, Result};
 use serde::Serialize;
