@@ -154,20 +154,19 @@ impl HostDeploy {
             Some(Err(e)) => return Err(self.lock_refused(e).context(self.target.stage("lock"))),
         };
         self.lock = locked;
-        if let Some(channels) = channels {
-            match channels {
-                Ok(channels) => {
-                    self.sftp = Some(SftpRun::new(
-                        channels,
-                        self.layout.clone(),
-                        self.out.clone(),
-                    ))
-                }
-                Err(e) => {
-                    self.give_back_lock().await;
-                    return Err(e.context(self.target.stage("connect")));
-                }
+        match channels {
+            Some(Ok(channels)) => {
+                self.sftp = Some(SftpRun::new(
+                    channels,
+                    self.layout.clone(),
+                    self.out.clone(),
+                ))
             }
+            Some(Err(e)) => {
+                self.give_back_lock().await;
+                return Err(e.context(self.target.stage("connect")));
+            }
+            None => {}
         }
         let survey = match survey {
             Ok(s) => s,

@@ -176,11 +176,13 @@ pub struct SftpRun {
     order: SymlinkOrder,
     job: Option<Job>,
     made: Made,
-    notes: Arc<Notes>,
+    notes: Notes,
     /// Releases the tidy-up removed (unfinished ones of interrupted deploys).
     tidied: Vec<ReleaseId>,
-    hardlink: Arc<AtomicBool>,
-    copy_data: Arc<AtomicBool>,
+    /// Still worth asking for: offered, and not answered "unsupported" yet.
+    hardlink: AtomicBool,
+    copy_data: AtomicBool,
+    /// KiB read from local files and not yet written (see [`UPLOAD_BUDGET_KIB`]).
     budget: Arc<tokio::sync::Semaphore>,
 }
 
@@ -205,10 +207,10 @@ impl SftpRun {
             order: SymlinkOrder::TargetFirst,
             job: None,
             made: Made::default(),
-            notes: Arc::default(),
+            notes: Notes::default(),
             tidied: Vec::new(),
-            hardlink: Arc::new(AtomicBool::new(hardlink)),
-            copy_data: Arc::new(AtomicBool::new(copy_data)),
+            hardlink: AtomicBool::new(hardlink),
+            copy_data: AtomicBool::new(copy_data),
             budget: Arc::new(tokio::sync::Semaphore::new(UPLOAD_BUDGET_KIB as usize)),
         }
     }
@@ -354,6 +356,8 @@ impl SftpRun {
                 .map_err(|_| anyhow!("the build stopped"))?
                 .expect("waited for it");
             let carry = self.carry_plan(b, previous.as_ref()).await?;
+            // Runtime directories first: runtime files and shared links may go into them.
+            self.make_runtime_dirs(partial, &carry).await?;
             let (links, (), ()) = tokio::try_join!(
                 self.link_shared(partial, shared, &carry, order),
                 self.copy_unchanged(b, partial, &carry, stats),
@@ -752,8 +756,8 @@ impl SftpRun {
         }
     }
 
-    /// Files the application wrote into the previous release at runtime: directories made,
-    /// links copied as links, files carried over like unchanged ones (hard link, copy-data),
+    /// Files the application wrote into the previous release at runtime (their directories
+    /// are made already): links copied as links, files carried over like unchanged ones (hard link, copy-data),
     /// or, when the server can do neither, downloaded and uploaded again (with a warning
     /// naming them).
     async fn carry_runtime(
@@ -777,19 +781,6 @@ impl SftpRun {
             return Ok(());
         };
         let root = self.layout.release(prev);
-        let ch = self.channels.first();
-        let dirs = carry.dirs.iter().flat_map(|(p, n)| {
-            let at = join(partial, p);
-            [
-                ch.send_mkdir(&at, n.mode),
-                ch.send_setstat(&at, mode_attrs(n.mode)),
-            ]
-        });
-        self.channels
-            .in_order(dirs)
-            .await
-            .into_iter()
-            .collect::<Result<()>>()?;
         let links = carry.links.iter().map(|(p, t)| {
             self.channels
                 .next()
@@ -831,6 +822,20 @@ impl SftpRun {
             .try_collect::<Vec<()>>()
             .await
             .map(drop)
+    }
+
+    /// The directories the application made in the previous release at runtime, parents
+    /// first, with their modes: one flight on one channel.
+    async fn make_runtime_dirs(&self, partial: &str, carry: &Carry) -> Result<()> {
+        let ch = self.channels.first();
+        let dirs = carry.dirs.iter().flat_map(|(p, n)| {
+            let at = join(partial, p);
+            [
+                ch.send_mkdir(&at, n.mode),
+                ch.send_setstat(&at, mode_attrs(n.mode)),
+            ]
+        });
+        self.channels.in_order(dirs).await.into_iter().collect()
     }
 
     /// Copy files on the server: hard links where the server offers them (a refused one falls
@@ -1436,20 +1441,7 @@ impl SftpRun {
             id, releases, keep, ..
         } = &job
         {
-            let mut all: Vec<ReleaseId> = releases
-                .iter()
-                .filter(|r| !self.tidied.contains(r))
-                .cloned()
-                .chain(std::iter::once(id.clone()))
-                .collect();
-            all.sort();
-            all.dedup();
-            let excess = all.len().saturating_sub(*keep as usize);
-            let old: Vec<ReleaseId> = all
-                .into_iter()
-                .take(excess)
-                .take_while(|r| r != id)
-                .collect();
+            let old = to_prune(releases, &self.tidied, id, *keep);
             if !old.is_empty() {
                 drop(ch.send_mkdir(&l.trash(), 0o755));
             }
@@ -1608,6 +1600,30 @@ struct Carry {
     tree: BTreeMap<String, Shape>,
 }
 
+/// The releases a deploy of `live` prunes: the oldest beyond `keep` of those the survey found
+/// (less those the tidy-up removed) and the new one, never the new one itself (nor, as it is
+/// the newest, anything after it).
+fn to_prune(
+    surveyed: &[ReleaseId],
+    tidied: &[ReleaseId],
+    live: &ReleaseId,
+    keep: u32,
+) -> Vec<ReleaseId> {
+    let mut all: Vec<ReleaseId> = surveyed
+        .iter()
+        .filter(|r| !tidied.contains(r))
+        .chain(std::iter::once(live))
+        .cloned()
+        .collect();
+    all.sort();
+    all.dedup();
+    let excess = all.len().saturating_sub(keep as usize);
+    all.into_iter()
+        .take(excess)
+        .take_while(|r| r != live)
+        .collect()
+}
+
 /// `a, b, c and 7 more`.
 fn named(paths: &[String]) -> String {
     let shown: Vec<String> = paths.iter().take(NAMED).map(|p| format!("{p:?}")).collect();
@@ -1632,6 +1648,25 @@ async fn read_full(file: &mut tokio::fs::File, buf: &mut [u8]) -> std::io::Resul
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn ids(names: &[&str]) -> Vec<ReleaseId> {
+        names.iter().map(|n| ReleaseId::parse(n).unwrap()).collect()
+    }
+
+    #[test]
+    fn pruning_keeps_the_newest_and_never_the_live_release() {
+        let old = ids(&["20260101000000", "20260102000000", "20260103000000"]);
+        let live = &ids(&["20260104000000"])[0];
+        assert_eq!(to_prune(&old, &[], live, 3), ids(&["20260101000000"]));
+        assert_eq!(to_prune(&old, &[], live, 1), old);
+        assert!(to_prune(&old, &[], live, 5).is_empty());
+        assert!(
+            to_prune(&[], &[], live, 1).is_empty(),
+            "never the new release"
+        );
+        // a release the tidy-up removed (unfinished) is gone already: not pruned, not counted
+        assert!(to_prune(&old, &old[..1], live, 3).is_empty());
+    }
 
     #[test]
     fn warnings_name_a_few_paths_and_count_the_rest() {

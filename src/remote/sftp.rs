@@ -52,7 +52,7 @@ pub const STATVFS: &str = "statvfs@openssh.com";
 /// (see the module docs), with room for the handles the survey and the lock open unaccounted.
 pub const HANDLES_PER_CHANNEL: usize = 100;
 /// Requests that need no handle (MKDIR, HARDLINK, REMOVE, ...) in flight at once on one channel.
-pub const REQUESTS_IN_FLIGHT: usize = 256;
+pub const REQUESTS_IN_FLIGHT: usize = 1024;
 
 #[derive(Clone)]
 pub struct Sftp {
