@@ -230,6 +230,48 @@ fn a_whole_life_in_a_chroot() {
     a_whole_life_over_sftp_alone(site);
 }
 
+/// What the application made at runtime in the live release (a directory, a file in it, a
+/// link) is carried into the next release, and shared/ is linked inside that directory too: the
+/// same tree in both modes.
+#[test]
+fn runtime_directories_are_carried_and_the_shared_walk_goes_into_them_in_both_modes() {
+    let mut trees = Vec::new();
+    for kind in [TargetKind::Ssh, TargetKind::SftpOnly] {
+        let Some(site) = Site::new(kind) else {
+            return;
+        };
+        site.write("index.php", "<?php\n");
+        let first = site.deploy();
+        let rel1 = site.release_dir(&first.release);
+        write_file(&rel1.join("cache/deep/page.html"), b"cached\n", 0o600);
+        std::os::unix::fs::symlink("deep/page.html", rel1.join("cache/latest")).unwrap();
+        write_file(&site.at("shared/cache/x"), b"shared x\n", 0o644);
+        site.write("index.php", "<?php echo 2;\n");
+        let second = site.deploy();
+        assert_eq!(
+            (second.links, second.warnings),
+            (1, 0),
+            "{kind:?}: {second:?}"
+        );
+        let rel2 = site.release_dir(&second.release);
+        assert_eq!(
+            fs::read(rel2.join("cache/x")).unwrap(),
+            b"shared x\n",
+            "{kind:?}"
+        );
+        trees.push(snapshot(&rel2));
+    }
+    if let [exec, sftp] = &trees[..] {
+        assert_trees_equal(exec, sftp, "the release built over exec vs. over SFTP");
+        assert_eq!(
+            sftp.get(Path::new("cache/x")),
+            Some(&Node::Symlink {
+                target: "../../../shared/cache/x".into()
+            })
+        );
+    }
+}
+
 // --- what the server offers --------------------------------------------------------------------
 
 /// An sftp-server with hard links and copy-data switched off (`-P hardlink,copy-data`; -P takes
