@@ -231,9 +231,10 @@ async fn collect(target: &Target) -> Vec<Check> {
     };
 
     let layout = Layout::new(&target.path);
+    let survey = Survey::read(&session, &layout).await;
     let upload_bytes = match scan {
         Ok(scan) => {
-            let (found, bytes) = plan(&session, &layout, target, &scan.manifest).await;
+            let (found, bytes) = plan(&survey, target, &scan.manifest);
             checks.extend(found);
             bytes
         }
@@ -248,7 +249,7 @@ async fn collect(target: &Target) -> Vec<Check> {
     };
 
     if target.sftp_only {
-        checks.extend(sftp_only_checks(&session, target, &layout, upload_bytes).await);
+        checks.extend(sftp_only_checks(&session, target, &layout, &survey, upload_bytes).await);
     } else {
         checks.extend(run_script(&session, target, upload_bytes).await);
     }
@@ -380,15 +381,14 @@ fn host_key_refused(refusal: &HostKeyRefusal) -> Check {
 }
 
 /// Plan the deploy as `cutover deploy --dry-run` would (read-only, no lock) for its upload size.
-async fn plan(
-    session: &Session,
-    layout: &Layout,
+fn plan(
+    survey: &Result<Survey>,
     target: &Target,
     new: &crate::source::Manifest,
 ) -> (Vec<Check>, u64) {
     // A `current` that is not a symlink makes the planner refuse; the script reports it with the
     // migration steps, and after the migration the first deploy uploads everything.
-    let plan = match Survey::read(session, layout).await {
+    let plan = match survey {
         Err(e) => {
             return (
                 vec![Check::from_error(
@@ -569,6 +569,7 @@ async fn sftp_only_checks(
     session: &Session,
     target: &Target,
     layout: &Layout,
+    survey: &Result<Survey>,
     upload_bytes: u64,
 ) -> Vec<Check> {
     use crate::remote::sftp::{COPY_DATA, HARDLINK, POSIX_RENAME, STATVFS};
@@ -714,20 +715,14 @@ async fn sftp_only_checks(
         ),
     });
 
-    let survey = match Survey::read(session, layout).await {
-        Ok(survey) => {
-            checks.extend(layout_checks(&survey, layout, target, session).await);
-            Some(survey)
-        }
-        Err(e) => {
-            checks.push(Check::from_error(
-                "layout",
-                &format!("cannot read the deploy path: {e:#}"),
-                "as the message says",
-            ));
-            None
-        }
-    };
+    match survey {
+        Ok(survey) => checks.extend(layout_checks(survey, layout, target, session).await),
+        Err(e) => checks.push(Check::from_error(
+            "layout",
+            &format!("cannot read the deploy path: {e:#}"),
+            "as the message says",
+        )),
+    }
 
     checks.push(if !sftp.offers(STATVFS) {
         Check {
@@ -741,8 +736,8 @@ async fn sftp_only_checks(
             Ok(fs) => {
                 let avail = fs.blocks_avail.saturating_mul(fs.fragment_size.max(1));
                 // Hard links cost no space; without them every unchanged file is a copy.
-                let live = match (&survey, hardlink) {
-                    (Some(s), false) => s.live.as_ref().map_or(0, |(_, m)| m.total_bytes()),
+                let live = match (survey, hardlink) {
+                    (Ok(s), false) => s.live.as_ref().map_or(0, |(_, m)| m.total_bytes()),
                     _ => 0,
                 };
                 let need = upload_bytes + live;
