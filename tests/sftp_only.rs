@@ -435,41 +435,6 @@ fn without_posix_rename_the_deploy_is_refused_and_nothing_changes() {
 
 // --- a connection killed during the build --------------------------------------------------------
 
-/// Every process below `pid`, by /proc's parent links.
-fn descendants(pid: u32) -> Vec<u32> {
-    let mut parents = Vec::new();
-    for e in fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(p) = e.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        let Ok(stat) = fs::read_to_string(format!("/proc/{p}/stat")) else {
-            continue;
-        };
-        // pid (comm) state ppid ...: comm may hold spaces, so read after the last ')'
-        if let Some(ppid) = stat
-            .rsplit_once(')')
-            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
-            .and_then(|s| s.parse::<u32>().ok())
-        {
-            parents.push((p, ppid));
-        }
-    }
-    let mut found = vec![pid];
-    let mut i = 0;
-    while i < found.len() {
-        let parent = found[i];
-        found.extend(
-            parents
-                .iter()
-                .filter(|(_, pp)| *pp == parent)
-                .map(|(p, _)| *p),
-        );
-        i += 1;
-    }
-    found.remove(0);
-    found
-}
-
 /// The sshd session processes (with internal-sftp, the SFTP servers themselves) are killed
 /// while a large file is uploaded into the partial release: exit 1 naming the lost
 /// connection, `current` and the live release untouched; cutover reconnects to remove what it
@@ -503,17 +468,7 @@ fn killed_connection_during_the_build_leaves_current_untouched_and_the_next_depl
         assert!(Instant::now() < deadline, "the upload never began");
         std::thread::sleep(Duration::from_millis(5));
     }
-    let sessions: Vec<u32> = descendants(site.sshd().pid())
-        .into_iter()
-        .filter(|p| {
-            fs::read_to_string(format!("/proc/{p}/comm")).is_ok_and(|c| c.starts_with("sshd"))
-        })
-        .collect();
-    assert!(!sessions.is_empty(), "no sshd session process");
-    for pid in sessions {
-        // SAFETY: plain kill(2) of a process this test's sshd started.
-        unsafe { libc::kill(pid as i32, libc::SIGKILL) };
-    }
+    site.sshd().kill_sessions();
     let run = running.wait();
     run.expect_code(1, "deploy whose connection was killed during the build");
     assert!(

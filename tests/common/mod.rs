@@ -189,6 +189,27 @@ impl Sshd {
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
+
+    /// SIGKILLs the sshd session processes below the listener (with `internal-sftp`, the SFTP
+    /// servers themselves): every connection dies, as when a network drops it. Panics when
+    /// there is none.
+    pub fn kill_sessions(&self) {
+        let sessions: Vec<u32> = descendants(self.pid())
+            .into_iter()
+            .filter(|p| {
+                fs::read_to_string(format!("/proc/{p}/comm")).is_ok_and(|c| c.starts_with("sshd"))
+            })
+            .collect();
+        assert!(
+            !sessions.is_empty(),
+            "no sshd session process under {}",
+            self.pid()
+        );
+        for pid in sessions {
+            // SAFETY: plain kill(2) of a process this test's sshd started.
+            unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+        }
+    }
 }
 
 impl Drop for Sshd {
@@ -487,6 +508,41 @@ fn ensure_privsep_dir() {
     if fs::create_dir_all(dir).is_ok() {
         let _ = fs::set_permissions(dir, fs::Permissions::from_mode(0o755));
     }
+}
+
+/// Every process below `pid`, by the parent pids in /proc.
+pub fn descendants(pid: u32) -> Vec<u32> {
+    let mut parents = Vec::new();
+    for e in fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(p) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(stat) = fs::read_to_string(format!("/proc/{p}/stat")) else {
+            continue;
+        };
+        // pid (comm) state ppid ...: comm may hold spaces, so read after the last ')'
+        if let Some(ppid) = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+            .and_then(|s| s.parse::<u32>().ok())
+        {
+            parents.push((p, ppid));
+        }
+    }
+    let mut found = vec![pid];
+    let mut i = 0;
+    while i < found.len() {
+        let parent = found[i];
+        found.extend(
+            parents
+                .iter()
+                .filter(|(_, pp)| *pp == parent)
+                .map(|(p, _)| *p),
+        );
+        i += 1;
+    }
+    found.remove(0);
+    found
 }
 
 /// The user the tests log in as.
