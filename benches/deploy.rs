@@ -9,6 +9,9 @@
 //! | incremental | ~15% changed/added/deleted   | `ssh cp -a` + `rsync -a --delete` + `ssh mv -T`   |
 //! | no-op       | nothing changed              | the same rsync-based deploy                       |
 //!
+//! Full and incremental deploys run a second time with `sftp_only = true` (SFTP requests alone,
+//! no exec), against the same baselines.
+//!
 //! plus local measurements: scan + hash of a 100,000-file / 1 GB tree (time, peak RSS), the
 //! server-side assembly of 20,000 staged files, and `copy = "hardlink"` against `"full"` on 1 GB.
 //! Benchmarks measure and report; they assert nothing about time.
@@ -124,6 +127,30 @@ fn main() {
         rows.push(Row::new("full deploy", median(&c), label, *sftp, f64::NAN));
     }
 
+    let mut sf = Vec::new();
+    for run in 0..runs() {
+        let path = dests.path().join(format!("full-sftp-only-{run}"));
+        sf.push(
+            cutover_deploy_with(
+                &net,
+                &v1,
+                &path,
+                work.path(),
+                "sftp-full",
+                "full",
+                SFTP_ONLY,
+            )
+            .0,
+        );
+    }
+    rows.push(Row::new(
+        "full deploy, sftp_only",
+        median(&sf),
+        "tar \\| ssh tar -x",
+        median(&t),
+        1.5,
+    ));
+
     let mut ri = Vec::new();
     let mut rn = Vec::new();
     for run in 0..runs() {
@@ -158,6 +185,31 @@ fn main() {
         ));
     }
 
+    let mut si = Vec::new();
+    for run in 0..runs() {
+        // v1 live, deploy v2, both with SFTP requests alone
+        let path = dests.path().join(format!("inc-sftp-only-{run}"));
+        cutover_deploy_with(
+            &net,
+            &v1,
+            &path,
+            work.path(),
+            "sftp-prep",
+            "full",
+            SFTP_ONLY,
+        );
+        si.push(
+            cutover_deploy_with(&net, &v2, &path, work.path(), "sftp-inc", "full", SFTP_ONLY).0,
+        );
+    }
+    rows.push(Row::new(
+        "incremental (~15%), sftp_only",
+        median(&si),
+        "cp -a + rsync + mv -T",
+        median(&ri),
+        1.0,
+    ));
+
     if !quick {
         rows.extend(local_cases(work.path(), dests.path()));
     }
@@ -183,14 +235,16 @@ fn main() {
 /// the two trees by hand (`cutover deploy -v` shows where the seconds go), until Enter is pressed.
 fn serve(net: &Net, v1: &Path, v2: &Path, work: &Path, dests: &Path) {
     for (tag, src) in [("v1", v1), ("v2", v2)] {
-        for copy in ["full", "hardlink"] {
+        for (copy, extra) in [("full", ""), ("hardlink", ""), ("full", SFTP_ONLY)] {
+            let label = if extra.is_empty() { copy } else { "sftp-only" };
             let cfg = write_config(
                 net,
                 src,
                 &dests.join("serve"),
                 work,
-                &format!("{tag}-{copy}"),
+                &format!("{tag}-{label}"),
                 copy,
+                extra,
             );
             println!(
                 "{} deploy -v --config {}",
@@ -324,7 +378,23 @@ fn cutover_deploy_copy(
     tag: &str,
     copy: &str,
 ) -> (f64, String) {
-    let cfg = write_config(net, src, path, work, tag, copy);
+    cutover_deploy_with(net, src, path, work, tag, copy, "")
+}
+
+/// Extra target keys for a deploy with SFTP requests alone.
+const SFTP_ONLY: &str = "sftp_only = true\n";
+
+/// [`cutover_deploy_copy`] with `extra` keys in the target table.
+fn cutover_deploy_with(
+    net: &Net,
+    src: &Path,
+    path: &Path,
+    work: &Path,
+    tag: &str,
+    copy: &str,
+    extra: &str,
+) -> (f64, String) {
+    let cfg = write_config(net, src, path, work, tag, copy, extra);
     let t = Instant::now();
     let out = Command::new(common::cutover_bin())
         .args(["deploy", "-v", "--config"])
@@ -342,12 +412,20 @@ fn cutover_deploy_copy(
     (secs, stderr)
 }
 
-fn write_config(net: &Net, src: &Path, path: &Path, work: &Path, tag: &str, copy: &str) -> PathBuf {
+fn write_config(
+    net: &Net,
+    src: &Path,
+    path: &Path,
+    work: &Path,
+    tag: &str,
+    copy: &str,
+    extra: &str,
+) -> PathBuf {
     let cfg = work.join(format!("cutover-{tag}.toml"));
     fs::write(
         &cfg,
         format!(
-            "source = {:?}\ncopy = {copy:?}\n[targets.bench]\nhost = \"127.0.0.1\"\nport = {}\nuser = {:?}\npath = {:?}\nidentity_file = {:?}\nknown_hosts = {:?}\n",
+            "source = {:?}\ncopy = {copy:?}\n[targets.bench]\nhost = \"127.0.0.1\"\nport = {}\nuser = {:?}\npath = {:?}\nidentity_file = {:?}\nknown_hosts = {:?}\n{extra}",
             src.display().to_string(),
             net.port,
             net.sshd.user,

@@ -123,7 +123,7 @@ fn machine_name() -> String {
 }
 
 /// 128 random bits as hex: what makes a lock this client's own.
-fn new_token() -> String {
+pub(crate) fn new_token() -> String {
     let mut bytes = [0u8; 16];
     if getrandom::fill(&mut bytes).is_err() {
         // No randomness source: time and pid still tell two clients apart.

@@ -8,7 +8,8 @@
 //! tools, the swap, the deploy path, `current`, free space, the lock, leftovers — is looked at
 //! by ONE script (`templates/check.sh.hbs`) in ONE exec call. The script prints one
 //! `check<TAB>NAME<TAB>ok|fail|warn<TAB>DETAIL<TAB>FIX` line per finding and writes nothing
-//! under the deploy path; this module turns those lines into the report.
+//! under the deploy path; this module turns those lines into the report. An `sftp_only` target
+//! runs no script: its checks are SFTP requests ([`sftp_only_checks`]).
 
 use anyhow::{anyhow, Result};
 use serde::Serialize;
@@ -230,9 +231,10 @@ async fn collect(target: &Target) -> Vec<Check> {
     };
 
     let layout = Layout::new(&target.path);
+    let survey = Survey::read(&session, &layout).await;
     let upload_bytes = match scan {
         Ok(scan) => {
-            let (found, bytes) = plan(&session, &layout, target, &scan.manifest).await;
+            let (found, bytes) = plan(&survey, target, &scan.manifest);
             checks.extend(found);
             bytes
         }
@@ -246,7 +248,11 @@ async fn collect(target: &Target) -> Vec<Check> {
         }
     };
 
-    checks.extend(run_script(&session, target, upload_bytes).await);
+    if target.sftp_only {
+        checks.extend(sftp_only_checks(&session, target, &layout, &survey, upload_bytes).await);
+    } else {
+        checks.extend(run_script(&session, target, upload_bytes).await);
+    }
     session.close().await;
     checks
 }
@@ -375,15 +381,14 @@ fn host_key_refused(refusal: &HostKeyRefusal) -> Check {
 }
 
 /// Plan the deploy as `cutover deploy --dry-run` would (read-only, no lock) for its upload size.
-async fn plan(
-    session: &Session,
-    layout: &Layout,
+fn plan(
+    survey: &Result<Survey>,
     target: &Target,
     new: &crate::source::Manifest,
 ) -> (Vec<Check>, u64) {
     // A `current` that is not a symlink makes the planner refuse; the script reports it with the
     // migration steps, and after the migration the first deploy uploads everything.
-    let plan = match Survey::read(session, layout).await {
+    let plan = match survey {
         Err(e) => {
             return (
                 vec![Check::from_error(
@@ -474,7 +479,8 @@ async fn run_script(session: &Session, target: &Target, upload_bytes: u64) -> Ve
     };
     let mut checks = Vec::new();
     let sftp_only_fix = format!(
-        "deploy with `cutover deploy --emit-script {0}`: it uploads over SFTP and prints the script, to be run on the \
+        "set `sftp_only = true` in [targets.{0}]: cutover then deploys with SFTP requests alone (no hooks); or deploy \
+         with `cutover deploy --emit-script {0}`, which uploads over SFTP and prints the script, to be run on the \
          server with sh by an account that may run commands; or let this account run commands (remove its \
          `ForceCommand internal-sftp` from sshd_config)",
         target.name
@@ -551,6 +557,314 @@ async fn run_script(session: &Session, target: &Target, upload_bytes: u64) -> Ve
             "run `cutover check -v` again; if it stops again, run the script by hand to see why",
         ));
     }
+    checks
+}
+
+/// An SFTP-only target (`sftp_only = true`) runs no script: what a deploy needs is asked over
+/// SFTP. The extensions the server offers; the order it reads SYMLINK's paths in, probed in a
+/// scratch directory (under `.cutover/` when it exists, else where the deploy path would be
+/// made) that is removed again; the layout, the lock and leftovers as the survey sees them; and
+/// the free space (statvfs@openssh.com).
+async fn sftp_only_checks(
+    session: &Session,
+    target: &Target,
+    layout: &Layout,
+    survey: &Result<Survey>,
+    upload_bytes: u64,
+) -> Vec<Check> {
+    use crate::remote::sftp::{COPY_DATA, HARDLINK, POSIX_RENAME, STATVFS};
+    let Session::Ssh(ssh) = session else {
+        unreachable!("the config refuses sftp_only for a local target")
+    };
+    let sftp = &ssh.sftp;
+    let mut checks = vec![Check::ok(
+        "mode",
+        "sftp_only = true: a deploy is made with SFTP requests alone, no command runs on the server (and there are no hooks)",
+    )];
+    checks.push(if sftp.offers(POSIX_RENAME) {
+        Check::ok(
+            "posix-rename",
+            format!("{POSIX_RENAME}: current is replaced by one rename(2) of a new link"),
+        )
+    } else {
+        Check::fail(
+            "posix-rename",
+            format!(
+                "the server does not offer {POSIX_RENAME}: current cannot be replaced atomically, so a deploy is refused \
+                 (cutover never removes current to make it again)"
+            ),
+            format!(
+                "enable it in the server's sftp-server (OpenSSH 4.9 or later offers it unless `-P posix-rename` switches \
+                 it off), or let the account run commands and set sftp_only = false for target {}",
+                target.name
+            ),
+        )
+    });
+    let hardlink = sftp.offers(HARDLINK);
+    checks.push(if hardlink {
+        Check::ok(
+            "hardlink",
+            format!("{HARDLINK}: unchanged files are hard-linked from the previous release"),
+        )
+    } else {
+        Check {
+            name: "hardlink".into(),
+            status: Status::Warn,
+            detail: format!(
+                "the server does not offer {HARDLINK}: unchanged files are copied on the server (copy-data), or \
+                 uploaded again"
+            ),
+            fix: None,
+        }
+    });
+    checks.push(if sftp.offers(COPY_DATA) {
+        Check::ok(
+            "copy-data",
+            format!("{COPY_DATA}: a file that cannot be hard-linked is copied on the server"),
+        )
+    } else {
+        Check {
+            name: "copy-data".into(),
+            status: Status::Warn,
+            detail: format!(
+                "the server does not offer {COPY_DATA} (OpenSSH 9.0 or later does){}",
+                if hardlink {
+                    ": a file that cannot be hard-linked is uploaded again"
+                } else {
+                    ": unchanged files are uploaded again, and files the application wrote at runtime are downloaded \
+                     and uploaded again"
+                }
+            ),
+            fix: None,
+        }
+    });
+
+    // Where to probe: .cutover/ when it exists, else the deploy path, else the directory
+    // the first deploy would create it in.
+    let mut places = vec![layout.state(), layout.root().to_string()];
+    places.extend(
+        crate::layout::ancestors(layout.root())
+            .into_iter()
+            .rev()
+            .skip(1),
+    );
+    places.push("/".into());
+    let mut scratch_in = None;
+    for dir in &places {
+        match sftp.path_kind(dir).await {
+            Ok(crate::remote::PathKind::Dir) => {
+                scratch_in = Some(dir.clone());
+                break;
+            }
+            Ok(crate::remote::PathKind::Missing) => continue,
+            Ok(_) => {
+                checks.push(Check::fail(
+                    "deploy path",
+                    format!("{dir} is not a directory: the deploy path {} cannot be made there", layout.root()),
+                    "set the target's path to a directory the account can write, or move that file away",
+                ));
+                break;
+            }
+            Err(e) => {
+                checks.push(Check::from_error(
+                    "deploy path",
+                    &format!("cannot look at {dir}: {e:#}"),
+                    "let the account reach the deploy path (check its permissions, or the chroot it is locked into)",
+                ));
+                break;
+            }
+        }
+    }
+    let Some(dir) = scratch_in else { return checks };
+    checks.push(if dir == layout.root() || dir == layout.state() {
+        Check::ok("deploy path", format!("{} exists", layout.root()))
+    } else {
+        Check::ok(
+            "deploy path",
+            format!(
+                "{} does not exist yet: the first deploy creates it in {dir}",
+                layout.root()
+            ),
+        )
+    });
+    let name = format!("probe.check-{}", &crate::lock::new_token()[..8]);
+    let scratch = if dir == layout.state() {
+        format!("{dir}/{name}")
+    } else {
+        format!("{}/.cutover-{name}", dir.trim_end_matches('/'))
+    };
+    checks.push(match sftp.probe_symlink_order(&scratch).await {
+        Ok(crate::remote::sftp::SymlinkOrder::TargetFirst) => Check::ok(
+            "symlink",
+            format!(
+                "probed in {scratch} (removed): SYMLINK takes the link's target first, as OpenSSH's sftp-server does; \
+                 links are made relative (releases/ID, ../../shared/PATH)"
+            ),
+        ),
+        Ok(crate::remote::sftp::SymlinkOrder::LinkFirst) => Check::ok(
+            "symlink",
+            format!(
+                "probed in {scratch} (removed): SYMLINK takes the link's path first, as the SFTP draft says (not \
+                 OpenSSH's order); cutover sends it that way"
+            ),
+        ),
+        Err(e) => Check::from_error(
+            "symlink",
+            &format!("could not make a symbolic link in a scratch directory {scratch}: {e:#}"),
+            format!("let the account write to {dir}"),
+        ),
+    });
+
+    match survey {
+        Ok(survey) => checks.extend(layout_checks(survey, layout, target, session).await),
+        Err(e) => checks.push(Check::from_error(
+            "layout",
+            &format!("cannot read the deploy path: {e:#}"),
+            "as the message says",
+        )),
+    }
+
+    checks.push(if !sftp.offers(STATVFS) {
+        Check {
+            name: "free space".into(),
+            status: Status::Warn,
+            detail: format!("cannot tell: the server does not offer {STATVFS}"),
+            fix: None,
+        }
+    } else {
+        match sftp.statvfs(&dir).await {
+            Ok(fs) => {
+                let avail = fs.blocks_avail.saturating_mul(fs.fragment_size.max(1));
+                // Hard links cost no space; without them every unchanged file is a copy.
+                let live = match (survey, hardlink) {
+                    (Ok(s), false) => s.live.as_ref().map_or(0, |(_, m)| m.total_bytes()),
+                    _ => 0,
+                };
+                let need = upload_bytes + live;
+                let parts = if live > 0 {
+                    format!("upload {} + copies of the live release {}", human_bytes(upload_bytes), human_bytes(live))
+                } else {
+                    format!("upload {}", human_bytes(upload_bytes))
+                };
+                let detail = format!(
+                    "{} free where {} is; a deploy needs about {} ({parts})",
+                    human_bytes(avail),
+                    layout.root(),
+                    human_bytes(need)
+                );
+                if avail >= need {
+                    Check::ok("free space", detail)
+                } else {
+                    Check::fail("free space", detail, "free some space on the server's file system (old releases go with a smaller keep_releases)")
+                }
+            }
+            Err(e) => Check {
+                name: "free space".into(),
+                status: Status::Warn,
+                detail: format!("cannot tell: {e:#}"),
+                fix: None,
+            },
+        }
+    });
+    checks
+}
+
+/// What the survey says about the deploy path, for an SFTP-only target (the check script says
+/// the same for the others): `current`, the layout, the lock, leftovers, foreign names.
+async fn layout_checks(
+    survey: &Survey,
+    layout: &Layout,
+    target: &Target,
+    session: &Session,
+) -> Vec<Check> {
+    use crate::survey::Current;
+    let mut checks = Vec::new();
+    if let Some(problem) = survey.layout_problem(layout) {
+        checks.push(Check::fail(
+            "layout",
+            problem,
+            "as the message says: cutover never follows links it did not make",
+        ));
+    }
+    checks.push(match &survey.current {
+        Current::Missing => Check::ok("current", "no current yet: the first deploy creates it"),
+        Current::Link { target: link, .. } if survey.live.is_some() => {
+            Check::ok("current", format!("current -> {link}"))
+        }
+        Current::Link { target: link, .. } => Check {
+            name: "current".into(),
+            status: Status::Warn,
+            detail: format!(
+                "current -> {link} is not a cutover release: the next deploy uploads everything and replaces the link"
+            ),
+            fix: None,
+        },
+        Current::NotALink(kind) => Check::fail(
+            "current",
+            format!(
+                "{} is {}, not a symlink (left by a tool that deploys in place): it cannot be replaced atomically",
+                layout.current(),
+                if *kind == crate::remote::PathKind::Dir { "a real directory" } else { "not a symlink" }
+            ),
+            format!(
+                "move it into releases/ and replace it by a link, once (with an account that may run commands, or \
+                 with sftp: rename current releases/00000000000000-old, then ln -s releases/00000000000000-old current) in {}",
+                layout.root()
+            ),
+        ),
+    });
+    if survey.locked {
+        let holder = crate::lock::describe_holder(session, layout).await;
+        checks.push(Check::fail(
+            "lock",
+            format!("{} is {holder}", layout.lock()),
+            format!(
+                "if no deploy is running (one was killed), run `cutover unlock {}`",
+                target.name
+            ),
+        ));
+    } else {
+        checks.push(Check::ok("lock", "no deploy is running (no lock)"));
+    }
+    let left: Vec<String> = survey
+        .partials
+        .iter()
+        .map(|p| format!("releases/{p}"))
+        .chain(
+            survey
+                .staging
+                .iter()
+                .map(|e| format!(".cutover/staging/{}", e.name)),
+        )
+        .collect();
+    checks.push(if left.is_empty() {
+        Check::ok(
+            "leftovers",
+            "no partial releases or staging left by interrupted deploys",
+        )
+    } else {
+        Check {
+            name: "leftovers".into(),
+            status: Status::Warn,
+            detail: format!("left by an interrupted deploy: {}", left.join(", ")),
+            fix: Some("nothing to do: the next deploy removes them".into()),
+        }
+    });
+    checks.push(if !survey.foreign.is_empty() {
+        Check {
+            name: "releases".into(),
+            status: Status::Warn,
+            detail: format!(
+                "not cutover releases (a real directory with a 14-digit name and a manifest), left alone: {}",
+                survey.foreign.iter().map(|f| f.name.as_str()).collect::<Vec<_>>().join(", ")
+            ),
+            fix: None,
+        }
+    } else if let Some(newest) = survey.releases.last() {
+        Check::ok("releases", format!("{}, the newest {newest}", count(survey.releases.len(), "release")))
+    } else {
+        Check::ok("releases", "no releases yet")
+    });
     checks
 }
 

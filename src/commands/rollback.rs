@@ -1,5 +1,6 @@
 //! `cutover rollback`: point `current` at an earlier finished release, with the same atomic swap
-//! as a deploy, in one exec call per host. A fleet goes through the same barrier as a deploy:
+//! as a deploy, in one exec call per host (an SFTP-only host: SYMLINK and posix-rename under the
+//! same lock, see `deploy::sftp`). A fleet goes through the same barrier as a deploy:
 //! every host locked and ready first, then all switched, then committed — or all switched back.
 //! Nothing is deleted: the release rolled back from stays until it ages out (prune never
 //! removes releases newer than the one `current` points to).
@@ -18,12 +19,6 @@ pub async fn run(fleet: &Fleet, to: Option<&str>, json: bool, out: &Output) -> R
         Some(t) => Some(ReleaseId::parse(t).ok_or_else(|| usage(format!("--to {t:?}: a release name is 14 digits, e.g. 20261126120000 (see cutover releases)")))?),
         None => None,
     };
-    if fleet.hosts.iter().any(|h| h.sftp_only) {
-        bail!(
-            "target {}, stage rollback: rollback of an SFTP-only target is not built yet",
-            fleet.name
-        );
-    }
     let started = std::time::Instant::now();
     let single = fleet.is_single();
     let mut hosts = Vec::new();

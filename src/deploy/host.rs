@@ -7,10 +7,15 @@
 //! (it stops at its next wait when its input ends). The client still looks afterwards and
 //! removes a lock that carries its own token, so a script that never got to run (a dropped
 //! connection, an SFTP-only account) leaves nothing behind either.
+//!
+//! A host with `sftp_only = true` runs no script: each stage below hands its work to
+//! [`SftpRun`] (`deploy::sftp`), which does the same with SFTP requests, and the client owns
+//! the clean-up throughout.
 
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Context, Result};
+use futures::FutureExt;
 
 use super::report::{HostReport, Status};
 use super::Options;
@@ -25,6 +30,8 @@ use crate::script::protocol::{word, Line};
 use crate::script::{self, DeployScript};
 use crate::source::Manifest;
 use crate::survey::{Current, Survey};
+
+use super::sftp::{self as over_sftp, CalledOff, SftpRun};
 
 /// The command name written into the lock.
 const DEPLOY: &str = "cutover deploy";
@@ -56,6 +63,8 @@ pub struct HostDeploy {
     pipelined: bool,
     /// The script is running and owns the clean-up.
     script_started: bool,
+    /// An SFTP-only host's run (no script): opened with the lock.
+    sftp: Option<SftpRun>,
 }
 
 impl HostDeploy {
@@ -82,6 +91,7 @@ impl HostDeploy {
             phase: Phase::Connected,
             pipelined: false,
             script_started: false,
+            sftp: None,
         })
     }
 
@@ -104,6 +114,23 @@ impl HostDeploy {
 
     /// Read the host's state and, unless `read_only`, take its lock in the same flights.
     pub async fn survey(&mut self, read_only: bool) -> Result<()> {
+        let over_sftp = self.target.sftp_only && !read_only;
+        if over_sftp {
+            // Known from the SFTP handshake: refused before anything is locked or built.
+            SftpRun::require_posix_rename(
+                self.session.sftp_offers(crate::remote::sftp::POSIX_RENAME),
+                &self.target,
+            )?;
+        }
+        // An SFTP-only deploy spreads its work over several SFTP channels: they open while
+        // the survey's flights travel.
+        let channels = async {
+            if over_sftp {
+                Some(self.session.sftp_channels(over_sftp::CHANNELS).await)
+            } else {
+                None
+            }
+        };
         let timed = async {
             let t = Instant::now();
             let r = Survey::read(&self.session, &self.layout).await;
@@ -123,7 +150,8 @@ impl HostDeploy {
                 Some(lock::acquire(&self.session, &self.layout, DEPLOY).await)
             }
         };
-        let ((survey, took), locked, shared_files) = tokio::join!(timed, locking, shared_files);
+        let ((survey, took), locked, shared_files, channels) =
+            tokio::join!(timed, locking, shared_files, channels);
         if let crate::config::Host::Ssh { .. } = self.target.host {
             // Three flights of requests: a fair measure of one round trip.
             self.report.rtt_ms = Some(took.as_secs_f64() * 1000.0 / 3.0);
@@ -131,25 +159,23 @@ impl HostDeploy {
         let locked = match locked {
             None => None,
             Some(Ok(held)) => Some(held),
-            Some(Err(e)) => {
-                let e = match e.downcast_ref::<LockHeld>() {
-                    Some(held) => anyhow!(crate::error::with_hint(
-                        format!(
-                            "{} is locked by another deploy ({})",
-                            self.layout.root(),
-                            held.holder
-                        ),
-                        format!(
-                            "if no deploy is running (one was killed), run `cutover unlock {}`",
-                            self.target.name
-                        )
-                    )),
-                    None => e,
-                };
-                return Err(e.context(self.target.stage("lock")));
-            }
+            Some(Err(e)) => return Err(self.lock_refused(e).context(self.target.stage("lock"))),
         };
         self.lock = locked;
+        match channels {
+            Some(Ok(channels)) => {
+                self.sftp = Some(SftpRun::new(
+                    channels,
+                    self.layout.clone(),
+                    self.out.clone(),
+                ))
+            }
+            Some(Err(e)) => {
+                self.give_back_lock().await;
+                return Err(e.context(self.target.stage("connect")));
+            }
+            None => {}
+        }
         let survey = match survey {
             Ok(s) => s,
             Err(e) => {
@@ -244,6 +270,10 @@ impl HostDeploy {
                 Base::Previous(p) => format!(" (based on {p})"),
             }
         ));
+        if self.sftp.is_some() && !opts.emit_script {
+            self.build_over_sftp(id, new, &plan).await?;
+            return Ok(None);
+        }
         let staging = layout.staging(id);
         let leftover = self
             .survey
@@ -401,8 +431,12 @@ impl HostDeploy {
         .is_ok()
     }
 
-    /// Wait until the script has built the release and passed its before_swap hooks.
+    /// Wait until the script has built the release and passed its before_swap hooks (an
+    /// SFTP-only host is ready once prepared).
     pub async fn until_ready(&mut self) -> Result<()> {
+        if self.sftp.is_some() {
+            return Ok(());
+        }
         loop {
             match self.next_line().await {
                 Some(Line::Ready { links, .. }) => {
@@ -428,6 +462,9 @@ impl HostDeploy {
         let stage = self.target.stage("rollback");
         self.report.release = Some(to.to_string());
         self.report.previous = Some(from.to_string());
+        if self.target.sftp_only {
+            return self.prepare_rollback_over_sftp(from, to).await;
+        }
         let token = crate::lock::LockInfo::ours("cutover rollback").token;
         let text = script::rollback_script(&self.target, from, to, &token, true);
         self.start_shell().await?;
@@ -449,6 +486,9 @@ impl HostDeploy {
     /// Switch `current` (send `go` unless it went ahead) and wait for the verify hooks'
     /// verdict: true when they passed. An error when the script stopped first.
     pub async fn go(&mut self) -> Result<bool> {
+        if self.sftp.is_some() {
+            return self.swap_over_sftp().await;
+        }
         if !self.pipelined {
             self.say(word::GO).await?;
         }
@@ -475,6 +515,9 @@ impl HostDeploy {
     /// Make the switch final (send `commit` unless it went ahead): after_swap hooks, prune,
     /// unlock. Returns the script's status (0, or 3 when a hook or the clean-up failed).
     pub async fn commit(&mut self) -> Result<u32> {
+        if self.sftp.is_some() {
+            return Ok(self.commit_over_sftp().await);
+        }
         if !self.pipelined {
             self.say(word::COMMIT).await?;
         }
@@ -500,6 +543,9 @@ impl HostDeploy {
     /// Before the switch: tell the script to stop; it removes what it built and the lock.
     /// After it: switch back. Waits until the script has ended.
     pub async fn call_off(&mut self) {
+        if self.sftp.is_some() {
+            self.call_off_over_sftp().await;
+        }
         if let Some(shell) = self.shell.as_mut() {
             if shell.exit_code().is_none() {
                 let w = if self.phase == Phase::Swapped {
@@ -524,6 +570,147 @@ impl HostDeploy {
             }
         }
         self.clean_up().await;
+    }
+
+    // --- an SFTP-only host: the same stages, carried out by deploy::sftp ----------------------
+
+    /// Build the release up to "ready": renamed to `releases/ID`, its manifest stored.
+    async fn build_over_sftp(&mut self, id: &ReleaseId, new: &Manifest, plan: &Plan) -> Result<()> {
+        let mut record = new.clone();
+        record.meta.insert("release".into(), id.to_string());
+        let progress = Progress::new(plan.upload_bytes, &self.out);
+        let HostDeploy {
+            session,
+            sftp,
+            target,
+            survey,
+            ..
+        } = &mut *self;
+        let run = sftp
+            .as_mut()
+            .expect("an SFTP-only host's run starts with its survey");
+        let built = session
+            .guard(run.build(over_sftp::Build {
+                target,
+                id,
+                plan,
+                new,
+                survey: survey.as_ref().expect("surveyed before preparing"),
+                record: record.render(),
+                progress: &progress,
+            }))
+            .await;
+        progress.finish();
+        let built = built.with_context(|| self.target.stage("build"))?;
+        self.report.bytes_sent = built.bytes_sent;
+        self.report.shared_links = built.links;
+        self.phase = Phase::Ready;
+        self.out.stage("built and ready to switch");
+        Ok(())
+    }
+
+    /// A rollback of an SFTP-only host: the lock, then the checks; ready to swap.
+    async fn prepare_rollback_over_sftp(&mut self, from: &ReleaseId, to: &ReleaseId) -> Result<()> {
+        let stage = self.target.stage("rollback");
+        SftpRun::require_posix_rename(
+            self.session.sftp_offers(crate::remote::sftp::POSIX_RENAME),
+            &self.target,
+        )?;
+        let lock = lock::acquire(&self.session, &self.layout, "cutover rollback")
+            .await
+            .map_err(|e| self.lock_refused(e).context(stage.clone()))?;
+        self.lock = Some(lock);
+        let channels = self.session.sftp_channels(1).await.context(stage.clone())?;
+        let run = self.sftp.insert(SftpRun::new(
+            channels,
+            self.layout.clone(),
+            self.out.clone(),
+        ));
+        self.session
+            .guard(run.prepare_rollback(from, to))
+            .await
+            .context(stage)?;
+        self.phase = Phase::Ready;
+        Ok(())
+    }
+
+    /// `go` for an SFTP-only host: the swap, read back (no verify hooks: there are none).
+    async fn swap_over_sftp(&mut self) -> Result<bool> {
+        let HostDeploy { session, sftp, .. } = &mut *self;
+        let run = sftp.as_mut().expect("checked by the caller");
+        session
+            .guard(run.swap())
+            .await
+            .with_context(|| self.target.stage("swap"))?;
+        self.phase = Phase::Swapped;
+        self.report.switched_at_ms =
+            Some(crate::output::started().elapsed().as_secs_f64() * 1000.0);
+        self.out.stage("switched");
+        Ok(true)
+    }
+
+    /// `commit` for an SFTP-only host: prune, staging and the lock; 0, or 3 when something was
+    /// left behind. The release is live whatever happens here.
+    async fn commit_over_sftp(&mut self) -> u32 {
+        let lock = self.lock.take();
+        let HostDeploy { session, sftp, .. } = &mut *self;
+        let run = sftp.as_mut().expect("checked by the caller");
+        let status = match session.guard(run.commit(lock).map(Ok)).await {
+            Ok(status) => status,
+            Err(e) => {
+                self.out.warn(format_args!(
+                    "the release is live, but the clean-up after it stopped ({e:#}): if {} is left, run `cutover unlock {}`",
+                    self.layout.lock(),
+                    self.target.name
+                ));
+                3
+            }
+        };
+        let run = self.sftp.as_ref().expect("checked by the caller");
+        self.report.script_warnings = run.warning_count();
+        self.report.warnings.extend(run.warnings());
+        self.phase = Phase::Done;
+        self.report.status = Status::Live;
+        status
+    }
+
+    /// `call_off` for an SFTP-only host: undo what the run made (switching back first when it
+    /// had switched); staging and the lock follow in [`HostDeploy::clean_up`].
+    async fn call_off_over_sftp(&mut self) {
+        let HostDeploy { session, sftp, .. } = &mut *self;
+        let run = sftp.as_mut().expect("checked by the caller");
+        let swapped = run.may_have_swapped();
+        let outcome = session
+            .guard(run.call_off().map(Ok))
+            .await
+            .unwrap_or(if swapped {
+                CalledOff::Unknown
+            } else {
+                CalledOff::Untouched
+            });
+        match outcome {
+            CalledOff::Reverted => self.report.status = Status::Reverted,
+            CalledOff::Unknown => self.report.status = Status::Unknown,
+            CalledOff::Untouched => {}
+        }
+    }
+
+    /// The error for a lock someone else holds: the holder, and what to do.
+    fn lock_refused(&self, e: anyhow::Error) -> anyhow::Error {
+        match e.downcast_ref::<LockHeld>() {
+            Some(held) => anyhow!(crate::error::with_hint(
+                format!(
+                    "{} is locked by another deploy ({})",
+                    self.layout.root(),
+                    held.holder
+                ),
+                format!(
+                    "if no deploy is running (one was killed), run `cutover unlock {}`",
+                    self.target.name
+                )
+            )),
+            None => e,
+        }
     }
 
     /// Send a word to the running script.
@@ -628,6 +815,13 @@ impl HostDeploy {
             .as_deref()
             .and_then(ReleaseId::parse)
             .map(|id| self.layout.staging(&id));
+        // An SFTP-only run's temporaries (its partial release, probe, swap link): removed with
+        // staging when the connection is lost before it could remove them itself.
+        let built = self
+            .sftp
+            .as_ref()
+            .map(SftpRun::temporaries)
+            .unwrap_or_default();
         let script_runs = self.shell.as_ref().is_some_and(Shell::started);
         self.script_started |= script_runs;
         let lost = self.session.lost().await.is_some();
@@ -646,6 +840,7 @@ impl HostDeploy {
                 &self.layout,
                 &lock,
                 staging.as_deref(),
+                &built,
                 &mut notes,
             )
             .await
@@ -657,7 +852,15 @@ impl HostDeploy {
                     .await
             {
                 notes.push("reconnected".into());
-                done = try_clean(&fresh, &self.layout, &lock, staging.as_deref(), &mut notes).await;
+                done = try_clean(
+                    &fresh,
+                    &self.layout,
+                    &lock,
+                    staging.as_deref(),
+                    &built,
+                    &mut notes,
+                )
+                .await;
                 fresh.close().await;
             }
         }
@@ -714,16 +917,24 @@ async fn wait_started(shell: &mut Shell) -> Result<()> {
     Ok(())
 }
 
-/// Remove staging and the lock when the lock is still ours; true when nothing of ours is left.
+/// Remove staging, what an SFTP-only run `built`, and the lock, when the lock is still ours;
+/// true when nothing of ours is left.
 async fn try_clean(
     session: &Session,
     layout: &Layout,
     lock: &HeldLock,
     staging: Option<&str>,
+    built: &[String],
     notes: &mut Vec<String>,
 ) -> bool {
     match lock::read(session, layout).await {
         Ok(Some(info)) if info.token == lock.token() => {
+            for path in built {
+                match session.remove_tree(path).await {
+                    Ok(()) => notes.push(format!("removed {path}")),
+                    Err(_) => notes.push(format!("left {path} (the next deploy removes it)")),
+                }
+            }
             if let Some(staging) = staging {
                 match session.remove_tree(staging).await {
                     Ok(()) => notes.push(format!("removed {staging}")),

@@ -21,6 +21,7 @@
 
 pub mod host;
 pub mod report;
+pub mod sftp;
 
 use std::time::Instant;
 
@@ -324,10 +325,16 @@ async fn stages(
     // --- 5. wait until every host is ready. A fleet of one has sent `go` and `commit`
     // already: its script finishes (or undoes itself) on its own, an interrupt only stops our
     // waiting. A fleet is held at the barrier: an interrupt calls every host off.
+    // An SFTP-only host has no script on the server: the client itself finishes the switch.
+    let words = if hosts.iter().all(|h| h.target.sftp_only) {
+        "cutover: the switch over SFTP is under way and takes a moment; press Ctrl-C again to stop waiting (a lock left behind then is removed by `cutover unlock`)"
+    } else {
+        "cutover: the deploy script keeps running on the server and completes or undoes itself; press Ctrl-C again to stop waiting"
+    };
     let notice = |mut interrupts: Interrupts| {
         tokio::spawn(async move {
             interrupts.next().await;
-            eprintln!("cutover: the deploy script keeps running on the server and completes or undoes itself; press Ctrl-C again to stop waiting");
+            eprintln!("{words}");
             interrupts.next().await;
             std::process::exit(130);
         })

@@ -328,6 +328,32 @@ impl Session {
         })
     }
 
+    /// Up to `n` SFTP channels side by side, for a deploy done with SFTP alone (an SSH target
+    /// only: a local one has none).
+    pub async fn sftp_channels(&self, n: usize) -> Result<sftp::Channels> {
+        match self {
+            Session::Ssh(s) => Ok(sftp::Channels::new(s.sftp_channels(n).await)),
+            Session::Local(_) => anyhow::bail!("a local target has no SFTP channels"),
+        }
+    }
+
+    /// Did the server's SFTP subsystem offer the extension `name`? (Never locally.)
+    pub fn sftp_offers(&self, name: &str) -> bool {
+        match self {
+            Session::Ssh(s) => s.sftp.offers(name),
+            Session::Local(_) => false,
+        }
+    }
+
+    /// Run `op`, ending it as soon as the connection is lost, and name a lost connection as the
+    /// cause of its error (see [`ssh::SshSession::guard`]).
+    pub async fn guard<T>(&self, op: impl std::future::Future<Output = Result<T>>) -> Result<T> {
+        match self {
+            Session::Ssh(s) => s.guard(op).await,
+            Session::Local(_) => op.await,
+        }
+    }
+
     /// Why the connection was lost, once it has been (None locally, or while it is up).
     pub async fn lost(&self) -> Option<String> {
         match self {

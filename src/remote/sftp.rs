@@ -5,11 +5,28 @@
 //! at once over one channel: directories are created level by level (one round trip per depth,
 //! not per directory) and files are opened, written in large packets and closed concurrently,
 //! with a bound on the bytes held in memory.
+//!
+//! For work that is all requests (an SFTP-only deploy, removing a tree) there is a layer below:
+//! `send_*` requests that go out the moment they are made and are answered later. OpenSSH's
+//! sftp-server takes one channel's requests strictly in order, so requests that depend on each
+//! other (MKDIR a directory, then SYMLINK inside it; REMOVE the files, then RMDIR their
+//! directory) can travel in one flight when they share a channel; only a request that needs an
+//! answer (a WRITE needs its OPEN's handle) waits for one. [`Channels`] spreads work over
+//! several SFTP channels of one connection (one sftp-server process each) and walks and removes
+//! trees in a few flights instead of a round trip per directory.
+//!
+//! Two limits of the stack shape all of it. russh-sftp decodes handles as UTF-8 strings, and
+//! OpenSSH's handles are 4-byte slot numbers: the 129th handle open at once on one channel
+//! (0x80) is mangled. So every user of this layer takes a handle permit per open handle from its
+//! channel ([`HANDLES_PER_CHANNEL`], with room to spare for the few unaccounted handles of the
+//! survey and the lock). And russh-sftp times a request from when it is queued: requests that
+//! need no handle are still bounded in flight ([`REQUESTS_IN_FLIGHT`]) so none waits for long.
 
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
-use futures::stream::{self, StreamExt, TryStreamExt};
+use futures::stream::{self, StreamExt};
 use russh_sftp::client::error::Error as SftpError;
 use russh_sftp::client::RawSftpSession;
 use russh_sftp::protocol::{FileAttributes, OpenFlags, StatusCode};
@@ -19,17 +36,32 @@ use futures::FutureExt;
 
 use super::{DirEntry, PathKind, Progress};
 
-/// Files open at once.
-const FILES_IN_FLIGHT: usize = 64;
 /// Write requests in flight at once, over all files (each up to `write_len` bytes).
 const WRITES_IN_FLIGHT: usize = 128;
 /// OpenSSH's sftp-server accepts writes up to 256 KiB minus headers; `limits@openssh.com` may
 /// tell us a smaller number.
 const DEFAULT_WRITE_LEN: usize = 255 * 1024;
 
+/// OpenSSH's extensions an SFTP-only deploy uses, as the VERSION reply names them.
+pub const POSIX_RENAME: &str = "posix-rename@openssh.com";
+pub const HARDLINK: &str = "hardlink@openssh.com";
+pub const COPY_DATA: &str = "copy-data";
+pub const STATVFS: &str = "statvfs@openssh.com";
+
+/// Handles this layer keeps open at once on one channel: below the 128 russh-sftp can address
+/// (see the module docs), with room for the handles the survey and the lock open unaccounted.
+pub const HANDLES_PER_CHANNEL: usize = 100;
+/// Requests that need no handle (MKDIR, HARDLINK, REMOVE, ...) in flight at once on one channel.
+pub const REQUESTS_IN_FLIGHT: usize = 1024;
+
+#[derive(Clone)]
 pub struct Sftp {
     raw: Arc<RawSftpSession>,
     write_len: futures::future::Shared<futures::future::BoxFuture<'static, usize>>,
+    /// The extensions the server named in its VERSION reply (name → version).
+    extensions: Arc<HashMap<String, String>>,
+    /// One permit per handle open on this channel (see [`HANDLES_PER_CHANNEL`]).
+    handles: Arc<tokio::sync::Semaphore>,
 }
 
 /// A request sent now, answered later: russh-sftp sends a request when its future is first
@@ -89,11 +121,22 @@ impl Sftp {
             .map(|r| r.unwrap_or(DEFAULT_WRITE_LEN))
             .boxed()
             .shared();
-        Ok(Sftp { raw, write_len })
+        Ok(Sftp {
+            raw,
+            write_len,
+            extensions: Arc::new(version.extensions),
+            handles: Arc::new(tokio::sync::Semaphore::new(HANDLES_PER_CHANNEL)),
+        })
+    }
+
+    /// Did the server offer the extension `name` (see [`POSIX_RENAME`] and the others)? Since
+    /// OpenSSH 8.6 an extension switched off with `sftp-server -P` is not offered.
+    pub fn offers(&self, name: &str) -> bool {
+        self.extensions.contains_key(name)
     }
 
     /// Largest WRITE the server takes.
-    async fn write_len(&self) -> usize {
+    pub async fn write_len(&self) -> usize {
         self.write_len.clone().await
     }
 
@@ -115,55 +158,10 @@ impl Sftp {
         }
     }
 
-    /// Remove a tree without ever following a symbolic link: the top is looked at with LSTAT
-    /// first (a link there is removed as a link), and READDIR reports every entry as LSTAT
-    /// would, so a link inside is removed, never entered. Files go concurrently, then
-    /// directories deepest first.
+    /// Remove a tree without ever following a symbolic link: see [`Channels::remove_tree`]
+    /// (here with this one channel).
     pub async fn remove_tree(&self, path: &str) -> Result<()> {
-        // The requests of an upload abandoned mid-flight (on another SFTP channel) may still
-        // create a file in the tree while it is being removed: then the last RMDIR finds it not
-        // empty, and a second pass removes the straggler.
-        for _ in 0..2 {
-            if self.remove_tree_once(path).await.is_ok() {
-                return Ok(());
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        }
-        self.remove_tree_once(path).await
-    }
-
-    async fn remove_tree_once(&self, path: &str) -> Result<()> {
-        match self.path_kind(path).await? {
-            PathKind::Missing => return Ok(()),
-            PathKind::Dir => {}
-            _ => return self.remove_file(path).await,
-        }
-        let mut dirs = vec![path.to_string()];
-        let mut files = Vec::new();
-        let mut i = 0;
-        while i < dirs.len() {
-            let dir = dirs[i].clone();
-            i += 1;
-            let Some(entries) = self.list_dir(&dir).await? else {
-                continue;
-            };
-            for e in entries {
-                let p = format!("{dir}/{}", e.name);
-                if e.kind == PathKind::Dir {
-                    dirs.push(p);
-                } else {
-                    files.push(p);
-                }
-            }
-        }
-        stream::iter(files.iter().map(|f| self.remove_file(f)))
-            .buffer_unordered(FILES_IN_FLIGHT)
-            .try_collect::<Vec<()>>()
-            .await?;
-        for d in dirs.iter().rev() {
-            self.remove_dir(d).await?;
-        }
-        Ok(())
+        Channels::new(vec![self.clone()]).remove_tree(path).await
     }
 
     /// Read a whole file in about two round trips: OPEN and STAT together, then every READ at
@@ -262,6 +260,29 @@ impl Sftp {
     /// entries of `releases/` is the whole listing and its end in one round trip. Sorted by name;
     /// None when the directory does not exist.
     pub async fn list_dir(&self, path: &str) -> Result<Option<Vec<DirEntry>>> {
+        let Some(listing) = self.read_dir(path).await? else {
+            return Ok(None);
+        };
+        let mut entries: Vec<DirEntry> = listing
+            .into_iter()
+            .map(|(name, attrs)| DirEntry {
+                kind: kind_of(&attrs),
+                size: attrs.size.unwrap_or(0),
+                mode: attrs.permissions.unwrap_or(0) & 0o7777,
+                name,
+            })
+            .collect();
+        entries.sort_by(|a, b| a.name.cmp(&b.name));
+        entries.dedup_by(|a, b| a.name == b.name);
+        Ok(Some(entries))
+    }
+
+    /// The names in a directory with their LSTAT attributes (without `.` and `..`), in the
+    /// server's order; None when it does not exist. Holds one handle permit while it reads.
+    /// READDIRs go out two at once, then four at once: OpenSSH answers about 100 names each,
+    /// so a directory of a few hundred names costs two round trips after its OPENDIR.
+    pub async fn read_dir(&self, path: &str) -> Result<Option<Listing>> {
+        let permit = self.handle_permits(1).await;
         let handle = match self.raw.opendir(path).await {
             Ok(h) => h.handle,
             Err(e) if not_found(&e) => return Ok(None),
@@ -269,43 +290,34 @@ impl Sftp {
         };
         let mut entries = Vec::new();
         let mut done = false;
-        let mut first = true;
-        while !done {
-            let batch = if first {
-                first = false;
-                let (a, b) = tokio::join!(
-                    self.raw.readdir(handle.as_str()),
-                    self.raw.readdir(handle.as_str())
-                );
-                vec![a, b]
-            } else {
-                vec![self.raw.readdir(handle.as_str()).await]
-            };
-            for r in batch {
+        let mut batch = 2;
+        let mut failure = None;
+        while !done && failure.is_none() {
+            let reads = (0..batch).map(|_| self.raw.readdir(handle.as_str()));
+            for r in futures::future::join_all(reads).await {
                 match r {
                     Ok(b) => entries.extend(
                         b.files
                             .into_iter()
                             .filter(|f| f.filename != "." && f.filename != "..")
-                            .map(|f| DirEntry {
-                                kind: kind_of(&f.attrs),
-                                size: f.attrs.size.unwrap_or(0),
-                                mode: f.attrs.permissions.unwrap_or(0) & 0o7777,
-                                name: f.filename,
-                            }),
+                            .map(|f| (f.filename, f.attrs)),
                     ),
                     Err(e) if is_status(&e, StatusCode::Eof) => done = true,
                     Err(e) => {
-                        self.close_later(handle);
-                        return Err(e).with_context(|| format!("cannot list {path}"));
+                        failure.get_or_insert(e);
                     }
                 }
             }
+            batch = 4;
         }
-        self.close_later(handle);
-        entries.sort_by(|a, b| a.name.cmp(&b.name));
-        entries.dedup_by(|a, b| a.name == b.name);
-        Ok(Some(entries))
+        // The CLOSE goes out before the permit is given back: a later OPEN on this channel
+        // then finds the handle's slot free.
+        drop(self.send_close(&handle));
+        drop(permit);
+        match failure {
+            Some(e) => Err(e).with_context(|| format!("cannot list {path}")),
+            None => Ok(Some(entries)),
+        }
     }
 
     fn dir_attrs() -> FileAttributes {
@@ -507,7 +519,582 @@ impl Sftp {
     }
 }
 
-fn kind_of(attrs: &FileAttributes) -> PathKind {
+/// A request already sent, answered later (see [`send_now`]).
+pub type Sent<T> = futures::future::BoxFuture<'static, Result<T>>;
+
+/// How the server reads the two paths of SYMLINK. The SFTP draft sends the link's path first;
+/// OpenSSH's sftp-server reads the first as the link's target (it calls symlink(first, second)).
+/// russh-sftp's `symlink(a, b)` sends `a` first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SymlinkOrder {
+    /// OpenSSH: the target first, then where the link goes.
+    TargetFirst,
+    /// The draft (and servers that follow it): the link's path first.
+    LinkFirst,
+}
+
+/// `copy-data`'s request: copy from one open handle into another on the server.
+#[derive(serde::Serialize)]
+struct CopyData {
+    read_from: String,
+    read_from_offset: u64,
+    /// 0: to the end of the file.
+    read_data_length: u64,
+    write_to: String,
+    write_to_offset: u64,
+}
+
+/// `posix-rename@openssh.com`'s request: rename(2), which replaces an existing target.
+#[derive(serde::Serialize)]
+struct PosixRename {
+    oldpath: String,
+    newpath: String,
+}
+
+/// The status a server refused a request with, anywhere in `e`'s causes; None for every other
+/// failure (a lost connection, a timeout).
+pub fn status_of(e: &anyhow::Error) -> Option<StatusCode> {
+    e.chain().find_map(|c| match c.downcast_ref::<SftpError>() {
+        Some(SftpError::Status(s)) => Some(s.status_code),
+        _ => None,
+    })
+}
+
+/// Attributes that set the permission bits only.
+pub fn mode_attrs(mode: u32) -> FileAttributes {
+    FileAttributes {
+        permissions: Some(mode),
+        ..FileAttributes::empty()
+    }
+}
+
+/// The answer to an extended request: OpenSSH answers a refused one (unknown, or switched off)
+/// with a status, which russh-sftp hands back as a packet, not as an error.
+fn extended_status(
+    answer: Result<russh_sftp::protocol::Packet, SftpError>,
+) -> Result<(), SftpError> {
+    use russh_sftp::protocol::Packet;
+    match answer? {
+        Packet::Status(s) if s.status_code == StatusCode::Ok => Ok(()),
+        Packet::Status(s) => Err(SftpError::from(s)),
+        _ => Err(SftpError::UnexpectedPacket),
+    }
+}
+
+impl Sftp {
+    /// Send one request now; `what` names it in the error.
+    fn send<T, F>(&self, what: String, call: F) -> Sent<T>
+    where
+        T: Send + 'static,
+        F: for<'a> FnOnce(
+                &'a RawSftpSession,
+            ) -> futures::future::BoxFuture<'a, Result<T, SftpError>>
+            + Send
+            + 'static,
+    {
+        let raw = self.raw.clone();
+        send_now(async move {
+            call(&raw)
+                .await
+                .map_err(|e| anyhow::Error::new(e).context(what))
+        })
+    }
+
+    /// `n` of this channel's handle permits, for as long as the handles are open: give them
+    /// back once their CLOSE has been sent.
+    pub async fn handle_permits(&self, n: u32) -> tokio::sync::OwnedSemaphorePermit {
+        self.handles
+            .clone()
+            .acquire_many_owned(n)
+            .await
+            .expect("the handle semaphore is never closed")
+    }
+
+    fn free_handles(&self) -> usize {
+        self.handles.available_permits()
+    }
+
+    pub fn send_mkdir(&self, path: &str, mode: u32) -> Sent<()> {
+        let p = path.to_string();
+        self.send(format!("cannot create directory {path}"), move |raw| {
+            async move { raw.mkdir(p, mode_attrs(mode)).await.map(|_| ()) }.boxed()
+        })
+    }
+
+    pub fn send_setstat(&self, path: &str, attrs: FileAttributes) -> Sent<()> {
+        let p = path.to_string();
+        self.send(format!("cannot set the mode of {path}"), move |raw| {
+            async move { raw.setstat(p, attrs).await.map(|_| ()) }.boxed()
+        })
+    }
+
+    /// LSTAT: None when nothing is there.
+    pub fn send_lstat(&self, path: &str) -> Sent<Option<FileAttributes>> {
+        let p = path.to_string();
+        self.send(format!("cannot inspect {path}"), move |raw| {
+            async move {
+                match raw.lstat(p).await {
+                    Ok(a) => Ok(Some(a.attrs)),
+                    Err(e) if not_found(&e) => Ok(None),
+                    Err(e) => Err(e),
+                }
+            }
+            .boxed()
+        })
+    }
+
+    /// STAT (follows a symbolic link): None when nothing is there.
+    pub fn send_stat(&self, path: &str) -> Sent<Option<FileAttributes>> {
+        let p = path.to_string();
+        self.send(format!("cannot inspect {path}"), move |raw| {
+            async move {
+                match raw.stat(p).await {
+                    Ok(a) => Ok(Some(a.attrs)),
+                    Err(e) if not_found(&e) => Ok(None),
+                    Err(e) => Err(e),
+                }
+            }
+            .boxed()
+        })
+    }
+
+    pub fn send_readlink(&self, path: &str) -> Sent<String> {
+        let p = path.to_string();
+        self.send(format!("cannot read the link {path}"), move |raw| {
+            async move {
+                let name = raw.readlink(p).await?;
+                name.files
+                    .into_iter()
+                    .next()
+                    .map(|f| f.filename)
+                    .ok_or(SftpError::UnexpectedPacket)
+            }
+            .boxed()
+        })
+    }
+
+    pub fn send_remove(&self, path: &str) -> Sent<()> {
+        let p = path.to_string();
+        self.send(format!("cannot remove {path}"), move |raw| {
+            async move { raw.remove(p).await.map(|_| ()) }.boxed()
+        })
+    }
+
+    pub fn send_rmdir(&self, path: &str) -> Sent<()> {
+        let p = path.to_string();
+        self.send(format!("cannot remove directory {path}"), move |raw| {
+            async move { raw.rmdir(p).await.map(|_| ()) }.boxed()
+        })
+    }
+
+    /// Plain RENAME: refused when `to` exists.
+    pub fn send_rename(&self, from: &str, to: &str) -> Sent<()> {
+        let (f, t) = (from.to_string(), to.to_string());
+        self.send(format!("cannot rename {from} to {to}"), move |raw| {
+            async move { raw.rename(f, t).await.map(|_| ()) }.boxed()
+        })
+    }
+
+    /// `posix-rename@openssh.com`: one rename(2), which replaces `to` atomically (and fails
+    /// when `to` is a directory and `from` is not).
+    pub fn send_posix_rename(&self, from: &str, to: &str) -> Sent<()> {
+        let body = PosixRename {
+            oldpath: from.to_string(),
+            newpath: to.to_string(),
+        };
+        self.send(format!("cannot rename {from} over {to}"), move |raw| {
+            async move {
+                let data = russh_sftp::ser::to_bytes(&body)?.to_vec();
+                extended_status(raw.extended(POSIX_RENAME, data).await)
+            }
+            .boxed()
+        })
+    }
+
+    /// `hardlink@openssh.com`: link(2) of `from` as `to` (a new name for the same inode).
+    pub fn send_hardlink(&self, from: &str, to: &str) -> Sent<()> {
+        let (f, t) = (from.to_string(), to.to_string());
+        self.send(format!("cannot hard-link {from} as {to}"), move |raw| {
+            async move { raw.hardlink(f, t).await.map(|_| ()) }.boxed()
+        })
+    }
+
+    /// A symbolic link at `link` pointing to `target`, with the paths in the order the server
+    /// reads them (see [`SymlinkOrder`]).
+    pub fn send_symlink(&self, target: &str, link: &str, order: SymlinkOrder) -> Sent<()> {
+        let (first, second) = match order {
+            SymlinkOrder::TargetFirst => (target.to_string(), link.to_string()),
+            SymlinkOrder::LinkFirst => (link.to_string(), target.to_string()),
+        };
+        self.send(format!("cannot create the link {link}"), move |raw| {
+            async move { raw.symlink(first, second).await.map(|_| ()) }.boxed()
+        })
+    }
+
+    /// OPEN; the handle. Take a handle permit first ([`Sftp::handle_permits`]).
+    pub fn send_open(&self, path: &str, flags: OpenFlags, attrs: FileAttributes) -> Sent<String> {
+        let p = path.to_string();
+        let what = if flags.contains(OpenFlags::WRITE) {
+            format!("cannot create {path}")
+        } else {
+            format!("cannot open {path}")
+        };
+        self.send(what, move |raw| {
+            async move { raw.open(p, flags, attrs).await.map(|h| h.handle) }.boxed()
+        })
+    }
+
+    pub fn send_write(&self, handle: &str, path: &str, offset: u64, data: Vec<u8>) -> Sent<()> {
+        let h = handle.to_string();
+        self.send(format!("cannot write {path}"), move |raw| {
+            async move { raw.write(h, offset, data).await.map(|_| ()) }.boxed()
+        })
+    }
+
+    /// READ: the bytes at `offset` (fewer than `len` near the end; none at the end).
+    pub fn send_read(&self, handle: &str, path: &str, offset: u64, len: u32) -> Sent<Vec<u8>> {
+        let h = handle.to_string();
+        self.send(format!("cannot read {path}"), move |raw| {
+            async move {
+                match raw.read(h, offset, len).await {
+                    Ok(d) => Ok(d.data),
+                    Err(e) if is_status(&e, StatusCode::Eof) => Ok(Vec::new()),
+                    Err(e) => Err(e),
+                }
+            }
+            .boxed()
+        })
+    }
+
+    pub fn send_fsetstat(&self, handle: &str, path: &str, attrs: FileAttributes) -> Sent<()> {
+        let h = handle.to_string();
+        self.send(format!("cannot set the mode of {path}"), move |raw| {
+            async move { raw.fsetstat(h, attrs).await.map(|_| ()) }.boxed()
+        })
+    }
+
+    pub fn send_close(&self, handle: &str) -> Sent<()> {
+        let h = handle.to_string();
+        self.send("cannot close a file".into(), move |raw| {
+            async move { raw.close(h).await.map(|_| ()) }.boxed()
+        })
+    }
+
+    /// `copy-data`: the server copies the whole file open as `from` into the one open as `to`
+    /// (mode and times are not copied).
+    pub fn send_copy_data(&self, from: &str, to: &str, path: &str) -> Sent<()> {
+        let body = CopyData {
+            read_from: from.to_string(),
+            read_from_offset: 0,
+            read_data_length: 0,
+            write_to: to.to_string(),
+            write_to_offset: 0,
+        };
+        self.send(format!("cannot copy {path} on the server"), move |raw| {
+            async move {
+                let data = russh_sftp::ser::to_bytes(&body)?.to_vec();
+                extended_status(raw.extended(COPY_DATA, data).await)
+            }
+            .boxed()
+        })
+    }
+
+    /// `statvfs@openssh.com` of the file system holding `path`.
+    pub async fn statvfs(&self, path: &str) -> Result<russh_sftp::extensions::Statvfs> {
+        self.raw
+            .statvfs(path)
+            .await
+            .with_context(|| format!("cannot read the free space of {path}"))
+    }
+
+    /// Which order this server reads SYMLINK's paths in, tried in `scratch` (a directory that
+    /// must not exist; it is removed again). Both paths are absolute and inside `scratch`, so
+    /// either reading makes the link there: one flight to make and look, one to remove.
+    pub async fn probe_symlink_order(&self, scratch: &str) -> Result<SymlinkOrder> {
+        let (a, b) = (format!("{scratch}/a"), format!("{scratch}/b"));
+        let made = self.send_mkdir(scratch, 0o700);
+        // Sent as (a, b): OpenSSH makes b -> a, the draft a -> b.
+        let linked = self.send_symlink(&a, &b, SymlinkOrder::TargetFirst);
+        let (at_a, at_b) = (self.send_lstat(&a), self.send_lstat(&b));
+        let (made, linked, at_a, at_b) = tokio::join!(made, linked, at_a, at_b);
+        let removed = futures::future::join_all([
+            self.send_remove(&a),
+            self.send_remove(&b),
+            self.send_rmdir(scratch),
+        ]);
+        made?;
+        let order = match (
+            linked,
+            at_a?.map(|x| kind_of(&x)),
+            at_b?.map(|x| kind_of(&x)),
+        ) {
+            (Ok(()), _, Some(PathKind::Symlink)) => SymlinkOrder::TargetFirst,
+            (Ok(()), Some(PathKind::Symlink), _) => SymlinkOrder::LinkFirst,
+            (Err(e), ..) => return Err(e),
+            _ => bail!("SYMLINK in {scratch} made no symbolic link"),
+        };
+        let removed = removed.await;
+        if let Some(Err(e)) = removed.into_iter().find(|r| r.is_err()) {
+            if status_of(&e) != Some(StatusCode::NoSuchFile) {
+                return Err(e);
+            }
+        }
+        Ok(order)
+    }
+}
+
+/// What a walk found at one path, as READDIR's LSTAT attributes describe it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Node {
+    pub kind: PathKind,
+    pub size: u64,
+    /// Permission bits (0o7777 at most).
+    pub mode: u32,
+    pub atime: Option<u32>,
+    pub mtime: Option<u32>,
+}
+
+impl Node {
+    fn of(attrs: &FileAttributes) -> Node {
+        Node {
+            kind: kind_of(attrs),
+            size: attrs.size.unwrap_or(0),
+            mode: attrs.permissions.unwrap_or(0) & 0o7777,
+            atime: attrs.atime,
+            mtime: attrs.mtime,
+        }
+    }
+
+    /// The mode and times to give a copy of this file.
+    pub fn copy_attrs(&self) -> FileAttributes {
+        let mut attrs = mode_attrs(self.mode);
+        if let (Some(a), Some(m)) = (self.atime, self.mtime) {
+            attrs.atime = Some(a);
+            attrs.mtime = Some(m);
+        }
+        attrs
+    }
+}
+
+/// Everything below a directory, by path relative to it (`a`, `a/b`), parents before children.
+pub type Tree = BTreeMap<String, Node>;
+
+/// One directory's names with their LSTAT attributes, as READDIR gives them.
+pub type Listing = Vec<(String, FileAttributes)>;
+
+/// `root/rel`, or `root` itself for the empty path.
+pub fn join(root: &str, rel: &str) -> String {
+    if rel.is_empty() {
+        root.to_string()
+    } else {
+        format!("{root}/{rel}")
+    }
+}
+
+/// Several SFTP channels of one connection, used side by side: OpenSSH runs one sftp-server
+/// process per channel, and each takes its requests one after the other, so work spread over
+/// channels is done in parallel on the server.
+#[derive(Clone)]
+pub struct Channels {
+    all: Arc<Vec<Sftp>>,
+    turn: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl Channels {
+    pub fn new(all: Vec<Sftp>) -> Channels {
+        assert!(!all.is_empty(), "at least one SFTP channel");
+        Channels {
+            all: Arc::new(all),
+            turn: Arc::default(),
+        }
+    }
+
+    /// The first channel: for flights whose requests must be taken in order.
+    pub fn first(&self) -> &Sftp {
+        &self.all[0]
+    }
+
+    pub fn len(&self) -> usize {
+        self.all.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.all.is_empty()
+    }
+
+    /// The next channel in turn, for requests that need no handle.
+    pub fn next(&self) -> &Sftp {
+        let i = self.turn.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        &self.all[i % self.all.len()]
+    }
+
+    /// The channel with the most handles free, with `n` of them taken for the caller.
+    pub async fn with_handles(&self, n: u32) -> (Sftp, tokio::sync::OwnedSemaphorePermit) {
+        let ch = self
+            .all
+            .iter()
+            .max_by_key(|c| c.free_handles())
+            .expect("at least one channel")
+            .clone();
+        let permit = ch.handle_permits(n).await;
+        (ch, permit)
+    }
+
+    /// At most this many requests that need no handle are in flight over all channels.
+    pub fn request_bound(&self) -> usize {
+        REQUESTS_IN_FLIGHT * self.all.len()
+    }
+
+    /// At most this many operations holding one handle each over all channels.
+    pub fn handle_bound(&self) -> usize {
+        HANDLES_PER_CHANNEL * self.all.len()
+    }
+
+    /// Returns once every request sent so far, on every channel, has been carried out: one
+    /// LSTAT per channel, which its sftp-server takes after everything before it. A clean-up
+    /// after an abandoned flight starts behind its stragglers instead of racing them.
+    pub async fn fence(&self) {
+        futures::future::join_all(self.all.iter().map(|c| c.send_lstat("/"))).await;
+    }
+
+    /// Every entry below `root` (which the caller knows to be a real directory), never through
+    /// a symbolic link; None when `root` does not exist. `known` names directories expected
+    /// below it (from a manifest): they are listed in the first flight together with `root`,
+    /// and a listing counts only once every directory above it was listed and holds it as a
+    /// real directory, so a link planted in the tree is never entered. The rest is found level
+    /// by level. Each listing holds one handle on the channel with the most free.
+    pub async fn walk(
+        &self,
+        root: &str,
+        known: impl IntoIterator<Item = String>,
+    ) -> Result<Option<Tree>> {
+        let mut listed: HashMap<String, Result<Option<Listing>>> = HashMap::new();
+        let mut queue: Vec<String> = std::iter::once(String::new()).chain(known).collect();
+        loop {
+            queue.sort();
+            queue.dedup();
+            let results: Vec<_> = stream::iter(queue.drain(..).map(|rel| async move {
+                let (ch, permit) = self.with_handles(0).await;
+                drop(permit);
+                let listing = ch.read_dir(&join(root, &rel)).await;
+                (rel, listing)
+            }))
+            .buffer_unordered(self.handle_bound())
+            .collect()
+            .await;
+            listed.extend(results);
+            // Follow the listings from the root down, through real directories only.
+            let mut tree = Tree::new();
+            let mut stack = vec![String::new()];
+            while let Some(dir) = stack.pop() {
+                let entries = match listed.get(&dir) {
+                    None => {
+                        queue.push(dir);
+                        continue;
+                    }
+                    Some(Err(_)) => {
+                        let Some(Err(e)) = listed.remove(&dir) else {
+                            unreachable!()
+                        };
+                        return Err(e);
+                    }
+                    Some(Ok(None)) if dir.is_empty() => return Ok(None),
+                    // Gone since its parent was listed: empty now.
+                    Some(Ok(None)) => continue,
+                    Some(Ok(Some(entries))) => entries,
+                };
+                for (name, attrs) in entries {
+                    let rel = join_rel(&dir, name);
+                    let node = Node::of(attrs);
+                    if node.kind == PathKind::Dir {
+                        stack.push(rel.clone());
+                    }
+                    tree.insert(rel, node);
+                }
+            }
+            if queue.is_empty() {
+                return Ok(Some(tree));
+            }
+        }
+    }
+
+    /// Remove a tree without ever following a symbolic link: the top is looked at with LSTAT
+    /// first (a link there is removed as a link) and the walk never enters a link. Every file
+    /// and link goes in one flight spread over the channels, then every directory, deepest
+    /// first, in one flight on one channel (which takes them in that order). Something already
+    /// gone counts as removed: another deleter may be at work on the same tree.
+    pub async fn remove_tree(&self, path: &str) -> Result<()> {
+        // An upload abandoned mid-flight (on another channel) may still create a file in the
+        // tree while it is being removed: then an RMDIR finds it not empty, and another pass
+        // removes the straggler.
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            match self.remove_tree_once(path).await {
+                Err(e) if tries < 3 && status_of(&e).is_some() => {
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn remove_tree_once(&self, path: &str) -> Result<()> {
+        let gone = |r: Result<()>| match r {
+            Err(e) if status_of(&e) == Some(StatusCode::NoSuchFile) => Ok(()),
+            other => other,
+        };
+        match self.first().send_lstat(path).await?.map(|a| kind_of(&a)) {
+            None => return Ok(()),
+            Some(PathKind::Dir) => {}
+            Some(_) => return gone(self.first().send_remove(path).await),
+        }
+        let tree = self.walk(path, []).await?.unwrap_or_default();
+        let mut dirs: Vec<String> = Vec::new();
+        let files = tree.iter().filter_map(|(rel, node)| {
+            if node.kind == PathKind::Dir {
+                dirs.push(join(path, rel));
+                None
+            } else {
+                Some(join(path, rel))
+            }
+        });
+        let files: Vec<String> = files.collect();
+        stream::iter(files.iter().map(|f| self.next().send_remove(f)))
+            .buffer_unordered(self.request_bound())
+            .map(gone)
+            .collect::<Vec<_>>()
+            .await
+            .into_iter()
+            .collect::<Result<()>>()?;
+        dirs.sort_by_key(|d| std::cmp::Reverse(d.matches('/').count()));
+        dirs.push(path.to_string());
+        self.in_order(dirs.iter().map(|d| self.first().send_rmdir(d)))
+            .await
+            .into_iter()
+            .try_for_each(gone)
+    }
+
+    /// Await requests sent in order on one channel, at most [`REQUESTS_IN_FLIGHT`] at once
+    /// (the iterator sends each as it is taken); the answers in order.
+    pub async fn in_order<T>(&self, requests: impl Iterator<Item = Sent<T>>) -> Vec<Result<T>> {
+        futures::stream::iter(requests)
+            .buffered(REQUESTS_IN_FLIGHT)
+            .collect()
+            .await
+    }
+}
+
+fn join_rel(dir: &str, name: &str) -> String {
+    if dir.is_empty() {
+        name.to_string()
+    } else {
+        format!("{dir}/{name}")
+    }
+}
+
+/// What LSTAT attributes say a path is.
+pub fn kind_of(attrs: &FileAttributes) -> PathKind {
     match attrs.permissions.map(|p| p & 0o170000) {
         Some(0o040000) => PathKind::Dir,
         Some(0o100000) => PathKind::File,

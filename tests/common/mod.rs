@@ -33,6 +33,7 @@
 pub mod fixtures;
 pub mod scenarios;
 pub mod site;
+pub mod traffic;
 
 use std::fs;
 use std::io::Read;
@@ -117,6 +118,23 @@ impl Sshd {
         self.count_log("Starting session: command")
     }
 
+    /// Number of exec (and shell) requests sshd was sent, whether it ran them or (under a
+    /// ForceCommand) ran the forced command instead. Needs `LogLevel DEBUG1` (see
+    /// `site::sftp_only_config`): panics when the log has no request lines at all.
+    pub fn exec_requests(&self) -> usize {
+        let log = self.log_text();
+        assert!(
+            !log.contains("Accepted publickey") || log.contains("session_input_channel_req"),
+            "the sshd log has no request lines: start this sshd with LogLevel DEBUG1"
+        );
+        self.count_log(" req exec") + self.count_log(" req shell")
+    }
+
+    /// Number of SFTP subsystem requests (`req subsystem`, LogLevel DEBUG1).
+    pub fn subsystem_requests(&self) -> usize {
+        self.count_log(" req subsystem")
+    }
+
     /// Number of SFTP channels sshd started (`Starting session: subsystem 'sftp'`).
     pub fn sftp_sessions(&self) -> usize {
         self.count_log("Starting session: subsystem 'sftp'")
@@ -171,6 +189,27 @@ impl Sshd {
     /// The pid of the listening sshd.
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// SIGKILLs the sshd session processes below the listener (with `internal-sftp`, the SFTP
+    /// servers themselves): every connection dies, as when a network drops it. Panics when
+    /// there is none.
+    pub fn kill_sessions(&self) {
+        let sessions: Vec<u32> = descendants(self.pid())
+            .into_iter()
+            .filter(|p| {
+                fs::read_to_string(format!("/proc/{p}/comm")).is_ok_and(|c| c.starts_with("sshd"))
+            })
+            .collect();
+        assert!(
+            !sessions.is_empty(),
+            "no sshd session process under {}",
+            self.pid()
+        );
+        for pid in sessions {
+            // SAFETY: plain kill(2) of a process this test's sshd started.
+            unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+        }
     }
 }
 
@@ -461,7 +500,47 @@ fn ensure_privsep_dir() {
     }
 }
 
-fn running_as_root() -> bool {
+/// Every process below `pid`, by the parent pids in /proc.
+pub fn descendants(pid: u32) -> Vec<u32> {
+    let mut parents = Vec::new();
+    for e in fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(p) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(stat) = fs::read_to_string(format!("/proc/{p}/stat")) else {
+            continue;
+        };
+        // pid (comm) state ppid ...: comm may hold spaces, so read after the last ')'
+        if let Some(ppid) = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+            .and_then(|s| s.parse::<u32>().ok())
+        {
+            parents.push((p, ppid));
+        }
+    }
+    let mut found = vec![pid];
+    let mut i = 0;
+    while i < found.len() {
+        let parent = found[i];
+        found.extend(
+            parents
+                .iter()
+                .filter(|(_, pp)| *pp == parent)
+                .map(|(p, _)| *p),
+        );
+        i += 1;
+    }
+    found.remove(0);
+    found
+}
+
+/// The user the tests log in as.
+pub fn site_user() -> String {
+    current_user()
+}
+
+pub fn running_as_root() -> bool {
     // /proc/self is owned by the process's effective uid.
     fs::metadata("/proc/self")
         .map(|m| m.uid() == 0)

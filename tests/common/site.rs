@@ -34,6 +34,21 @@ pub enum TargetKind {
     Local,
     /// A real OpenSSH sshd on 127.0.0.1 (tests/common/mod.rs).
     Ssh,
+    /// `sftp_only = true` against an sshd whose account runs nothing but SFTP
+    /// (`ForceCommand internal-sftp`; see [`Site::sftp_only`]).
+    SftpOnly,
+}
+
+/// The sshd config of an SFTP-only account: `force` is its ForceCommand (`internal-sftp`,
+/// maybe with flags), `chroot` its ChrootDirectory. sshd logs every channel of a forced command
+/// as `forced-command`, whatever was asked; LogLevel DEBUG1 adds the request itself
+/// (`req exec`, `req subsystem`), which is how a test counts exec requests.
+pub fn sftp_only_config(force: &str, chroot: Option<&Path>) -> String {
+    let user = super::site_user();
+    let chroot = chroot
+        .map(|d| format!("    ChrootDirectory {}\n", d.display()))
+        .unwrap_or_default();
+    format!("Match User {user}\n{chroot}    ForceCommand {force}\n    LogLevel DEBUG1\n")
 }
 
 pub struct Site {
@@ -50,6 +65,10 @@ pub struct Site {
     target_extra: String,
     /// known_hosts file for SSH targets (default: the sshd's, which holds its key).
     known_hosts: Option<PathBuf>,
+    /// The deploy path as the server's account sees it, when that is not `path` (a chroot).
+    remote_path: Option<String>,
+    /// The root-owned directory a chrooted account is locked into (removed on drop).
+    jail: Option<tempfile::TempDir>,
 }
 
 impl Site {
@@ -58,11 +77,16 @@ impl Site {
     pub fn new(kind: TargetKind) -> Option<Site> {
         let sshd = match kind {
             TargetKind::Local => None,
-            TargetKind::Ssh => {
+            TargetKind::Ssh | TargetKind::SftpOnly => {
                 if !super::sshd_or_skip() {
                     return None;
                 }
-                Some(Sshd::start())
+                Some(match kind {
+                    TargetKind::SftpOnly => {
+                        Sshd::start_with(&sftp_only_config("internal-sftp", None))
+                    }
+                    _ => Sshd::start(),
+                })
             }
         };
         let tmp = tempfile::Builder::new()
@@ -85,6 +109,8 @@ impl Site {
             top: String::new(),
             target_extra: String::new(),
             known_hosts: None,
+            remote_path: None,
+            jail: None,
         };
         site.write_config();
         Some(site)
@@ -92,6 +118,57 @@ impl Site {
 
     pub fn root(&self) -> &Path {
         self.tmp.path()
+    }
+
+    /// An `sftp_only = true` site whose account's ForceCommand is `force` (`internal-sftp`
+    /// with flags, e.g. `-P hardlink,copy-data`).
+    pub fn sftp_only(force: &str) -> Option<Site> {
+        let mut site = Site::new(TargetKind::Local)?;
+        if !super::sshd_or_skip() {
+            return None;
+        }
+        site.sshd = Some(Sshd::start_with(&sftp_only_config(force, None)));
+        site.kind = TargetKind::SftpOnly;
+        site.write_config();
+        Some(site)
+    }
+
+    /// An `sftp_only = true` site whose account is locked into a chroot (`ChrootDirectory`):
+    /// it sees the deploy path as `/app`, which is `JAIL/app` here. sshd wants every directory
+    /// of the jail's path owned by root and writable by no one else, so the jail lives in a
+    /// root-owned directory of /var/lib, and the test needs root (skipped otherwise; CI runs
+    /// as root, and fails rather than skips there).
+    pub fn sftp_chroot() -> Option<Site> {
+        if !super::running_as_root() {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "the chroot test needs root under CI"
+            );
+            eprintln!("skipping: a ChrootDirectory needs root-owned directories (run as root)");
+            return None;
+        }
+        let mut site = Site::new(TargetKind::Local)?;
+        if !super::sshd_or_skip() {
+            return None;
+        }
+        let base = Path::new("/var/lib/cutover-tests");
+        mkdirs(base);
+        fs::set_permissions(base, fs::Permissions::from_mode(0o755)).unwrap();
+        let jail = tempfile::Builder::new()
+            .prefix("jail-")
+            .tempdir_in(base)
+            .unwrap();
+        fs::set_permissions(jail.path(), fs::Permissions::from_mode(0o755)).unwrap();
+        site.sshd = Some(Sshd::start_with(&sftp_only_config(
+            "internal-sftp",
+            Some(jail.path()),
+        )));
+        site.kind = TargetKind::SftpOnly;
+        site.path = jail.path().join("app");
+        site.remote_path = Some("/app".into());
+        site.jail = Some(jail);
+        site.write_config();
+        Some(site)
     }
 
     pub fn sshd(&self) -> &Sshd {
@@ -120,12 +197,22 @@ impl Site {
 
     /// The `[targets.t]` table for this site (without extra keys).
     pub fn target_table(&self) -> String {
-        let path = toml_str(&self.path.display().to_string());
+        let path = toml_str(
+            &self
+                .remote_path
+                .clone()
+                .unwrap_or_else(|| self.path.display().to_string()),
+        );
+        let sftp_only = if self.kind == TargetKind::SftpOnly {
+            "sftp_only = true\n"
+        } else {
+            ""
+        };
         match &self.sshd {
             None => format!("[targets.{TARGET}]\nhost = \"local\"\npath = {path}\n"),
             Some(s) => format!(
                 "[targets.{TARGET}]\nhost = \"127.0.0.1\"\nport = {}\nuser = {}\npath = {path}\n\
-                 identity_file = {}\nknown_hosts = {}\n",
+                 {sftp_only}identity_file = {}\nknown_hosts = {}\n",
                 s.port,
                 toml_str(&s.user),
                 toml_str(&s.identity.display().to_string()),
@@ -222,9 +309,13 @@ impl Site {
         summary
     }
 
-    /// Exec channels sshd started so far (None for a local target).
+    /// Exec channels sshd started so far (None for a local target). For an SFTP-only
+    /// account, the exec requests it was sent (each refused: the forced command runs instead).
     pub fn exec_sessions(&self) -> Option<usize> {
-        self.sshd.as_ref().map(|s| s.exec_sessions())
+        self.sshd.as_ref().map(|s| match self.kind {
+            TargetKind::SftpOnly => s.exec_requests(),
+            _ => s.exec_sessions(),
+        })
     }
 
     /// The deploy script did not run since `execs_before` was counted: of the one exec call a

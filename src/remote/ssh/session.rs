@@ -187,6 +187,34 @@ impl SshSession {
         Ok(first? + others?)
     }
 
+    /// Up to `n` SFTP channels to use side by side (see [`crate::remote::sftp::Channels`]): the
+    /// session's own, the spare, the exec channel opened at connect (an SFTP-only deploy runs no
+    /// command, so it carries the SFTP subsystem instead), then new ones. A channel the server
+    /// refuses (sshd's MaxSessions) is done without.
+    pub async fn sftp_channels(&self, n: usize) -> Vec<Sftp> {
+        let mut all = vec![self.sftp.clone()];
+        if n > 1 {
+            if let Some(spare) = self.spare_sftp.lock().await.take() {
+                all.push(spare);
+            }
+        }
+        let mut exec = self.exec_channel.lock().await.take();
+        let wanted = n.saturating_sub(all.len());
+        let opened = futures::future::join_all((0..wanted).map(|_| {
+            let ready = exec.take();
+            async move {
+                let channel = match ready {
+                    Some(c) => c,
+                    None => self.handle.channel_open_session().await.ok()?,
+                };
+                Sftp::start(channel).await.ok()
+            }
+        }))
+        .await;
+        all.extend(opened.into_iter().flatten());
+        all
+    }
+
     /// Runs a remote operation, giving up as soon as the connection is gone: russh-sftp would
     /// otherwise wait out its request timeout for answers that can no longer come.
     pub async fn guard<T>(&self, op: impl std::future::Future<Output = Result<T>>) -> Result<T> {
