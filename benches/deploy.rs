@@ -58,7 +58,7 @@ fn main() {
         .unwrap_or_else(|e| panic!("cannot use {} for deploys: {e}", dest_base.display()));
     let dest_fs = filesystem_of(dests.path());
     let sshd = common::Sshd::start();
-    let proxy = delay_proxy::start(sshd.port, ONE_WAY_DELAY);
+    let proxy = common::proxy::start(sshd.port, ONE_WAY_DELAY);
     let known_hosts = work.path().join("known_hosts");
     let key_line = sshd.host_public_key_line();
     let (_, key) = key_line.split_once(' ').unwrap();
@@ -803,74 +803,4 @@ fn openssh_version() -> String {
         .next()
         .unwrap_or("")
         .to_string()
-}
-
-/// A TCP proxy that holds every chunk for a fixed time in each direction: latency without a
-/// bandwidth limit, like a long link.
-mod delay_proxy {
-    use std::time::Duration;
-
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    use tokio::net::{TcpListener, TcpStream};
-    use tokio::sync::mpsc;
-    use tokio::time::Instant;
-
-    pub fn start(upstream: u16, delay: Duration) -> u16 {
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async move {
-                let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-                tx.send(listener.local_addr().unwrap().port()).unwrap();
-                loop {
-                    let (client, _) = listener.accept().await.unwrap();
-                    tokio::spawn(async move {
-                        let server = TcpStream::connect(("127.0.0.1", upstream)).await.unwrap();
-                        let _ = client.set_nodelay(true);
-                        let _ = server.set_nodelay(true);
-                        let (cr, cw) = client.into_split();
-                        let (sr, sw) = server.into_split();
-                        tokio::spawn(pipe(cr, sw, delay));
-                        tokio::spawn(pipe(sr, cw, delay));
-                    });
-                }
-            });
-        });
-        rx.recv().unwrap()
-    }
-
-    async fn pipe(
-        mut from: tokio::net::tcp::OwnedReadHalf,
-        mut to: tokio::net::tcp::OwnedWriteHalf,
-        delay: Duration,
-    ) {
-        let (tx, mut rx) = mpsc::unbounded_channel::<(Instant, Vec<u8>)>();
-        tokio::spawn(async move {
-            let mut buf = vec![0u8; 256 * 1024];
-            loop {
-                match from.read(&mut buf).await {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => {
-                        if tx
-                            .send((Instant::now() + delay, buf[..n].to_vec()))
-                            .is_err()
-                        {
-                            break;
-                        }
-                    }
-                }
-            }
-        });
-        while let Some((due, chunk)) = rx.recv().await {
-            tokio::time::sleep_until(due).await;
-            if to.write_all(&chunk).await.is_err() {
-                break;
-            }
-        }
-        let _ = to.shutdown().await;
-    }
 }

@@ -30,6 +30,7 @@
 //! ```
 #![allow(dead_code)]
 
+pub mod proxy;
 pub mod scenarios;
 pub mod site;
 
