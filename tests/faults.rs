@@ -36,25 +36,6 @@ fn read(p: &Path) -> String {
         .into_owned()
 }
 
-fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    unsafe { libc::geteuid() == 0 }
-}
-
-/// For tests that need root (mount, chattr, useradd): true as root; otherwise a note and false
-/// on a developer machine, a failure under CI (where the tests run as root).
-fn root_or_skip(what: &str) -> bool {
-    if is_root() {
-        return true;
-    }
-    assert!(
-        std::env::var_os("CI").is_none(),
-        "tests run as root in CI: {what} needs root"
-    );
-    eprintln!("skipping: {what} needs root");
-    false
-}
-
 /// Writes a sparse file of `len` bytes into the source: a big upload that costs no disk.
 fn write_sparse(site: &Site, rel: &str, len: u64) {
     let f = fs::File::create(site.src.join(rel)).unwrap();
@@ -109,37 +90,6 @@ fn wait_for_script(site: &Site) {
     }
 }
 
-/// Every process below `pid` (children, grandchildren, ...), from /proc.
-fn descendants(pid: u32) -> Vec<u32> {
-    let mut parent_of: Vec<(u32, u32)> = Vec::new();
-    for entry in fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(p) = entry.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        // /proc/PID/stat: `pid (comm) state ppid ...`; comm may hold spaces and parentheses.
-        let Ok(stat) = fs::read_to_string(entry.path().join("stat")) else {
-            continue;
-        };
-        let Some((_, rest)) = stat.rsplit_once(')') else {
-            continue;
-        };
-        if let Some(ppid) = rest.split_whitespace().nth(1).and_then(|s| s.parse().ok()) {
-            parent_of.push((p, ppid));
-        }
-    }
-    let mut found = Vec::new();
-    let mut frontier = vec![pid];
-    while let Some(parent) = frontier.pop() {
-        for &(p, pp) in &parent_of {
-            if pp == parent && !found.contains(&p) {
-                found.push(p);
-                frontier.push(p);
-            }
-        }
-    }
-    found
-}
-
 // --- a connection killed during the upload ------------------------------------------------------
 
 /// The sshd session processes serving a deploy are killed (SIGKILL) while the archive is being
@@ -159,7 +109,7 @@ fn killed_connection_during_upload_leaves_current_untouched() {
     let running = site.spawn(&["deploy"]);
     let staging = wait_for_upload(&site, 1024 * 1024);
     wait_for_script(&site);
-    kill_sessions(&site);
+    site.sshd().kill_sessions();
     let run = running.wait();
     run.expect_code(1, "deploy whose connection was killed during the upload");
     assert!(
@@ -231,7 +181,7 @@ fn next_deploy_after_a_killed_connection_succeeds_without_unlock() {
     let running = site.spawn(&["deploy"]);
     wait_for_upload(&site, 1024 * 1024);
     wait_for_script(&site);
-    kill_sessions(&site);
+    site.sshd().kill_sessions();
     running
         .wait()
         .expect_code(1, "deploy whose connection was killed");
@@ -243,29 +193,6 @@ fn next_deploy_after_a_killed_connection_succeeds_without_unlock() {
     let next = site.deploy();
     site.assert_release_is_source(&next.release, &[]);
     site.assert_clean("after the deploy that followed a killed connection");
-}
-
-/// SIGKILLs the sshd processes below the listener: the deploy's connection dies, as when a
-/// network drops it. What sshd started (sftp-server, a shell waiting for the script) is left to
-/// see its input end, as it would then; killing those too would kill a login shell halfway
-/// through its start-up files (root's here run `pyenv init`, whose lock file then stays behind
-/// and stalls every later login for a minute).
-fn kill_sessions(site: &Site) {
-    let listener = site.sshd().pid();
-    let sessions: Vec<u32> = descendants(listener)
-        .into_iter()
-        .filter(|pid| {
-            fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.starts_with("sshd"))
-        })
-        .collect();
-    assert!(
-        !sessions.is_empty(),
-        "no sshd session process under {listener}"
-    );
-    for pid in sessions {
-        // SAFETY: plain kill(2) of a process this test's sshd started.
-        unsafe { libc::kill(pid as i32, libc::SIGKILL) };
-    }
 }
 
 // --- a client killed with SIGKILL -------------------------------------------------------------------
@@ -445,69 +372,17 @@ both_targets!(
 
 // --- a full disk -----------------------------------------------------------------------------------
 
-/// A tmpfs mounted on a directory for one test; unmounted on drop.
-struct Tmpfs {
-    dir: PathBuf,
-}
-
-impl Tmpfs {
-    fn mount(dir: &Path, size: &str) -> Tmpfs {
-        mkdirs(dir);
-        let out = Command::new("mount")
-            .args(["-t", "tmpfs", "-o"])
-            .arg(format!("size={size},mode=0755"))
-            .arg("tmpfs")
-            .arg(dir)
-            .output()
-            .expect("running mount");
-        assert!(
-            out.status.success(),
-            "mount -t tmpfs on {}: {out:?}",
-            dir.display()
-        );
-        Tmpfs {
-            dir: dir.to_path_buf(),
-        }
-    }
-
-    fn resize(&self, size: &str) {
-        let out = Command::new("mount")
-            .args(["-o"])
-            .arg(format!("remount,size={size}"))
-            .arg(&self.dir)
-            .output()
-            .expect("running mount -o remount");
-        assert!(
-            out.status.success(),
-            "resizing the tmpfs to {size}: {out:?}"
-        );
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let ok = Command::new("umount")
-            .arg(&self.dir)
-            .status()
-            .map(|s| s.success())
-            .unwrap_or(false);
-        if !ok {
-            let _ = Command::new("umount").arg("-l").arg(&self.dir).status();
-        }
-    }
-}
-
 /// The deploy path is a file system too small for the copy of the previous release: exit 1 with
 /// a "no space" message naming the file system, `current` untouched, the partial release, staging
 /// and the lock removed. Once there is room again, the next deploy works.
 fn disk_full_fails_naming_the_file_system(kind: TargetKind) {
-    if !root_or_skip("mounting a tmpfs") {
+    if !common::root_or_skip("mounting a tmpfs") {
         return;
     }
     let Some(site) = Site::new(kind) else { return };
     // Room for the first deploy (its archive and the unpacked tree: 2 x 5 MB), then not for
     // a second copy of the release.
-    let fs_ = Tmpfs::mount(&site.path, "16m");
+    let fs_ = common::Tmpfs::mount(&site.path, "16m");
     site.write("index.php", "<?php\n");
     site.write("assets/video.bin", noise(11, 5 * 1024 * 1024));
     let first = site.deploy();
@@ -687,7 +562,7 @@ impl Drop for Immutable {
 /// .cutover/trash (out of releases/, so never a rollback target), and later deploys still work
 /// and delete them once they can.
 fn undeletable_old_release_warns_and_stays_live(kind: TargetKind) {
-    if !root_or_skip("chattr +i") {
+    if !common::root_or_skip("chattr +i") {
         return;
     }
     let Some(mut site) = Site::new(kind) else {
@@ -781,7 +656,7 @@ both_targets!(undeletable_old_release_warns_and_stays_live);
 #[test]
 fn root_owned_dir_in_an_old_release_warns_and_stays_live() {
     use std::os::unix::fs::PermissionsExt;
-    if !root_or_skip("creating a deploy user") || !common::sshd_or_skip() {
+    if !common::root_or_skip("creating a deploy user") || !common::sshd_or_skip() {
         return;
     }
     let keys = tempfile::tempdir().unwrap();

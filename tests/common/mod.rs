@@ -30,6 +30,7 @@
 //! ```
 #![allow(dead_code)]
 
+pub mod fleet;
 pub mod proxy;
 pub mod scenarios;
 pub mod site;
@@ -172,6 +173,89 @@ impl Sshd {
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
+
+    /// SIGKILLs the sshd processes below the listener: every connection to this server dies,
+    /// as when a network drops it. What sshd started (sftp-server, a shell waiting for its
+    /// script) is left to see its input end, as it would then; killing those too would kill a
+    /// login shell halfway through its start-up files (root's here run `pyenv init`, whose lock
+    /// file then stays behind and stalls every later login for a minute).
+    pub fn kill_sessions(&self) {
+        let listener = self.pid();
+        let sessions: Vec<u32> = descendants(listener)
+            .into_iter()
+            .filter(|pid| {
+                fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.starts_with("sshd"))
+            })
+            .collect();
+        assert!(
+            !sessions.is_empty(),
+            "no sshd session process under {listener}"
+        );
+        for pid in sessions {
+            // SAFETY: plain kill(2) of a process this test's sshd started.
+            unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+        }
+    }
+}
+
+impl Sshd {
+    /// The processes its sessions started that still run (pid and command line): every one
+    /// carries `SSH_CONNECTION=… 127.0.0.1 PORT` in its environment, also once it has left the
+    /// process tree (a background job whose shell ended is adopted by init).
+    pub fn session_processes(&self) -> Vec<(u32, String)> {
+        let needle = format!(" 127.0.0.1 {}", self.port);
+        let mut found = Vec::new();
+        for entry in fs::read_dir("/proc").unwrap().flatten() {
+            let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+                continue;
+            };
+            // A zombie's environment reads empty: it runs nothing any more.
+            let Ok(environ) = fs::read(entry.path().join("environ")) else {
+                continue;
+            };
+            let ours = environ.split(|b| *b == 0).any(|var| {
+                var.strip_prefix(b"SSH_CONNECTION=")
+                    .is_some_and(|v| String::from_utf8_lossy(v).ends_with(&needle))
+            });
+            if ours {
+                let cmdline = fs::read(entry.path().join("cmdline")).unwrap_or_default();
+                let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+                found.push((pid, cmdline.trim().to_string()));
+            }
+        }
+        found
+    }
+}
+
+/// Every process below `pid` (children, grandchildren, ...), from /proc.
+pub fn descendants(pid: u32) -> Vec<u32> {
+    let mut parent_of: Vec<(u32, u32)> = Vec::new();
+    for entry in fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(p) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        // /proc/PID/stat: `pid (comm) state ppid ...`; comm may hold spaces and parentheses.
+        let Ok(stat) = fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        let Some((_, rest)) = stat.rsplit_once(')') else {
+            continue;
+        };
+        if let Some(ppid) = rest.split_whitespace().nth(1).and_then(|s| s.parse().ok()) {
+            parent_of.push((p, ppid));
+        }
+    }
+    let mut found = Vec::new();
+    let mut frontier = vec![pid];
+    while let Some(parent) = frontier.pop() {
+        for &(p, pp) in &parent_of {
+            if pp == parent && !found.contains(&p) {
+                found.push(p);
+                frontier.push(p);
+            }
+        }
+    }
+    found
 }
 
 impl Drop for Sshd {
@@ -508,6 +592,77 @@ fn find_in_path(name: &str) -> Option<PathBuf> {
     std::env::split_paths(&path)
         .map(|d| d.join(name))
         .find(|p| is_executable(p))
+}
+
+pub fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// For tests that need root (mount, chattr, useradd): true as root; otherwise a note and false
+/// on a developer machine, a failure under CI (where the tests run as root).
+pub fn root_or_skip(what: &str) -> bool {
+    if is_root() {
+        return true;
+    }
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "tests run as root in CI: {what} needs root"
+    );
+    eprintln!("skipping: {what} needs root");
+    false
+}
+
+/// A tmpfs mounted on a directory for one test; unmounted on drop.
+pub struct Tmpfs {
+    dir: PathBuf,
+}
+
+impl Tmpfs {
+    pub fn mount(dir: &Path, size: &str) -> Tmpfs {
+        site::mkdirs(dir);
+        let out = Command::new("mount")
+            .args(["-t", "tmpfs", "-o"])
+            .arg(format!("size={size},mode=0755"))
+            .arg("tmpfs")
+            .arg(dir)
+            .output()
+            .expect("running mount");
+        assert!(
+            out.status.success(),
+            "mount -t tmpfs on {}: {out:?}",
+            dir.display()
+        );
+        Tmpfs {
+            dir: dir.to_path_buf(),
+        }
+    }
+
+    pub fn resize(&self, size: &str) {
+        let out = Command::new("mount")
+            .args(["-o"])
+            .arg(format!("remount,size={size}"))
+            .arg(&self.dir)
+            .output()
+            .expect("running mount -o remount");
+        assert!(
+            out.status.success(),
+            "resizing the tmpfs to {size}: {out:?}"
+        );
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let ok = Command::new("umount")
+            .arg(&self.dir)
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+        if !ok {
+            let _ = Command::new("umount").arg("-l").arg(&self.dir).status();
+        }
+    }
 }
 
 /// A throwaway login user (`useradd`), for tests that need a deploy user who is not root;
