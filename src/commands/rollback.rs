@@ -194,7 +194,14 @@ async fn rollback(
             stay.push(h);
         }
     }
-    let result = crate::deploy::switch(&mut movers, fleet, single, out).await;
+    let result = crate::deploy::switch(
+        &mut movers,
+        fleet,
+        crate::deploy::Purpose::Rollback,
+        single,
+        out,
+    )
+    .await;
     hosts.extend(movers);
     hosts.extend(stay);
     result

@@ -56,6 +56,10 @@ pub struct HostDeploy {
     pipelined: bool,
     /// The script is running and owns the clean-up.
     script_started: bool,
+    /// Half the round trip of `go` → `cutover-swapped`: how long a word takes to get there.
+    one_way: Option<Duration>,
+    /// Its script said it could not switch `current` back: it is on the new release.
+    pub stuck: bool,
 }
 
 impl HostDeploy {
@@ -82,6 +86,8 @@ impl HostDeploy {
             phase: Phase::Connected,
             pipelined: false,
             script_started: false,
+            one_way: None,
+            stuck: false,
         })
     }
 
@@ -408,14 +414,25 @@ impl HostDeploy {
         if !self.pipelined {
             self.say(word::GO).await?;
         }
+        let sent = Instant::now();
         let mut swapped = false;
         loop {
             match self.next_line().await {
                 Some(Line::Swapped { .. }) => {
                     swapped = true;
                     self.phase = Phase::Swapped;
-                    self.report.switched_at_ms =
-                        Some(crate::output::started().elapsed().as_secs_f64() * 1000.0);
+                    let seen = Instant::now();
+                    // The host switched about halfway between the word leaving and the answer
+                    // arriving: a word and an answer travel the same link. A fleet of one sent
+                    // `go` long before, with its upload.
+                    if !self.pipelined {
+                        let round_trip = seen - sent;
+                        self.one_way = Some(round_trip / 2);
+                        if let crate::config::Host::Ssh { .. } = self.target.host {
+                            self.report.rtt_ms = Some(round_trip.as_secs_f64() * 1000.0);
+                        }
+                    }
+                    self.report.switched_at_ms = Some(self.ms_at(seen));
                     self.out.stage("switched");
                 }
                 Some(Line::Verified(ok)) => return Ok(ok),
@@ -445,6 +462,7 @@ impl HostDeploy {
                     self.phase = Phase::Done;
                     self.report.status = Status::Live;
                     self.collect_warnings(warnings);
+                    self.finished();
                     return Ok(status);
                 }
                 Some(_) => {}
@@ -475,10 +493,29 @@ impl HostDeploy {
                 })
                 .await;
                 if reverted {
-                    self.report.status = Status::Reverted;
+                    self.reverted();
                 }
             }
         }
+        if self.phase == Phase::Swapped && self.report.status != Status::Reverted {
+            // It switched and never said it switched back: it may still be on the new release.
+            self.report.status = Status::Unknown;
+            self.stuck = self.shell.as_ref().and_then(Shell::exit_code) == Some(Some(4));
+            let why = if self.stuck {
+                format!(
+                    "{}: its script could not switch current back: release {} stays live there",
+                    self.target.stage("revert"),
+                    self.report.release.as_deref().unwrap_or("?")
+                )
+            } else {
+                format!(
+                    "{}: the end of its script was not seen; on the server the script switches back by itself when it sees its client gone",
+                    self.target.stage("revert")
+                )
+            };
+            self.report.error = Some(why);
+        }
+        self.finished();
         self.clean_up().await;
     }
 
@@ -494,9 +531,44 @@ impl HostDeploy {
         let line = shell.next_line().await?;
         let parsed = Line::parse(&line);
         if parsed == Line::Reverted {
-            self.report.status = Status::Reverted;
+            self.reverted();
         }
         Some(parsed)
+    }
+
+    /// The script said it switched back.
+    fn reverted(&mut self) {
+        self.report.status = Status::Reverted;
+        self.report.reverted_at_ms = Some(self.ms_at(Instant::now()));
+    }
+
+    /// When the host did what the line seen at `seen` says, in milliseconds since the command
+    /// started: one one-way trip before it was seen.
+    fn ms_at(&self, seen: Instant) -> f64 {
+        let at = seen - self.one_way.unwrap_or_default();
+        at.saturating_duration_since(crate::output::started())
+            .as_secs_f64()
+            * 1000.0
+    }
+
+    /// This host's part failed: the report keeps why (without the hint) and when.
+    pub fn failed(&mut self, e: &anyhow::Error) {
+        if self.report.error.is_none() {
+            let text = format!("{e:#}");
+            let text = match text.split_once("\nhint: ") {
+                Some((message, _)) => message.to_string(),
+                None => text,
+            };
+            self.report.error = Some(text);
+        }
+        self.finished();
+    }
+
+    /// This host's part is over: note when (the first time).
+    fn finished(&mut self) {
+        if self.report.seconds == 0.0 {
+            self.report.seconds = crate::output::started().elapsed().as_secs_f64();
+        }
     }
 
     fn collect_warnings(&mut self, count: u64) {
@@ -613,11 +685,18 @@ impl HostDeploy {
                     .await
             {
                 notes.push("reconnected".into());
+                let before = notes.len();
                 done = try_clean(&fresh, &self.layout, &lock, staging.as_deref(), &mut notes).await;
+                if done && notes.len() == before {
+                    // The script ran after all (its first line was lost with the connection).
+                    notes.push("the lock was released already: the deploy script saw the connection end, and removes what it built and its staging itself".into());
+                }
                 fresh.close().await;
             }
         }
-        if done && notes.is_empty() && script_runs {
+        if done && notes.is_empty() && script_runs && self.report.status == Status::Unknown {
+            notes.push("the deploy script released the lock".into());
+        } else if done && notes.is_empty() && script_runs {
             // The script cleaned up after itself: say so, once checked.
             let gone = match &staging {
                 Some(s) => matches!(self.session.path_kind(s).await, Ok(PathKind::Missing)),

@@ -53,29 +53,39 @@ pub struct Options {
 pub async fn run(fleet: &Fleet, opts: Options, out: &Output) -> (Report, Result<()>) {
     let started = Instant::now();
     let mut hosts: Vec<HostDeploy> = Vec::new();
-    let result = stages(fleet, opts, out, &mut hosts).await;
+    let mut unreached: Vec<HostReport> = Vec::new();
+    let result = stages(fleet, opts, out, &mut hosts, &mut unreached).await;
     let status = match &result {
         Ok(s) => *s,
         Err(_) => overall(&hosts),
     };
-    let mut reports = Vec::new();
+    let mut done = Vec::new();
     for h in hosts {
         let mut r = h.report.clone();
-        r.seconds = started.elapsed().as_secs_f64();
-        reports.push(r);
+        if r.seconds == 0.0 {
+            r.seconds = started.elapsed().as_secs_f64();
+        }
+        done.push(r);
         h.close().await;
     }
-    if reports.is_empty() {
-        reports = fleet
-            .hosts
-            .iter()
-            .map(|t| HostReport {
-                host: t.label.clone(),
-                destination: t.describe(),
-                ..HostReport::default()
-            })
-            .collect();
-    }
+    // Every host of the fleet, in its order: also those never reached (or, when the deploy
+    // stopped before connecting, all of them).
+    let reports = fleet
+        .hosts
+        .iter()
+        .map(|t| {
+            let mine = |r: &&HostReport| r.host == t.label;
+            done.iter()
+                .find(mine)
+                .or_else(|| unreached.iter().find(mine))
+                .cloned()
+                .unwrap_or_else(|| HostReport {
+                    host: t.label.clone(),
+                    destination: t.describe(),
+                    ..HostReport::default()
+                })
+        })
+        .collect();
     let report = Report::new(
         &fleet.name,
         reports,
@@ -108,6 +118,7 @@ async fn stages(
     opts: Options,
     out: &Output,
     hosts: &mut Vec<HostDeploy>,
+    unreached: &mut Vec<HostReport>,
 ) -> Result<Status> {
     let single = fleet.is_single();
     if opts.emit_script && !single {
@@ -160,10 +171,19 @@ async fn stages(
         }
     };
     let mut failures = Vec::new();
-    for c in connected {
+    for (t, c) in fleet.hosts.iter().zip(connected) {
         match c {
             Ok(h) => hosts.push(h),
-            Err(e) => failures.push(e),
+            Err(e) => {
+                unreached.push(HostReport {
+                    host: t.label.clone(),
+                    destination: t.describe(),
+                    error: Some(format!("{e:#}")),
+                    seconds: crate::output::started().elapsed().as_secs_f64(),
+                    ..HostReport::default()
+                });
+                failures.push(e);
+            }
         }
     }
     let new = match scan {
@@ -224,7 +244,7 @@ async fn stages(
         give_back_all(hosts).await;
         return Err(stopped(signal));
     }
-    let failures: Vec<anyhow::Error> = surveyed.into_iter().filter_map(Result::err).collect();
+    let (_, failures) = note_failures(hosts, surveyed);
     if !failures.is_empty() {
         give_back_all(hosts).await;
         return Err(first_failure(
@@ -286,15 +306,8 @@ async fn stages(
         }
         p = prepared => p,
     };
-    let mut failures = Vec::new();
-    let mut emitted = None;
-    for p in prepared {
-        match p {
-            Ok(Some(script)) => emitted = Some(script),
-            Ok(None) => {}
-            Err(e) => failures.push(e),
-        }
-    }
+    let (prepared, failures) = note_failures(hosts, prepared);
+    let emitted = prepared.into_iter().flatten().next();
     if let Some(script) = emitted {
         print!("{script}");
         let h = &mut hosts[0];
@@ -348,7 +361,7 @@ async fn stages(
             }
             r = ready => r,
         };
-        let failures: Vec<anyhow::Error> = ready.into_iter().filter_map(Result::err).collect();
+        let (_, failures) = note_failures(hosts, ready);
         if !failures.is_empty() {
             call_off_all(hosts).await;
             return Err(first_failure(
@@ -360,7 +373,7 @@ async fn stages(
         // --- 6. the barrier passed: switch every host, then commit or revert together.
         notice(interrupts)
     };
-    let result = switch(hosts, fleet, single, out).await;
+    let result = switch(hosts, fleet, Purpose::Deploy, single, out).await;
     notice.abort();
     result
 }
@@ -369,6 +382,7 @@ async fn stages(
 pub(crate) async fn switch(
     hosts: &mut [HostDeploy],
     fleet: &Fleet,
+    purpose: Purpose,
     single: bool,
     out: &Output,
 ) -> Result<Status> {
@@ -386,13 +400,22 @@ pub(crate) async fn switch(
             })
             .collect();
         for (h, v) in hosts.iter_mut().zip(verdicts) {
-            if matches!(v, Ok(false)) {
+            match v {
                 // It switches back by itself; wait for it.
-                h.phase = Phase::Swapped;
+                Ok(false) => {
+                    h.phase = Phase::Swapped;
+                    h.failed(&anyhow!(
+                        "{}: a verify hook failed",
+                        h.target.stage("verify")
+                    ));
+                }
+                Err(e) => h.failed(&e),
+                Ok(true) => {}
             }
-            h.call_off().await;
         }
-        return Err(split_or_failed(hosts, fleet, reasons.join("; ")));
+        // Every host at once: the hosts on the new release are what makes the fleet mixed.
+        futures::future::join_all(hosts.iter_mut().map(|h| h.call_off())).await;
+        return Err(split_or_failed(hosts, fleet, purpose, reasons.join("; ")));
     }
     let committed = futures::future::join_all(hosts.iter_mut().map(|h| h.commit())).await;
     let mut warnings = false;
@@ -405,12 +428,13 @@ pub(crate) async fn switch(
                 if h.report.status != Status::Reverted {
                     h.report.status = Status::Unknown;
                 }
+                h.failed(&e);
                 errors.push(format!("{e:#}"));
             }
         }
     }
     if !errors.is_empty() {
-        return Err(split_or_failed(hosts, fleet, errors.join("; ")));
+        return Err(split_or_failed(hosts, fleet, purpose, errors.join("; ")));
     }
     if single {
         let h = &hosts[0];
@@ -432,46 +456,109 @@ pub(crate) async fn switch(
     Ok(Status::Live)
 }
 
-/// After a failed switch: exit 1 when every host is back where it was, exit 4 when some are
-/// on the new release and some are not, with the command that reconciles them.
-fn split_or_failed(hosts: &[HostDeploy], fleet: &Fleet, why: String) -> anyhow::Error {
-    let states: Vec<String> = hosts
-        .iter()
-        .map(|h| {
-            format!(
-                "  {}: {} ({})",
-                h.target.label,
-                h.report.status.word(),
-                match h.report.status {
-                    Status::Live => format!(
-                        "on the new release {}",
-                        h.report.release.as_deref().unwrap_or("?")
-                    ),
-                    Status::Unknown =>
-                        "may be on either release: see `cutover releases`".to_string(),
-                    _ => format!(
-                        "on {}",
-                        h.report.previous.as_deref().unwrap_or("its previous state")
-                    ),
-                }
-            )
-        })
-        .collect();
+/// What a switch is for: it decides which release a split fleet is brought back to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Purpose {
+    /// A deploy: `previous` is where every host was, `release` the new one.
+    Deploy,
+    /// A rollback: `release` is where every host was going, and stays on every host.
+    Rollback,
+}
+
+/// After a failed switch: exit 1 when every host is back where it was; exit 4 when the fleet
+/// may be split (a host on the new release, or one whose state is unknown), with each host's
+/// state and the exact command that brings the hosts together.
+fn split_or_failed(
+    hosts: &[HostDeploy],
+    fleet: &Fleet,
+    purpose: Purpose,
+    why: String,
+) -> anyhow::Error {
+    let name = &fleet.name;
+    let committed = hosts.iter().any(|h| h.report.status == Status::Live);
+    // Where every host should end: a deploy that committed nowhere goes back to the previous
+    // release (present on every host: nothing was pruned); one that committed somewhere goes
+    // forward with a new deploy (a host that switched back removed the new release). A
+    // rollback goes on to the release it was going to (a rollback removes nothing).
+    let command = |host: Option<&HostDeploy>| -> String {
+        let narrow = host
+            .map(|h| format!(" --host {}", crate::shell::word(&h.target.label)))
+            .unwrap_or_default();
+        let back_to = match host {
+            Some(h) => h.report.previous.clone(),
+            None => {
+                let first = hosts[0].report.previous.clone();
+                hosts
+                    .iter()
+                    .all(|h| h.report.previous == first)
+                    .then_some(first)
+                    .flatten()
+            }
+        };
+        match (purpose, committed, back_to) {
+            (Purpose::Rollback, _, _) => format!(
+                "cutover rollback {name}{narrow} --to {}",
+                hosts[0].report.release.as_deref().unwrap_or("?")
+            ),
+            (Purpose::Deploy, false, Some(previous)) => {
+                format!("cutover rollback {name}{narrow} --to {previous}")
+            }
+            (Purpose::Deploy, _, _) => format!("cutover deploy {name}{narrow}"),
+        }
+    };
     let split = hosts
         .iter()
         .any(|h| matches!(h.report.status, Status::Live | Status::Unknown));
+    let states: Vec<String> = hosts
+        .iter()
+        .map(|h| {
+            let release = h.report.release.as_deref().unwrap_or("?");
+            let previous = h.report.previous.as_deref();
+            let (state, fix) = match h.report.status {
+                Status::Live => (format!("on {release}"), committed && split),
+                Status::Unknown if h.stuck => (
+                    format!("still on {release}: its script could not switch current back"),
+                    true,
+                ),
+                Status::Unknown => (
+                    format!(
+                        "may still be on {release}{}",
+                        previous
+                            .map(|p| format!(" (or back on {p})"))
+                            .unwrap_or_default()
+                    ),
+                    true,
+                ),
+                _ => (
+                    match previous {
+                        Some(p) => format!("on {p}"),
+                        None => "as before (no release)".to_string(),
+                    },
+                    false,
+                ),
+            };
+            let fix = if fix && !committed {
+                format!("; to bring it back: {}", command(Some(h)))
+            } else {
+                String::new()
+            };
+            format!(
+                "  {}: {}, {state}{fix}",
+                h.target.label,
+                h.report.status.word()
+            )
+        })
+        .collect();
     if split && hosts.len() > 1 {
-        let id = hosts[0].report.release.clone().unwrap_or_default();
         FleetSplit(crate::error::with_hint(
             format!(
-                "target {}, stage swap: the fleet is split ({why}):\n{}",
-                fleet.name,
+                "target {name}, stage swap: the fleet may be split ({why}):\n{}",
                 states.join("\n")
             ),
             format!(
-                "bring every host to one release: `cutover deploy {0}` again, or `cutover rollback {0}`; \
-                 `cutover releases {0}` shows which host is on {id}",
-                fleet.name
+                "to bring every host to one release, run: {} (hosts already there are left alone); \
+                 `cutover releases {name}` shows where each host is",
+                command(None)
             ),
         ))
         .into()
@@ -479,13 +566,32 @@ fn split_or_failed(hosts: &[HostDeploy], fleet: &Fleet, why: String) -> anyhow::
         anyhow!("{why}")
     } else if hosts.len() > 1 {
         anyhow!(
-            "target {}, stage swap: not switched ({why}); every host is back on its previous release:\n{}",
-            fleet.name,
+            "target {name}, stage swap: not switched ({why}); every host is back on its previous release:\n{}",
             states.join("\n")
         )
     } else {
         anyhow!("{why}")
     }
+}
+
+/// Each host's result of one stage, in the hosts' order: what succeeded, and the failures, each
+/// also noted in its host's report (its error, and when its part ended).
+fn note_failures<T>(
+    hosts: &mut [HostDeploy],
+    results: Vec<Result<T>>,
+) -> (Vec<T>, Vec<anyhow::Error>) {
+    let mut ok = Vec::new();
+    let mut failures = Vec::new();
+    for (h, r) in hosts.iter_mut().zip(results) {
+        match r {
+            Ok(v) => ok.push(v),
+            Err(e) => {
+                h.failed(&e);
+                failures.push(e);
+            }
+        }
+    }
+    (ok, failures)
 }
 
 /// One error for several hosts' failures: the first, with how many others failed.
