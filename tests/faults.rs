@@ -523,40 +523,6 @@ mod simultaneous_deploys_refusal_names_the_holder {
 
 // --- cleanup that cannot remove an old release ------------------------------------------------------
 
-/// `chattr +i` on a path for one test (an immutable directory cannot lose its entries, nor be
-/// removed, even by root); `chattr -i` on drop, so the temp dir can be removed.
-struct Immutable {
-    path: PathBuf,
-}
-
-impl Immutable {
-    /// None when the file system does not support the flag (checked with lsattr).
-    fn set(path: &Path) -> Option<Immutable> {
-        let ok = Command::new("chattr")
-            .arg("+i")
-            .arg(path)
-            .output()
-            .map(|o| o.status.success())
-            .unwrap_or(false);
-        let guard = Immutable {
-            path: path.to_path_buf(),
-        };
-        let flags = Command::new("lsattr").arg("-d").arg(path).output().ok()?;
-        let flags = String::from_utf8_lossy(&flags.stdout);
-        let set = flags
-            .split_whitespace()
-            .next()
-            .is_some_and(|f| f.contains('i'));
-        (ok && set).then_some(guard)
-    }
-}
-
-impl Drop for Immutable {
-    fn drop(&mut self) {
-        let _ = Command::new("chattr").arg("-i").arg(&self.path).status();
-    }
-}
-
 /// Cleanup cannot remove the oldest release (a directory in it is immutable): the new release is
 /// live anyway, the deploy exits 3 with a warning naming the path; the remains wait in
 /// .cutover/trash (out of releases/, so never a rollback target), and later deploys still work
@@ -574,7 +540,7 @@ fn undeletable_old_release_warns_and_stays_live(kind: TargetKind) {
     site.write("index.php", "<?php echo 2;\n");
     let second = site.deploy().release;
     let stuck = site.release_dir(&oldest).join("assets");
-    let Some(mut guard) = Immutable::set(&stuck) else {
+    let Some(mut guard) = common::Immutable::set(&stuck) else {
         assert!(
             std::env::var_os("CI").is_none(),
             "chattr +i is not supported on {}: the CI runner's temp dir must support it",

@@ -14,7 +14,12 @@
 //! fleet's promise.
 mod common;
 
+use std::fs;
+use std::os::unix::fs::MetadataExt;
+use std::time::{Duration, Instant};
+
 use common::fleet::Fleet;
+use common::site::*;
 
 /// The fleet size of the cases the fleet promise is about: all good, one bad host, a failing
 /// verify hook.
@@ -122,4 +127,770 @@ fn twenty_hosts_all_good_get_one_release_equal_to_the_source_in_one_exec_each() 
     }
     f.assert_clean("after the second deploy");
     f.assert_nothing_left_running("after the second deploy");
+}
+
+// --- one bad host among twenty -------------------------------------------------------------------
+
+/// The host that goes wrong in the one-bad-host cases: one in the middle of the fleet.
+const BAD: &str = "web07";
+
+/// Twenty hosts on release v1, and v2 written into the source: where each one-bad-host case
+/// starts.
+struct OnV1 {
+    f: Fleet,
+    v1: String,
+    /// The tree of release v1, as deployed.
+    tree: Tree,
+}
+
+fn twenty_on_v1() -> Option<OnV1> {
+    let f = Fleet::start(FLEET)?;
+    write_site(&f, "v1");
+    let v1 = f.deploy();
+    let tree = snapshot(&f.hosts[0].app.release_dir(&v1));
+    write_site(&f, "v2");
+    Some(OnV1 { f, v1, tree })
+}
+
+impl OnV1 {
+    /// What a deploy that failed before the switch must leave: exit 1, every host still on v1,
+    /// byte for byte, with no other release; nothing reported live; no lock (but
+    /// `foreign_lock`'s, which was not this deploy's), no staging, no partial release anywhere;
+    /// and the error names the bad host.
+    fn assert_every_host_untouched(&self, run: &Run, foreign_lock: Option<&str>) {
+        let v1 = self.v1.as_str();
+        run.expect_code(1, "a fleet deploy with one bad host");
+        assert!(
+            run.stderr.contains(BAD),
+            "the error names the bad host\n{}",
+            run.describe()
+        );
+        assert!(
+            run.stderr.contains("1 of 20 hosts failed"),
+            "says how many hosts failed\n{}",
+            run.describe()
+        );
+        assert!(
+            !run.stdout.contains(" is live") && !run.stderr.contains("current -> "),
+            "nothing switched\n{}",
+            run.describe()
+        );
+        for h in &self.f.hosts {
+            let context = format!("{} after the failed deploy", h.label);
+            assert_eq!(
+                h.app.current_id().as_deref(),
+                Some(v1),
+                "{context}: current unchanged\n{}",
+                run.describe()
+            );
+            assert_eq!(h.app.releases(), [v1], "{context}: no other release");
+            assert_eq!(h.app.manifests(), [v1], "{context}: no other manifest");
+            assert_trees_equal(&self.tree, &snapshot(&h.app.release_dir(v1)), &context);
+            if foreign_lock == Some(h.label.as_str()) {
+                assert!(h.app.lock_exists(), "{context}: someone else's lock stays");
+                assert!(h.app.staging_leftovers().is_empty(), "{context}: staging");
+                assert!(h.app.leftovers().is_empty(), "{context}: partial release");
+            } else {
+                h.app.assert_clean(&context);
+            }
+        }
+        self.f
+            .assert_nothing_left_running("after the failed deploy");
+    }
+
+    /// The deploy after the fault is gone works on every host.
+    fn assert_next_deploy_works(&self) {
+        let v2 = self.f.deploy();
+        for h in &self.f.hosts {
+            h.app.assert_release_is(&self.f.src, &v2, &[]);
+        }
+        self.f
+            .assert_clean("after the deploy that followed the fault");
+        self.f
+            .assert_nothing_left_running("after the deploy that followed the fault");
+    }
+}
+
+/// web07 no longer accepts our key: the deploy stops at the connection, before any host is
+/// locked or runs anything.
+#[test]
+fn one_host_refusing_the_key_changes_no_host() {
+    let Some(case) = twenty_on_v1() else { return };
+    let bad = case.f.host(BAD);
+    let keys = bad.sshd.dir.path().join("authorized_keys");
+    let authorized = fs::read(&keys).unwrap();
+    fs::write(&keys, "").unwrap();
+    let execs: Vec<usize> = case
+        .f
+        .hosts
+        .iter()
+        .map(|h| h.sshd.exec_sessions())
+        .collect();
+
+    let run = case.f.cutover(&["deploy"]);
+    case.assert_every_host_untouched(&run, None);
+    assert!(
+        run.stderr.contains("authentication") || run.stderr.contains("auth"),
+        "says the login failed\n{}",
+        run.describe()
+    );
+    let after: Vec<usize> = case
+        .f
+        .hosts
+        .iter()
+        .map(|h| h.sshd.exec_sessions())
+        .collect();
+    assert_eq!(execs, after, "no host ran anything");
+
+    fs::write(&keys, authorized).unwrap();
+    case.assert_next_deploy_works();
+}
+
+/// web07 is locked by a deploy from elsewhere: every host that was locked gives its lock back;
+/// web07's lock, not ours, stays as it was.
+#[test]
+fn one_host_locked_by_another_deploy_changes_no_host() {
+    let Some(case) = twenty_on_v1() else { return };
+    let bad = case.f.host(BAD);
+    let info = "holder=ci@elsewhere\npid=4242\nstarted=2026-01-01T00:00:00Z\ncommand=cutover deploy\ntoken=0123456789abcdef0123456789abcdef\n";
+    write_file(&bad.app.at(".cutover/lock/info"), info.as_bytes(), 0o644);
+
+    let run = case.f.cutover(&["deploy"]);
+    case.assert_every_host_untouched(&run, Some(BAD));
+    for needle in [
+        "locked by another deploy",
+        "ci@elsewhere",
+        "cutover unlock t",
+    ] {
+        assert!(
+            run.stderr.contains(needle),
+            "names {needle:?}\n{}",
+            run.describe()
+        );
+    }
+    assert_eq!(
+        fs::read_to_string(bad.app.at(".cutover/lock/info")).unwrap(),
+        info,
+        "the other deploy's lock is left as it was"
+    );
+
+    let unlock = case.f.cutover(&["--host", BAD, "unlock"]);
+    unlock.expect_code(0, "unlock web07");
+    case.assert_next_deploy_works();
+}
+
+/// web07's deploy path is a file system too small for a copy of its live release: its script
+/// fails while the others wait at the barrier; they are called off and remove what they built.
+#[test]
+fn one_host_with_a_full_disk_changes_no_host() {
+    if !common::root_or_skip("mounting a tmpfs") {
+        return;
+    }
+    let Some(f) = Fleet::start(FLEET) else { return };
+    // Room for the first deploy (its archive and the unpacked tree: 2 x 2 MB), then not for a
+    // second copy of the release.
+    let disk = common::Tmpfs::mount(&f.host(BAD).app.path, "6m");
+    write_site(&f, "v1");
+    f.write("assets/video.bin", noise(11, 2 * 1024 * 1024));
+    let v1 = f.deploy();
+    let tree = snapshot(&f.hosts[0].app.release_dir(&v1));
+    write_site(&f, "v2");
+    disk.resize("3m");
+    let case = OnV1 { f, v1, tree };
+
+    let run = case.f.cutover(&["deploy"]);
+    case.assert_every_host_untouched(&run, None);
+    assert!(
+        run.stderr.contains("no space left"),
+        "says the disk is full\n{}",
+        run.describe()
+    );
+
+    disk.resize("16m");
+    case.assert_next_deploy_works();
+    drop(disk);
+}
+
+/// web07's before_swap hook fails: every host was built and is waiting at the barrier or
+/// building; all are called off.
+#[test]
+fn one_host_failing_its_before_swap_hook_changes_no_host() {
+    let Some(mut case) = twenty_on_v1() else {
+        return;
+    };
+    case.f.configure(
+        "[hooks]\nbefore_swap = ['test ! -e \"$CUTOVER_DEPLOY_PATH/../fail-before-swap\"']\n",
+        "",
+    );
+    let marker = case.f.host(BAD).marker("fail-before-swap");
+    fs::write(&marker, "").unwrap();
+
+    let run = case.f.cutover(&["deploy"]);
+    case.assert_every_host_untouched(&run, None);
+    assert!(
+        run.stderr.contains("before_swap hook failed"),
+        "names the hook\n{}",
+        run.describe()
+    );
+
+    fs::remove_file(&marker).unwrap();
+    case.assert_next_deploy_works();
+}
+
+/// web07's SSH connection is killed while it uploads (its link is slow, so its upload is still
+/// under way when the others are ready): every host is called off; web07's script, which sees
+/// its input end, removes what it built by itself.
+#[test]
+fn one_host_losing_its_connection_during_the_upload_changes_no_host() {
+    let Some(mut case) = twenty_on_v1() else {
+        return;
+    };
+    // 3 MB at 1 MB/s for web07; the others take it at loopback speed.
+    case.f.write("assets/video.bin", noise(12, 3 * 1024 * 1024));
+    case.f.proxy_host(
+        BAD,
+        common::proxy::Link {
+            delay: Duration::ZERO,
+            rate: Some(1024 * 1024),
+        },
+    );
+    let bad = case.f.host(BAD);
+
+    let running = case.f.spawn(&["deploy"]);
+    wait_for_upload(&bad.app, 256 * 1024);
+    bad.sshd.kill_sessions();
+    let run = running.wait();
+    // web07's script stops by itself once it sees its input end.
+    wait_until_clean(&bad.app);
+    case.assert_every_host_untouched(&run, None);
+    assert!(
+        run.stderr.contains("connection") && run.stderr.contains("was lost"),
+        "says the connection was lost\n{}",
+        run.describe()
+    );
+
+    case.assert_next_deploy_works();
+}
+
+/// Waits until an upload into the deploy path has sent at least `bytes` (the archives in
+/// staging), and the deploy script runs there (its partial release exists).
+fn wait_for_upload(app: &DeployPath, bytes: u64) {
+    let staging = app.at(".cutover/staging");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let sent: u64 = list_names(&staging)
+            .iter()
+            .flat_map(|id| {
+                let dir = staging.join(id);
+                list_names(&dir)
+                    .into_iter()
+                    .filter(|n| n.starts_with("files") && n.ends_with(".tar"))
+                    .filter_map(move |n| fs::metadata(dir.join(n)).ok())
+            })
+            .map(|m| m.len())
+            .sum();
+        let script = app.releases().iter().any(|n| n.ends_with(".partial"));
+        if sent >= bytes && script {
+            return;
+        }
+        assert!(Instant::now() < deadline, "the upload never got under way");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Waits (up to 30 s) until no lock, staging or partial release is left: what a deploy script
+/// that lost its client removes by itself.
+fn wait_until_clean(app: &DeployPath) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while app.lock_exists() || !app.staging_leftovers().is_empty() || !app.leftovers().is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "{}: left behind: lock {}, staging {:?}, {:?}",
+            app.path.display(),
+            app.lock_exists(),
+            app.staging_leftovers(),
+            app.leftovers()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+// --- a client killed at the worst moments --------------------------------------------------------
+
+/// Hosts in the cases below: enough to be a fleet, few enough to keep the test short.
+const SMALL_FLEET: usize = 6;
+
+/// A hook that says it runs (`NAME` beside the deploy path), then waits for the test's `go-on`
+/// there (at most 60 s): a deterministic moment in the deploy, on every host.
+fn gate_hook(name: &str) -> String {
+    format!(
+        "touch \"$CUTOVER_DEPLOY_PATH/../{name}\"; n=0; while [ ! -e \"$CUTOVER_DEPLOY_PATH/../go-on\" ] && [ $n -lt 1200 ]; do sleep 0.05; n=$((n + 1)); done"
+    )
+}
+
+/// Waits until the marker `name` exists beside every host's deploy path.
+fn wait_for_every_host(f: &Fleet, name: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !f.hosts.iter().all(|h| h.marker(name).exists()) {
+        assert!(
+            Instant::now() < deadline,
+            "not every host got to {name}: {:?}",
+            f.hosts
+                .iter()
+                .filter(|h| !h.marker(name).exists())
+                .map(|h| &h.label)
+                .collect::<Vec<_>>()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn open_gates(f: &Fleet) {
+    for h in &f.hosts {
+        fs::write(h.marker("go-on"), "").unwrap();
+    }
+}
+
+/// The client is killed (SIGKILL: nothing of it runs any more) while every host runs its
+/// before_swap hook, the release built but not switched: each host's script sees its client
+/// gone at its next wait, removes what it built and its staging, and releases the lock.
+#[test]
+fn client_killed_while_hosts_prepare_leaves_every_host_to_clean_up_by_itself() {
+    let Some(mut f) = Fleet::start(SMALL_FLEET) else {
+        return;
+    };
+    write_site(&f, "v1");
+    let v1 = f.deploy();
+    f.configure(
+        &format!(
+            "barrier_timeout = 5\n[hooks]\nbefore_swap = [{}]\n",
+            toml_str(&gate_hook("preparing"))
+        ),
+        "",
+    );
+    write_site(&f, "v2");
+    let mut running = f.spawn(&["deploy"]);
+    wait_for_every_host(&f, "preparing");
+    running.signal("KILL");
+    let _ = running.child.wait();
+    open_gates(&f);
+    for h in &f.hosts {
+        wait_until_clean(&h.app);
+        assert_eq!(
+            h.app.current_id().as_deref(),
+            Some(v1.as_str()),
+            "{}",
+            h.label
+        );
+        assert_eq!(
+            h.app.releases(),
+            [v1.as_str()],
+            "{}: the new release is gone",
+            h.label
+        );
+    }
+    f.assert_clean("after the client was killed while the hosts prepared");
+    f.assert_nothing_left_running("after the client was killed while the hosts prepared");
+}
+
+/// The client is killed after `go`, before `commit`: every host has switched and runs its
+/// verify hook. Each host's script sees its client gone when the hook ends and switches back by
+/// itself, within barrier_timeout.
+#[test]
+fn client_killed_after_go_leaves_every_host_to_switch_back_by_itself() {
+    let Some(mut f) = Fleet::start(SMALL_FLEET) else {
+        return;
+    };
+    write_site(&f, "v1");
+    let v1 = f.deploy();
+    let barrier_timeout = 5;
+    f.configure(
+        &format!(
+            "barrier_timeout = {barrier_timeout}\n[hooks]\nverify = [{}]\n",
+            toml_str(&gate_hook("verifying"))
+        ),
+        "",
+    );
+    write_site(&f, "v2");
+    let mut running = f.spawn(&["deploy"]);
+    wait_for_every_host(&f, "verifying");
+    let v2 = f.hosts[0].app.current_id().unwrap();
+    assert_ne!(v2, v1);
+    for h in &f.hosts {
+        assert_eq!(
+            h.app.current_id(),
+            Some(v2.clone()),
+            "{}: switched",
+            h.label
+        );
+    }
+    running.signal("KILL");
+    let _ = running.child.wait();
+    let killed = Instant::now();
+    open_gates(&f);
+    let back = wait_until_every_host_is_on(&f, &v1, Duration::from_secs(barrier_timeout));
+    eprintln!(
+        "client killed after go: every host back on its previous release {:.0} ms after the kill (barrier_timeout {barrier_timeout} s)",
+        back.duration_since(killed).as_secs_f64() * 1000.0
+    );
+    for h in &f.hosts {
+        wait_until_clean(&h.app);
+        assert_eq!(
+            h.app.releases(),
+            [v1.as_str()],
+            "{}: the new release is gone",
+            h.label
+        );
+    }
+    f.assert_nothing_left_running("after the client was killed after go");
+}
+
+/// The client stops answering after `go` (SIGSTOP: its connections stay open, so no host sees
+/// its input end): every host's watchdog ends the wait for `commit` after barrier_timeout
+/// seconds and switches back.
+#[test]
+fn client_frozen_after_go_leaves_every_host_to_switch_back_after_barrier_timeout() {
+    let Some(mut f) = Fleet::start(SMALL_FLEET) else {
+        return;
+    };
+    write_site(&f, "v1");
+    let v1 = f.deploy();
+    let barrier_timeout = 3;
+    f.configure(
+        &format!(
+            "barrier_timeout = {barrier_timeout}\n[hooks]\nverify = [{}]\n",
+            toml_str(&gate_hook("verifying"))
+        ),
+        "",
+    );
+    write_site(&f, "v2");
+    let mut running = f.spawn(&["deploy"]);
+    wait_for_every_host(&f, "verifying");
+    running.signal("STOP");
+    open_gates(&f);
+    let opened = Instant::now();
+    // The watchdog counts whole seconds, one `sleep 1` at a time: allow a second for that.
+    let back = wait_until_every_host_is_on(&f, &v1, Duration::from_secs(barrier_timeout + 1));
+    let took = back.duration_since(opened);
+    eprintln!(
+        "client frozen after go: every host back on its previous release {:.0} ms after its wait for commit began (barrier_timeout {barrier_timeout} s)",
+        took.as_secs_f64() * 1000.0
+    );
+    assert!(
+        took >= Duration::from_secs(barrier_timeout - 1),
+        "the hosts waited for the client (barrier_timeout {barrier_timeout} s), took {took:?}"
+    );
+    running.signal("KILL");
+    let _ = running.child.wait();
+    for h in &f.hosts {
+        wait_until_clean(&h.app);
+        assert_eq!(
+            h.app.releases(),
+            [v1.as_str()],
+            "{}: the new release is gone",
+            h.label
+        );
+    }
+    f.assert_nothing_left_running("after the frozen client");
+}
+
+/// Waits until every host's `current` is `id` again (failing after `limit`); when it was.
+fn wait_until_every_host_is_on(f: &Fleet, id: &str, limit: Duration) -> Instant {
+    let start = Instant::now();
+    loop {
+        if f.hosts
+            .iter()
+            .all(|h| h.app.current_id().as_deref() == Some(id))
+        {
+            return Instant::now();
+        }
+        assert!(
+            start.elapsed() < limit,
+            "not every host is back on {id} after {limit:?}: {:?}",
+            f.currents()
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+// --- a verify hook failing on one host -----------------------------------------------------------
+
+/// The ctime of `current` (the symlink itself): when it was last renamed into place.
+fn current_ctime(app: &DeployPath) -> f64 {
+    let md = fs::symlink_metadata(app.at("current")).unwrap();
+    md.ctime() as f64 + md.ctime_nsec() as f64 / 1e9
+}
+
+/// Twenty hosts switch; web07's verify hook fails: every host switches back to its previous
+/// release and the new release is removed everywhere; exit 1 naming web07. The mixed-version
+/// window (from the first host's switch to the last host's switch back, by the ctimes of
+/// `current`) is printed.
+#[test]
+fn verify_failing_on_one_of_twenty_switches_every_host_back() {
+    let Some(mut f) = Fleet::start(FLEET) else {
+        return;
+    };
+    write_site(&f, "v1");
+    let v1 = f.deploy();
+    let tree = snapshot(&f.hosts[0].app.release_dir(&v1));
+    // The hook notes when `current` was switched (its ctime, before anything can switch it
+    // back), then fails where the test left `fail-verify`.
+    f.configure(
+        "[hooks]\nverify = ['stat -c %.9Z \"$CUTOVER_DEPLOY_PATH/current\" > \"$CUTOVER_DEPLOY_PATH/../switched-at\"', 'test ! -e \"$CUTOVER_DEPLOY_PATH/../fail-verify\"']\n",
+        "",
+    );
+    fs::write(f.host(BAD).marker("fail-verify"), "").unwrap();
+    write_site(&f, "v2");
+
+    let run = f.cutover(&["deploy"]);
+    run.expect_code(1, "a deploy whose verify hook fails on one host");
+    for needle in [BAD, "verify hook failed", "back on its previous release"] {
+        assert!(
+            run.stderr.contains(needle),
+            "names {needle:?}\n{}",
+            run.describe()
+        );
+    }
+    let mut switched = Vec::new();
+    let mut back = Vec::new();
+    for h in &f.hosts {
+        assert_eq!(
+            h.app.current_id().as_deref(),
+            Some(v1.as_str()),
+            "{}: back on the previous release\n{}",
+            h.label,
+            run.describe()
+        );
+        assert_eq!(
+            h.app.releases(),
+            [v1.as_str()],
+            "{}: the new release is removed",
+            h.label
+        );
+        assert_trees_equal(&tree, &snapshot(&h.app.release_dir(&v1)), &h.label);
+        h.app.assert_clean(&h.label);
+        let at = fs::read_to_string(h.marker("switched-at")).unwrap_or_else(|e| {
+            panic!(
+                "{}: every host switched before any switched back ({e})",
+                h.label
+            )
+        });
+        switched.push(at.trim().parse::<f64>().unwrap());
+        back.push(current_ctime(&h.app));
+    }
+    f.assert_nothing_left_running("after the switch back");
+    let first = switched.iter().cloned().fold(f64::INFINITY, f64::min);
+    let last_switch = switched.iter().cloned().fold(0.0, f64::max);
+    let last_back = back.iter().cloned().fold(0.0, f64::max);
+    eprintln!(
+        "verify failed on {BAD} of {FLEET}: mixed-version window {:.0} ms (first switch to last switch back; the switches themselves spread over {:.0} ms)",
+        (last_back - first) * 1000.0,
+        (last_switch - first) * 1000.0
+    );
+    let json = f.cutover(&["releases", "--json"]);
+    json.expect_code(0, "releases after the switch back");
+    let doc: serde_json::Value = serde_json::from_str(&json.stdout).unwrap();
+    assert_eq!(doc["in_sync"], true, "{doc:#}");
+}
+
+// --- skew -----------------------------------------------------------------------------------------
+
+/// Hosts at three distances: two on the loopback, two 10 ms away and two 25 ms away (one way).
+/// `go` reaches each host one one-way delay after it left the client, so the `current` renames
+/// (the ctime of each host's `current`) spread over about the largest one-way delay; the promise
+/// is the largest round trip + 20 ms. Three deploys; the spreads are printed.
+#[test]
+fn hosts_at_different_distances_switch_within_the_largest_rtt_plus_20_ms() {
+    let ms = Duration::from_millis;
+    let delays = [ms(0), ms(0), ms(10), ms(10), ms(25), ms(25)];
+    let Some(f) = Fleet::start_with_delays(&delays) else {
+        return;
+    };
+    let largest_rtt = 2.0 * 25.0;
+    let bound = largest_rtt + 20.0;
+    write_site(&f, "v0");
+    f.deploy();
+    for round in 1..=3 {
+        write_site(&f, &format!("v{round}"));
+        let run = f.cutover(&["deploy"]);
+        run.expect_code(0, "deploy to hosts at different distances");
+        let ctimes: Vec<f64> = f.hosts.iter().map(|h| current_ctime(&h.app)).collect();
+        let first = ctimes.iter().cloned().fold(f64::INFINITY, f64::min);
+        let spread = (ctimes.iter().cloned().fold(0.0, f64::max) - first) * 1000.0;
+        let per_host: Vec<String> = f
+            .hosts
+            .iter()
+            .zip(&ctimes)
+            .map(|(h, t)| {
+                format!(
+                    "{} (+{} ms one way) at +{:.1} ms",
+                    h.label,
+                    h.one_way.as_millis(),
+                    (t - first) * 1000.0
+                )
+            })
+            .collect();
+        let reported = switched_within(&run.stdout).map(|(_, _, s)| s);
+        eprintln!(
+            "skew, deploy {round}: current renamed on every host within {spread:.1} ms (bound {bound} ms; cutover reported {reported:?} ms): {}",
+            per_host.join(", ")
+        );
+        assert!(
+            spread <= bound,
+            "the renames spread over {spread:.1} ms, more than the largest RTT + 20 ms ({bound} ms): {per_host:?}\n{}",
+            run.describe()
+        );
+    }
+}
+
+// --- a fleet left split -------------------------------------------------------------------------------
+
+/// After `go`, web03's verify hook fails, and web05 cannot switch back (its deploy path is made
+/// immutable while its verify hook runs): the fleet ends split. Exit 4; every host's state is
+/// printed, web05 still on the new release, with the exact command that brings it back; run
+/// once the directory is writable again, the command printed for the whole fleet brings every
+/// host to one release.
+/// The host that cannot switch back.
+const STUCK: &str = "web05";
+
+#[test]
+fn a_host_that_cannot_switch_back_leaves_the_fleet_split_exit_4_with_the_command_that_joins_it() {
+    if !common::root_or_skip("chattr +i") {
+        return;
+    }
+    let Some(mut f) = Fleet::start(SMALL_FLEET) else {
+        return;
+    };
+    write_site(&f, "v1");
+    let v1 = f.deploy();
+    f.configure(
+        &format!(
+            "[hooks]\nverify = [{}, 'test ! -e \"$CUTOVER_DEPLOY_PATH/../fail-verify\"']\n",
+            toml_str(&gate_hook("verifying"))
+        ),
+        "",
+    );
+    fs::write(f.host("web03").marker("fail-verify"), "").unwrap();
+    write_site(&f, "v2");
+    let running = f.spawn(&["deploy"]);
+    wait_for_every_host(&f, "verifying");
+    let v2 = f.host(STUCK).app.current_id().unwrap();
+    let Some(stuck) = common::Immutable::set(&f.host(STUCK).app.path) else {
+        eprintln!("skipping: this file system has no immutable flag");
+        return;
+    };
+    open_gates(&f);
+    let run = running.wait();
+    run.expect_code(4, "a fleet one host of which could not switch back");
+    assert!(
+        run.stdout.contains(&format!(
+            "{SMALL_FLEET}/{SMALL_FLEET} hosts switched within"
+        )) && run
+            .stdout
+            .contains("then 5 switched back and 1 may not have"),
+        "the summary says how the switch was undone\n{}",
+        run.describe()
+    );
+    let fix = format!("cutover rollback t --host {STUCK} --to {v1}");
+    let join = format!("cutover rollback t --to {v1}");
+    for needle in [
+        "may be split",
+        &format!("{STUCK}: unknown, still on {v2}: its script could not switch current back"),
+        &fix,
+        &join,
+    ] {
+        assert!(
+            run.stderr.contains(needle),
+            "says {needle:?}\n{}",
+            run.describe()
+        );
+    }
+    for h in &f.hosts {
+        let expected = if h.label == STUCK { &v2 } else { &v1 };
+        assert_eq!(h.app.current_id().as_ref(), Some(expected), "{}", h.label);
+        if h.label != STUCK {
+            assert!(
+                run.stderr
+                    .contains(&format!("{}: reverted, on {v1}", h.label)),
+                "{}'s state\n{}",
+                h.label,
+                run.describe()
+            );
+        }
+    }
+    let drift = f.cutover(&["releases"]);
+    assert!(
+        drift.stderr.contains("NOT on the same release"),
+        "releases flags the split\n{}",
+        drift.describe()
+    );
+
+    drop(stuck);
+    let args: Vec<&str> = join.split(' ').skip(1).collect();
+    f.cutover(&args).expect_code(0, &join);
+    for h in &f.hosts {
+        assert_eq!(
+            h.app.current_id().as_deref(),
+            Some(v1.as_str()),
+            "{}",
+            h.label
+        );
+    }
+    f.assert_clean("after the fleet was joined again");
+}
+
+/// After `go`, web05's connection is killed while every host runs its verify hook: the client
+/// cannot tell web05 to switch back, nor see it do so. It switches every other host back and
+/// exits 4, naming web05's state as unknown and the command that joins the fleet; web05's
+/// script, which sees its client gone, switches back by itself, and the command then finds every
+/// host on the previous release already.
+#[test]
+fn a_host_lost_after_go_leaves_the_fleet_split_exit_4_until_it_switches_back_by_itself() {
+    let Some(mut f) = Fleet::start(SMALL_FLEET) else {
+        return;
+    };
+    write_site(&f, "v1");
+    let v1 = f.deploy();
+    f.configure(
+        &format!(
+            "barrier_timeout = 5\n[hooks]\nverify = [{}]\n",
+            toml_str(&gate_hook("verifying"))
+        ),
+        "",
+    );
+    write_site(&f, "v2");
+    let running = f.spawn(&["deploy"]);
+    wait_for_every_host(&f, "verifying");
+    f.host(STUCK).sshd.kill_sessions();
+    // The others switch back once their verify hooks end; web05 too, by itself.
+    open_gates(&f);
+    let run = running.wait();
+    run.expect_code(4, "a fleet that lost a host after go");
+    let join = format!("cutover rollback t --to {v1}");
+    for needle in [
+        &format!("{STUCK}: unknown"),
+        "was lost",
+        &format!("cutover rollback t --host {STUCK} --to {v1}"),
+        &join,
+    ] {
+        assert!(
+            run.stderr.contains(needle),
+            "says {needle:?}\n{}",
+            run.describe()
+        );
+    }
+    wait_until_every_host_is_on(&f, &v1, Duration::from_secs(10));
+    wait_until_clean(&f.host(STUCK).app);
+    let args: Vec<&str> = join.split(' ').skip(1).collect();
+    let joined = f.cutover(&args);
+    joined.expect_code(0, &join);
+    assert!(
+        joined
+            .stdout
+            .contains(&format!("release {v1} is already current")),
+        "{}",
+        joined.describe()
+    );
+    f.assert_clean("after the lost host switched back by itself");
+    f.assert_nothing_left_running("after the lost host switched back by itself");
 }

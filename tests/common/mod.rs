@@ -201,14 +201,19 @@ impl Sshd {
 impl Sshd {
     /// The processes its sessions started that still run (pid and command line): every one
     /// carries `SSH_CONNECTION=… 127.0.0.1 PORT` in its environment, also once it has left the
-    /// process tree (a background job whose shell ended is adopted by init).
+    /// process tree (a background job whose shell ended is adopted by init), and started after
+    /// this sshd (an earlier server on the same port left its own).
     pub fn session_processes(&self) -> Vec<(u32, String)> {
         let needle = format!(" 127.0.0.1 {}", self.port);
+        let born = start_time(self.pid()).expect("the sshd runs");
         let mut found = Vec::new();
         for entry in fs::read_dir("/proc").unwrap().flatten() {
             let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
                 continue;
             };
+            if start_time(pid).is_none_or(|t| t < born) {
+                continue;
+            }
             // A zombie's environment reads empty: it runs nothing any more.
             let Ok(environ) = fs::read(entry.path().join("environ")) else {
                 continue;
@@ -225,6 +230,14 @@ impl Sshd {
         }
         found
     }
+}
+
+/// When a process started, in clock ticks since boot (field 22 of /proc/PID/stat).
+fn start_time(pid: u32) -> Option<u64> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // `pid (comm) state ppid …`: comm may hold spaces and parentheses.
+    let (_, rest) = stat.rsplit_once(')')?;
+    rest.split_whitespace().nth(19)?.parse().ok()
 }
 
 /// Every process below `pid` (children, grandchildren, ...), from /proc.
@@ -662,6 +675,40 @@ impl Drop for Tmpfs {
         if !ok {
             let _ = Command::new("umount").arg("-l").arg(&self.dir).status();
         }
+    }
+}
+
+/// `chattr +i` on a path for one test (an immutable directory cannot lose its entries, nor be
+/// removed, even by root); `chattr -i` on drop, so the temp dir can be removed.
+pub struct Immutable {
+    pub path: PathBuf,
+}
+
+impl Immutable {
+    /// None when the file system does not support the flag (checked with lsattr).
+    pub fn set(path: &Path) -> Option<Immutable> {
+        let ok = Command::new("chattr")
+            .arg("+i")
+            .arg(path)
+            .output()
+            .map(|o| o.status.success())
+            .unwrap_or(false);
+        let guard = Immutable {
+            path: path.to_path_buf(),
+        };
+        let flags = Command::new("lsattr").arg("-d").arg(path).output().ok()?;
+        let flags = String::from_utf8_lossy(&flags.stdout);
+        let set = flags
+            .split_whitespace()
+            .next()
+            .is_some_and(|f| f.contains('i'));
+        (ok && set).then_some(guard)
+    }
+}
+
+impl Drop for Immutable {
+    fn drop(&mut self) {
+        let _ = Command::new("chattr").arg("-i").arg(&self.path).status();
     }
 }
 
