@@ -140,12 +140,27 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         _ => {}
     }
     let cfg = config::Config::load(&cli.config)?;
+    let doing = match &cli.command {
+        Command::Deploy { .. } => "deploying to",
+        Command::Check { .. } => "checking",
+        Command::Rollback { .. } => "rolling back",
+        Command::Releases { .. } => "listing the releases of",
+        Command::Verify { .. } => "verifying",
+        Command::Unlock { .. } => "unlocking",
+        _ => "acting on",
+    };
     let fleet = |target: &Option<String>| -> anyhow::Result<Fleet> {
         let fleet = cfg.target(target.as_deref())?;
-        match &cli.host {
-            Some(h) => fleet.narrow(h),
-            None => Ok(fleet),
+        let fleet = match &cli.host {
+            Some(h) => fleet.narrow(h)?,
+            None => fleet,
+        };
+        // Said before anything happens, whatever the command: the rest of the fleet is
+        // left out, and a fleet that drifts apart is what --host can leave behind.
+        if let Some(notice) = fleet.narrowing_notice(doing) {
+            out.warn(notice);
         }
+        Ok(fleet)
     };
     let runtime = tokio::runtime::Runtime::new()?;
     let json = cli.json;

@@ -128,13 +128,6 @@ async fn stages(
             fleet.hosts.len()
         )));
     }
-    if let Some(h) = &fleet.narrowed {
-        out.warn(format_args!(
-            "--host {h}: deploying to ONE host of target {} ({} hosts); the others keep their release",
-            fleet.name,
-            fleet.hosts.len()
-        ));
-    }
     let mut interrupts = Interrupts::listen()?;
     let host_out = |label: &str| {
         if single {
