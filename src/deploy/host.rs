@@ -60,6 +60,8 @@ pub struct HostDeploy {
     one_way: Option<Duration>,
     /// Its script said it could not switch `current` back: it is on the new release.
     pub stuck: bool,
+    /// The script is a rollback's (it builds and removes nothing).
+    rolling_back: bool,
 }
 
 impl HostDeploy {
@@ -88,6 +90,7 @@ impl HostDeploy {
             script_started: false,
             one_way: None,
             stuck: false,
+            rolling_back: false,
         })
     }
 
@@ -374,7 +377,10 @@ impl HostDeploy {
                     return Ok(());
                 }
                 Some(_) => {}
-                None => return Err(self.script_ended("run").await),
+                None => {
+                    let stage = if self.rolling_back { "rollback" } else { "run" };
+                    return Err(self.script_ended(stage).await);
+                }
             }
         }
     }
@@ -388,6 +394,7 @@ impl HostDeploy {
         pipelined: bool,
     ) -> Result<()> {
         let stage = self.target.stage("rollback");
+        self.rolling_back = true;
         self.report.release = Some(to.to_string());
         self.report.previous = Some(from.to_string());
         let token = crate::lock::LockInfo::ours("cutover rollback").token;
@@ -612,22 +619,33 @@ impl HostDeploy {
             eprint!("{}", shell.kept_stderr());
         }
         let lost = self.session.lost().await;
+        // Before the switch, nothing outside .cutover/ changed, whatever happened to the script.
+        let switched = self.phase == Phase::Swapped;
+        let (script, removed) = if self.rolling_back {
+            ("rollback script", String::new())
+        } else {
+            ("deploy script", format!(" and release {id} was removed"))
+        };
         match (code, self.report.status) {
-            (_, Status::Reverted) => anyhow!(
-                "{stage}: the deploy was switched back: current points where it did before; release {id} was removed"
-            ),
+            (_, Status::Reverted) => {
+                anyhow!("{stage}: switched back: current points where it did before{removed}")
+            }
             (Some(4), _) => {
                 self.report.status = Status::Unknown;
-                anyhow!("{stage}: the script could not switch current back: release {id} stays live")
+                anyhow!(
+                    "{stage}: the script could not switch current back: release {id} stays live"
+                )
             }
-            (Some(code), _) => anyhow!(
-                "{stage}: the deploy script failed (exit {code}); current is untouched and release {id} was removed"
-            ),
+            (Some(code), _) => {
+                anyhow!("{stage}: the {script} failed (exit {code}); current is untouched{removed}")
+            }
             (None, _) => {
-                self.report.status = Status::Unknown;
+                if switched {
+                    self.report.status = Status::Unknown;
+                }
                 anyhow!(crate::error::with_hint(
                     format!(
-                        "{stage}: the connection ended before the deploy script reported back{}",
+                        "{stage}: the connection ended before the {script} reported back{}",
                         lost.map(|w| format!(": the SSH connection to {} was lost ({w})", self.session.describe())).unwrap_or_default()
                     ),
                     format!("on the server the script finishes or undoes itself on its own; run `cutover releases {name}` to see which release is live")

@@ -38,7 +38,7 @@ use host::{HostDeploy, Phase};
 use report::{HostReport, Report, Status};
 
 /// sshd's default MaxStartups is 10: more handshakes at once and it starts dropping them.
-const CONNECTS_AT_ONCE: usize = 10;
+pub(crate) const CONNECTS_AT_ONCE: usize = 10;
 
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Options {
@@ -96,7 +96,7 @@ pub async fn run(fleet: &Fleet, opts: Options, out: &Output) -> (Report, Result<
 }
 
 /// How a fleet ended when something failed: all failed/reverted, or split.
-fn overall(hosts: &[HostDeploy]) -> Status {
+pub(crate) fn overall(hosts: &[HostDeploy]) -> Status {
     let live = hosts
         .iter()
         .filter(|h| h.report.status == Status::Live)
