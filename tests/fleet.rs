@@ -894,3 +894,209 @@ fn a_host_lost_after_go_leaves_the_fleet_split_exit_4_until_it_switches_back_by_
     f.assert_clean("after the lost host switched back by itself");
     f.assert_nothing_left_running("after the lost host switched back by itself");
 }
+
+// --- --host, releases, rollback --------------------------------------------------------------------
+
+/// `--host web02` deploys to web02 alone and says so loudly; the other hosts are not even
+/// connected to. `releases` then flags that the hosts are not on the same release (in --json
+/// too), and a deploy to the whole fleet brings them together again.
+#[test]
+fn host_flag_narrows_a_deploy_to_one_host_and_releases_flags_the_drift() {
+    let Some(mut f) = Fleet::start(4) else { return };
+    write_site(&f, "v1");
+    let v1 = f.deploy();
+    write_site(&f, "v2");
+    let logins: Vec<usize> = f
+        .hosts
+        .iter()
+        .map(|h| h.sshd.count_log("Accepted publickey"))
+        .collect();
+
+    let run = f.cutover(&["--host", "web02", "deploy"]);
+    run.expect_code(0, "deploy --host web02");
+    assert!(
+        run.stderr.contains(
+            "--host web02: deploying to ONE host of target t (4 hosts); the other 3 hosts are left as they are"
+        ),
+        "says so loudly\n{}",
+        run.describe()
+    );
+    let v2 = f.host("web02").app.current_id().unwrap();
+    assert_ne!(v2, v1);
+    for (h, before) in f.hosts.iter().zip(&logins) {
+        let logins = h.sshd.count_log("Accepted publickey");
+        if h.label == "web02" {
+            assert_eq!(logins, before + 1, "web02 was deployed to");
+        } else {
+            assert_eq!(
+                h.app.current_id().as_deref(),
+                Some(v1.as_str()),
+                "{}",
+                h.label
+            );
+            assert_eq!(logins, *before, "{} was not even connected to", h.label);
+        }
+    }
+
+    let listing = f.cutover(&["releases"]);
+    listing.expect_code(0, "releases of a drifted fleet");
+    assert!(
+        listing.stderr.contains("NOT on the same release")
+            && listing.stderr.contains(&format!("web01 on {v1}"))
+            && listing.stderr.contains(&format!("web02 on {v2}")),
+        "flags the drift, host by host\n{}",
+        listing.describe()
+    );
+    assert!(
+        listing.stdout.lines().any(|l| l.starts_with(&v2)
+            && l.contains("current on web02")
+            && l.contains("missing on 3 hosts")),
+        "the new release: where it is current, where it is missing\n{}",
+        listing.describe()
+    );
+    let json = f.cutover(&["releases", "--json"]);
+    let doc: serde_json::Value = serde_json::from_str(&json.stdout).unwrap();
+    assert_eq!(doc["in_sync"], false, "{doc:#}");
+    assert_eq!(doc["hosts"][1]["current"], v2.as_str(), "{doc:#}");
+
+    let one = f.cutover(&["--host", "web02", "releases"]);
+    one.expect_code(0, "releases --host web02");
+    assert!(
+        one.stderr
+            .contains("--host web02: listing the releases of ONE host"),
+        "{}",
+        one.describe()
+    );
+
+    let wrong = f.cutover(&["--host", "web09", "deploy"]);
+    wrong.expect_code(2, "--host naming no host of the target");
+    assert!(
+        wrong.stderr.contains("web01, web02, web03, web04"),
+        "lists the target's hosts\n{}",
+        wrong.describe()
+    );
+
+    let v3 = f.deploy();
+    assert!(v3 > v2);
+    let listing = f.cutover(&["releases"]);
+    assert!(
+        !listing.stderr.contains("NOT on the same release"),
+        "{}",
+        listing.describe()
+    );
+    f.only(None);
+}
+
+/// A fleet rollback goes through the same barrier as a deploy, to the newest release every
+/// host has: web03 never got v2, so the fleet on v3 goes back to v1. One exec per host. `--to`
+/// takes every host to the named release; a release one host lacks is refused before anything
+/// moves; `--host` rolls back one host, loudly.
+#[test]
+fn fleet_rollback_takes_every_host_to_the_newest_release_they_all_have() {
+    let Some(mut f) = Fleet::start(4) else { return };
+    write_site(&f, "v1");
+    let v1 = f.deploy();
+    f.only(Some(&["web01", "web02", "web04"]));
+    write_site(&f, "v2");
+    let v2 = f.deploy();
+    f.only(None);
+    write_site(&f, "v3");
+    let v3 = f.deploy();
+    let execs: Vec<usize> = f.hosts.iter().map(|h| h.sshd.exec_sessions()).collect();
+
+    let run = f.cutover(&["rollback"]);
+    run.expect_code(0, "fleet rollback");
+    for (h, before) in f.hosts.iter().zip(&execs) {
+        assert_eq!(
+            h.app.current_id().as_deref(),
+            Some(v1.as_str()),
+            "{}\n{}",
+            h.label,
+            run.describe()
+        );
+        assert_eq!(h.sshd.exec_sessions(), before + 1, "{}: one exec", h.label);
+        let line = format!(
+            "[{}] t: rolled back: current -> releases/{v1} (was {v3})",
+            h.label
+        );
+        assert!(run.stdout.contains(&line), "{line:?}\n{}", run.describe());
+    }
+    assert!(
+        switched_within(&run.stdout).is_some_and(|(n, m, _)| n == 4 && m == 4),
+        "{}",
+        run.describe()
+    );
+
+    let refused = f.cutover(&["rollback", "--to", &v2]);
+    refused.expect_code(1, "rollback to a release web03 does not have");
+    assert!(
+        refused.stderr.contains("web03") && refused.stderr.contains(&v2),
+        "{}",
+        refused.describe()
+    );
+    assert_eq!(f.currents(), vec![Some(v1.clone()); 4], "nothing moved");
+
+    f.cutover(&["rollback", "--to", &v3])
+        .expect_code(0, "rollback --to v3");
+    assert_eq!(f.currents(), vec![Some(v3.clone()); 4]);
+
+    let one = f.cutover(&["--host", "web01", "rollback"]);
+    one.expect_code(0, "rollback --host web01");
+    assert!(
+        one.stderr
+            .contains("--host web01: rolling back ONE host of target t (4 hosts)"),
+        "{}",
+        one.describe()
+    );
+    assert_eq!(
+        f.currents(),
+        vec![
+            Some(v2.clone()),
+            Some(v3.clone()),
+            Some(v3.clone()),
+            Some(v3.clone())
+        ]
+    );
+    f.assert_clean("after the rollbacks");
+    f.assert_nothing_left_running("after the rollbacks");
+}
+
+/// One host of the fleet is locked by a deploy from elsewhere: the rollback is refused before
+/// any host moves (every host prepares, then all switch or none does).
+#[test]
+fn fleet_rollback_with_one_host_locked_moves_no_host() {
+    let Some(f) = Fleet::start(4) else { return };
+    write_site(&f, "v1");
+    let v1 = f.deploy();
+    write_site(&f, "v2");
+    let v2 = f.deploy();
+    let info = "holder=ci@elsewhere\npid=1\nstarted=2026-01-01T00:00:00Z\ncommand=cutover deploy\ntoken=x\n";
+    write_file(
+        &f.host("web03").app.at(".cutover/lock/info"),
+        info.as_bytes(),
+        0o644,
+    );
+
+    let run = f.cutover(&["rollback"]);
+    run.expect_code(1, "rollback with one host locked");
+    assert!(
+        run.stderr.contains("web03") && run.stderr.contains("locked"),
+        "{}",
+        run.describe()
+    );
+    assert_eq!(
+        f.currents(),
+        vec![Some(v2.clone()); 4],
+        "no host moved\n{}",
+        run.describe()
+    );
+    for h in &f.hosts {
+        if h.label != "web03" {
+            h.app.assert_clean(&h.label);
+        }
+    }
+    fs::remove_dir_all(f.host("web03").app.at(".cutover/lock")).unwrap();
+    f.cutover(&["rollback"])
+        .expect_code(0, "rollback once the lock is gone");
+    assert_eq!(f.currents(), vec![Some(v1.clone()); 4]);
+}
