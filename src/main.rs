@@ -151,6 +151,14 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     };
     let fleet = |target: &Option<String>| -> anyhow::Result<Fleet> {
         let fleet = cfg.target(target.as_deref())?;
+        // Entries that are the same as written are refused by the config already; these are
+        // the same once the ssh config is read.
+        if let Some((a, b, place)) = cutover::remote::ssh_config::same_place(&fleet.hosts) {
+            return Err(error::usage(format!(
+                "target {}: hosts {a:?} and {b:?} lead to the same server, user and path ({place}) once the ssh config is read: list each once",
+                fleet.name
+            )));
+        }
         let fleet = match &cli.host {
             Some(h) => fleet.narrow(h)?,
             None => fleet,

@@ -62,6 +62,8 @@ pub struct HostDeploy {
     pub stuck: bool,
     /// The script is a rollback's (it builds and removes nothing).
     rolling_back: bool,
+    /// The token of the lock that refused this host (see [`LockHeld::token`]).
+    pub refused_by: Option<String>,
 }
 
 impl HostDeploy {
@@ -91,6 +93,7 @@ impl HostDeploy {
             one_way: None,
             stuck: false,
             rolling_back: false,
+            refused_by: None,
         })
     }
 
@@ -135,17 +138,20 @@ impl HostDeploy {
             Some(Ok(held)) => Some(held),
             Some(Err(e)) => {
                 let e = match e.downcast_ref::<LockHeld>() {
-                    Some(held) => anyhow!(crate::error::with_hint(
-                        format!(
-                            "{} is locked by another deploy ({})",
-                            self.layout.root(),
-                            held.holder
-                        ),
-                        format!(
-                            "if no deploy is running (one was killed), run `cutover unlock {}`",
-                            self.target.name
-                        )
-                    )),
+                    Some(held) => {
+                        self.refused_by = Some(held.token.clone());
+                        anyhow!(crate::error::with_hint(
+                            format!(
+                                "{} is locked by another deploy ({})",
+                                self.layout.root(),
+                                held.holder
+                            ),
+                            format!(
+                                "if no deploy is running (one was killed), run `cutover unlock {}`",
+                                self.target.name
+                            )
+                        ))
+                    }
                     None => e,
                 };
                 return Err(e.context(self.target.stage("lock")));

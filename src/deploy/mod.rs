@@ -238,6 +238,10 @@ async fn stages(
         return Err(stopped(signal));
     }
     let (_, failures) = note_failures(hosts, surveyed);
+    if let Some(why) = same_deploy_path(hosts, fleet) {
+        give_back_all(hosts).await;
+        return Err(usage(why));
+    }
     if !failures.is_empty() {
         give_back_all(hosts).await;
         return Err(first_failure(
@@ -565,6 +569,28 @@ fn split_or_failed(
     } else {
         anyhow!("{why}")
     }
+}
+
+/// Two entries of `hosts` that are one deploy path, found out by the lock: the lock one of
+/// them was refused by is the one this deploy took through the other. (Entries that are the same
+/// as written, or once the ssh config is read, are refused before connecting.)
+fn same_deploy_path(hosts: &[HostDeploy], fleet: &Fleet) -> Option<String> {
+    hosts.iter().find_map(|h| {
+        let token = h.refused_by.as_deref().filter(|t| !t.is_empty())?;
+        let twin = hosts
+            .iter()
+            .find(|o| o.lock.as_ref().is_some_and(|l| l.token() == token))?;
+        Some(format!(
+            "target {}: hosts {} and {} are one deploy path: the lock {} found is the one this deploy took through {} ({}); list each server once in targets.{}.hosts",
+            fleet.name,
+            twin.target.label,
+            h.target.label,
+            h.target.label,
+            twin.target.label,
+            h.layout.lock(),
+            fleet.name
+        ))
+    })
 }
 
 /// Each host's result of one stage, in the hosts' order: what succeeded, and the failures, each
