@@ -1100,3 +1100,70 @@ fn fleet_rollback_with_one_host_locked_moves_no_host() {
         .expect_code(0, "rollback once the lock is gone");
     assert_eq!(f.currents(), vec![Some(v1.clone()); 4]);
 }
+
+// --- duplicates -------------------------------------------------------------------------------------
+
+/// One server listed twice is refused, whatever the command: as written (by the config), under
+/// two names of the ssh config (once it is read), both before anything is sent (exit 2); and
+/// when the two entries reach it by ways no config can tell apart (here through a proxy in front
+/// of the same sshd), the deploy finds, through the second entry, the lock it took through the
+/// first: it says so, gives its locks back and changes nothing (exit 2).
+#[test]
+fn a_server_listed_twice_is_refused_and_changes_nothing() {
+    let Some(mut f) = Fleet::start(3) else { return };
+    write_site(&f, "v1");
+    let v1 = f.deploy();
+    write_site(&f, "v2");
+    let logins = |f: &Fleet| -> Vec<usize> {
+        f.hosts
+            .iter()
+            .map(|h| h.sshd.count_log("Accepted publickey"))
+            .collect()
+    };
+    let before = logins(&f);
+
+    f.add_alias("web01", "web01", false);
+    for args in [&["deploy"][..], &["check"], &["releases"], &["rollback"]] {
+        let run = f.cutover(args);
+        run.expect_code(2, &format!("{args:?} with web01 listed twice"));
+        assert!(
+            run.stderr.contains("are the same server, user and path"),
+            "{}",
+            run.describe()
+        );
+    }
+    f.clear_aliases();
+    f.add_alias("web01b", "web01", false);
+    for args in [&["deploy"][..], &["check"], &["releases"], &["rollback"]] {
+        let run = f.cutover(args);
+        run.expect_code(2, &format!("{args:?} with web01 also listed as web01b"));
+        assert!(
+            run.stderr
+                .contains("hosts \"web01\" and \"web01b\" lead to the same server, user and path"),
+            "{}",
+            run.describe()
+        );
+    }
+    assert_eq!(logins(&f), before, "nothing was sent to any host");
+
+    f.clear_aliases();
+    f.add_alias("web01p", "web01", true);
+    let run = f.cutover(&["deploy"]);
+    run.expect_code(
+        2,
+        "deploy with web01 also reached through a proxy as web01p",
+    );
+    assert!(
+        run.stderr.contains("are one deploy path")
+            && run.stderr.contains("web01")
+            && run.stderr.contains("web01p"),
+        "{}",
+        run.describe()
+    );
+    assert_eq!(f.currents(), vec![Some(v1.clone()); 3]);
+    f.assert_clean("after the deploy that found web01 twice");
+    f.assert_nothing_left_running("after the deploy that found web01 twice");
+
+    f.clear_aliases();
+    f.deploy();
+}

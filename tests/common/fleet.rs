@@ -61,6 +61,8 @@ pub struct Fleet {
     target_extra: String,
     /// The labels cutover.toml lists (None: every host).
     members: Option<Vec<String>>,
+    /// More names for hosts (see [`Fleet::add_alias`]): the name, the host's index, the port.
+    aliases: Vec<(String, usize, u16)>,
 }
 
 /// `web01` … `web20`.
@@ -123,6 +125,7 @@ impl Fleet {
             top: String::new(),
             target_extra: String::new(),
             members: None,
+            aliases: Vec::new(),
         };
         fleet.write_ssh_files();
         fleet.write_config();
@@ -152,21 +155,54 @@ impl Fleet {
         self.write_ssh_files();
     }
 
+    /// Another name for host `of` in the ssh config, listed in cutover.toml too (with `of`'s
+    /// deploy path): to the same port, or through a new proxy of its own when `proxied` (the
+    /// same server, by a way the config cannot tell is the same).
+    pub fn add_alias(&mut self, alias: &str, of: &str, proxied: bool) {
+        let i = self
+            .hosts
+            .iter()
+            .position(|h| h.label == of)
+            .unwrap_or_else(|| panic!("no host {of}"));
+        let port = if proxied {
+            super::proxy::start(self.hosts[i].sshd.port, Duration::ZERO)
+        } else {
+            self.hosts[i].port
+        };
+        self.aliases.push((alias.to_string(), i, port));
+        self.write_ssh_files();
+        self.write_config();
+    }
+
+    /// Forgets every [`Fleet::add_alias`].
+    pub fn clear_aliases(&mut self) {
+        self.aliases.clear();
+        self.write_ssh_files();
+        self.write_config();
+    }
+
     fn write_ssh_files(&self) {
         let mut config = String::new();
         let mut known = String::new();
-        for h in &self.hosts {
+        let names = self
+            .hosts
+            .iter()
+            .map(|h| (h.label.as_str(), h, h.port))
+            .chain(
+                self.aliases
+                    .iter()
+                    .map(|(a, i, port)| (a.as_str(), &self.hosts[*i], *port)),
+            );
+        for (name, h, port) in names {
             writeln!(
                 config,
-                "Host {}\n  HostName 127.0.0.1\n  Port {}\n  IdentityFile {}\n  IdentitiesOnly yes\n",
-                h.label,
-                h.port,
+                "Host {name}\n  HostName 127.0.0.1\n  Port {port}\n  IdentityFile {}\n  IdentitiesOnly yes\n",
                 h.sshd.identity.display()
             )
             .unwrap();
             let line = h.sshd.host_public_key_line();
             let (_, key) = line.split_once(' ').unwrap();
-            writeln!(known, "[127.0.0.1]:{} {key}", h.port).unwrap();
+            writeln!(known, "[127.0.0.1]:{port} {key}").unwrap();
         }
         fs::write(&self.ssh_config, config).unwrap();
         fs::write(&self.known_hosts, known).unwrap();
@@ -194,16 +230,22 @@ impl Fleet {
     }
 
     fn write_config(&self) {
+        let entry = |name: &str, h: &FleetHost| {
+            format!(
+                "  {{ host = {}, path = {} }},",
+                toml_str(name),
+                toml_str(&h.app.path.display().to_string())
+            )
+        };
         let entries: Vec<String> = self
             .members()
             .iter()
-            .map(|h| {
-                format!(
-                    "  {{ host = {}, path = {} }},",
-                    toml_str(&h.label),
-                    toml_str(&h.app.path.display().to_string())
-                )
-            })
+            .map(|h| entry(&h.label, h))
+            .chain(
+                self.aliases
+                    .iter()
+                    .map(|(a, i, _)| entry(a, &self.hosts[*i])),
+            )
             .collect();
         let user = &self.hosts[0].sshd.user;
         let text = format!(
