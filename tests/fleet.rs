@@ -1167,3 +1167,98 @@ fn a_server_listed_twice_is_refused_and_changes_nothing() {
     f.clear_aliases();
     f.deploy();
 }
+
+// --- check, verify, unlock ------------------------------------------------------------------------
+
+/// `check`, `verify` and `unlock` act on every host, each line prefixed with its host: check
+/// fails for the host whose lock is held and passes for the others (--json: one report per
+/// host); unlock removes that lock; verify finds the one host whose live release was edited by
+/// hand.
+#[test]
+fn check_verify_and_unlock_act_on_every_host() {
+    let Some(f) = Fleet::start(4) else { return };
+    write_site(&f, "v1");
+    let v1 = f.deploy();
+    let info = "holder=ci@elsewhere\npid=1\nstarted=2026-01-01T00:00:00Z\ncommand=cutover deploy\ntoken=x\n";
+    write_file(
+        &f.host("web03").app.at(".cutover/lock/info"),
+        info.as_bytes(),
+        0o644,
+    );
+
+    let check = f.cutover(&["check"]);
+    check.expect_code(1, "check with web03 locked");
+    for h in &f.hosts {
+        let prefix = format!("[{}] ", h.label);
+        let lines: Vec<&str> = check
+            .stdout
+            .lines()
+            .filter(|l| l.starts_with(&prefix))
+            .collect();
+        assert!(
+            lines.iter().any(|l| l.contains("✓ connect")),
+            "{}: checked\n{}",
+            h.label,
+            check.describe()
+        );
+        let failed = lines.iter().any(|l| l.contains("✗"));
+        assert_eq!(failed, h.label == "web03", "{}: {lines:#?}", h.label);
+    }
+    assert!(
+        check.stderr.contains("web03: failed: lock"),
+        "{}",
+        check.describe()
+    );
+    let json = f.cutover(&["check", "--json"]);
+    let doc: serde_json::Value = serde_json::from_str(&json.stdout).unwrap();
+    assert_eq!(doc["ready"], false, "{doc:#}");
+    let ready: Vec<bool> = doc["hosts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["ready"] == true)
+        .collect();
+    assert_eq!(ready, [true, true, false, true], "{doc:#}");
+
+    let unlock = f.cutover(&["unlock"]);
+    unlock.expect_code(0, "unlock every host");
+    assert!(
+        unlock.stdout.contains("[web03] t: removed the lock")
+            && unlock.stdout.contains("ci@elsewhere"),
+        "{}",
+        unlock.describe()
+    );
+    assert!(
+        unlock.stdout.contains("[web01] t: not locked"),
+        "{}",
+        unlock.describe()
+    );
+    assert!(!f.host("web03").app.lock_exists());
+    f.cutover(&["check"]).expect_code(0, "check once unlocked");
+
+    f.cutover(&["verify", "--hash"])
+        .expect_code(0, "verify an untouched fleet");
+    write_file(
+        &f.host("web02").app.release_dir(&v1).join("index.html"),
+        b"<h1>edited by hand</h1>\n",
+        0o644,
+    );
+    let verify = f.cutover(&["verify", "--hash"]);
+    verify.expect_code(1, "verify with web02 edited by hand");
+    assert!(
+        verify.stdout.contains("[web02] modified  \"index.html\"")
+            && verify.stdout.contains("[web02] t: release")
+            && verify.stdout.contains("has drifted"),
+        "{}",
+        verify.describe()
+    );
+    for label in ["web01", "web03", "web04"] {
+        assert!(
+            verify
+                .stdout
+                .contains(&format!("[{label}] t: release {v1} matches its manifest")),
+            "{}",
+            verify.describe()
+        );
+    }
+}
