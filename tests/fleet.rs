@@ -16,6 +16,7 @@ mod common;
 
 use std::fs;
 use std::os::unix::fs::MetadataExt;
+use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant};
 
 use common::fleet::Fleet;
@@ -34,6 +35,19 @@ fn write_site(f: &Fleet, version: &str) {
         "Contact: mailto:ops@example.com\n",
     );
     f.write(format!("pages/{version}.html"), format!("{version}\n"));
+}
+
+/// The skew test measures milliseconds: it runs alone, while every other test of this file
+/// (whose twenty sshds and deploys would take the CPU it measures with) waits; the others run
+/// side by side.
+static CPU: RwLock<()> = RwLock::new(());
+
+fn turn() -> RwLockReadGuard<'static, ()> {
+    CPU.read().unwrap_or_else(|e| e.into_inner())
+}
+
+fn alone() -> RwLockWriteGuard<'static, ()> {
+    CPU.write().unwrap_or_else(|e| e.into_inner())
 }
 
 /// `N/M hosts switched within X ms` → (N, M, X).
@@ -55,6 +69,7 @@ fn switched_within(stdout: &str) -> Option<(usize, usize, f64)> {
 /// has the same per host.
 #[test]
 fn twenty_hosts_all_good_get_one_release_equal_to_the_source_in_one_exec_each() {
+    let _turn = turn();
     let Some(f) = Fleet::start(FLEET) else { return };
     write_site(&f, "v1");
     let run = f.cutover(&["deploy"]);
@@ -215,6 +230,7 @@ impl OnV1 {
 /// locked or runs anything.
 #[test]
 fn one_host_refusing_the_key_changes_no_host() {
+    let _turn = turn();
     let Some(case) = twenty_on_v1() else { return };
     let bad = case.f.host(BAD);
     let keys = bad.sshd.dir.path().join("authorized_keys");
@@ -250,6 +266,7 @@ fn one_host_refusing_the_key_changes_no_host() {
 /// web07's lock, not ours, stays as it was.
 #[test]
 fn one_host_locked_by_another_deploy_changes_no_host() {
+    let _turn = turn();
     let Some(case) = twenty_on_v1() else { return };
     let bad = case.f.host(BAD);
     let info = "holder=ci@elsewhere\npid=4242\nstarted=2026-01-01T00:00:00Z\ncommand=cutover deploy\ntoken=0123456789abcdef0123456789abcdef\n";
@@ -283,6 +300,7 @@ fn one_host_locked_by_another_deploy_changes_no_host() {
 /// fails while the others wait at the barrier; they are called off and remove what they built.
 #[test]
 fn one_host_with_a_full_disk_changes_no_host() {
+    let _turn = turn();
     if !common::root_or_skip("mounting a tmpfs") {
         return;
     }
@@ -315,6 +333,7 @@ fn one_host_with_a_full_disk_changes_no_host() {
 /// building; all are called off.
 #[test]
 fn one_host_failing_its_before_swap_hook_changes_no_host() {
+    let _turn = turn();
     let Some(mut case) = twenty_on_v1() else {
         return;
     };
@@ -342,6 +361,7 @@ fn one_host_failing_its_before_swap_hook_changes_no_host() {
 /// its input end, removes what it built by itself.
 #[test]
 fn one_host_losing_its_connection_during_the_upload_changes_no_host() {
+    let _turn = turn();
     let Some(mut case) = twenty_on_v1() else {
         return;
     };
@@ -456,6 +476,7 @@ fn open_gates(f: &Fleet) {
 /// gone at its next wait, removes what it built and its staging, and releases the lock.
 #[test]
 fn client_killed_while_hosts_prepare_leaves_every_host_to_clean_up_by_itself() {
+    let _turn = turn();
     let Some(mut f) = Fleet::start(SMALL_FLEET) else {
         return;
     };
@@ -498,6 +519,7 @@ fn client_killed_while_hosts_prepare_leaves_every_host_to_clean_up_by_itself() {
 /// itself, within barrier_timeout.
 #[test]
 fn client_killed_after_go_leaves_every_host_to_switch_back_by_itself() {
+    let _turn = turn();
     let Some(mut f) = Fleet::start(SMALL_FLEET) else {
         return;
     };
@@ -550,6 +572,7 @@ fn client_killed_after_go_leaves_every_host_to_switch_back_by_itself() {
 /// seconds and switches back.
 #[test]
 fn client_frozen_after_go_leaves_every_host_to_switch_back_after_barrier_timeout() {
+    let _turn = turn();
     let Some(mut f) = Fleet::start(SMALL_FLEET) else {
         return;
     };
@@ -627,6 +650,7 @@ fn current_ctime(app: &DeployPath) -> f64 {
 /// `current`) is printed.
 #[test]
 fn verify_failing_on_one_of_twenty_switches_every_host_back() {
+    let _turn = turn();
     let Some(mut f) = Fleet::start(FLEET) else {
         return;
     };
@@ -701,6 +725,7 @@ fn verify_failing_on_one_of_twenty_switches_every_host_back() {
 /// is the largest round trip + 20 ms. Three deploys; the spreads are printed.
 #[test]
 fn hosts_at_different_distances_switch_within_the_largest_rtt_plus_20_ms() {
+    let _alone = alone();
     let ms = Duration::from_millis;
     let delays = [ms(0), ms(0), ms(10), ms(10), ms(25), ms(25)];
     let Some(f) = Fleet::start_with_delays(&delays) else {
@@ -755,6 +780,7 @@ const STUCK: &str = "web05";
 
 #[test]
 fn a_host_that_cannot_switch_back_leaves_the_fleet_split_exit_4_with_the_command_that_joins_it() {
+    let _turn = turn();
     if !common::root_or_skip("chattr +i") {
         return;
     }
@@ -846,6 +872,7 @@ fn a_host_that_cannot_switch_back_leaves_the_fleet_split_exit_4_with_the_command
 /// host on the previous release already.
 #[test]
 fn a_host_lost_after_go_leaves_the_fleet_split_exit_4_until_it_switches_back_by_itself() {
+    let _turn = turn();
     let Some(mut f) = Fleet::start(SMALL_FLEET) else {
         return;
     };
@@ -902,6 +929,7 @@ fn a_host_lost_after_go_leaves_the_fleet_split_exit_4_until_it_switches_back_by_
 /// too), and a deploy to the whole fleet brings them together again.
 #[test]
 fn host_flag_narrows_a_deploy_to_one_host_and_releases_flags_the_drift() {
+    let _turn = turn();
     let Some(mut f) = Fleet::start(4) else { return };
     write_site(&f, "v1");
     let v1 = f.deploy();
@@ -993,6 +1021,7 @@ fn host_flag_narrows_a_deploy_to_one_host_and_releases_flags_the_drift() {
 /// moves; `--host` rolls back one host, loudly.
 #[test]
 fn fleet_rollback_takes_every_host_to_the_newest_release_they_all_have() {
+    let _turn = turn();
     let Some(mut f) = Fleet::start(4) else { return };
     write_site(&f, "v1");
     let v1 = f.deploy();
@@ -1065,6 +1094,7 @@ fn fleet_rollback_takes_every_host_to_the_newest_release_they_all_have() {
 /// any host moves (every host prepares, then all switch or none does).
 #[test]
 fn fleet_rollback_with_one_host_locked_moves_no_host() {
+    let _turn = turn();
     let Some(f) = Fleet::start(4) else { return };
     write_site(&f, "v1");
     let v1 = f.deploy();
@@ -1110,6 +1140,7 @@ fn fleet_rollback_with_one_host_locked_moves_no_host() {
 /// first: it says so, gives its locks back and changes nothing (exit 2).
 #[test]
 fn a_server_listed_twice_is_refused_and_changes_nothing() {
+    let _turn = turn();
     let Some(mut f) = Fleet::start(3) else { return };
     write_site(&f, "v1");
     let v1 = f.deploy();
@@ -1176,6 +1207,7 @@ fn a_server_listed_twice_is_refused_and_changes_nothing() {
 /// hand.
 #[test]
 fn check_verify_and_unlock_act_on_every_host() {
+    let _turn = turn();
     let Some(f) = Fleet::start(4) else { return };
     write_site(&f, "v1");
     let v1 = f.deploy();
