@@ -5,7 +5,6 @@
 //! removes releases newer than the one `current` points to).
 
 use anyhow::{anyhow, bail, Result};
-use futures::stream::{self, StreamExt};
 
 use crate::config::Fleet;
 use crate::deploy::host::HostDeploy;
@@ -97,16 +96,13 @@ async fn rollback(
     out: &Output,
     hosts: &mut Vec<HostDeploy>,
 ) -> Result<Status> {
-    let connected = stream::iter(fleet.hosts.iter().map(|t| {
-        let o = if single {
+    let connected = crate::deploy::connect_all(fleet, |label| {
+        if single {
             out.clone()
         } else {
-            out.for_host(&t.label)
-        };
-        async move { HostDeploy::connect(t, o).await }
-    }))
-    .buffered(crate::deploy::CONNECTS_AT_ONCE)
-    .collect::<Vec<_>>()
+            out.for_host(label)
+        }
+    })
     .await;
     for c in connected {
         hosts.push(c?);

@@ -37,8 +37,44 @@ use crate::source::record::{self, Record};
 use host::{HostDeploy, Phase};
 use report::{HostReport, Report, Status};
 
-/// sshd's default MaxStartups is 10: more handshakes at once and it starts dropping them.
-pub(crate) const CONNECTS_AT_ONCE: usize = 10;
+/// sshd's default MaxStartups is 10: more handshakes at once to one server and it starts
+/// dropping them. Different servers are connected to side by side (a second wave of
+/// handshakes would cost a 20-host fleet one more handshake's round trips), up to a bound that
+/// keeps a very large fleet's client within its means.
+const CONNECTS_PER_SERVER: usize = 10;
+const CONNECTS_AT_ONCE: usize = 64;
+
+/// Connect to every host of `fleet`, in its order; `out` gives each host its output.
+pub(crate) async fn connect_all(
+    fleet: &Fleet,
+    out: impl Fn(&str) -> Output,
+) -> Vec<Result<HostDeploy>> {
+    use std::collections::HashMap;
+    use std::sync::Arc;
+    use tokio::sync::Semaphore;
+    let mut servers: HashMap<String, Arc<Semaphore>> = HashMap::new();
+    let connects = fleet.hosts.iter().map(|t| {
+        let server = match &t.host {
+            crate::config::Host::Ssh { host, port, .. } => {
+                format!("{}:{port}", host.to_lowercase())
+            }
+            crate::config::Host::Local => "local".to_string(),
+        };
+        let turn = servers
+            .entry(server)
+            .or_insert_with(|| Arc::new(Semaphore::new(CONNECTS_PER_SERVER)))
+            .clone();
+        let o = out(&t.label);
+        async move {
+            let _turn = turn.acquire_owned().await;
+            HostDeploy::connect(t, o).await
+        }
+    });
+    stream::iter(connects.collect::<Vec<_>>())
+        .buffered(CONNECTS_AT_ONCE)
+        .collect()
+        .await
+}
 
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Options {
@@ -144,12 +180,7 @@ async fn stages(
         let git = record::git_state(&first.source);
         (scan, git)
     });
-    let connects = stream::iter(fleet.hosts.iter().map(|t| {
-        let o = host_out(&t.label);
-        async move { HostDeploy::connect(t, o).await }
-    }))
-    .buffered(CONNECTS_AT_ONCE)
-    .collect::<Vec<_>>();
+    let connects = connect_all(fleet, host_out);
     let stopped = |signal| {
         anyhow!(
             "target {}: interrupted by {signal}; nothing was changed",
