@@ -63,6 +63,8 @@ pub struct Fleet {
     members: Option<Vec<String>>,
     /// More names for hosts (see [`Fleet::add_alias`]): the name, the host's index, the port.
     aliases: Vec<(String, usize, u16)>,
+    /// The user every host is logged in as (default: the one running the tests).
+    user: String,
 }
 
 /// `web01` … `web20`.
@@ -114,7 +116,7 @@ impl Fleet {
                 dir,
             });
         }
-        let fleet = Fleet {
+        let mut fleet = Fleet {
             src,
             home,
             config: root.join("cutover.toml"),
@@ -126,7 +128,9 @@ impl Fleet {
             target_extra: String::new(),
             members: None,
             aliases: Vec::new(),
+            user: String::new(),
         };
+        fleet.user = fleet.hosts[0].sshd.user.clone();
         fleet.write_ssh_files();
         fleet.write_config();
         Some(fleet)
@@ -208,6 +212,22 @@ impl Fleet {
         fs::write(&self.known_hosts, known).unwrap();
     }
 
+    /// Logs in to every host as `user` (who must own nothing yet: every host's directory is
+    /// handed to them): a deploy user whose login runs no start-up files of its own, unlike
+    /// this machine's root.
+    pub fn login_as(&mut self, user: &str) {
+        for h in &self.hosts {
+            let ok = std::process::Command::new("chown")
+                .args(["-R", user])
+                .arg(&h.dir)
+                .status()
+                .is_ok_and(|s| s.success());
+            assert!(ok, "chown -R {user} {}", h.dir.display());
+        }
+        self.user = user.to_string();
+        self.write_config();
+    }
+
     /// Replaces the top-level TOML and the extra target keys, and rewrites the config file.
     pub fn configure(&mut self, top: &str, target_extra: &str) {
         self.top = top.to_string();
@@ -247,7 +267,7 @@ impl Fleet {
                     .map(|(a, i, _)| entry(a, &self.hosts[*i])),
             )
             .collect();
-        let user = &self.hosts[0].sshd.user;
+        let user = &self.user;
         let text = format!(
             "source = {}\n{}\n[targets.{TARGET}]\nuser = {}\nknown_hosts = {}\nhosts = [\n{}\n]\n{}\n",
             toml_str(&self.src.display().to_string()),
@@ -318,10 +338,13 @@ impl Fleet {
         }
     }
 
-    /// Waits (at most 5 s: a stopped watchdog's last `sleep 1` may still run) until nothing
-    /// that a deploy started runs on any host: every script and everything it started ended.
+    /// Waits until nothing that a deploy started runs on any host: every script and everything
+    /// it started ended. At most 30 s: a stopped watchdog's last `sleep 1` may still run, and
+    /// on this machine a login shell given no script may still be in root's start-up files
+    /// (`pyenv init`, whose lock twenty logins at once queue on) when the client has gone; a
+    /// watchdog left behind, what this is for, would run for barrier_timeout (300 s).
     pub fn assert_nothing_left_running(&self, context: &str) {
-        let deadline = Instant::now() + Duration::from_secs(5);
+        let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             let running: Vec<(String, Vec<(u32, String)>)> = self
                 .hosts
