@@ -42,29 +42,6 @@ fn write_sparse(site: &Site, rel: &str, len: u64) {
     f.set_len(len).unwrap();
 }
 
-/// Waits until the upload of a running deploy has started (the archives `staging/ID/files*.tar`
-/// hold at least `bytes` together) and returns the staging directory.
-fn wait_for_upload(site: &Site, bytes: u64) -> PathBuf {
-    let staging = site.at(".cutover/staging");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Some(id) = list_names(&staging).first() {
-            let dir = staging.join(id);
-            let sent: u64 = list_names(&dir)
-                .iter()
-                .filter(|n| n.starts_with("files") && n.ends_with(".tar"))
-                .filter_map(|n| fs::metadata(dir.join(n)).ok())
-                .map(|m| m.len())
-                .sum();
-            if sent >= bytes {
-                return dir;
-            }
-        }
-        assert!(Instant::now() < deadline, "the upload never started");
-        std::thread::sleep(Duration::from_millis(2));
-    }
-}
-
 /// Where a pruned release waits in the trash: `.cutover/trash/ID.PID` (PID of the script that
 /// deletes it).
 fn trashed(site: &Site, id: &str) -> PathBuf {
@@ -75,19 +52,6 @@ fn trashed(site: &Site, id: &str) -> PathBuf {
         .collect();
     assert_eq!(names.len(), 1, "release {id} in the trash: {names:?}");
     trash.join(&names[0])
-}
-
-/// Waits until the deploy script runs on the server: its partial release appears (the copy of
-/// the live release starts while the files are still uploading).
-fn wait_for_script(site: &Site) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !list_names(&site.at("releases"))
-        .iter()
-        .any(|n| n.ends_with(".partial"))
-    {
-        assert!(Instant::now() < deadline, "the deploy script never started");
-        std::thread::sleep(Duration::from_millis(2));
-    }
 }
 
 // --- a connection killed during the upload ------------------------------------------------------
@@ -107,8 +71,8 @@ fn killed_connection_during_upload_leaves_current_untouched() {
     site.write("index.php", "<?php echo 2;\n");
 
     let running = site.spawn(&["deploy"]);
-    let staging = wait_for_upload(&site, 1024 * 1024);
-    wait_for_script(&site);
+    let staging = site.app().wait_for_upload(1024 * 1024);
+    site.app().wait_for_script();
     site.sshd().kill_sessions();
     let run = running.wait();
     run.expect_code(1, "deploy whose connection was killed during the upload");
@@ -128,7 +92,7 @@ fn killed_connection_during_upload_leaves_current_untouched() {
         "says who cleans up\n{}",
         run.describe()
     );
-    wait_until_clean(&site);
+    site.app().wait_until_clean();
     assert!(!staging.exists(), "staging removed");
     assert_eq!(
         site.current_id(),
@@ -154,22 +118,6 @@ fn killed_connection_during_upload_leaves_current_untouched() {
     site.assert_clean("after the deploy that followed a killed connection");
 }
 
-/// Waits (up to 30 s) until no lock, staging or partial release is left: what a deploy script
-/// that lost its client removes by itself.
-fn wait_until_clean(site: &Site) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while site.lock_exists() || !site.staging_leftovers().is_empty() || !site.leftovers().is_empty()
-    {
-        assert!(
-            Instant::now() < deadline,
-            "left behind: lock {}, {:?}",
-            site.lock_exists(),
-            site.leftovers()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 /// What the issue asks for: after a killed connection, the NEXT deploy (no `cutover unlock` in
 /// between) succeeds.
 #[test]
@@ -179,8 +127,8 @@ fn next_deploy_after_a_killed_connection_succeeds_without_unlock() {
     site.deploy();
     write_sparse(&site, "big.bin", 300 * 1024 * 1024);
     let running = site.spawn(&["deploy"]);
-    wait_for_upload(&site, 1024 * 1024);
-    wait_for_script(&site);
+    site.app().wait_for_upload(1024 * 1024);
+    site.app().wait_for_script();
     site.sshd().kill_sessions();
     running
         .wait()
@@ -189,7 +137,7 @@ fn next_deploy_after_a_killed_connection_succeeds_without_unlock() {
     site.write("index.php", "<?php echo 'next';\n");
     // The script on the server needs a moment to see its input end and clean up (it may be
     // copying the live release): no `cutover unlock`, only that moment.
-    wait_until_clean(&site);
+    site.app().wait_until_clean();
     let next = site.deploy();
     site.assert_release_is_source(&next.release, &[]);
     site.assert_clean("after the deploy that followed a killed connection");
@@ -208,11 +156,11 @@ fn killed_client_during_the_upload_leaves_the_server_clean(kind: TargetKind) {
     write_sparse(&site, "big.bin", 400 * 1024 * 1024);
     site.write("index.php", "<?php echo 2;\n");
     let mut running = site.spawn(&["deploy"]);
-    wait_for_upload(&site, 1);
-    wait_for_script(&site);
+    site.app().wait_for_upload(1);
+    site.app().wait_for_script();
     running.signal("KILL");
     let _ = running.child.wait();
-    wait_until_clean(&site);
+    site.app().wait_until_clean();
     assert_eq!(site.current_id(), Some(first.release.clone()));
     assert_eq!(site.releases(), std::slice::from_ref(&first.release));
 
@@ -237,7 +185,7 @@ fn killed_client_leaves_a_lock_naming_holder_age_and_unlock(kind: TargetKind) {
     write_sparse(&site, "big.bin", 400 * 1024 * 1024);
     site.write("index.php", "<?php echo 2;\n");
     let mut running = site.spawn(&["deploy", "--emit-script"]);
-    let staging = wait_for_upload(&site, 1);
+    let staging = site.app().wait_for_upload(1);
     // (the lock's info is written before the upload)
     let info = site.at(".cutover/lock/info");
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -332,7 +280,7 @@ fn sigterm_during_the_upload_abandons_cleanly(kind: TargetKind) {
     site.write("index.php", "<?php echo 2;\n");
 
     let running = site.spawn(&["deploy"]);
-    let staging = wait_for_upload(&site, 1);
+    let staging = site.app().wait_for_upload(1);
     running.signal("TERM");
     let run = running.wait();
     run.expect_code(1, "deploy terminated during the upload");

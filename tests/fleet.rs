@@ -377,11 +377,12 @@ fn one_host_losing_its_connection_during_the_upload_changes_no_host() {
     let bad = case.f.host(BAD);
 
     let running = case.f.spawn(&["deploy"]);
-    wait_for_upload(&bad.app, 256 * 1024);
+    bad.app.wait_for_upload(256 * 1024);
+    bad.app.wait_for_script();
     bad.sshd.kill_sessions();
     let run = running.wait();
     // web07's script stops by itself once it sees its input end.
-    wait_until_clean(&bad.app);
+    bad.app.wait_until_clean();
     case.assert_every_host_untouched(&run, None);
     assert!(
         run.stderr.contains("connection") && run.stderr.contains("was lost"),
@@ -390,49 +391,6 @@ fn one_host_losing_its_connection_during_the_upload_changes_no_host() {
     );
 
     case.assert_next_deploy_works();
-}
-
-/// Waits until an upload into the deploy path has sent at least `bytes` (the archives in
-/// staging), and the deploy script runs there (its partial release exists).
-fn wait_for_upload(app: &DeployPath, bytes: u64) {
-    let staging = app.at(".cutover/staging");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let sent: u64 = list_names(&staging)
-            .iter()
-            .flat_map(|id| {
-                let dir = staging.join(id);
-                list_names(&dir)
-                    .into_iter()
-                    .filter(|n| n.starts_with("files") && n.ends_with(".tar"))
-                    .filter_map(move |n| fs::metadata(dir.join(n)).ok())
-            })
-            .map(|m| m.len())
-            .sum();
-        let script = app.releases().iter().any(|n| n.ends_with(".partial"));
-        if sent >= bytes && script {
-            return;
-        }
-        assert!(Instant::now() < deadline, "the upload never got under way");
-        std::thread::sleep(Duration::from_millis(5));
-    }
-}
-
-/// Waits (up to 30 s) until no lock, staging or partial release is left: what a deploy script
-/// that lost its client removes by itself.
-fn wait_until_clean(app: &DeployPath) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while app.lock_exists() || !app.staging_leftovers().is_empty() || !app.leftovers().is_empty() {
-        assert!(
-            Instant::now() < deadline,
-            "{}: left behind: lock {}, staging {:?}, {:?}",
-            app.path.display(),
-            app.lock_exists(),
-            app.staging_leftovers(),
-            app.leftovers()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 // --- a client killed at the worst moments --------------------------------------------------------
@@ -496,7 +454,7 @@ fn client_killed_while_hosts_prepare_leaves_every_host_to_clean_up_by_itself() {
     let _ = running.child.wait();
     open_gates(&f);
     for h in &f.hosts {
-        wait_until_clean(&h.app);
+        h.app.wait_until_clean();
         assert_eq!(
             h.app.current_id().as_deref(),
             Some(v1.as_str()),
@@ -556,7 +514,7 @@ fn client_killed_after_go_leaves_every_host_to_switch_back_by_itself() {
         back.duration_since(killed).as_secs_f64() * 1000.0
     );
     for h in &f.hosts {
-        wait_until_clean(&h.app);
+        h.app.wait_until_clean();
         assert_eq!(
             h.app.releases(),
             [v1.as_str()],
@@ -606,7 +564,7 @@ fn client_frozen_after_go_leaves_every_host_to_switch_back_after_barrier_timeout
     running.signal("KILL");
     let _ = running.child.wait();
     for h in &f.hosts {
-        wait_until_clean(&h.app);
+        h.app.wait_until_clean();
         assert_eq!(
             h.app.releases(),
             [v1.as_str()],
@@ -907,7 +865,7 @@ fn a_host_lost_after_go_leaves_the_fleet_split_exit_4_until_it_switches_back_by_
         );
     }
     wait_until_every_host_is_on(&f, &v1, Duration::from_secs(10));
-    wait_until_clean(&f.host(STUCK).app);
+    f.host(STUCK).app.wait_until_clean();
     let args: Vec<&str> = join.split(' ').skip(1).collect();
     let joined = f.cutover(&args);
     joined.expect_code(0, &join);

@@ -425,6 +425,67 @@ impl DeployPath {
         assert_trees_equal(&expected, &actual, &format!("release {id} vs. the source"));
     }
 
+    /// Waits until the upload of a running deploy has sent at least `bytes` (its archives
+    /// `staging/ID/files*.tar` together) and returns its staging directory.
+    pub fn wait_for_upload(&self, bytes: u64) -> PathBuf {
+        let staging = self.at(".cutover/staging");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(id) = list_names(&staging).first() {
+                let dir = staging.join(id);
+                let sent: u64 = list_names(&dir)
+                    .iter()
+                    .filter(|n| n.starts_with("files") && n.ends_with(".tar"))
+                    .filter_map(|n| fs::metadata(dir.join(n)).ok())
+                    .map(|m| m.len())
+                    .sum();
+                if sent >= bytes {
+                    return dir;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{}: the upload never started",
+                self.path.display()
+            );
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+
+    /// Waits until the deploy script runs: its partial release appears (the copy of the live
+    /// release starts while the files are still uploading).
+    pub fn wait_for_script(&self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !self.releases().iter().any(|n| n.ends_with(".partial")) {
+            assert!(
+                Instant::now() < deadline,
+                "{}: the deploy script never started",
+                self.path.display()
+            );
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+
+    /// Waits (up to 30 s) until no lock, staging or partial release is left: what a deploy
+    /// script that lost its client removes by itself.
+    pub fn wait_until_clean(&self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while self.lock_exists()
+            || !self.staging_leftovers().is_empty()
+            || !self.leftovers().is_empty()
+        {
+            assert!(
+                Instant::now() < deadline,
+                "{}: left behind: lock {}, staging {:?}, {:?}",
+                self.path.display(),
+                self.lock_exists(),
+                self.staging_leftovers(),
+                self.leftovers()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// A deploy reports its release live before its script deletes the releases it pruned
     /// (`.cutover/trash/ID.PID`, PID being that script's): wait (at most 30 s) until no such
     /// script runs, so a test sees the deploy path at rest.
