@@ -13,7 +13,9 @@
 //! no exec), against the same baselines.
 //!
 //! plus local measurements: scan + hash of a 100,000-file / 1 GB tree (time, peak RSS), the
-//! server-side assembly of 20,000 staged files, and `copy = "hardlink"` against `"full"` on 1 GB.
+//! server-side assembly of 20,000 staged files, and `copy = "hardlink"` against `"full"` on 1 GB;
+//! and a fleet: 20 hosts (each its own sshd behind its own 25 ms proxy) prepared at once against
+//! one of them alone, with the spread of the `current` renames (`--fleet`: that case alone).
 //! Benchmarks measure and report; they assert nothing about time.
 
 #[path = "../tests/common/mod.rs"]
@@ -44,6 +46,7 @@ fn main() {
         return;
     }
     let quick = std::env::args().any(|a| a == "--quick");
+    let fleet_only = std::env::args().any(|a| a == "--fleet");
     let work = tempfile::Builder::new()
         .prefix("cutover-bench")
         .tempdir()
@@ -60,8 +63,12 @@ fn main() {
         .tempdir_in(&dest_base)
         .unwrap_or_else(|e| panic!("cannot use {} for deploys: {e}", dest_base.display()));
     let dest_fs = filesystem_of(dests.path());
+    if fleet_only {
+        print_rows(&fleet_case(dests.path()), &dest_fs);
+        return;
+    }
     let sshd = common::Sshd::start();
-    let proxy = delay_proxy::start(sshd.port, ONE_WAY_DELAY);
+    let proxy = common::proxy::start(sshd.port, ONE_WAY_DELAY);
     let known_hosts = work.path().join("known_hosts");
     let key_line = sshd.host_public_key_line();
     let (_, key) = key_line.split_once(' ').unwrap();
@@ -210,14 +217,19 @@ fn main() {
         1.0,
     ));
 
+    drop(sshd);
+    rows.extend(fleet_case(dests.path()));
     if !quick {
         rows.extend(local_cases(work.path(), dests.path()));
     }
+    print_rows(&rows, &dest_fs);
+}
 
+fn print_rows(rows: &[Row], dest_fs: &str) {
     println!();
     println!("| case | cutover (s) | baseline | baseline (s) | ratio | target |");
     println!("|---|---:|---|---:|---:|---:|");
-    for r in &rows {
+    for r in rows {
         println!("{}", r.markdown());
     }
     println!();
@@ -228,7 +240,130 @@ fn main() {
         runs(),
         openssh_version()
     );
-    drop(sshd);
+}
+
+/// Hosts in the fleet case.
+const FLEET_HOSTS: usize = 20;
+
+/// A fleet of 20 hosts on this machine, each its own sshd behind its own proxy (25 ms each
+/// way), deployed a tree from scratch, against one of those hosts alone: the time until every
+/// host is built and ready to switch (the `-v` stamp of the last `built and ready to switch`),
+/// the whole deploy, and the spread of the `current` renames (their ctimes). Every host's server
+/// work runs on this machine's cores too: the fleet's worst case.
+fn fleet_case(dests: &Path) -> Vec<Row> {
+    // The fleet's temporary files (sshds, deploy paths) go where the deploys of the other
+    // cases go (tmpfs by default).
+    std::env::set_var("TMPDIR", dests);
+    let Some(mut f) = common::fleet::Fleet::start_with_delays(&[ONE_WAY_DELAY; FLEET_HOSTS]) else {
+        panic!("the fleet case needs sshd");
+    };
+    // A deploy user with a plain /bin/sh (as a server's would be): this machine's root runs
+    // `pyenv init` at every login, and twenty logins at once queue on its lock file.
+    let home = dests.join("deploy-home");
+    fs::create_dir_all(&home).unwrap();
+    let user = common::TestUser::create("cobench", &home);
+    f.login_as(&user.name);
+    let mut rows = Vec::new();
+    // A small tree, where the round trips are most of a deploy; then ten times as many files,
+    // where the servers' own work (twenty of them, on this machine's cores) takes over.
+    for files in [40, 400] {
+        let _ = fs::remove_dir_all(&f.src);
+        let stats = generate_webapp(&f.src, files, 99);
+        eprintln!(
+            "bench: fleet of {FLEET_HOSTS} sshds, each behind its own 25 ms proxy; tree {} files, {:.1} MB",
+            stats.files,
+            stats.bytes as f64 / 1e6
+        );
+        rows.extend(fleet_rows(&mut f, &format!("{files} files")));
+    }
+    // The sshds (and their sessions) first, then their user.
+    drop(f);
+    drop(user);
+    rows
+}
+
+/// The fleet case's rows for the tree in `f.src`: prepare and whole deploy, 20 hosts against
+/// one, and the spread of the renames.
+fn fleet_rows(f: &mut common::fleet::Fleet, tree: &str) -> Vec<Row> {
+    let fresh = |f: &common::fleet::Fleet| {
+        for h in &f.hosts {
+            let _ = fs::remove_dir_all(&h.app.path);
+        }
+    };
+    // (seconds until every host was ready, seconds of the whole deploy, stderr)
+    let deploy = |f: &common::fleet::Fleet| -> (f64, f64, String) {
+        let t = Instant::now();
+        let run = f.spawn(&["deploy", "-v"]).wait();
+        let total = t.elapsed().as_secs_f64();
+        assert_eq!(run.code, Some(0), "fleet bench deploy:\n{}", run.describe());
+        if std::env::var_os("BENCH_SHOW").is_some() {
+            eprintln!("--- fleet deploy: {total:.2} s\n{}", run.stderr);
+        }
+        for h in &f.hosts {
+            h.app.wait_for_prune();
+        }
+        let ready = run
+            .stderr
+            .lines()
+            .filter(|l| l.ends_with("] built and ready to switch"))
+            .filter_map(|l| {
+                let stamp = l.split("cutover: [").nth(1)?.split(" s]").next()?;
+                stamp.trim().parse::<f64>().ok()
+            })
+            .fold(0.0, f64::max);
+        (ready, total, run.stderr)
+    };
+    let (mut one_ready, mut one_total) = (Vec::new(), Vec::new());
+    let (mut all_ready, mut all_total, mut spreads) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..runs() {
+        fresh(f);
+        f.only(Some(&["web01"]));
+        let (ready, total, _) = deploy(f);
+        one_ready.push(ready);
+        one_total.push(total);
+        fresh(f);
+        f.only(None);
+        let (ready, total, _) = deploy(f);
+        all_ready.push(ready);
+        all_total.push(total);
+        let ctimes: Vec<f64> = f
+            .hosts
+            .iter()
+            .map(|h| {
+                use std::os::unix::fs::MetadataExt;
+                let md = fs::symlink_metadata(h.app.at("current")).unwrap();
+                md.ctime() as f64 + md.ctime_nsec() as f64 / 1e9
+            })
+            .collect();
+        let first = ctimes.iter().cloned().fold(f64::INFINITY, f64::min);
+        let last = ctimes.iter().cloned().fold(0.0, f64::max);
+        spreads.push((last - first) * 1000.0);
+    }
+    let mut spread = Row::new(
+        &format!("{FLEET_HOSTS}-host fleet, {tree}: spread of the `current` renames (ms; 25 ms one way to every host)"),
+        median(&spreads),
+        "target: the largest RTT + 20 ms",
+        50.0 + 20.0,
+        1.0,
+    );
+    spread.unit = " ms";
+    vec![
+        Row::new(
+            &format!("{FLEET_HOSTS}-host fleet, {tree}, prepare (every host built and ready)"),
+            median(&all_ready),
+            "1 host, prepare",
+            median(&one_ready),
+            1.5,
+        ),
+        Row::new(
+            &format!("{FLEET_HOSTS}-host fleet, {tree}, whole deploy"),
+            median(&all_total),
+            "1 host, whole deploy",
+            median(&one_total),
+            f64::NAN,
+        ),
+        spread,
+    ]
 }
 
 /// `scripts/bench --serve`: keep the sshd and the delay proxy up and print configs for deploying
@@ -881,74 +1016,4 @@ fn openssh_version() -> String {
         .next()
         .unwrap_or("")
         .to_string()
-}
-
-/// A TCP proxy that holds every chunk for a fixed time in each direction: latency without a
-/// bandwidth limit, like a long link.
-mod delay_proxy {
-    use std::time::Duration;
-
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    use tokio::net::{TcpListener, TcpStream};
-    use tokio::sync::mpsc;
-    use tokio::time::Instant;
-
-    pub fn start(upstream: u16, delay: Duration) -> u16 {
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async move {
-                let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-                tx.send(listener.local_addr().unwrap().port()).unwrap();
-                loop {
-                    let (client, _) = listener.accept().await.unwrap();
-                    tokio::spawn(async move {
-                        let server = TcpStream::connect(("127.0.0.1", upstream)).await.unwrap();
-                        let _ = client.set_nodelay(true);
-                        let _ = server.set_nodelay(true);
-                        let (cr, cw) = client.into_split();
-                        let (sr, sw) = server.into_split();
-                        tokio::spawn(pipe(cr, sw, delay));
-                        tokio::spawn(pipe(sr, cw, delay));
-                    });
-                }
-            });
-        });
-        rx.recv().unwrap()
-    }
-
-    async fn pipe(
-        mut from: tokio::net::tcp::OwnedReadHalf,
-        mut to: tokio::net::tcp::OwnedWriteHalf,
-        delay: Duration,
-    ) {
-        let (tx, mut rx) = mpsc::unbounded_channel::<(Instant, Vec<u8>)>();
-        tokio::spawn(async move {
-            let mut buf = vec![0u8; 256 * 1024];
-            loop {
-                match from.read(&mut buf).await {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => {
-                        if tx
-                            .send((Instant::now() + delay, buf[..n].to_vec()))
-                            .is_err()
-                        {
-                            break;
-                        }
-                    }
-                }
-            }
-        });
-        while let Some((due, chunk)) = rx.recv().await {
-            tokio::time::sleep_until(due).await;
-            if to.write_all(&chunk).await.is_err() {
-                break;
-            }
-        }
-        let _ = to.shutdown().await;
-    }
 }

@@ -212,8 +212,8 @@ impl Target {
 pub struct Fleet {
     pub name: String,
     pub hosts: Vec<Target>,
-    /// `--host` narrowed it to one of several hosts.
-    pub narrowed: Option<String>,
+    /// `--host` narrowed it to one host: that host's label, and how many hosts the target has.
+    pub narrowed: Option<(String, usize)>,
 }
 
 impl Fleet {
@@ -232,9 +232,10 @@ impl Fleet {
         let labels: Vec<String> = self.hosts.iter().map(|h| h.label.clone()).collect();
         match self.hosts.iter().position(|h| h.label == label) {
             Some(i) => {
+                let total = self.hosts.len();
                 let host = self.hosts.swap_remove(i);
                 self.hosts = vec![host];
-                self.narrowed = Some(label.to_string());
+                self.narrowed = Some((label.to_string(), total));
                 Ok(self)
             }
             None => Err(usage(format!(
@@ -243,6 +244,23 @@ impl Fleet {
                 labels.join(", ")
             ))),
         }
+    }
+}
+
+impl Fleet {
+    /// What `--host` leaves out, said loudly: `doing` is what the command does to the host
+    /// (`deploying to`). None when the command acts on the whole target.
+    pub fn narrowing_notice(&self, doing: &str) -> Option<String> {
+        let (label, total) = self.narrowed.as_ref()?;
+        let others = match total - 1 {
+            0 => "it is the target's only host".to_string(),
+            1 => "the other host is left as it is".to_string(),
+            n => format!("the other {n} hosts are left as they are"),
+        };
+        Some(format!(
+            "--host {label}: {doing} ONE host of target {} ({total} hosts); {others}",
+            self.name
+        ))
     }
 }
 
@@ -1012,7 +1030,13 @@ mod tests {
             .unwrap()
             .target(None)
             .unwrap();
-        assert_eq!(f.clone().narrow("b").unwrap().hosts[0].label, "b");
+        let b = f.clone().narrow("b").unwrap();
+        assert_eq!(b.hosts[0].label, "b");
+        assert_eq!(
+            b.narrowing_notice("deploying to").unwrap(),
+            "--host b: deploying to ONE host of target p (2 hosts); the other host is left as it is"
+        );
+        assert_eq!(f.narrowing_notice("deploying to"), None);
         let e = format!("{:#}", f.narrow("c").unwrap_err());
         assert!(e.contains("a, b"), "{e}");
     }

@@ -140,6 +140,9 @@ pub struct LockHeld {
     pub path: String,
     /// What the lock's info file says, in words.
     pub holder: String,
+    /// The holder's token (empty when unknown): a fleet whose two entries are one deploy
+    /// path finds its own lock here.
+    pub token: String,
 }
 
 /// A lock this process holds on one host. Dropping it does nothing: giving it back needs the
@@ -227,8 +230,15 @@ pub async fn acquire(session: &Session, layout: &Layout, command: &str) -> Resul
         (written, Err(_)) => {
             let _ = session.remove_tree(&pending).await;
             written.context("cannot write the lock's info file")?;
-            let holder = describe_holder(session, layout).await;
-            Err(LockHeld { path: lock, holder }.into())
+            let (holder, info) =
+                tokio::join!(describe_holder(session, layout), read(session, layout));
+            let token = info.ok().flatten().map(|i| i.token).unwrap_or_default();
+            Err(LockHeld {
+                path: lock,
+                holder,
+                token,
+            }
+            .into())
         }
     }
 }

@@ -148,12 +148,35 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         _ => {}
     }
     let cfg = config::Config::load(&cli.config)?;
+    let doing = match &cli.command {
+        Command::Deploy { .. } => "deploying to",
+        Command::Check { .. } => "checking",
+        Command::Rollback { .. } => "rolling back",
+        Command::Releases { .. } => "listing the releases of",
+        Command::Verify { .. } => "verifying",
+        Command::Unlock { .. } => "unlocking",
+        _ => "acting on",
+    };
     let fleet = |target: &Option<String>| -> anyhow::Result<Fleet> {
         let fleet = cfg.target(target.as_deref())?;
-        match &cli.host {
-            Some(h) => fleet.narrow(h),
-            None => Ok(fleet),
+        // Entries that are the same as written are refused by the config already; these are
+        // the same once the ssh config is read.
+        if let Some((a, b, place)) = cutover::remote::ssh_config::same_place(&fleet.hosts) {
+            return Err(error::usage(format!(
+                "target {}: hosts {a:?} and {b:?} lead to the same server, user and path ({place}) once the ssh config is read: list each once",
+                fleet.name
+            )));
         }
+        let fleet = match &cli.host {
+            Some(h) => fleet.narrow(h)?,
+            None => fleet,
+        };
+        // Said before anything happens, whatever the command: the rest of the fleet is
+        // left out, and a fleet that drifts apart is what --host can leave behind.
+        if let Some(notice) = fleet.narrowing_notice(doing) {
+            out.warn(notice);
+        }
+        Ok(fleet)
     };
     let runtime = tokio::runtime::Runtime::new()?;
     let json = cli.json;

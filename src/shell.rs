@@ -22,9 +22,30 @@ pub fn quote(s: &str) -> String {
     out
 }
 
+/// `s` as one shell word for a command shown to people: as it is when it is one plain word
+/// (`web07`, `db-1.example.com`), else [`quote`]d.
+pub fn word(s: &str) -> String {
+    let plain = !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._-:@%+=,/".contains(c));
+    if plain {
+        s.to_string()
+    } else {
+        quote(s)
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use super::quote;
+    use super::{quote, word};
+
+    #[test]
+    fn a_plain_word_is_shown_as_it_is_anything_else_quoted() {
+        assert_eq!(word("web07"), "web07");
+        assert_eq!(word("10.0.0.7:2222"), "10.0.0.7:2222");
+        assert_eq!(word("a b"), "'a b'");
+        assert_eq!(word(""), "''");
+    }
 
     #[test]
     fn plain_words_are_wrapped_in_single_quotes() {

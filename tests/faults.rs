@@ -8,11 +8,11 @@
 mod common;
 
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::fixtures::{both_targets, read, root_or_skip, whoami};
+use common::fixtures::{both_targets, read, whoami};
 use common::site::TargetKind::{Local, Ssh};
 use common::site::*;
 
@@ -20,29 +20,6 @@ use common::site::*;
 fn write_sparse(site: &Site, rel: &str, len: u64) {
     let f = fs::File::create(site.src.join(rel)).unwrap();
     f.set_len(len).unwrap();
-}
-
-/// Waits until the upload of a running deploy has started (the archives `staging/ID/files*.tar`
-/// hold at least `bytes` together) and returns the staging directory.
-fn wait_for_upload(site: &Site, bytes: u64) -> PathBuf {
-    let staging = site.at(".cutover/staging");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Some(id) = list_names(&staging).first() {
-            let dir = staging.join(id);
-            let sent: u64 = list_names(&dir)
-                .iter()
-                .filter(|n| n.starts_with("files") && n.ends_with(".tar"))
-                .filter_map(|n| fs::metadata(dir.join(n)).ok())
-                .map(|m| m.len())
-                .sum();
-            if sent >= bytes {
-                return dir;
-            }
-        }
-        assert!(Instant::now() < deadline, "the upload never started");
-        std::thread::sleep(Duration::from_millis(2));
-    }
 }
 
 /// Where a pruned release waits in the trash: `.cutover/trash/ID.PID` (PID of the script that
@@ -55,50 +32,6 @@ fn trashed(site: &Site, id: &str) -> PathBuf {
         .collect();
     assert_eq!(names.len(), 1, "release {id} in the trash: {names:?}");
     trash.join(&names[0])
-}
-
-/// Waits until the deploy script runs on the server: its partial release appears (the copy of
-/// the live release starts while the files are still uploading).
-fn wait_for_script(site: &Site) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !list_names(&site.at("releases"))
-        .iter()
-        .any(|n| n.ends_with(".partial"))
-    {
-        assert!(Instant::now() < deadline, "the deploy script never started");
-        std::thread::sleep(Duration::from_millis(2));
-    }
-}
-
-/// Every process below `pid` (children, grandchildren, ...), from /proc.
-fn descendants(pid: u32) -> Vec<u32> {
-    let mut parent_of: Vec<(u32, u32)> = Vec::new();
-    for entry in fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(p) = entry.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        // /proc/PID/stat: `pid (comm) state ppid ...`; comm may hold spaces and parentheses.
-        let Ok(stat) = fs::read_to_string(entry.path().join("stat")) else {
-            continue;
-        };
-        let Some((_, rest)) = stat.rsplit_once(')') else {
-            continue;
-        };
-        if let Some(ppid) = rest.split_whitespace().nth(1).and_then(|s| s.parse().ok()) {
-            parent_of.push((p, ppid));
-        }
-    }
-    let mut found = Vec::new();
-    let mut frontier = vec![pid];
-    while let Some(parent) = frontier.pop() {
-        for &(p, pp) in &parent_of {
-            if pp == parent && !found.contains(&p) {
-                found.push(p);
-                frontier.push(p);
-            }
-        }
-    }
-    found
 }
 
 // --- a connection killed during the upload ------------------------------------------------------
@@ -118,9 +51,9 @@ fn killed_connection_during_upload_leaves_current_untouched() {
     site.write("index.php", "<?php echo 2;\n");
 
     let running = site.spawn(&["deploy"]);
-    let staging = wait_for_upload(&site, 1024 * 1024);
-    wait_for_script(&site);
-    kill_sessions(&site);
+    let staging = site.app().wait_for_upload(1024 * 1024);
+    site.app().wait_for_script();
+    site.sshd().kill_sessions();
     let run = running.wait();
     run.expect_code(1, "deploy whose connection was killed during the upload");
     assert!(
@@ -139,7 +72,7 @@ fn killed_connection_during_upload_leaves_current_untouched() {
         "says who cleans up\n{}",
         run.describe()
     );
-    wait_until_clean(&site);
+    site.app().wait_until_clean();
     assert!(!staging.exists(), "staging removed");
     assert_eq!(
         site.current_id(),
@@ -165,22 +98,6 @@ fn killed_connection_during_upload_leaves_current_untouched() {
     site.assert_clean("after the deploy that followed a killed connection");
 }
 
-/// Waits (up to 30 s) until no lock, staging or partial release is left: what a deploy script
-/// that lost its client removes by itself.
-fn wait_until_clean(site: &Site) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while site.lock_exists() || !site.staging_leftovers().is_empty() || !site.leftovers().is_empty()
-    {
-        assert!(
-            Instant::now() < deadline,
-            "left behind: lock {}, {:?}",
-            site.lock_exists(),
-            site.leftovers()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 /// What the issue asks for: after a killed connection, the NEXT deploy (no `cutover unlock` in
 /// between) succeeds.
 #[test]
@@ -190,9 +107,9 @@ fn next_deploy_after_a_killed_connection_succeeds_without_unlock() {
     site.deploy();
     write_sparse(&site, "big.bin", 300 * 1024 * 1024);
     let running = site.spawn(&["deploy"]);
-    wait_for_upload(&site, 1024 * 1024);
-    wait_for_script(&site);
-    kill_sessions(&site);
+    site.app().wait_for_upload(1024 * 1024);
+    site.app().wait_for_script();
+    site.sshd().kill_sessions();
     running
         .wait()
         .expect_code(1, "deploy whose connection was killed");
@@ -200,33 +117,10 @@ fn next_deploy_after_a_killed_connection_succeeds_without_unlock() {
     site.write("index.php", "<?php echo 'next';\n");
     // The script on the server needs a moment to see its input end and clean up (it may be
     // copying the live release): no `cutover unlock`, only that moment.
-    wait_until_clean(&site);
+    site.app().wait_until_clean();
     let next = site.deploy();
     site.assert_release_is_source(&next.release, &[]);
     site.assert_clean("after the deploy that followed a killed connection");
-}
-
-/// SIGKILLs the sshd processes below the listener: the deploy's connection dies, as when a
-/// network drops it. What sshd started (sftp-server, a shell waiting for the script) is left to
-/// see its input end, as it would then; killing those too would kill a login shell halfway
-/// through its start-up files (root's here run `pyenv init`, whose lock file then stays behind
-/// and stalls every later login for a minute).
-fn kill_sessions(site: &Site) {
-    let listener = site.sshd().pid();
-    let sessions: Vec<u32> = descendants(listener)
-        .into_iter()
-        .filter(|pid| {
-            fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.starts_with("sshd"))
-        })
-        .collect();
-    assert!(
-        !sessions.is_empty(),
-        "no sshd session process under {listener}"
-    );
-    for pid in sessions {
-        // SAFETY: plain kill(2) of a process this test's sshd started.
-        unsafe { libc::kill(pid as i32, libc::SIGKILL) };
-    }
 }
 
 // --- a client killed with SIGKILL -------------------------------------------------------------------
@@ -242,11 +136,11 @@ fn killed_client_during_the_upload_leaves_the_server_clean(kind: TargetKind) {
     write_sparse(&site, "big.bin", 400 * 1024 * 1024);
     site.write("index.php", "<?php echo 2;\n");
     let mut running = site.spawn(&["deploy"]);
-    wait_for_upload(&site, 1);
-    wait_for_script(&site);
+    site.app().wait_for_upload(1);
+    site.app().wait_for_script();
     running.signal("KILL");
     let _ = running.child.wait();
-    wait_until_clean(&site);
+    site.app().wait_until_clean();
     assert_eq!(site.current_id(), Some(first.release.clone()));
     assert_eq!(site.releases(), std::slice::from_ref(&first.release));
 
@@ -271,7 +165,7 @@ fn killed_client_leaves_a_lock_naming_holder_age_and_unlock(kind: TargetKind) {
     write_sparse(&site, "big.bin", 400 * 1024 * 1024);
     site.write("index.php", "<?php echo 2;\n");
     let mut running = site.spawn(&["deploy", "--emit-script"]);
-    let staging = wait_for_upload(&site, 1);
+    let staging = site.app().wait_for_upload(1);
     // (the lock's info is written before the upload)
     let info = site.at(".cutover/lock/info");
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -361,7 +255,7 @@ fn sigterm_during_the_upload_abandons_cleanly(kind: TargetKind) {
     site.write("index.php", "<?php echo 2;\n");
 
     let running = site.spawn(&["deploy"]);
-    let staging = wait_for_upload(&site, 1);
+    let staging = site.app().wait_for_upload(1);
     running.signal("TERM");
     let run = running.wait();
     run.expect_code(1, "deploy terminated during the upload");
@@ -401,69 +295,17 @@ both_targets!(
 
 // --- a full disk -----------------------------------------------------------------------------------
 
-/// A tmpfs mounted on a directory for one test; unmounted on drop.
-struct Tmpfs {
-    dir: PathBuf,
-}
-
-impl Tmpfs {
-    fn mount(dir: &Path, size: &str) -> Tmpfs {
-        mkdirs(dir);
-        let out = Command::new("mount")
-            .args(["-t", "tmpfs", "-o"])
-            .arg(format!("size={size},mode=0755"))
-            .arg("tmpfs")
-            .arg(dir)
-            .output()
-            .expect("running mount");
-        assert!(
-            out.status.success(),
-            "mount -t tmpfs on {}: {out:?}",
-            dir.display()
-        );
-        Tmpfs {
-            dir: dir.to_path_buf(),
-        }
-    }
-
-    fn resize(&self, size: &str) {
-        let out = Command::new("mount")
-            .args(["-o"])
-            .arg(format!("remount,size={size}"))
-            .arg(&self.dir)
-            .output()
-            .expect("running mount -o remount");
-        assert!(
-            out.status.success(),
-            "resizing the tmpfs to {size}: {out:?}"
-        );
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let ok = Command::new("umount")
-            .arg(&self.dir)
-            .status()
-            .map(|s| s.success())
-            .unwrap_or(false);
-        if !ok {
-            let _ = Command::new("umount").arg("-l").arg(&self.dir).status();
-        }
-    }
-}
-
 /// The deploy path is a file system too small for the copy of the previous release: exit 1 with
 /// a "no space" message naming the file system, `current` untouched, the partial release, staging
 /// and the lock removed. Once there is room again, the next deploy works.
 fn disk_full_fails_naming_the_file_system(kind: TargetKind) {
-    if !root_or_skip("mounting a tmpfs") {
+    if !common::fixtures::root_or_skip("mounting a tmpfs") {
         return;
     }
     let Some(site) = Site::new(kind) else { return };
     // Room for the first deploy (its archive and the unpacked tree: 2 x 5 MB), then not for
     // a second copy of the release.
-    let fs_ = Tmpfs::mount(&site.path, "16m");
+    let fs_ = common::Tmpfs::mount(&site.path, "16m");
     site.write("index.php", "<?php\n");
     site.write("assets/video.bin", noise(11, 5 * 1024 * 1024));
     let first = site.deploy();
@@ -604,46 +446,12 @@ mod simultaneous_deploys_refusal_names_the_holder {
 
 // --- cleanup that cannot remove an old release ------------------------------------------------------
 
-/// `chattr +i` on a path for one test (an immutable directory cannot lose its entries, nor be
-/// removed, even by root); `chattr -i` on drop, so the temp dir can be removed.
-struct Immutable {
-    path: PathBuf,
-}
-
-impl Immutable {
-    /// None when the file system does not support the flag (checked with lsattr).
-    fn set(path: &Path) -> Option<Immutable> {
-        let ok = Command::new("chattr")
-            .arg("+i")
-            .arg(path)
-            .output()
-            .map(|o| o.status.success())
-            .unwrap_or(false);
-        let guard = Immutable {
-            path: path.to_path_buf(),
-        };
-        let flags = Command::new("lsattr").arg("-d").arg(path).output().ok()?;
-        let flags = String::from_utf8_lossy(&flags.stdout);
-        let set = flags
-            .split_whitespace()
-            .next()
-            .is_some_and(|f| f.contains('i'));
-        (ok && set).then_some(guard)
-    }
-}
-
-impl Drop for Immutable {
-    fn drop(&mut self) {
-        let _ = Command::new("chattr").arg("-i").arg(&self.path).status();
-    }
-}
-
 /// Cleanup cannot remove the oldest release (a directory in it is immutable): the new release is
 /// live anyway, the deploy exits 3 with a warning naming the path; the remains wait in
 /// .cutover/trash (out of releases/, so never a rollback target), and later deploys still work
 /// and delete them once they can.
 fn undeletable_old_release_warns_and_stays_live(kind: TargetKind) {
-    if !root_or_skip("chattr +i") {
+    if !common::fixtures::root_or_skip("chattr +i") {
         return;
     }
     let Some(mut site) = Site::new(kind) else {
@@ -655,7 +463,7 @@ fn undeletable_old_release_warns_and_stays_live(kind: TargetKind) {
     site.write("index.php", "<?php echo 2;\n");
     let second = site.deploy().release;
     let stuck = site.release_dir(&oldest).join("assets");
-    let Some(mut guard) = Immutable::set(&stuck) else {
+    let Some(mut guard) = common::Immutable::set(&stuck) else {
         assert!(
             std::env::var_os("CI").is_none(),
             "chattr +i is not supported on {}: the CI runner's temp dir must support it",
@@ -737,7 +545,7 @@ both_targets!(undeletable_old_release_warns_and_stays_live);
 #[test]
 fn root_owned_dir_in_an_old_release_warns_and_stays_live() {
     use std::os::unix::fs::PermissionsExt;
-    if !root_or_skip("creating a deploy user") || !common::sshd_or_skip() {
+    if !common::fixtures::root_or_skip("creating a deploy user") || !common::sshd_or_skip() {
         return;
     }
     let keys = tempfile::tempdir().unwrap();

@@ -9,7 +9,7 @@
 //! by ONE script (`templates/check.sh.hbs`) in ONE exec call. The script prints one
 //! `check<TAB>NAME<TAB>ok|fail|warn<TAB>DETAIL<TAB>FIX` line per finding and writes nothing
 //! under the deploy path; this module turns those lines into the report. An `sftp_only` target
-//! runs no script: its checks are SFTP requests ([`sftp_only_checks`]).
+//! runs no script: its checks are SFTP requests (`sftp_only_checks`).
 
 use anyhow::{anyhow, Result};
 use serde::Serialize;

@@ -258,14 +258,29 @@ async fn read_host(
 
 pub async fn unlock(fleet: &Fleet, out: &Output) -> Result<()> {
     let single = fleet.is_single();
+    let outs: Vec<Output> = fleet
+        .hosts
+        .iter()
+        .map(|t| {
+            if single {
+                out.clone()
+            } else {
+                out.for_host(&t.label)
+            }
+        })
+        .collect();
+    // Every host at once: one that cannot be reached does not hold up the others.
+    let results = futures::future::join_all(
+        fleet
+            .hosts
+            .iter()
+            .zip(&outs)
+            .map(|(t, o)| unlock_host(t, o)),
+    )
+    .await;
     let mut failed = None;
-    for t in &fleet.hosts {
-        let o = if single {
-            out.clone()
-        } else {
-            out.for_host(&t.label)
-        };
-        if let Err(e) = unlock_host(t, &o).await {
+    for (r, o) in results.into_iter().zip(&outs) {
+        if let Err(e) = r {
             o.warn(format_args!("{e:#}"));
             failed.get_or_insert(e);
         }

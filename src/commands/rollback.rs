@@ -25,16 +25,15 @@ pub async fn run(fleet: &Fleet, to: Option<&str>, json: bool, out: &Output) -> R
     let result = rollback(fleet, wanted, single, out, &mut hosts).await;
     let status = match &result {
         Ok(s) => *s,
-        Err(_)
-            if hosts
-                .iter()
-                .any(|h: &HostDeploy| h.report.status == Status::Live) =>
-        {
-            Status::Unknown
-        }
-        Err(_) => Status::Failed,
+        Err(_) => crate::deploy::overall(&hosts),
     };
-    let reports = hosts.iter().map(|h| h.report.clone()).collect();
+    // In the fleet's order (the hosts that moved were switched apart from the others).
+    let reports = fleet
+        .hosts
+        .iter()
+        .filter_map(|t| hosts.iter().find(|h| h.target.label == t.label))
+        .map(|h| h.report.clone())
+        .collect();
     for h in hosts {
         h.close().await;
     }
@@ -46,7 +45,16 @@ pub async fn run(fleet: &Fleet, to: Option<&str>, json: bool, out: &Output) -> R
     );
     if json {
         println!("{}", report.to_json());
-    } else if result.is_ok() {
+    } else {
+        print(&report, result.is_ok(), single, out);
+    }
+    result.map(|_| ())
+}
+
+/// A line per host once the rollback is done; for a fleet, the table and how the hosts
+/// switched, also when it failed.
+fn print(report: &Report, done: bool, single: bool, out: &Output) {
+    if done {
         for h in &report.hosts {
             let o = if single {
                 out.clone()
@@ -56,22 +64,24 @@ pub async fn run(fleet: &Fleet, to: Option<&str>, json: bool, out: &Output) -> R
             match h.status {
                 Status::Live => o.summary(format!(
                     "{}: rolled back: current -> releases/{} (was {})",
-                    fleet.name,
+                    report.target,
                     h.release.as_deref().unwrap_or("?"),
                     h.previous.as_deref().unwrap_or("?")
                 )),
                 _ => o.summary(format!(
                     "{}: release {} is already current",
-                    fleet.name,
+                    report.target,
                     h.release.as_deref().unwrap_or("?")
                 )),
             }
         }
-        if !single {
-            out.summary(format!("\n{}", report.table().trim_end()));
+    }
+    if !single && !report.hosts.is_empty() {
+        out.summary(format!("\n{}", report.table().trim_end()));
+        if let Some(line) = crate::deploy::report::switch_line(report) {
+            out.summary(line);
         }
     }
-    result.map(|_| ())
 }
 
 async fn rollback(
@@ -81,13 +91,16 @@ async fn rollback(
     out: &Output,
     hosts: &mut Vec<HostDeploy>,
 ) -> Result<Status> {
-    for t in &fleet.hosts {
-        let o = if single {
+    let connected = crate::deploy::connect_all(fleet, |label| {
+        if single {
             out.clone()
         } else {
-            out.for_host(&t.label)
-        };
-        hosts.push(HostDeploy::connect(t, o).await?);
+            out.for_host(label)
+        }
+    })
+    .await;
+    for c in connected {
+        hosts.push(c?);
     }
     for r in futures::future::join_all(hosts.iter_mut().map(|h| h.survey(true))).await {
         r?;
@@ -166,15 +179,19 @@ async fn rollback(
             .map(|(i, h)| {
                 let from = lives[i].clone();
                 let to = to.clone();
-                async move { h.prepare_rollback(&from, &to, pipelined).await }
+                async move {
+                    let r = h.prepare_rollback(&from, &to, pipelined).await;
+                    if let Err(e) = &r {
+                        h.failed(e);
+                    }
+                    r
+                }
             }),
     )
     .await;
     let failures: Vec<anyhow::Error> = prepared.into_iter().filter_map(Result::err).collect();
     if let Some(first) = failures.into_iter().next() {
-        for h in hosts.iter_mut() {
-            h.call_off().await;
-        }
+        futures::future::join_all(hosts.iter_mut().map(|h| h.call_off())).await;
         return Err(first.context(format!(
             "target {}: rollback not done; current is untouched everywhere",
             fleet.name
@@ -189,7 +206,14 @@ async fn rollback(
             stay.push(h);
         }
     }
-    let result = crate::deploy::switch(&mut movers, fleet, single, out).await;
+    let result = crate::deploy::switch(
+        &mut movers,
+        fleet,
+        crate::deploy::Purpose::Rollback,
+        single,
+        out,
+    )
+    .await;
     hosts.extend(movers);
     hosts.extend(stay);
     result

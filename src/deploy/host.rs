@@ -65,6 +65,14 @@ pub struct HostDeploy {
     script_started: bool,
     /// An SFTP-only host's run (no script): opened with the lock.
     sftp: Option<SftpRun>,
+    /// Half the round trip of `go` → `cutover-swapped`: how long a word takes to get there.
+    one_way: Option<Duration>,
+    /// Its script said it could not switch `current` back: it is on the new release.
+    pub stuck: bool,
+    /// The script is a rollback's (it builds and removes nothing).
+    rolling_back: bool,
+    /// The token of the lock that refused this host (see [`LockHeld::token`]).
+    pub refused_by: Option<String>,
 }
 
 impl HostDeploy {
@@ -92,6 +100,10 @@ impl HostDeploy {
             pipelined: false,
             script_started: false,
             sftp: None,
+            one_way: None,
+            stuck: false,
+            rolling_back: false,
+            refused_by: None,
         })
     }
 
@@ -446,7 +458,10 @@ impl HostDeploy {
                     return Ok(());
                 }
                 Some(_) => {}
-                None => return Err(self.script_ended("run").await),
+                None => {
+                    let stage = if self.rolling_back { "rollback" } else { "run" };
+                    return Err(self.script_ended(stage).await);
+                }
             }
         }
     }
@@ -460,6 +475,7 @@ impl HostDeploy {
         pipelined: bool,
     ) -> Result<()> {
         let stage = self.target.stage("rollback");
+        self.rolling_back = true;
         self.report.release = Some(to.to_string());
         self.report.previous = Some(from.to_string());
         if self.target.sftp_only {
@@ -492,14 +508,25 @@ impl HostDeploy {
         if !self.pipelined {
             self.say(word::GO).await?;
         }
+        let sent = Instant::now();
         let mut swapped = false;
         loop {
             match self.next_line().await {
                 Some(Line::Swapped { .. }) => {
                     swapped = true;
                     self.phase = Phase::Swapped;
-                    self.report.switched_at_ms =
-                        Some(crate::output::started().elapsed().as_secs_f64() * 1000.0);
+                    let seen = Instant::now();
+                    // The host switched about halfway between the word leaving and the answer
+                    // arriving: a word and an answer travel the same link. A fleet of one sent
+                    // `go` long before, with its upload.
+                    if !self.pipelined {
+                        let round_trip = seen - sent;
+                        self.one_way = Some(round_trip / 2);
+                        if let crate::config::Host::Ssh { .. } = self.target.host {
+                            self.report.rtt_ms = Some(round_trip.as_secs_f64() * 1000.0);
+                        }
+                    }
+                    self.report.switched_at_ms = Some(self.ms_at(seen));
                     self.out.stage("switched");
                 }
                 Some(Line::Verified(ok)) => return Ok(ok),
@@ -532,6 +559,7 @@ impl HostDeploy {
                     self.phase = Phase::Done;
                     self.report.status = Status::Live;
                     self.collect_warnings(warnings);
+                    self.finished();
                     return Ok(status);
                 }
                 Some(_) => {}
@@ -565,10 +593,29 @@ impl HostDeploy {
                 })
                 .await;
                 if reverted {
-                    self.report.status = Status::Reverted;
+                    self.reverted();
                 }
             }
         }
+        if self.phase == Phase::Swapped && self.report.status != Status::Reverted {
+            // It switched and never said it switched back: it may still be on the new release.
+            self.report.status = Status::Unknown;
+            self.stuck = self.shell.as_ref().and_then(Shell::exit_code) == Some(Some(4));
+            let why = if self.stuck {
+                format!(
+                    "{}: its script could not switch current back: release {} stays live there",
+                    self.target.stage("revert"),
+                    self.report.release.as_deref().unwrap_or("?")
+                )
+            } else {
+                format!(
+                    "{}: the end of its script was not seen; on the server the script switches back by itself when it sees its client gone",
+                    self.target.stage("revert")
+                )
+            };
+            self.report.error = Some(why);
+        }
+        self.finished();
         self.clean_up().await;
     }
 
@@ -696,19 +743,22 @@ impl HostDeploy {
     }
 
     /// The error for a lock someone else holds: the holder, and what to do.
-    fn lock_refused(&self, e: anyhow::Error) -> anyhow::Error {
+    fn lock_refused(&mut self, e: anyhow::Error) -> anyhow::Error {
         match e.downcast_ref::<LockHeld>() {
-            Some(held) => anyhow!(crate::error::with_hint(
-                format!(
-                    "{} is locked by another deploy ({})",
-                    self.layout.root(),
-                    held.holder
-                ),
-                format!(
-                    "if no deploy is running (one was killed), run `cutover unlock {}`",
-                    self.target.name
-                )
-            )),
+            Some(held) => {
+                self.refused_by = Some(held.token.clone());
+                anyhow!(crate::error::with_hint(
+                    format!(
+                        "{} is locked by another deploy ({})",
+                        self.layout.root(),
+                        held.holder
+                    ),
+                    format!(
+                        "if no deploy is running (one was killed), run `cutover unlock {}`",
+                        self.target.name
+                    )
+                ))
+            }
             None => e,
         }
     }
@@ -725,9 +775,44 @@ impl HostDeploy {
         let line = shell.next_line().await?;
         let parsed = Line::parse(&line);
         if parsed == Line::Reverted {
-            self.report.status = Status::Reverted;
+            self.reverted();
         }
         Some(parsed)
+    }
+
+    /// The script said it switched back.
+    fn reverted(&mut self) {
+        self.report.status = Status::Reverted;
+        self.report.reverted_at_ms = Some(self.ms_at(Instant::now()));
+    }
+
+    /// When the host did what the line seen at `seen` says, in milliseconds since the command
+    /// started: one one-way trip before it was seen.
+    fn ms_at(&self, seen: Instant) -> f64 {
+        let at = seen - self.one_way.unwrap_or_default();
+        at.saturating_duration_since(crate::output::started())
+            .as_secs_f64()
+            * 1000.0
+    }
+
+    /// This host's part failed: the report keeps why (without the hint) and when.
+    pub fn failed(&mut self, e: &anyhow::Error) {
+        if self.report.error.is_none() {
+            let text = format!("{e:#}");
+            let text = match text.split_once("\nhint: ") {
+                Some((message, _)) => message.to_string(),
+                None => text,
+            };
+            self.report.error = Some(text);
+        }
+        self.finished();
+    }
+
+    /// This host's part is over: note when (the first time).
+    fn finished(&mut self) {
+        if self.report.seconds == 0.0 {
+            self.report.seconds = crate::output::started().elapsed().as_secs_f64();
+        }
     }
 
     fn collect_warnings(&mut self, count: u64) {
@@ -771,22 +856,33 @@ impl HostDeploy {
             eprint!("{}", shell.kept_stderr());
         }
         let lost = self.session.lost().await;
+        // Before the switch, nothing outside .cutover/ changed, whatever happened to the script.
+        let switched = self.phase == Phase::Swapped;
+        let (script, removed) = if self.rolling_back {
+            ("rollback script", String::new())
+        } else {
+            ("deploy script", format!(" and release {id} was removed"))
+        };
         match (code, self.report.status) {
-            (_, Status::Reverted) => anyhow!(
-                "{stage}: the deploy was switched back: current points where it did before; release {id} was removed"
-            ),
+            (_, Status::Reverted) => {
+                anyhow!("{stage}: switched back: current points where it did before{removed}")
+            }
             (Some(4), _) => {
                 self.report.status = Status::Unknown;
-                anyhow!("{stage}: the script could not switch current back: release {id} stays live")
+                anyhow!(
+                    "{stage}: the script could not switch current back: release {id} stays live"
+                )
             }
-            (Some(code), _) => anyhow!(
-                "{stage}: the deploy script failed (exit {code}); current is untouched and release {id} was removed"
-            ),
+            (Some(code), _) => {
+                anyhow!("{stage}: the {script} failed (exit {code}); current is untouched{removed}")
+            }
             (None, _) => {
-                self.report.status = Status::Unknown;
+                if switched {
+                    self.report.status = Status::Unknown;
+                }
                 anyhow!(crate::error::with_hint(
                     format!(
-                        "{stage}: the connection ended before the deploy script reported back{}",
+                        "{stage}: the connection ended before the {script} reported back{}",
                         lost.map(|w| format!(": the SSH connection to {} was lost ({w})", self.session.describe())).unwrap_or_default()
                     ),
                     format!("on the server the script finishes or undoes itself on its own; run `cutover releases {name}` to see which release is live")
@@ -865,7 +961,14 @@ impl HostDeploy {
             }
         }
         let released_by_script = notes.iter().any(|n| n.contains("already released"));
-        if done && (notes.is_empty() || released_by_script) && script_runs {
+        if done
+            && (notes.is_empty() || released_by_script)
+            && script_runs
+            && self.report.status == Status::Unknown
+        {
+            notes.clear();
+            notes.push("the deploy script released the lock".into());
+        } else if done && (notes.is_empty() || released_by_script) && script_runs {
             notes.clear();
             // The script cleaned up after itself: say so, once checked.
             let gone = match &staging {

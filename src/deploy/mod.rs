@@ -38,8 +38,44 @@ use crate::source::record::{self, Record};
 use host::{HostDeploy, Phase};
 use report::{HostReport, Report, Status};
 
-/// sshd's default MaxStartups is 10: more handshakes at once and it starts dropping them.
-const CONNECTS_AT_ONCE: usize = 10;
+/// sshd's default MaxStartups is 10: more handshakes at once to one server and it starts
+/// dropping them. Different servers are connected to side by side (a second wave of
+/// handshakes would cost a 20-host fleet one more handshake's round trips), up to a bound that
+/// keeps a very large fleet's client within its means.
+const CONNECTS_PER_SERVER: usize = 10;
+const CONNECTS_AT_ONCE: usize = 64;
+
+/// Connect to every host of `fleet`, in its order; `out` gives each host its output.
+pub(crate) async fn connect_all(
+    fleet: &Fleet,
+    out: impl Fn(&str) -> Output,
+) -> Vec<Result<HostDeploy>> {
+    use std::collections::HashMap;
+    use std::sync::Arc;
+    use tokio::sync::Semaphore;
+    let mut servers: HashMap<String, Arc<Semaphore>> = HashMap::new();
+    let connects = fleet.hosts.iter().map(|t| {
+        let server = match &t.host {
+            crate::config::Host::Ssh { host, port, .. } => {
+                format!("{}:{port}", host.to_lowercase())
+            }
+            crate::config::Host::Local => "local".to_string(),
+        };
+        let turn = servers
+            .entry(server)
+            .or_insert_with(|| Arc::new(Semaphore::new(CONNECTS_PER_SERVER)))
+            .clone();
+        let o = out(&t.label);
+        async move {
+            let _turn = turn.acquire_owned().await;
+            HostDeploy::connect(t, o).await
+        }
+    });
+    stream::iter(connects.collect::<Vec<_>>())
+        .buffered(CONNECTS_AT_ONCE)
+        .collect()
+        .await
+}
 
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Options {
@@ -54,30 +90,40 @@ pub struct Options {
 pub async fn run(fleet: &Fleet, opts: Options, out: &Output) -> (Report, Result<()>) {
     let started = Instant::now();
     let mut hosts: Vec<HostDeploy> = Vec::new();
-    let result = stages(fleet, opts, out, &mut hosts).await;
+    let mut unreached: Vec<HostReport> = Vec::new();
+    let result = stages(fleet, opts, out, &mut hosts, &mut unreached).await;
     let status = match &result {
         Ok(s) => *s,
         Err(_) => overall(&hosts),
     };
-    let mut reports = Vec::new();
+    let mut done = Vec::new();
     for h in hosts {
         let mut r = h.report.clone();
-        r.seconds = started.elapsed().as_secs_f64();
-        reports.push(r);
+        if r.seconds == 0.0 {
+            r.seconds = started.elapsed().as_secs_f64();
+        }
+        done.push(r);
         h.close().await;
     }
     out.stage("connections closed");
-    if reports.is_empty() {
-        reports = fleet
-            .hosts
-            .iter()
-            .map(|t| HostReport {
-                host: t.label.clone(),
-                destination: t.describe(),
-                ..HostReport::default()
-            })
-            .collect();
-    }
+    // Every host of the fleet, in its order: also those never reached (or, when the deploy
+    // stopped before connecting, all of them).
+    let reports = fleet
+        .hosts
+        .iter()
+        .map(|t| {
+            let mine = |r: &&HostReport| r.host == t.label;
+            done.iter()
+                .find(mine)
+                .or_else(|| unreached.iter().find(mine))
+                .cloned()
+                .unwrap_or_else(|| HostReport {
+                    host: t.label.clone(),
+                    destination: t.describe(),
+                    ..HostReport::default()
+                })
+        })
+        .collect();
     let report = Report::new(
         &fleet.name,
         reports,
@@ -88,7 +134,7 @@ pub async fn run(fleet: &Fleet, opts: Options, out: &Output) -> (Report, Result<
 }
 
 /// How a fleet ended when something failed: all failed/reverted, or split.
-fn overall(hosts: &[HostDeploy]) -> Status {
+pub(crate) fn overall(hosts: &[HostDeploy]) -> Status {
     let live = hosts
         .iter()
         .filter(|h| h.report.status == Status::Live)
@@ -110,6 +156,7 @@ async fn stages(
     opts: Options,
     out: &Output,
     hosts: &mut Vec<HostDeploy>,
+    unreached: &mut Vec<HostReport>,
 ) -> Result<Status> {
     let single = fleet.is_single();
     if opts.emit_script && !single {
@@ -118,13 +165,6 @@ async fn stages(
             fleet.name,
             fleet.hosts.len()
         )));
-    }
-    if let Some(h) = &fleet.narrowed {
-        out.warn(format_args!(
-            "--host {h}: deploying to ONE host of target {} ({} hosts); the others keep their release",
-            fleet.name,
-            fleet.hosts.len()
-        ));
     }
     let mut interrupts = Interrupts::listen()?;
     let host_out = |label: &str| {
@@ -142,12 +182,7 @@ async fn stages(
         let git = record::git_state(&first.source);
         (scan, git)
     });
-    let connects = stream::iter(fleet.hosts.iter().map(|t| {
-        let o = host_out(&t.label);
-        async move { HostDeploy::connect(t, o).await }
-    }))
-    .buffered(CONNECTS_AT_ONCE)
-    .collect::<Vec<_>>();
+    let connects = connect_all(fleet, host_out);
     let stopped = |signal| {
         anyhow!(
             "target {}: interrupted by {signal}; nothing was changed",
@@ -162,10 +197,19 @@ async fn stages(
         }
     };
     let mut failures = Vec::new();
-    for c in connected {
+    for (t, c) in fleet.hosts.iter().zip(connected) {
         match c {
             Ok(h) => hosts.push(h),
-            Err(e) => failures.push(e),
+            Err(e) => {
+                unreached.push(HostReport {
+                    host: t.label.clone(),
+                    destination: t.describe(),
+                    error: Some(format!("{e:#}")),
+                    seconds: crate::output::started().elapsed().as_secs_f64(),
+                    ..HostReport::default()
+                });
+                failures.push(e);
+            }
         }
     }
     let new = match scan {
@@ -226,7 +270,11 @@ async fn stages(
         give_back_all(hosts).await;
         return Err(stopped(signal));
     }
-    let failures: Vec<anyhow::Error> = surveyed.into_iter().filter_map(Result::err).collect();
+    let (_, failures) = note_failures(hosts, surveyed);
+    if let Some(why) = same_deploy_path(hosts, fleet) {
+        give_back_all(hosts).await;
+        return Err(usage(why));
+    }
     if !failures.is_empty() {
         give_back_all(hosts).await;
         return Err(first_failure(
@@ -288,15 +336,8 @@ async fn stages(
         }
         p = prepared => p,
     };
-    let mut failures = Vec::new();
-    let mut emitted = None;
-    for p in prepared {
-        match p {
-            Ok(Some(script)) => emitted = Some(script),
-            Ok(None) => {}
-            Err(e) => failures.push(e),
-        }
-    }
+    let (prepared, failures) = note_failures(hosts, prepared);
+    let emitted = prepared.into_iter().flatten().next();
     if let Some(script) = emitted {
         print!("{script}");
         let h = &mut hosts[0];
@@ -356,7 +397,7 @@ async fn stages(
             }
             r = ready => r,
         };
-        let failures: Vec<anyhow::Error> = ready.into_iter().filter_map(Result::err).collect();
+        let (_, failures) = note_failures(hosts, ready);
         if !failures.is_empty() {
             call_off_all(hosts).await;
             return Err(first_failure(
@@ -368,7 +409,7 @@ async fn stages(
         // --- 6. the barrier passed: switch every host, then commit or revert together.
         notice(interrupts)
     };
-    let result = switch(hosts, fleet, single, out).await;
+    let result = switch(hosts, fleet, Purpose::Deploy, single, out).await;
     notice.abort();
     result
 }
@@ -377,6 +418,7 @@ async fn stages(
 pub(crate) async fn switch(
     hosts: &mut [HostDeploy],
     fleet: &Fleet,
+    purpose: Purpose,
     single: bool,
     out: &Output,
 ) -> Result<Status> {
@@ -394,13 +436,22 @@ pub(crate) async fn switch(
             })
             .collect();
         for (h, v) in hosts.iter_mut().zip(verdicts) {
-            if matches!(v, Ok(false)) {
+            match v {
                 // It switches back by itself; wait for it.
-                h.phase = Phase::Swapped;
+                Ok(false) => {
+                    h.phase = Phase::Swapped;
+                    h.failed(&anyhow!(
+                        "{}: a verify hook failed",
+                        h.target.stage("verify")
+                    ));
+                }
+                Err(e) => h.failed(&e),
+                Ok(true) => {}
             }
-            h.call_off().await;
         }
-        return Err(split_or_failed(hosts, fleet, reasons.join("; ")));
+        // Every host at once: the hosts on the new release are what makes the fleet mixed.
+        futures::future::join_all(hosts.iter_mut().map(|h| h.call_off())).await;
+        return Err(split_or_failed(hosts, fleet, purpose, reasons.join("; ")));
     }
     let committed = futures::future::join_all(hosts.iter_mut().map(|h| h.commit())).await;
     let mut warnings = false;
@@ -413,12 +464,13 @@ pub(crate) async fn switch(
                 if h.report.status != Status::Reverted {
                     h.report.status = Status::Unknown;
                 }
+                h.failed(&e);
                 errors.push(format!("{e:#}"));
             }
         }
     }
     if !errors.is_empty() {
-        return Err(split_or_failed(hosts, fleet, errors.join("; ")));
+        return Err(split_or_failed(hosts, fleet, purpose, errors.join("; ")));
     }
     if single {
         let h = &hosts[0];
@@ -440,46 +492,109 @@ pub(crate) async fn switch(
     Ok(Status::Live)
 }
 
-/// After a failed switch: exit 1 when every host is back where it was, exit 4 when some are
-/// on the new release and some are not, with the command that reconciles them.
-fn split_or_failed(hosts: &[HostDeploy], fleet: &Fleet, why: String) -> anyhow::Error {
-    let states: Vec<String> = hosts
-        .iter()
-        .map(|h| {
-            format!(
-                "  {}: {} ({})",
-                h.target.label,
-                h.report.status.word(),
-                match h.report.status {
-                    Status::Live => format!(
-                        "on the new release {}",
-                        h.report.release.as_deref().unwrap_or("?")
-                    ),
-                    Status::Unknown =>
-                        "may be on either release: see `cutover releases`".to_string(),
-                    _ => format!(
-                        "on {}",
-                        h.report.previous.as_deref().unwrap_or("its previous state")
-                    ),
-                }
-            )
-        })
-        .collect();
+/// What a switch is for: it decides which release a split fleet is brought back to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Purpose {
+    /// A deploy: `previous` is where every host was, `release` the new one.
+    Deploy,
+    /// A rollback: `release` is where every host was going, and stays on every host.
+    Rollback,
+}
+
+/// After a failed switch: exit 1 when every host is back where it was; exit 4 when the fleet
+/// may be split (a host on the new release, or one whose state is unknown), with each host's
+/// state and the exact command that brings the hosts together.
+fn split_or_failed(
+    hosts: &[HostDeploy],
+    fleet: &Fleet,
+    purpose: Purpose,
+    why: String,
+) -> anyhow::Error {
+    let name = &fleet.name;
+    let committed = hosts.iter().any(|h| h.report.status == Status::Live);
+    // Where every host should end: a deploy that committed nowhere goes back to the previous
+    // release (present on every host: nothing was pruned); one that committed somewhere goes
+    // forward with a new deploy (a host that switched back removed the new release). A
+    // rollback goes on to the release it was going to (a rollback removes nothing).
+    let command = |host: Option<&HostDeploy>| -> String {
+        let narrow = host
+            .map(|h| format!(" --host {}", crate::shell::word(&h.target.label)))
+            .unwrap_or_default();
+        let back_to = match host {
+            Some(h) => h.report.previous.clone(),
+            None => {
+                let first = hosts[0].report.previous.clone();
+                hosts
+                    .iter()
+                    .all(|h| h.report.previous == first)
+                    .then_some(first)
+                    .flatten()
+            }
+        };
+        match (purpose, committed, back_to) {
+            (Purpose::Rollback, _, _) => format!(
+                "cutover rollback {name}{narrow} --to {}",
+                hosts[0].report.release.as_deref().unwrap_or("?")
+            ),
+            (Purpose::Deploy, false, Some(previous)) => {
+                format!("cutover rollback {name}{narrow} --to {previous}")
+            }
+            (Purpose::Deploy, _, _) => format!("cutover deploy {name}{narrow}"),
+        }
+    };
     let split = hosts
         .iter()
         .any(|h| matches!(h.report.status, Status::Live | Status::Unknown));
+    let states: Vec<String> = hosts
+        .iter()
+        .map(|h| {
+            let release = h.report.release.as_deref().unwrap_or("?");
+            let previous = h.report.previous.as_deref();
+            let (state, fix) = match h.report.status {
+                Status::Live => (format!("on {release}"), committed && split),
+                Status::Unknown if h.stuck => (
+                    format!("still on {release}: its script could not switch current back"),
+                    true,
+                ),
+                Status::Unknown => (
+                    format!(
+                        "may still be on {release}{}",
+                        previous
+                            .map(|p| format!(" (or back on {p})"))
+                            .unwrap_or_default()
+                    ),
+                    true,
+                ),
+                _ => (
+                    match previous {
+                        Some(p) => format!("on {p}"),
+                        None => "as before (no release)".to_string(),
+                    },
+                    false,
+                ),
+            };
+            let fix = if fix && !committed {
+                format!("; to bring it back: {}", command(Some(h)))
+            } else {
+                String::new()
+            };
+            format!(
+                "  {}: {}, {state}{fix}",
+                h.target.label,
+                h.report.status.word()
+            )
+        })
+        .collect();
     if split && hosts.len() > 1 {
-        let id = hosts[0].report.release.clone().unwrap_or_default();
         FleetSplit(crate::error::with_hint(
             format!(
-                "{}: the fleet is split ({why}):\n{}",
-                fleet.stage("swap"),
+                "target {name}, stage swap: the fleet may be split ({why}):\n{}",
                 states.join("\n")
             ),
             format!(
-                "bring every host to one release: `cutover deploy {0}` again, or `cutover rollback {0}`; \
-                 `cutover releases {0}` shows which host is on {id}",
-                fleet.name
+                "to bring every host to one release, run: {} (hosts already there are left alone); \
+                 `cutover releases {name}` shows where each host is",
+                command(None)
             ),
         ))
         .into()
@@ -487,13 +602,54 @@ fn split_or_failed(hosts: &[HostDeploy], fleet: &Fleet, why: String) -> anyhow::
         anyhow!("{why}")
     } else if hosts.len() > 1 {
         anyhow!(
-            "{}: not switched ({why}); every host is back on its previous release:\n{}",
-            fleet.stage("swap"),
+            "target {name}, stage swap: not switched ({why}); every host is back on its previous release:\n{}",
             states.join("\n")
         )
     } else {
         anyhow!("{why}")
     }
+}
+
+/// Two entries of `hosts` that are one deploy path, found out by the lock: the lock one of
+/// them was refused by is the one this deploy took through the other. (Entries that are the same
+/// as written, or once the ssh config is read, are refused before connecting.)
+fn same_deploy_path(hosts: &[HostDeploy], fleet: &Fleet) -> Option<String> {
+    hosts.iter().find_map(|h| {
+        let token = h.refused_by.as_deref().filter(|t| !t.is_empty())?;
+        let twin = hosts
+            .iter()
+            .find(|o| o.lock.as_ref().is_some_and(|l| l.token() == token))?;
+        Some(format!(
+            "target {}: hosts {} and {} are one deploy path: the lock {} found is the one this deploy took through {} ({}); list each server once in targets.{}.hosts",
+            fleet.name,
+            twin.target.label,
+            h.target.label,
+            h.target.label,
+            twin.target.label,
+            h.layout.lock(),
+            fleet.name
+        ))
+    })
+}
+
+/// Each host's result of one stage, in the hosts' order: what succeeded, and the failures, each
+/// also noted in its host's report (its error, and when its part ended).
+fn note_failures<T>(
+    hosts: &mut [HostDeploy],
+    results: Vec<Result<T>>,
+) -> (Vec<T>, Vec<anyhow::Error>) {
+    let mut ok = Vec::new();
+    let mut failures = Vec::new();
+    for (h, r) in hosts.iter_mut().zip(results) {
+        match r {
+            Ok(v) => ok.push(v),
+            Err(e) => {
+                h.failed(&e);
+                failures.push(e);
+            }
+        }
+    }
+    (ok, failures)
 }
 
 /// One error for several hosts' failures: the first, with how many others failed.

@@ -50,7 +50,9 @@ pub struct HostReport {
     pub bytes_sent: u64,
     pub shared_links: u64,
     pub seconds: f64,
-    /// Round-trip time of the connection, measured at connect (none locally).
+    /// Round-trip time of the connection, in milliseconds (none locally): the switch's own,
+    /// `go` sent → `cutover-swapped` seen (the rename included); before the switch, a third of
+    /// the survey's three flights of requests.
     pub rtt_ms: Option<f64>,
     pub warnings: Vec<String>,
     /// How many warnings the script counted (shared walk, leftovers, …).
@@ -62,6 +64,9 @@ pub struct HostReport {
     /// of these is the mixed-version window).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub switched_at_ms: Option<f64>,
+    /// Milliseconds since the command started when `current` was switched back.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reverted_at_ms: Option<f64>,
 }
 
 /// The whole deploy.
@@ -125,6 +130,22 @@ impl Report {
         Some(max - min)
     }
 
+    /// After a switch that was undone: from the first host's switch to the last host's switch
+    /// back, in milliseconds (the time some hosts served the new release and some the old).
+    pub fn mixed_window_ms(&self) -> Option<f64> {
+        let first = self
+            .hosts
+            .iter()
+            .filter_map(|h| h.switched_at_ms)
+            .reduce(f64::min)?;
+        let last = self
+            .hosts
+            .iter()
+            .filter_map(|h| h.reverted_at_ms)
+            .reduce(f64::max)?;
+        Some(last - first)
+    }
+
     /// The table of a fleet: one row per host.
     pub fn table(&self) -> String {
         let mut rows = vec![[
@@ -143,7 +164,11 @@ impl Report {
                 h.previous.clone().unwrap_or_else(|| "-".into()),
                 format!("{} ({})", h.uploaded, bytes(h.bytes_sent)),
                 format!("{:.1} s", h.seconds),
-                h.status.word().to_string(),
+                match h.status {
+                    // Failed here, or stopped because another host failed.
+                    Status::Failed if h.error.is_none() => "called off".to_string(),
+                    other => other.word().to_string(),
+                },
                 h.rtt_ms
                     .map(|r| format!("{r:.0} ms"))
                     .unwrap_or_else(|| "-".into()),
@@ -202,16 +227,39 @@ pub fn print(report: &Report, out: &Output) {
     }
     if !single {
         out.summary(format!("\n{}", report.table().trim_end()));
-        let switched = report
-            .hosts
-            .iter()
-            .filter(|h| h.switched_at_ms.is_some() && h.status == Status::Live)
-            .count();
-        if let Some(spread) = report.switch_spread_ms() {
-            out.summary(format!(
-                "{switched}/{} hosts switched within {spread:.0} ms",
-                report.hosts.len()
+        if let Some(line) = switch_line(report) {
+            out.summary(line);
+        }
+    }
+}
+
+/// `20/20 hosts switched within 12 ms`; after a switch that was undone, how it was undone.
+pub fn switch_line(report: &Report) -> Option<String> {
+    let spread = report.switch_spread_ms()?;
+    let count = |s: Status| report.hosts.iter().filter(|h| h.status == s).count();
+    let switched = report
+        .hosts
+        .iter()
+        .filter(|h| h.switched_at_ms.is_some())
+        .count();
+    let mut line = format!(
+        "{switched}/{} hosts switched within {spread:.0} ms",
+        report.hosts.len()
+    );
+    if count(Status::Live) < switched {
+        line.push_str(&format!(
+            ", then {} switched back{}",
+            count(Status::Reverted),
+            match count(Status::Unknown) {
+                0 => String::new(),
+                n => format!(" and {n} may not have"),
+            }
+        ));
+        if let Some(window) = report.mixed_window_ms() {
+            line.push_str(&format!(
+                "; the hosts ran different releases for {window:.0} ms"
             ));
         }
     }
+    Some(line)
 }

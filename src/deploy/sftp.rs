@@ -20,7 +20,7 @@
 //!                    staging and the lock removed; then the trash emptied
 //! ```
 //!
-//! **Flights.** Every request goes out the moment it is made ([`Sftp::send_mkdir`] and the
+//! **Flights.** Every request goes out the moment it is made ([`crate::remote::sftp::Sftp::send_mkdir`] and the
 //! others) and its answer is awaited later; OpenSSH's sftp-server takes one channel's requests
 //! in order, so a MKDIR and the SYMLINK inside it share a flight on one channel. Only true
 //! dependencies wait for an answer: a WRITE needs its OPEN's handle, the swap needs the release
@@ -31,7 +31,7 @@
 //! sftp-server process each). A channel keeps fewer than 120 handles open (russh-sftp mangles
 //! OpenSSH's 129th: see `remote::sftp`), so an OPEN first takes a handle permit from its channel;
 //! requests that need no handle are bounded per channel too, and the bytes read from local
-//! files but not yet written are bounded by [`UPLOAD_BUDGET_KIB`].
+//! files but not yet written are bounded by `UPLOAD_BUDGET_KIB`.
 //!
 //! **Nothing followed that cutover did not make.** The previous release is read by a walk that
 //! never enters a symbolic link ([`Channels::walk`]); a file is hard-linked or copied from it

@@ -519,7 +519,7 @@ impl Sftp {
     }
 }
 
-/// A request already sent, answered later (see [`send_now`]).
+/// A request already sent, answered later (see `send_now`).
 pub type Sent<T> = futures::future::BoxFuture<'static, Result<T>>;
 
 /// How the server reads the two paths of SYMLINK. The SFTP draft sends the link's path first;

@@ -31,6 +31,8 @@
 #![allow(dead_code)]
 
 pub mod fixtures;
+pub mod fleet;
+pub mod proxy;
 pub mod scenarios;
 pub mod site;
 pub mod traffic;
@@ -191,26 +193,101 @@ impl Sshd {
         self.child.id()
     }
 
-    /// SIGKILLs the sshd session processes below the listener (with `internal-sftp`, the SFTP
-    /// servers themselves): every connection dies, as when a network drops it. Panics when
-    /// there is none.
+    /// SIGKILLs the sshd processes below the listener: every connection to this server dies,
+    /// as when a network drops it. What sshd started (sftp-server, a shell waiting for its
+    /// script) is left to see its input end, as it would then; killing those too would kill a
+    /// login shell halfway through its start-up files (root's here run `pyenv init`, whose lock
+    /// file then stays behind and stalls every later login for a minute).
     pub fn kill_sessions(&self) {
-        let sessions: Vec<u32> = descendants(self.pid())
+        let listener = self.pid();
+        let sessions: Vec<u32> = descendants(listener)
             .into_iter()
-            .filter(|p| {
-                fs::read_to_string(format!("/proc/{p}/comm")).is_ok_and(|c| c.starts_with("sshd"))
+            .filter(|pid| {
+                fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.starts_with("sshd"))
             })
             .collect();
         assert!(
             !sessions.is_empty(),
-            "no sshd session process under {}",
-            self.pid()
+            "no sshd session process under {listener}"
         );
         for pid in sessions {
             // SAFETY: plain kill(2) of a process this test's sshd started.
             unsafe { libc::kill(pid as i32, libc::SIGKILL) };
         }
     }
+}
+
+impl Sshd {
+    /// The processes its sessions started that still run (pid and command line): every one
+    /// carries `SSH_CONNECTION=… 127.0.0.1 PORT` in its environment, also once it has left the
+    /// process tree (a background job whose shell ended is adopted by init), and started after
+    /// this sshd (an earlier server on the same port left its own).
+    pub fn session_processes(&self) -> Vec<(u32, String)> {
+        let needle = format!(" 127.0.0.1 {}", self.port);
+        let born = start_time(self.pid()).expect("the sshd runs");
+        let mut found = Vec::new();
+        for entry in fs::read_dir("/proc").unwrap().flatten() {
+            let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+                continue;
+            };
+            if start_time(pid).is_none_or(|t| t < born) {
+                continue;
+            }
+            // A zombie's environment reads empty: it runs nothing any more.
+            let Ok(environ) = fs::read(entry.path().join("environ")) else {
+                continue;
+            };
+            let ours = environ.split(|b| *b == 0).any(|var| {
+                var.strip_prefix(b"SSH_CONNECTION=")
+                    .is_some_and(|v| String::from_utf8_lossy(v).ends_with(&needle))
+            });
+            if ours {
+                let cmdline = fs::read(entry.path().join("cmdline")).unwrap_or_default();
+                let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+                found.push((pid, cmdline.trim().to_string()));
+            }
+        }
+        found
+    }
+}
+
+/// When a process started, in clock ticks since boot (field 22 of /proc/PID/stat).
+fn start_time(pid: u32) -> Option<u64> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // `pid (comm) state ppid …`: comm may hold spaces and parentheses.
+    let (_, rest) = stat.rsplit_once(')')?;
+    rest.split_whitespace().nth(19)?.parse().ok()
+}
+
+/// Every process below `pid` (children, grandchildren, ...), from /proc.
+pub fn descendants(pid: u32) -> Vec<u32> {
+    let mut parent_of: Vec<(u32, u32)> = Vec::new();
+    for entry in fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(p) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        // /proc/PID/stat: `pid (comm) state ppid ...`; comm may hold spaces and parentheses.
+        let Ok(stat) = fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        let Some((_, rest)) = stat.rsplit_once(')') else {
+            continue;
+        };
+        if let Some(ppid) = rest.split_whitespace().nth(1).and_then(|s| s.parse().ok()) {
+            parent_of.push((p, ppid));
+        }
+    }
+    let mut found = Vec::new();
+    let mut frontier = vec![pid];
+    while let Some(parent) = frontier.pop() {
+        for &(p, pp) in &parent_of {
+            if pp == parent && !found.contains(&p) {
+                found.push(p);
+                frontier.push(p);
+            }
+        }
+    }
+    found
 }
 
 impl Drop for Sshd {
@@ -500,41 +577,6 @@ fn ensure_privsep_dir() {
     }
 }
 
-/// Every process below `pid`, by the parent pids in /proc.
-pub fn descendants(pid: u32) -> Vec<u32> {
-    let mut parents = Vec::new();
-    for e in fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let Ok(p) = e.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        let Ok(stat) = fs::read_to_string(format!("/proc/{p}/stat")) else {
-            continue;
-        };
-        // pid (comm) state ppid ...: comm may hold spaces, so read after the last ')'
-        if let Some(ppid) = stat
-            .rsplit_once(')')
-            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
-            .and_then(|s| s.parse::<u32>().ok())
-        {
-            parents.push((p, ppid));
-        }
-    }
-    let mut found = vec![pid];
-    let mut i = 0;
-    while i < found.len() {
-        let parent = found[i];
-        found.extend(
-            parents
-                .iter()
-                .filter(|(_, pp)| *pp == parent)
-                .map(|(p, _)| *p),
-        );
-        i += 1;
-    }
-    found.remove(0);
-    found
-}
-
 /// The user the tests log in as.
 pub fn site_user() -> String {
     current_user()
@@ -576,6 +618,92 @@ fn find_in_path(name: &str) -> Option<PathBuf> {
     std::env::split_paths(&path)
         .map(|d| d.join(name))
         .find(|p| is_executable(p))
+}
+
+/// A tmpfs mounted on a directory for one test; unmounted on drop.
+pub struct Tmpfs {
+    dir: PathBuf,
+}
+
+impl Tmpfs {
+    pub fn mount(dir: &Path, size: &str) -> Tmpfs {
+        site::mkdirs(dir);
+        let out = Command::new("mount")
+            .args(["-t", "tmpfs", "-o"])
+            .arg(format!("size={size},mode=0755"))
+            .arg("tmpfs")
+            .arg(dir)
+            .output()
+            .expect("running mount");
+        assert!(
+            out.status.success(),
+            "mount -t tmpfs on {}: {out:?}",
+            dir.display()
+        );
+        Tmpfs {
+            dir: dir.to_path_buf(),
+        }
+    }
+
+    pub fn resize(&self, size: &str) {
+        let out = Command::new("mount")
+            .args(["-o"])
+            .arg(format!("remount,size={size}"))
+            .arg(&self.dir)
+            .output()
+            .expect("running mount -o remount");
+        assert!(
+            out.status.success(),
+            "resizing the tmpfs to {size}: {out:?}"
+        );
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let ok = Command::new("umount")
+            .arg(&self.dir)
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+        if !ok {
+            let _ = Command::new("umount").arg("-l").arg(&self.dir).status();
+        }
+    }
+}
+
+/// `chattr +i` on a path for one test (an immutable directory cannot lose its entries, nor be
+/// removed, even by root); `chattr -i` on drop, so the temp dir can be removed.
+pub struct Immutable {
+    pub path: PathBuf,
+}
+
+impl Immutable {
+    /// None when the file system does not support the flag (checked with lsattr).
+    pub fn set(path: &Path) -> Option<Immutable> {
+        let ok = Command::new("chattr")
+            .arg("+i")
+            .arg(path)
+            .output()
+            .map(|o| o.status.success())
+            .unwrap_or(false);
+        let guard = Immutable {
+            path: path.to_path_buf(),
+        };
+        let flags = Command::new("lsattr").arg("-d").arg(path).output().ok()?;
+        let flags = String::from_utf8_lossy(&flags.stdout);
+        let set = flags
+            .split_whitespace()
+            .next()
+            .is_some_and(|f| f.contains('i'));
+        (ok && set).then_some(guard)
+    }
+}
+
+impl Drop for Immutable {
+    fn drop(&mut self) {
+        let _ = Command::new("chattr").arg("-i").arg(&self.path).status();
+    }
 }
 
 /// A throwaway login user (`useradd`), for tests that need a deploy user who is not root;

@@ -251,24 +251,9 @@ impl Site {
         run
     }
 
-    /// A deploy reports its release live before its script deletes the releases it pruned
-    /// (`.cutover/trash/ID.PID`, PID being that script's): wait (at most 30 s) until no such
-    /// script runs, so a test sees the deploy path at rest.
+    /// See [`DeployPath::wait_for_prune`].
     pub fn wait_for_prune(&self) {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let busy = list_names(&self.path.join(".cutover/trash"))
-                .iter()
-                .filter_map(|n| {
-                    n.rsplit_once('.')
-                        .and_then(|(_, pid)| pid.parse::<u32>().ok())
-                })
-                .any(|pid| Path::new(&format!("/proc/{pid}")).exists());
-            if !busy || Instant::now() > deadline {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        self.app().wait_for_prune();
     }
 
     /// Starts `cutover --config CONFIG ARGS...` without waiting for it.
@@ -372,6 +357,80 @@ impl Site {
 
     // --- the deploy path ---------------------------------------------------------------------
 
+    /// The deploy path, for inspection.
+    pub fn app(&self) -> DeployPath {
+        DeployPath::new(&self.path)
+    }
+
+    pub fn at(&self, rel: impl AsRef<Path>) -> PathBuf {
+        self.app().at(rel)
+    }
+
+    /// The target of `current`, when it is a symlink.
+    pub fn current_link(&self) -> Option<String> {
+        self.app().current_link()
+    }
+
+    /// The release id `current` points to (`releases/ID` expected).
+    pub fn current_id(&self) -> Option<String> {
+        self.app().current_id()
+    }
+
+    /// Names in `releases/`, sorted (empty when it does not exist).
+    pub fn releases(&self) -> Vec<String> {
+        self.app().releases()
+    }
+
+    pub fn release_dir(&self, id: &str) -> PathBuf {
+        self.app().release_dir(id)
+    }
+
+    /// Names in `.cutover/manifests/`, sorted.
+    pub fn manifests(&self) -> Vec<String> {
+        self.app().manifests()
+    }
+
+    /// Entries left in `.cutover/staging/` (empty when it does not exist).
+    pub fn staging_leftovers(&self) -> Vec<String> {
+        self.app().staging_leftovers()
+    }
+
+    pub fn lock_exists(&self) -> bool {
+        self.app().lock_exists()
+    }
+
+    /// See [`DeployPath::leftovers`].
+    pub fn leftovers(&self) -> Vec<PathBuf> {
+        self.app().leftovers()
+    }
+
+    /// See [`DeployPath::assert_clean`].
+    pub fn assert_clean(&self, context: &str) {
+        self.app().assert_clean(context)
+    }
+
+    /// Asserts that the release `id` holds exactly the source tree (after `skip` paths are
+    /// removed from the source view, e.g. `.git`).
+    pub fn assert_release_is_source(&self, id: &str, skip: &[&str]) {
+        self.app().assert_release_is(&self.src, id, skip)
+    }
+}
+
+/// A deploy path seen from the file system (the "server" of every test is this machine): what a
+/// test inspects after a deploy. A [`Site`] has one, and so has each host of a fleet
+/// (tests/common/fleet.rs).
+#[derive(Debug, Clone)]
+pub struct DeployPath {
+    pub path: PathBuf,
+}
+
+impl DeployPath {
+    pub fn new(path: &Path) -> DeployPath {
+        DeployPath {
+            path: path.to_path_buf(),
+        }
+    }
+
     pub fn at(&self, rel: impl AsRef<Path>) -> PathBuf {
         self.path.join(rel)
     }
@@ -449,12 +508,93 @@ impl Site {
         );
     }
 
-    /// Asserts that the release `id` holds exactly the source tree (after `skip` paths are
+    /// Asserts that the release `id` holds exactly the tree `src` (after `skip` paths are
     /// removed from the source view, e.g. `.git`).
-    pub fn assert_release_is_source(&self, id: &str, skip: &[&str]) {
-        let expected = source_view(&self.src, skip);
+    pub fn assert_release_is(&self, src: &Path, id: &str, skip: &[&str]) {
+        let expected = source_view(src, skip);
         let actual = snapshot(&self.release_dir(id));
         assert_trees_equal(&expected, &actual, &format!("release {id} vs. the source"));
+    }
+
+    /// Waits until the upload of a running deploy has sent at least `bytes` (its archives
+    /// `staging/ID/files*.tar` together) and returns its staging directory.
+    pub fn wait_for_upload(&self, bytes: u64) -> PathBuf {
+        let staging = self.at(".cutover/staging");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(id) = list_names(&staging).first() {
+                let dir = staging.join(id);
+                let sent: u64 = list_names(&dir)
+                    .iter()
+                    .filter(|n| n.starts_with("files") && n.ends_with(".tar"))
+                    .filter_map(|n| fs::metadata(dir.join(n)).ok())
+                    .map(|m| m.len())
+                    .sum();
+                if sent >= bytes {
+                    return dir;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{}: the upload never started",
+                self.path.display()
+            );
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+
+    /// Waits until the deploy script runs: its partial release appears (the copy of the live
+    /// release starts while the files are still uploading).
+    pub fn wait_for_script(&self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !self.releases().iter().any(|n| n.ends_with(".partial")) {
+            assert!(
+                Instant::now() < deadline,
+                "{}: the deploy script never started",
+                self.path.display()
+            );
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+
+    /// Waits (up to 30 s) until no lock, staging or partial release is left: what a deploy
+    /// script that lost its client removes by itself.
+    pub fn wait_until_clean(&self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while self.lock_exists()
+            || !self.staging_leftovers().is_empty()
+            || !self.leftovers().is_empty()
+        {
+            assert!(
+                Instant::now() < deadline,
+                "{}: left behind: lock {}, staging {:?}, {:?}",
+                self.path.display(),
+                self.lock_exists(),
+                self.staging_leftovers(),
+                self.leftovers()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// A deploy reports its release live before its script deletes the releases it pruned
+    /// (`.cutover/trash/ID.PID`, PID being that script's): wait (at most 30 s) until no such
+    /// script runs, so a test sees the deploy path at rest.
+    pub fn wait_for_prune(&self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let busy = list_names(&self.path.join(".cutover/trash"))
+                .iter()
+                .filter_map(|n| {
+                    n.rsplit_once('.')
+                        .and_then(|(_, pid)| pid.parse::<u32>().ok())
+                })
+                .any(|pid| Path::new(&format!("/proc/{pid}")).exists());
+            if !busy || Instant::now() > deadline {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
 }
 

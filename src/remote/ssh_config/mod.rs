@@ -49,7 +49,7 @@ mod route;
 use std::time::Duration;
 
 pub use parse::{config_files, lookup, lookup_text, ConfigFile, HostConfig, Origin, Proxy, Query};
-pub use route::{route, route_with, settings, Agent, Endpoint, Route, Settings};
+pub use route::{route, route_with, same_place, settings, Agent, Endpoint, Route, Settings};
 
 /// Environment variable naming the ssh config file to read instead of the usual ones.
 pub const CONFIG_ENV: &str = "CUTOVER_SSH_CONFIG";

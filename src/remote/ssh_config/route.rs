@@ -168,6 +168,30 @@ pub fn route(target: &Target) -> Result<Route> {
     route_with(target, &config_files()?)
 }
 
+/// The first two of `targets` that reach one place once the ssh config is read (an alias and
+/// its `HostName`, two aliases of one server): the same jump hosts, host, port and user, and
+/// the same deploy path. Their labels and where they lead. A target whose route cannot be worked
+/// out is left to fail, with its own message, when it connects.
+pub fn same_place(targets: &[Target]) -> Option<(String, String, String)> {
+    let files = config_files().ok()?;
+    let places: Vec<(&Target, String)> = targets
+        .iter()
+        .filter_map(|t| {
+            let r = route_with(t, &files).ok()?;
+            let hop = |e: &Endpoint| format!("{}@{}:{}", e.user, e.host.to_lowercase(), e.port);
+            let mut place: Vec<String> = r.jumps.iter().map(hop).collect();
+            place.push(format!("{}{}", hop(&r.target), t.path));
+            Some((t, place.join(" via ")))
+        })
+        .collect();
+    places.iter().enumerate().find_map(|(i, (a, place))| {
+        places[..i]
+            .iter()
+            .find(|(_, other)| other == place)
+            .map(|(b, _)| (b.label.clone(), a.label.clone(), place.clone()))
+    })
+}
+
 /// [`route`] with the given config files (for tests).
 pub fn route_with(target: &Target, files: &[ConfigFile]) -> Result<Route> {
     let Host::Ssh { host, port, user } = &target.host else {
