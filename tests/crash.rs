@@ -119,6 +119,16 @@ fn crash_rounds(kind: TargetKind, seed: u64) {
         // SAFETY: kill(2) of a process (group) this test started.
         unsafe { libc::kill(target, libc::SIGKILL) };
         let _ = child.wait();
+        if kind == Local {
+            // The killed script is reaped by init, not by us: until then `kill -0` (which the
+            // next deploy uses to tell a running deleter of `.cutover/trash/ID.PID` from a dead
+            // one) still finds it. A retried CI job starts after its killed one is gone.
+            let deadline = Instant::now() + Duration::from_secs(10);
+            // SAFETY: kill(2) with signal 0 only asks whether the group still exists.
+            while unsafe { libc::kill(target, 0) } == 0 && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }
 
         // A deploy script that outlived its client (over SSH) finishes or undoes itself: wait
         // for it, then deploy again at once, after `cutover unlock` when the killed deploy's
