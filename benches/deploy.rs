@@ -73,6 +73,10 @@ fn main() {
         .tempdir_in(&dest_base)
         .unwrap_or_else(|e| panic!("cannot use {} for deploys: {e}", dest_base.display()));
     let dest_fs = filesystem_of(dests.path());
+    if std::env::args().any(|a| a == "--local") {
+        print_rows(&local_cases(work.path(), dests.path()), &dest_fs);
+        return;
+    }
     if fleet_only {
         print_rows(&fleet_case(dests.path()), &dest_fs);
         return;
@@ -180,6 +184,7 @@ fn main() {
         ri.push(time(|| rsync_deploy(&net, &v2, &path, "r1", Some("r0"))));
         rn.push(time(|| rsync_deploy(&net, &v2, &path, "r2", Some("r1"))));
     }
+    let mut vf = Vec::new();
     for copy in ["full", "hardlink"] {
         let mut ci = Vec::new();
         let mut cn = Vec::new();
@@ -189,6 +194,9 @@ fn main() {
             cutover_deploy_copy(&net, &v1, &path, work.path(), "prep", copy);
             ci.push(cutover_deploy_copy(&net, &v2, &path, work.path(), "inc", copy).0);
             cn.push(cutover_deploy_copy(&net, &v2, &path, work.path(), "noop", copy).0);
+            if copy == "full" {
+                vf.push(cutover_verify(work.path(), "noop"));
+            }
         }
         rows.push(Row::new(
             &format!("incremental (~15%), copy = {copy}"),
@@ -205,6 +213,12 @@ fn main() {
             0.3,
         ));
     }
+
+    rows.push(Row::within(
+        "cutover verify (no --hash), 4,000 files",
+        median(&vf),
+        2.0,
+    ));
 
     let mut si = Vec::new();
     for run in 0..runs() {
@@ -583,6 +597,25 @@ fn cutover_deploy_with(
         eprintln!("--- cutover {tag}: {secs:.2} s\n{stderr}");
     }
     (secs, stderr)
+}
+
+/// `cutover verify` with the config of the deploy tagged `tag`; the seconds it took.
+fn cutover_verify(work: &Path, tag: &str) -> f64 {
+    let t = Instant::now();
+    let out = Command::new(common::cutover_bin())
+        .args(["verify", "--config"])
+        .arg(work.join(format!("cutover-{tag}.toml")))
+        .env("HOME", work)
+        .env_remove("SSH_AUTH_SOCK")
+        .output()
+        .unwrap();
+    let secs = t.elapsed().as_secs_f64();
+    assert!(
+        out.status.success(),
+        "cutover verify:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    secs
 }
 
 fn write_config(
@@ -984,13 +1017,13 @@ fn local_cases(work: &Path, dests: &Path) -> Vec<Row> {
         limit: f64::NAN,
     });
 
-    // remote assembly of 20,000 staged files (local target: the script's own time), on the
-    // deploys' file system and on this machine's disk
+    // the server's work for 20,000 staged files (a local target: no network)
     let app = work.join("assembly-src");
     generate_sized(&app, 20_000, 40_000_000, 11);
+    // --force: a 1 GB release with nothing changed is built anyway (else no release is built).
     let deploy = |cfg: &Path| -> f64 {
         let out = Command::new(common::cutover_bin())
-            .args(["deploy", "-v", "--config"])
+            .args(["deploy", "-v", "--force", "--config"])
             .arg(cfg)
             .output()
             .unwrap();
@@ -998,8 +1031,18 @@ fn local_cases(work: &Path, dests: &Path) -> Vec<Row> {
         assert!(out.status.success(), "{stderr}");
         script_seconds(&stderr)
     };
+    // On the deploys' file system, and on the other of disk and tmpfs.
+    let shm = tempfile::Builder::new()
+        .prefix("cutover-bench-shm")
+        .tempdir_in("/dev/shm")
+        .unwrap();
+    let other = if filesystem_of(dests).starts_with("tmpfs") {
+        work
+    } else {
+        shm.path()
+    };
     let mut round = 0;
-    for (i, base) in [dests, work].into_iter().enumerate() {
+    for (i, base) in [dests, other].into_iter().enumerate() {
         let dest = base.join(format!("assembly-dest-{i}"));
         let cfg = local_config(
             &work.join(format!("assembly-{i}.toml")),
@@ -1017,7 +1060,7 @@ fn local_cases(work: &Path, dests: &Path) -> Vec<Row> {
         }
         rows.push(Row {
             case: format!(
-                "server script: 20,000 new + 20,000 deleted files, on {}",
+                "local target, plan to commit: 20,000 new + 20,000 deleted files, on {}",
                 filesystem_of(base)
             ),
             ours: median(&assembly),
@@ -1036,7 +1079,7 @@ fn local_cases(work: &Path, dests: &Path) -> Vec<Row> {
         deploy(&cfg);
         let t: Vec<f64> = (0..runs()).map(|_| deploy(&cfg)).collect();
         rows.push(Row {
-            case: format!("server script, 1 GB release, copy = \"{mode}\""),
+            case: format!("local target, plan to commit: 1 GB release, nothing changed, --force, copy = \"{mode}\""),
             ours: median(&t),
             baseline: "".into(),
             theirs: f64::NAN,
@@ -1049,14 +1092,23 @@ fn local_cases(work: &Path, dests: &Path) -> Vec<Row> {
     rows
 }
 
-/// "script ran in 1.23 s" from cutover's verbose output.
+/// The server's part of a local deploy, from cutover's verbose stamps: from the plan (`release
+/// ID: N to upload ...`) to `committed`. The local "upload" only writes the archives into the
+/// staging directory, and the script's copy of the previous release overlaps it.
 fn script_seconds(stderr: &str) -> f64 {
-    stderr
-        .lines()
-        .find_map(|l| l.split("script ran in ").nth(1))
-        .and_then(|s| s.split_whitespace().next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("no script time in:\n{stderr}"))
+    let stamp = |needle: &str| -> Option<f64> {
+        stderr.lines().find_map(|l| {
+            let rest = l.strip_prefix("cutover: [")?;
+            let (secs, what) = rest.split_once(" s] ")?;
+            what.starts_with(needle)
+                .then(|| secs.trim().parse().ok())
+                .flatten()
+        })
+    };
+    match (stamp("release "), stamp("committed")) {
+        (Some(plan), Some(done)) => done - plan,
+        _ => panic!("no plan or commit stamp in:\n{stderr}"),
+    }
 }
 
 fn generate_sized(root: &Path, files: usize, total: u64, seed: u64) {
