@@ -540,6 +540,27 @@ impl Row {
     }
 }
 
+/// The peak RSS of the last [`cutover_deploy_with`], in KiB.
+static LAST_PEAK_KB: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Waits for `child` with wait4: (exited 0, its own peak RSS in MB).
+fn wait_with_peak(child: &std::process::Child) -> (bool, f64) {
+    let mut status = 0;
+    let mut usage = std::mem::MaybeUninit::<libc::rusage>::zeroed();
+    // SAFETY: waits for a child this process spawned; usage is written by the kernel.
+    let pid = unsafe { libc::wait4(child.id() as i32, &mut status, 0, usage.as_mut_ptr()) };
+    assert!(pid > 0, "wait4 failed");
+    let ok = libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0;
+    // SAFETY: wait4 succeeded, so usage is filled in.
+    (ok, unsafe { usage.assume_init() }.ru_maxrss as f64 / 1024.0)
+}
+
+/// `sync` before a timed run: on a disk, the dirty pages the previous run left (another tool's
+/// files, or the same tool's) are written back now, not billed to whichever run comes next.
+fn settle() {
+    let _ = Command::new("sync").status();
+}
+
 fn median(v: &[f64]) -> f64 {
     let mut v = v.to_vec();
     v.sort_by(|a, b| a.partial_cmp(b).unwrap());
@@ -547,6 +568,7 @@ fn median(v: &[f64]) -> f64 {
 }
 
 fn time(f: impl FnOnce()) -> f64 {
+    settle();
     let t = Instant::now();
     f();
     t.elapsed().as_secs_f64()
@@ -582,17 +604,26 @@ fn cutover_deploy_with(
     extra: &str,
 ) -> (f64, String) {
     let cfg = write_config(net, src, path, work, tag, copy, extra);
+    settle();
     let t = Instant::now();
-    let out = Command::new(common::cutover_bin())
+    let mut child = Command::new(common::cutover_bin())
         .args(["deploy", "-v", "--config"])
         .arg(&cfg)
         .env("HOME", work)
         .env_remove("SSH_AUTH_SOCK")
-        .output()
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
         .unwrap();
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    let (ok, peak_mb) = wait_with_peak(&child);
     let secs = t.elapsed().as_secs_f64();
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(out.status.success(), "cutover failed:\n{stderr}");
+    LAST_PEAK_KB.store(
+        (peak_mb * 1024.0) as u64,
+        std::sync::atomic::Ordering::Relaxed,
+    );
+    assert!(ok, "cutover failed:\n{stderr}");
     if std::env::var_os("BENCH_SHOW").is_some() {
         eprintln!("--- cutover {tag}: {secs:.2} s\n{stderr}");
     }
@@ -932,9 +963,12 @@ fn large_tree_cases(net: &Net, work: &Path, dests: &Path) -> Vec<Row> {
     generate_sized(&big, 100_000, 1_000_000_000, 9);
     let path = dests.join("large-tree");
     cutover_deploy_copy(net, &big, &path, work, "large", "hardlink");
+    let peak = || LAST_PEAK_KB.load(std::sync::atomic::Ordering::Relaxed) as f64 / 1024.0;
+    let full_peak = peak();
     let unchanged: Vec<f64> = (0..runs())
         .map(|_| cutover_deploy_copy(net, &big, &path, work, "large", "hardlink").0)
         .collect();
+    let unchanged_peak = peak();
     let one = big.join("d0/s0/f0.dat");
     let original = fs::read(&one).unwrap();
     let changed: Vec<f64> = (0..runs())
@@ -949,19 +983,29 @@ fn large_tree_cases(net: &Net, work: &Path, dests: &Path) -> Vec<Row> {
             secs
         })
         .collect();
+    let changed_peak = peak();
     fs::write(&one, original).unwrap();
     let _ = fs::remove_dir_all(&path);
+    eprintln!(
+        "bench: 100,000 files: peak RSS {full_peak:.0} MB (first deploy, 1 GB uploaded), {unchanged_peak:.0} MB (nothing changed), {changed_peak:.0} MB (one file changed)"
+    );
     vec![
-        Row::within(
-            "100,000 files / 1 GB, nothing changed",
-            median(&unchanged),
-            1.5,
-        ),
-        Row::within(
-            "100,000 files / 1 GB, one file changed, copy = hardlink",
-            median(&changed),
-            2.5,
-        ),
+        Row {
+            baseline: format!("peak RSS {unchanged_peak:.0} MB"),
+            ..Row::within(
+                "100,000 files / 1 GB, nothing changed",
+                median(&unchanged),
+                1.5,
+            )
+        },
+        Row {
+            baseline: format!("peak RSS {changed_peak:.0} MB"),
+            ..Row::within(
+                "100,000 files / 1 GB, one file changed, copy = hardlink",
+                median(&changed),
+                2.5,
+            )
+        },
     ]
 }
 
@@ -990,23 +1034,24 @@ fn local_cases(work: &Path, dests: &Path) -> Vec<Row> {
         &work.join("scan-dest"),
         "full",
     );
-    let scan = || {
+    // (seconds, peak RSS in MB) of one dry run: wait4 gives that child's own peak.
+    let scan = || -> (f64, f64) {
         let t = Instant::now();
-        let out = Command::new(common::cutover_bin())
+        let child = Command::new(common::cutover_bin())
             .args(["deploy", "--dry-run", "-q", "--config"])
             .arg(&cfg)
-            .output()
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
             .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        t.elapsed().as_secs_f64()
+        let (ok, peak_mb) = wait_with_peak(&child);
+        assert!(ok, "the dry run failed");
+        (t.elapsed().as_secs_f64(), peak_mb)
     };
     scan(); // warm the page cache
-    let times: Vec<f64> = (0..runs()).map(|_| scan()).collect();
-    let rss = peak_child_rss_mb();
+    let runs_: Vec<(f64, f64)> = (0..runs()).map(|_| scan()).collect();
+    let times: Vec<f64> = runs_.iter().map(|r| r.0).collect();
+    let rss = runs_.iter().map(|r| r.1).fold(0.0, f64::max);
     rows.push(Row {
         case: "scan+hash 100k files / 1 GB (dry run)".into(),
         ours: median(&times),
@@ -1140,10 +1185,13 @@ fn rename_all(root: &Path, round: u64) {
     }
 }
 
-fn peak_child_rss_mb() -> f64 {
-    let mut usage = std::mem::MaybeUninit::<libc::rusage>::zeroed();
-    unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, usage.as_mut_ptr()) };
-    unsafe { usage.assume_init() }.ru_maxrss as f64 / 1024.0
+fn openssh_version() -> String {
+    let out = Command::new("ssh").arg("-V").output().unwrap();
+    String::from_utf8_lossy(&out.stderr)
+        .split_whitespace()
+        .next()
+        .unwrap_or("")
+        .to_string()
 }
 
 fn cpu_model() -> String {
@@ -1155,13 +1203,4 @@ fn cpu_model() -> String {
                 .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
         })
         .unwrap_or_else(|| "unknown CPU".into())
-}
-
-fn openssh_version() -> String {
-    let out = Command::new("ssh").arg("-V").output().unwrap();
-    String::from_utf8_lossy(&out.stderr)
-        .split_whitespace()
-        .next()
-        .unwrap_or("")
-        .to_string()
 }

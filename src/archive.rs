@@ -22,7 +22,7 @@ use crate::source::{Entry, Kind, Manifest};
 /// Size of the chunks handed to the uploader (one SFTP write each).
 pub const CHUNK: usize = 255 * 1024;
 /// Chunks buffered between the packer and the uploader.
-const QUEUE: usize = 64;
+const QUEUE: usize = 16;
 
 /// A running packer: chunks of the archive, in order, then the end of the channel.
 pub type Chunks = mpsc::Receiver<Result<Vec<u8>>>;

@@ -37,7 +37,7 @@ use futures::FutureExt;
 use super::{DirEntry, PathKind, Progress};
 
 /// Write requests in flight at once, over all files (each up to `write_len` bytes).
-const WRITES_IN_FLIGHT: usize = 128;
+const WRITES_IN_FLIGHT: usize = 32;
 /// OpenSSH's sftp-server accepts writes up to 256 KiB minus headers; `limits@openssh.com` may
 /// tell us a smaller number.
 const DEFAULT_WRITE_LEN: usize = 255 * 1024;
