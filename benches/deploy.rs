@@ -606,6 +606,8 @@ fn cutover_deploy_with(
     let cfg = write_config(net, src, path, work, tag, copy, extra);
     settle();
     let t = Instant::now();
+    // Reaped by wait_with_peak (wait4), which clippy does not know.
+    #[allow(clippy::zombie_processes)]
     let mut child = Command::new(common::cutover_bin())
         .args(["deploy", "-v", "--config"])
         .arg(&cfg)
@@ -1037,6 +1039,8 @@ fn local_cases(work: &Path, dests: &Path) -> Vec<Row> {
     // (seconds, peak RSS in MB) of one dry run: wait4 gives that child's own peak.
     let scan = || -> (f64, f64) {
         let t = Instant::now();
+        // Reaped by wait_with_peak (wait4), which clippy does not know.
+        #[allow(clippy::zombie_processes)]
         let child = Command::new(common::cutover_bin())
             .args(["deploy", "--dry-run", "-q", "--config"])
             .arg(&cfg)
