@@ -283,7 +283,7 @@ fn sigterm_during_the_upload_abandons_cleanly(kind: TargetKind) {
 
 /// A before_swap hook that says it started, then waits (at most 30 s) for the test's `go` file.
 /// SIGTERM while the script runs on the server does not abandon it (the scenario SIGINT runs
-/// in deploy_*.rs, with TERM).
+/// in tests/deploy.rs, with TERM).
 fn sigterm_while_the_script_runs_lets_it_finish(kind: TargetKind) {
     common::scenarios::signal_while_the_script_runs_lets_it_finish(kind, "TERM");
 }

@@ -14,7 +14,7 @@ use common::scenarios::{self, Moment};
 use common::site::*;
 use common::Sshd;
 
-/// The deploy scenarios of tests/deploy_ssh.rs that need no hook, run against an SFTP-only
+/// The deploy scenarios of tests/deploy.rs that need no hook, run against an SFTP-only
 /// account with `sftp_only = true`.
 macro_rules! scenario {
     ($($name:ident $(($($arg:expr),*))?;)*) => {$(

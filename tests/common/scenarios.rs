@@ -1,4 +1,4 @@
-//! Deploy scenarios shared by tests/deploy_local.rs and tests/deploy_ssh.rs: each function is
+//! Deploy scenarios shared by tests/deploy.rs (local and ssh) and tests/sftp_only.rs: each function is
 //! one test body, run once per [`TargetKind`]. The deploy path is inspected directly on the
 //! file system (an SSH target is 127.0.0.1).
 #![allow(dead_code)]
