@@ -96,10 +96,14 @@ pub struct Survey {
     pub locked: bool,
     /// Things worth telling the user that stop nothing.
     pub notes: Vec<String>,
+    /// Flights of requests the survey took (2 or 3; a listing is an OPENDIR, then READDIRs):
+    /// its time divided by them estimates a round trip.
+    pub flights: u32,
 }
 
 impl Survey {
-    /// Read what `layout`'s host holds, in three flights of requests.
+    /// Read what `layout`'s host holds, in two flights of requests (three when
+    /// `.cutover/current-manifest` does not name the release `current` points to).
     pub async fn read(session: &Session, layout: &Layout) -> Result<Survey> {
         let current_path = layout.current();
         let dirs =
@@ -148,7 +152,7 @@ impl Survey {
                 if let Some(h) = hinted {
                     session.discard_read(h);
                 }
-                return Ok::<_, anyhow::Error>((current, None));
+                return Ok::<_, anyhow::Error>((current, None, 1));
             };
             let path = layout.manifest(&id);
             let read_real = || async {
@@ -157,6 +161,9 @@ impl Survey {
                     .await
                     .with_context(|| format!("cannot read {path}"))
             };
+            // Flights: `current` read (with the hint opened), then the hint read; the real
+            // manifest opened meanwhile and, when the hint is not its copy, read in a third.
+            let mut flights = 3;
             let manifest = match hinted {
                 Some(h) => {
                     // The hint is read while the real manifest is opened; the real one is read
@@ -170,6 +177,7 @@ impl Survey {
                             if let Ok(Some(r)) = real {
                                 session.discard_read(r);
                             }
+                            flights = 2;
                             Some(bytes)
                         }
                         _ => match real.with_context(|| format!("cannot read {path}"))? {
@@ -185,7 +193,7 @@ impl Survey {
                 }
                 None => read_real().await?,
             };
-            Ok((current, manifest))
+            Ok((current, manifest, flights))
         };
         let (dirs, (releases, manifests, staging, lock), live) = tokio::join!(dirs, listings, live);
 
@@ -220,7 +228,7 @@ impl Survey {
         } else {
             listing(staging, layout.staging_root())?
         };
-        let (current, manifest_bytes) = live?;
+        let (current, manifest_bytes, live_flights) = live?;
 
         let mut releases = Vec::new();
         let mut foreign = Vec::new();
@@ -293,6 +301,7 @@ impl Survey {
             staging,
             not_directories,
             locked: !matches!(lock, Ok(PathKind::Missing)),
+            flights: live_flights.max(2),
             notes,
         })
     }

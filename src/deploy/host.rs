@@ -164,9 +164,9 @@ impl HostDeploy {
         };
         let ((survey, took), locked, shared_files, channels) =
             tokio::join!(timed, locking, shared_files, channels);
-        if let crate::config::Host::Ssh { .. } = self.target.host {
-            // Three flights of requests: a fair measure of one round trip.
-            self.report.rtt_ms = Some(took.as_secs_f64() * 1000.0 / 3.0);
+        if let (crate::config::Host::Ssh { .. }, Ok(survey)) = (&self.target.host, &survey) {
+            // Its flights of small requests: a fair measure of one round trip.
+            self.report.rtt_ms = Some(took.as_secs_f64() * 1000.0 / f64::from(survey.flights));
         }
         let locked = match locked {
             None => None,

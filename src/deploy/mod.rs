@@ -249,7 +249,7 @@ async fn stages(
     // --- 2. survey every host and (unless this is a dry run) take every lock
     let read_only = opts.dry_run || opts.emit_script;
     // An interrupt does not cut the survey short: a lock whose rename is on its way would be
-    // taken on the server without this client knowing it holds it. Three flights later the
+    // taken on the server without this client knowing it holds it. Once the survey is done the
     // locks are known, and given back.
     let (surveyed, interrupted) = {
         let surveys = futures::future::join_all(hosts.iter_mut().map(|h| async move {

@@ -51,8 +51,8 @@ pub struct HostReport {
     pub shared_links: u64,
     pub seconds: f64,
     /// Round-trip time of the connection, in milliseconds (none locally): the switch's own,
-    /// `go` sent → `cutover-swapped` seen (the rename included); before the switch, a third of
-    /// the survey's three flights of requests.
+    /// `go` sent → `cutover-swapped` seen (the rename included); before the switch, the
+    /// survey's time divided by its flights of requests.
     pub rtt_ms: Option<f64>,
     pub warnings: Vec<String>,
     /// How many warnings the script counted (shared walk, leftovers, …).
