@@ -48,12 +48,7 @@ impl SftpRun {
             let replicas: Vec<Replica> = carry
                 .linkable
                 .iter()
-                .map(|(p, n)| Replica {
-                    rel: p.clone(),
-                    from: join(&root, p),
-                    to: join(partial, p),
-                    node: n.clone(),
-                })
+                .map(|(p, n)| Replica::between(&root, partial, p, n))
                 .collect();
             let total = replicas.len();
             let left = self.replicate(replicas, stats).await?;
@@ -135,12 +130,7 @@ impl SftpRun {
         let replicas = carry
             .files
             .iter()
-            .map(|(p, n)| Replica {
-                rel: p.clone(),
-                from: join(&root, p),
-                to: join(partial, p),
-                node: n.clone(),
-            })
+            .map(|(p, n)| Replica::between(&root, partial, p, n))
             .collect();
         let left = self.replicate(replicas, stats).await?;
         if left.is_empty() {
@@ -500,6 +490,18 @@ pub(super) struct Replica {
     from: String,
     to: String,
     node: Node,
+}
+
+impl Replica {
+    /// `rel` of the release at `root` to the same place in the one at `partial`.
+    fn between(root: &str, partial: &str, rel: &str, node: &Node) -> Replica {
+        Replica {
+            rel: rel.to_string(),
+            from: join(root, rel),
+            to: join(partial, rel),
+            node: node.clone(),
+        }
+    }
 }
 
 /// Read until `buf` is full or the file ends; the bytes read.
