@@ -478,32 +478,10 @@ fn client_killed_while_hosts_prepare_leaves_every_host_to_clean_up_by_itself() {
 #[test]
 fn client_killed_after_go_leaves_every_host_to_switch_back_by_itself() {
     let _turn = turn();
-    let Some(mut f) = Fleet::start(SMALL_FLEET) else {
+    let barrier_timeout = 5;
+    let Some((f, v1, mut running)) = every_host_switched_and_verifying(barrier_timeout) else {
         return;
     };
-    write_site(&f, "v1");
-    let v1 = f.deploy();
-    let barrier_timeout = 5;
-    f.configure(
-        &format!(
-            "barrier_timeout = {barrier_timeout}\n[hooks]\nverify = [{}]\n",
-            toml_str(&gate_hook("verifying"))
-        ),
-        "",
-    );
-    write_site(&f, "v2");
-    let mut running = f.spawn(&["deploy"]);
-    wait_for_every_host(&f, "verifying");
-    let v2 = f.hosts[0].app.current_id().unwrap();
-    assert_ne!(v2, v1);
-    for h in &f.hosts {
-        assert_eq!(
-            h.app.current_id(),
-            Some(v2.clone()),
-            "{}: switched",
-            h.label
-        );
-    }
     running.signal("KILL");
     let _ = running.child.wait();
     let killed = Instant::now();
@@ -531,22 +509,10 @@ fn client_killed_after_go_leaves_every_host_to_switch_back_by_itself() {
 #[test]
 fn client_frozen_after_go_leaves_every_host_to_switch_back_after_barrier_timeout() {
     let _turn = turn();
-    let Some(mut f) = Fleet::start(SMALL_FLEET) else {
+    let barrier_timeout = 3;
+    let Some((f, v1, mut running)) = every_host_switched_and_verifying(barrier_timeout) else {
         return;
     };
-    write_site(&f, "v1");
-    let v1 = f.deploy();
-    let barrier_timeout = 3;
-    f.configure(
-        &format!(
-            "barrier_timeout = {barrier_timeout}\n[hooks]\nverify = [{}]\n",
-            toml_str(&gate_hook("verifying"))
-        ),
-        "",
-    );
-    write_site(&f, "v2");
-    let mut running = f.spawn(&["deploy"]);
-    wait_for_every_host(&f, "verifying");
     running.signal("STOP");
     open_gates(&f);
     let opened = Instant::now();
@@ -573,6 +539,35 @@ fn client_frozen_after_go_leaves_every_host_to_switch_back_after_barrier_timeout
         );
     }
     f.assert_nothing_left_running("after the frozen client");
+}
+
+/// A fleet on v1 deploying v2 with `barrier_timeout` and a verify hook held at its gate: every
+/// host has switched to v2 and waits in the hook. (The fleet, v1's ID, the running deploy.)
+fn every_host_switched_and_verifying(barrier_timeout: u64) -> Option<(Fleet, String, Running)> {
+    let mut f = Fleet::start(SMALL_FLEET)?;
+    write_site(&f, "v1");
+    let v1 = f.deploy();
+    f.configure(
+        &format!(
+            "barrier_timeout = {barrier_timeout}\n[hooks]\nverify = [{}]\n",
+            toml_str(&gate_hook("verifying"))
+        ),
+        "",
+    );
+    write_site(&f, "v2");
+    let running = f.spawn(&["deploy"]);
+    wait_for_every_host(&f, "verifying");
+    let v2 = f.hosts[0].app.current_id().unwrap();
+    assert_ne!(v2, v1);
+    for h in &f.hosts {
+        assert_eq!(
+            h.app.current_id(),
+            Some(v2.clone()),
+            "{}: switched",
+            h.label
+        );
+    }
+    Some((f, v1, running))
 }
 
 /// Waits until every host's `current` is `id` again (failing after `limit`); when it was.
