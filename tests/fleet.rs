@@ -453,21 +453,7 @@ fn client_killed_while_hosts_prepare_leaves_every_host_to_clean_up_by_itself() {
     running.signal("KILL");
     let _ = running.child.wait();
     open_gates(&f);
-    for h in &f.hosts {
-        h.app.wait_until_clean();
-        assert_eq!(
-            h.app.current_id().as_deref(),
-            Some(v1.as_str()),
-            "{}",
-            h.label
-        );
-        assert_eq!(
-            h.app.releases(),
-            [v1.as_str()],
-            "{}: the new release is gone",
-            h.label
-        );
-    }
+    assert_every_host_back_on(&f, &v1);
     f.assert_clean("after the client was killed while the hosts prepared");
     f.assert_nothing_left_running("after the client was killed while the hosts prepared");
 }
@@ -491,15 +477,7 @@ fn client_killed_after_go_leaves_every_host_to_switch_back_by_itself() {
         "client killed after go: every host back on its previous release {:.0} ms after the kill (barrier_timeout {barrier_timeout} s)",
         back.duration_since(killed).as_secs_f64() * 1000.0
     );
-    for h in &f.hosts {
-        h.app.wait_until_clean();
-        assert_eq!(
-            h.app.releases(),
-            [v1.as_str()],
-            "{}: the new release is gone",
-            h.label
-        );
-    }
+    assert_every_host_back_on(&f, &v1);
     f.assert_nothing_left_running("after the client was killed after go");
 }
 
@@ -529,15 +507,7 @@ fn client_frozen_after_go_leaves_every_host_to_switch_back_after_barrier_timeout
     );
     running.signal("KILL");
     let _ = running.child.wait();
-    for h in &f.hosts {
-        h.app.wait_until_clean();
-        assert_eq!(
-            h.app.releases(),
-            [v1.as_str()],
-            "{}: the new release is gone",
-            h.label
-        );
-    }
+    assert_every_host_back_on(&f, &v1);
     f.assert_nothing_left_running("after the frozen client");
 }
 
@@ -568,6 +538,20 @@ fn every_host_switched_and_verifying(barrier_timeout: u64) -> Option<(Fleet, Str
         );
     }
     Some((f, v1, running))
+}
+
+/// Once every host's script is done: each is on `v1` again, its only release, the new one gone.
+fn assert_every_host_back_on(f: &Fleet, v1: &str) {
+    for h in &f.hosts {
+        h.app.wait_until_clean();
+        assert_eq!(h.app.current_id().as_deref(), Some(v1), "{}", h.label);
+        assert_eq!(
+            h.app.releases(),
+            [v1],
+            "{}: the new release is gone",
+            h.label
+        );
+    }
 }
 
 /// Waits until every host's `current` is `id` again (failing after `limit`); when it was.
