@@ -324,9 +324,43 @@ fn fleet_rows(f: &mut common::fleet::Fleet, tree: &str) -> Vec<Row> {
     };
     // (seconds until every host was ready, seconds of the whole deploy, stderr)
     let deploy = |f: &common::fleet::Fleet| -> (f64, f64, String) {
+        // Where the CPU goes: the whole machine's busy time (every sshd, shell and script of
+        // the fleet runs here too) against the cutover process's own.
+        let busy = || -> (f64, f64) {
+            let stat = fs::read_to_string("/proc/stat").unwrap();
+            let v: Vec<f64> = stat
+                .lines()
+                .next()
+                .unwrap()
+                .split_whitespace()
+                .skip(1)
+                .map(|x| x.parse().unwrap())
+                .collect();
+            // (user + nice + system + irq + softirq, idle + iowait), in clock ticks
+            (v[0] + v[1] + v[2] + v[5] + v[6], v[3] + v[4])
+        };
+        let client_cpu = || {
+            let mut u = std::mem::MaybeUninit::<libc::rusage>::zeroed();
+            // SAFETY: getrusage fills the struct it is given.
+            let u = unsafe {
+                libc::getrusage(libc::RUSAGE_CHILDREN, u.as_mut_ptr());
+                u.assume_init()
+            };
+            let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+            secs(u.ru_utime) + secs(u.ru_stime)
+        };
+        let ((busy0, idle0), client0) = (busy(), client_cpu());
         let t = Instant::now();
         let run = f.spawn(&["deploy", "-v"]).wait();
         let total = t.elapsed().as_secs_f64();
+        let ((busy1, idle1), client1) = (busy(), client_cpu());
+        eprintln!(
+            "bench: fleet deploy of {} host(s): {total:.2} s; CPU busy {:.2} s, idle {:.2} s (all cores), of which cutover {:.2} s",
+            f.members().len(),
+            (busy1 - busy0) / 100.0,
+            (idle1 - idle0) / 100.0,
+            client1 - client0
+        );
         assert_eq!(run.code, Some(0), "fleet bench deploy:\n{}", run.describe());
         if std::env::var_os("BENCH_SHOW").is_some() {
             eprintln!("--- fleet deploy: {total:.2} s\n{}", run.stderr);

@@ -11,6 +11,7 @@
 //! PATH/.cutover/staging/<ID>/                 one deploy's uploads: files.N.tar, manifest
 //! PATH/.cutover/trash/<ID>.<PID>/             pruned releases on their way out
 //! PATH/.cutover/current-manifest -> manifests/<ID>   the live release's manifest (a hint)
+//! PATH/.cutover/current-digest -> <ID>-<DIGEST>      what release <ID> holds, in 32 hex digits
 //! ```
 //!
 //! Only `current` and the links into `shared/` are symbolic links by design. Every other name
@@ -36,6 +37,7 @@ pub const STAGING: &str = ".cutover/staging";
 pub const TRASH: &str = ".cutover/trash";
 pub const LOCK: &str = ".cutover/lock";
 pub const CURRENT_MANIFEST: &str = ".cutover/current-manifest";
+pub const CURRENT_DIGEST: &str = ".cutover/current-digest";
 
 impl Layout {
     pub fn new(deploy_path: &str) -> Layout {
@@ -80,6 +82,14 @@ impl Layout {
     /// when its `release` record names the release `current` points to.
     pub fn current_manifest(&self) -> String {
         self.at(CURRENT_MANIFEST)
+    }
+    /// `.cutover/current-digest`, a link whose target is `ID-DIGEST`: the tree digest
+    /// ([`crate::source::Manifest::tree_digest`]) of release ID, written by the deploy script
+    /// before it swaps. When `current` points to that release and the digest is the source's,
+    /// a deploy changes nothing, known from one round trip. A claim about one release, which
+    /// never changes once built: it counts only for the release it names.
+    pub fn current_digest(&self) -> String {
+        self.at(CURRENT_DIGEST)
     }
     pub fn lock(&self) -> String {
         self.at(LOCK)

@@ -192,6 +192,23 @@ impl HeldLock {
 /// The lock directory never exists without its info, so a refused deploy can always name the
 /// holder. On a new server, where `.cutover/` is missing, the directories are made first.
 pub async fn acquire(session: &Session, layout: &Layout, command: &str) -> Result<HeldLock> {
+    prepare(session, layout, command)
+        .await?
+        .take(session, layout)
+        .await
+}
+
+/// A lock half taken: its directory made under a name of its own, its info file open. Flight
+/// 1 of [`acquire`]; [`Pending::take`] is flight 2, and [`Pending::abandon`] takes it back in
+/// one flight instead (a deploy that turned out to change nothing).
+pub struct Pending {
+    info: LockInfo,
+    /// `.cutover/lock.new-MACHINE-PID-NANOS`
+    dir: String,
+    file: OpenFile,
+}
+
+pub async fn prepare(session: &Session, layout: &Layout, command: &str) -> Result<Pending> {
     let info = LockInfo::ours(command);
     let nanos = layout::now().timestamp_subsec_nanos();
     // Unique among clients (deploys from two machines can have the same pid), and telling the
@@ -207,38 +224,62 @@ pub async fn acquire(session: &Session, layout: &Layout, command: &str) -> Resul
             }
         })
         .collect();
-    let pending = format!(
+    let dir = format!(
         "{}/lock.new-{machine}-{}-{nanos}",
         layout.state(),
         std::process::id()
     );
-    let info_path = format!("{pending}/info");
-    let file = open_pending(session, layout, &pending, &info_path).await?;
-    let lock = layout.lock();
-    let text = info.render();
-    let (written, renamed) = tokio::join!(
-        session.finish_file(file, text.as_bytes()),
-        session.rename_dir(&pending, &lock),
-    );
-    match (written, renamed) {
-        (Ok(()), Ok(())) => Ok(HeldLock { info }),
-        (Err(e), Ok(())) => {
-            // The lock is ours but says nothing: give it back.
-            let _ = remove(session, layout).await;
-            Err(e).context("cannot write the lock's info file")
-        }
-        (written, Err(_)) => {
-            let _ = session.remove_tree(&pending).await;
-            written.context("cannot write the lock's info file")?;
-            let (holder, info) =
-                tokio::join!(describe_holder(session, layout), read(session, layout));
-            let token = info.ok().flatten().map(|i| i.token).unwrap_or_default();
-            Err(LockHeld {
-                path: lock,
-                holder,
-                token,
+    let info_path = format!("{dir}/info");
+    let file = open_pending(session, layout, &dir, &info_path).await?;
+    Ok(Pending { info, dir, file })
+}
+
+impl Pending {
+    /// Write the info and rename the directory to `.cutover/lock`: ours, or refused with who
+    /// holds it.
+    pub async fn take(self, session: &Session, layout: &Layout) -> Result<HeldLock> {
+        let Pending { info, dir, file } = self;
+        let lock = layout.lock();
+        let text = info.render();
+        let (written, renamed) = tokio::join!(
+            session.finish_file(file, text.as_bytes()),
+            session.rename_dir(&dir, &lock),
+        );
+        match (written, renamed) {
+            (Ok(()), Ok(())) => Ok(HeldLock { info }),
+            (Err(e), Ok(())) => {
+                // The lock is ours but says nothing: give it back.
+                let _ = remove(session, layout).await;
+                Err(e).context("cannot write the lock's info file")
             }
-            .into())
+            (written, Err(_)) => {
+                let _ = session.remove_tree(&dir).await;
+                written.context("cannot write the lock's info file")?;
+                let (holder, info) =
+                    tokio::join!(describe_holder(session, layout), read(session, layout));
+                let token = info.ok().flatten().map(|i| i.token).unwrap_or_default();
+                Err(LockHeld {
+                    path: lock,
+                    holder,
+                    token,
+                }
+                .into())
+            }
+        }
+    }
+
+    /// Remove it again, never having held the lock: close the info file, remove it and the
+    /// directory, in one flight.
+    pub async fn abandon(self, session: &Session) -> Result<()> {
+        let info_path = format!("{}/info", self.dir);
+        let (_, _, removed) = tokio::join!(
+            session.discard_file(self.file),
+            session.remove_file(&info_path),
+            session.remove_dir(&self.dir),
+        );
+        match removed {
+            Ok(()) => Ok(()),
+            Err(_) => session.remove_tree(&self.dir).await,
         }
     }
 }

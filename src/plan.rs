@@ -210,6 +210,72 @@ mod tests {
         out
     }
 
+    /// The digest the no-op shortcut compares stands for the plan's own verdict: equal
+    /// digests exactly when the plan between the two trees changes nothing.
+    #[test]
+    fn equal_tree_digests_exactly_when_the_plan_is_a_noop() {
+        let id = ReleaseId::parse("20260101000000").unwrap();
+        let base = m(&[
+            ("a", "d"),
+            ("a/x", "1"),
+            ("l", "l:a"),
+            ("uploads", "l:../../shared/uploads"),
+        ]);
+        let mode = |mut t: Manifest, p: &str, mode: u32| {
+            t.entries.get_mut(p).unwrap().mode = mode;
+            t
+        };
+        let variants = [
+            base.clone(),
+            m(&[
+                ("a", "d"),
+                ("a/x", "2"),
+                ("l", "l:a"),
+                ("uploads", "l:../../shared/uploads"),
+            ]),
+            m(&[
+                ("a", "d"),
+                ("a/x", "1"),
+                ("l", "l:b"),
+                ("uploads", "l:../../shared/uploads"),
+            ]),
+            m(&[("a", "d"), ("a/x", "1"), ("l", "l:a")]),
+            m(&[
+                ("a", "d"),
+                ("a/x", "1"),
+                ("a/y", "d"),
+                ("l", "l:a"),
+                ("uploads", "l:../../shared/uploads"),
+            ]),
+            m(&[
+                ("a", "d"),
+                ("a/x", "1"),
+                ("l", "d"),
+                ("uploads", "l:../../shared/uploads"),
+            ]),
+            m(&[
+                ("a", "1"),
+                ("l", "l:a"),
+                ("uploads", "l:../../shared/uploads"),
+            ]),
+            mode(base.clone(), "a/x", 0o755),
+            mode(base.clone(), "l", 0o755),
+            // a directory's mode is not deployed on its own: the same tree
+            mode(base.clone(), "a", 0o700),
+        ];
+        for (i, old) in variants.iter().enumerate() {
+            for (j, new) in variants.iter().enumerate() {
+                let noop = Plan::build(Some((&id, old)), new, false).noop;
+                let same = old.tree_digest() == new.tree_digest();
+                assert_eq!(
+                    noop, same,
+                    "variants {i} -> {j}: noop {noop}, same digest {same}"
+                );
+            }
+        }
+        assert_eq!(base.tree_digest().len(), 32);
+    }
+
     #[test]
     fn first_deploy_uploads_every_file_and_link() {
         let new = m(&[("a", "d"), ("a/x", "1"), ("l", "l:a")]);

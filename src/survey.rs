@@ -105,6 +105,17 @@ impl Survey {
     /// Read what `layout`'s host holds, in two flights of requests (three when
     /// `.cutover/current-manifest` does not name the release `current` points to).
     pub async fn read(session: &Session, layout: &Layout) -> Result<Survey> {
+        Survey::read_unless(session, layout, async { false }).await
+    }
+
+    /// [`Survey::read`], except that the live manifest is read only once `unneeded` says
+    /// false: a deploy that may turn out to change nothing ([`Survey::unchanged`]) holds back
+    /// that largest read until it knows. When it says true, `live` is left empty.
+    pub async fn read_unless(
+        session: &Session,
+        layout: &Layout,
+        unneeded: impl std::future::Future<Output = bool>,
+    ) -> Result<Survey> {
         let current_path = layout.current();
         let dirs =
             async {
@@ -148,7 +159,11 @@ impl Survey {
                 }
                 other => Current::NotALink(other),
             };
-            let Some(id) = current.release().cloned() else {
+            let id = match current.release() {
+                Some(_) if unneeded.await => None,
+                id => id.cloned(),
+            };
+            let Some(id) = id else {
                 if let Some(h) = hinted {
                     session.discard_read(h);
                 }
@@ -304,6 +319,51 @@ impl Survey {
             flights: live_flights.max(2),
             notes,
         })
+    }
+
+    /// What `.cutover/current-digest` claims the live release holds: that release and the
+    /// digest, when `current` points to the release the link names, the layout's directories
+    /// are directories and no deploy holds the lock. Flight 1 of a deploy (`current` and the
+    /// link read, the lock and two directories looked at); a source with that digest changes
+    /// nothing, once [`Survey::release_is_whole`] confirms the release.
+    pub async fn claim(session: &Session, layout: &Layout) -> Option<(ReleaseId, String)> {
+        let paths = [
+            layout.current(),
+            layout.current_digest(),
+            layout.lock(),
+            layout.releases(),
+            layout.state(),
+        ];
+        let (current, claim, lock, releases, state) = tokio::join!(
+            session.read_link(&paths[0]),
+            session.read_link(&paths[1]),
+            session.path_kind(&paths[2]),
+            session.path_kind(&paths[3]),
+            session.path_kind(&paths[4]),
+        );
+        let id = Current::release_named_by(&current.ok()??, layout)?;
+        let whole_layout = matches!(
+            (lock, releases, state),
+            (Ok(PathKind::Missing), Ok(PathKind::Dir), Ok(PathKind::Dir))
+        );
+        let claim = claim.ok()??;
+        let digest = claim.strip_prefix(&format!("{id}-"))?;
+        (whole_layout && digest.len() == 32).then(|| (id, digest.to_string()))
+    }
+
+    /// Is release `id` a real directory with a manifest that is a regular file (what the
+    /// survey counts as a release)? Flight 2 of a deploy that changes nothing.
+    pub async fn release_is_whole(session: &Session, layout: &Layout, id: &ReleaseId) -> bool {
+        let paths = [layout.release(id), layout.manifests(), layout.manifest(id)];
+        let (release, manifests, manifest) = tokio::join!(
+            session.path_kind(&paths[0]),
+            session.path_kind(&paths[1]),
+            session.path_kind(&paths[2]),
+        );
+        matches!(
+            (release, manifests, manifest),
+            (Ok(PathKind::Dir), Ok(PathKind::Dir), Ok(PathKind::File))
+        )
     }
 
     /// Every name in `releases/` that a new release must come after: releases, and foreign or

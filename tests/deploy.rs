@@ -645,6 +645,95 @@ fn nothing_changed_builds_no_release_and_runs_no_hook(kind: TargetKind) {
 
 both_targets!(nothing_changed_builds_no_release_and_runs_no_hook);
 
+/// A deploy of the tree that is live already knows it from `.cutover/current-digest` in the
+/// survey's first flight: it never takes the lock and leaves nothing behind. The link speaks
+/// for one release only: held by another deploy, on another release after a rollback, or with
+/// the release it names gone, the deploy goes the whole way, as without it.
+fn the_live_releases_digest_tells_that_nothing_changed(kind: TargetKind) {
+    let Some(site) = Site::new(kind) else {
+        return;
+    };
+    site.write("index.php", "<?php echo 1;\n");
+    let a = site.deploy().release;
+    let digest = fs::read_link(site.at(".cutover/current-digest")).expect("the digest link");
+    let digest = digest.to_string_lossy().into_owned();
+    assert!(
+        digest.starts_with(&format!("{a}-")) && digest.len() == a.len() + 33,
+        "{digest}"
+    );
+    let state_before = common::site::list_names(&site.at(".cutover"));
+
+    let run = site.deploy_with(&["-v"]);
+    run.expect_code(0, "deploy of the live tree");
+    assert!(
+        run.stderr
+            .contains(&format!("surveyed: release {a} holds this tree already")),
+        "{}",
+        run.describe()
+    );
+    assert!(run
+        .stdout
+        .contains(&format!("nothing changed: release {a} stays live")));
+    assert_eq!(
+        common::site::list_names(&site.at(".cutover")),
+        state_before,
+        "no lock, pending lock or anything else left in .cutover"
+    );
+    site.assert_clean("no-op deploy");
+
+    // Someone holds the lock: refused as before, not "nothing changed".
+    fs::create_dir(site.at(".cutover/lock")).unwrap();
+    fs::write(
+        site.at(".cutover/lock/info"),
+        "holder=someone@elsewhere\npid=1\ncommand=cutover deploy\n",
+    )
+    .unwrap();
+    let refused = site.deploy_with(&[]);
+    refused.expect_code(1, "deploy of the live tree while the lock is held");
+    assert!(
+        !refused.stdout.contains("nothing changed"),
+        "{}",
+        refused.describe()
+    );
+    site.cutover(&["unlock"]).expect_code(0, "unlock");
+
+    // On another release after a rollback, the link (naming b) says nothing about `current`.
+    site.write("index.php", "<?php echo 2;\n");
+    let b = site.deploy().release;
+    site.cutover(&["rollback"]).expect_code(0, "rollback to a");
+    site.wait_for_prune();
+    assert_eq!(site.current_id(), Some(a.clone()));
+    let run = site.deploy_with(&["-v"]);
+    run.expect_code(0, "deploy of b's tree while a is live");
+    assert!(
+        !run.stderr.contains("holds this tree already"),
+        "{}",
+        run.describe()
+    );
+    let c = run.summary().release;
+    assert_ne!(c, a);
+    assert_ne!(c, b);
+    site.wait_for_prune();
+    site.assert_release_is_source(&c, &[]);
+
+    // The release the link names is gone (removed by hand): a release is built again.
+    fs::remove_dir_all(site.release_dir(&c)).unwrap();
+    let run = site.deploy_with(&["-v"]);
+    run.expect_code(0, "deploy after the live release was removed");
+    assert!(
+        !run.stderr.contains("holds this tree already"),
+        "{}",
+        run.describe()
+    );
+    // (it may take the same name again: that name is free now)
+    assert!(run.stdout.contains("is live"), "{}", run.describe());
+    let d = run.summary().release;
+    site.wait_for_prune();
+    site.assert_release_is_source(&d, &[]);
+}
+
+both_targets!(the_live_releases_digest_tells_that_nothing_changed);
+
 /// The copy of the previous release starts with the upload, not after it: with a slow upload
 /// (a 150 MB file), the partial release exists while the archive still grows, and the tree
 /// that goes live is still exactly the source.

@@ -941,6 +941,7 @@ fn host_flag_narrows_a_deploy_to_one_host_and_releases_flags_the_drift() {
         wrong.describe()
     );
 
+    // web02 has v2's tree live already, the others do not: all four get one new release.
     let v3 = f.deploy();
     assert!(v3 > v2);
     let listing = f.cutover(&["releases"]);
@@ -949,6 +950,32 @@ fn host_flag_narrows_a_deploy_to_one_host_and_releases_flags_the_drift() {
         "{}",
         listing.describe()
     );
+
+    // Every host has the tree live: nothing changes anywhere, no lock is taken.
+    let before: Vec<Vec<String>> = f.hosts.iter().map(|h| h.app.releases()).collect();
+    let again = f.cutover(&["deploy", "-v"]);
+    again.expect_code(0, "fleet deploy of the live tree");
+    assert_eq!(
+        again.stderr.matches("holds this tree already").count(),
+        4,
+        "{}",
+        again.describe()
+    );
+    assert!(
+        again.stdout.contains("nothing changed"),
+        "{}",
+        again.describe()
+    );
+    for (h, before) in f.hosts.iter().zip(before) {
+        assert_eq!(
+            h.app.current_id().as_deref(),
+            Some(v3.as_str()),
+            "{}",
+            h.label
+        );
+        assert_eq!(h.app.releases(), before, "{}: no release built", h.label);
+        assert!(!h.app.lock_exists(), "{}", h.label);
+    }
     f.only(None);
 }
 

@@ -16,6 +16,7 @@ fn deploy_script(t: &Target, id: &ReleaseId, plan: &Plan, archives: usize, lock:
         t,
         &DeployScript {
             id,
+            digest: "0123456789abcdef0123456789abcdef",
             plan,
             archives,
             lock,

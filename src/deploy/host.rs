@@ -48,6 +48,15 @@ pub enum Phase {
     Done,
 }
 
+/// How the survey ended for the lock.
+enum Locking {
+    /// Not asked for (a dry run, a rollback's survey).
+    ReadOnly,
+    Taken(Result<HeldLock>),
+    /// Never taken: the host holds the source's tree in this release already.
+    Unchanged(ReleaseId),
+}
+
 pub struct HostDeploy {
     pub target: Target,
     pub out: Output,
@@ -55,6 +64,9 @@ pub struct HostDeploy {
     pub layout: Layout,
     shell: Option<Shell>,
     pub survey: Option<Survey>,
+    /// The release that already holds the source's tree, found by
+    /// [`HostDeploy::survey_unless_unchanged`] (then there is no survey and no lock).
+    pub unchanged: Option<ReleaseId>,
     pub lock: Option<HeldLock>,
     pub plan: Option<Plan>,
     pub phase: Phase,
@@ -94,6 +106,7 @@ impl HostDeploy {
             session,
             shell: None,
             survey: None,
+            unchanged: None,
             lock: None,
             plan: None,
             phase: Phase::Connected,
@@ -126,7 +139,22 @@ impl HostDeploy {
 
     /// Read the host's state and, unless `read_only`, take its lock in the same flights.
     pub async fn survey(&mut self, read_only: bool) -> Result<()> {
+        self.survey_unless_unchanged(read_only, None).await
+    }
+
+    /// [`HostDeploy::survey`]; with `digest` (the source's tree digest) a host that already
+    /// has that tree live is told from the survey's first flight, and then neither locked nor
+    /// surveyed further: [`HostDeploy::unchanged`] names its release. Its lock was only half
+    /// taken, and is taken back in the second flight, so a deploy that changes nothing costs
+    /// two round trips after the handshake instead of three (and never reads the manifest).
+    /// An SFTP-only host (whose deploys do not record the digest) is surveyed in full.
+    pub async fn survey_unless_unchanged(
+        &mut self,
+        read_only: bool,
+        digest: Option<&str>,
+    ) -> Result<()> {
         let over_sftp = self.target.sftp_only && !read_only;
+        let digest = digest.filter(|_| !read_only && !self.target.sftp_only);
         if over_sftp {
             // Known from the SFTP handshake: refused before anything is locked or built.
             SftpRun::require_posix_rename(
@@ -143,9 +171,15 @@ impl HostDeploy {
                 None
             }
         };
+        // Whether the live manifest is needed: known after the first flight (see
+        // `Survey::read_unless`).
+        let (manifest_unneeded, unneeded) = tokio::sync::oneshot::channel::<bool>();
         let timed = async {
             let t = Instant::now();
-            let r = Survey::read(&self.session, &self.layout).await;
+            let r = Survey::read_unless(&self.session, &self.layout, async {
+                unneeded.await.unwrap_or(false)
+            })
+            .await;
             (r, t.elapsed())
         };
         // Declared shared files must be there before anything is uploaded or built: looked at
@@ -156,14 +190,72 @@ impl HostDeploy {
             async move { (f.clone(), session.path_kind(&path).await) }
         }));
         let locking = async {
-            if read_only {
-                None
-            } else {
-                Some(lock::acquire(&self.session, &self.layout, DEPLOY).await)
+            let mut tell = Some(manifest_unneeded);
+            let mut manifest_unneeded = |unneeded: bool| {
+                if let Some(tx) = tell.take() {
+                    let _ = tx.send(unneeded);
+                }
+            };
+            let Some(digest) = digest else {
+                manifest_unneeded(false);
+                return match read_only {
+                    true => Locking::ReadOnly,
+                    false => Locking::Taken(lock::acquire(session, layout, DEPLOY).await),
+                };
+            };
+            let (pending, claim) = tokio::join!(
+                lock::prepare(session, layout, DEPLOY),
+                Survey::claim(session, layout)
+            );
+            let pending = match pending {
+                Ok(p) => p,
+                Err(e) => {
+                    manifest_unneeded(false);
+                    return Locking::Taken(Err(e));
+                }
+            };
+            let id = match claim {
+                Some((id, claimed)) if claimed == digest => id,
+                _ => {
+                    manifest_unneeded(false);
+                    return Locking::Taken(pending.take(session, layout).await);
+                }
+            };
+            let (whole, abandoned) = tokio::join!(
+                Survey::release_is_whole(session, layout, &id),
+                pending.abandon(session)
+            );
+            if whole && abandoned.is_ok() {
+                manifest_unneeded(true);
+                return Locking::Unchanged(id);
+            }
+            // The digest named a release that is not whole (or the half-taken lock would not
+            // go): survey in full, and take the lock anew.
+            manifest_unneeded(false);
+            Locking::Taken(lock::acquire(session, layout, DEPLOY).await)
+        };
+        let ((survey, took), locking, shared_files, channels) =
+            tokio::join!(timed, locking, shared_files, channels);
+        let locked = match locking {
+            Locking::ReadOnly => None,
+            Locking::Taken(held) => Some(held),
+            Locking::Unchanged(id) => {
+                if let Some((f, _)) = shared_files
+                    .iter()
+                    .find(|(_, kind)| matches!(kind, Ok(PathKind::Missing)))
+                {
+                    return Err(
+                        anyhow!(self.missing_shared(f)).context(self.target.stage("survey"))
+                    );
+                }
+                self.report.previous = Some(id.to_string());
+                self.out.stage(format_args!(
+                    "surveyed: release {id} holds this tree already"
+                ));
+                self.unchanged = Some(id);
+                return Ok(());
             }
         };
-        let ((survey, took), locked, shared_files, channels) =
-            tokio::join!(timed, locking, shared_files, channels);
         if let (crate::config::Host::Ssh { .. }, Ok(survey)) = (&self.target.host, &survey) {
             // Its flights of small requests: a fair measure of one round trip.
             self.report.rtt_ms = Some(took.as_secs_f64() * 1000.0 / f64::from(survey.flights));
@@ -196,19 +288,9 @@ impl HostDeploy {
             }
         };
         let missing_shared = shared_files
-            .into_iter()
+            .iter()
             .find(|(_, kind)| matches!(kind, Ok(PathKind::Missing)))
-            .map(|(f, _)| {
-                let path = self.layout.at(&format!("{}/{f}", crate::layout::SHARED));
-                crate::error::with_hint(
-                    format!("the shared file {path} is missing (shared_files): a release would link to nothing"),
-                    format!(
-                        "put it there before the first deploy, e.g. scp {} HOST:{}",
-                        crate::shell::quote(&f),
-                        crate::shell::quote(&path)
-                    ),
-                )
-            });
+            .map(|(f, _)| self.missing_shared(f));
         let problem = missing_shared.or_else(|| survey.layout_problem(&self.layout)).or_else(|| match &survey.current {
             Current::NotALink(_) => Some(crate::error::with_hint(
                 format!(
@@ -239,6 +321,21 @@ impl HostDeploy {
         Ok(())
     }
 
+    /// The message for a declared shared file (`shared_files`) that is not on the host.
+    fn missing_shared(&self, f: &str) -> String {
+        let path = self.layout.at(&format!("{}/{f}", crate::layout::SHARED));
+        crate::error::with_hint(
+            format!(
+                "the shared file {path} is missing (shared_files): a release would link to nothing"
+            ),
+            format!(
+                "put it there before the first deploy, e.g. scp {} HOST:{}",
+                crate::shell::quote(f),
+                crate::shell::quote(&path)
+            ),
+        )
+    }
+
     /// Plan this host's release against its own live manifest.
     pub fn plan(&mut self, new: &Manifest, full: bool) -> &Plan {
         let survey = self.survey.as_ref().expect("surveyed before planning");
@@ -263,6 +360,7 @@ impl HostDeploy {
         &mut self,
         id: &ReleaseId,
         new: &Manifest,
+        digest: &str,
         opts: &Options,
         pipelined: bool,
     ) -> Result<Option<String>> {
@@ -320,6 +418,7 @@ impl HostDeploy {
             &target,
             &DeployScript {
                 id,
+                digest,
                 plan: &plan,
                 archives: parts.len(),
                 lock: if opts.emit_script {

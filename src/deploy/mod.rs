@@ -248,17 +248,21 @@ async fn stages(
 
     // --- 2. survey every host and (unless this is a dry run) take every lock
     let read_only = opts.dry_run || opts.emit_script;
+    // A host that has the source's tree live already is told from its digest (see
+    // `HostDeploy::survey_unless_unchanged`); --force and --full build a release anyway.
+    let digest = (!read_only && !opts.force && !opts.full).then(|| new.tree_digest());
     // An interrupt does not cut the survey short: a lock whose rename is on its way would be
     // taken on the server without this client knowing it holds it. Once the survey is done the
     // locks are known, and given back.
     let (surveyed, interrupted) = {
+        let digest = digest.as_deref();
         let surveys = futures::future::join_all(hosts.iter_mut().map(|h| async move {
             // The exec request goes out first and is not waited for: the shell starts on the
             // server while the survey's flights travel.
             if !read_only {
                 h.start_shell().await?;
             }
-            h.survey(opts.dry_run).await
+            h.survey_unless_unchanged(opts.dry_run, digest).await
         }));
         tokio::pin!(surveys);
         tokio::select! {
@@ -275,6 +279,34 @@ async fn stages(
         give_back_all(hosts).await;
         return Err(usage(why));
     }
+    if !failures.is_empty() {
+        give_back_all(hosts).await;
+        return Err(first_failure(
+            failures,
+            fleet,
+            "nothing was changed on any host",
+        ));
+    }
+    if hosts.iter().all(|h| h.unchanged.is_some()) {
+        for h in hosts.iter_mut() {
+            let id = h.unchanged.clone().expect("every host is unchanged");
+            let plan = crate::plan::Plan::build(Some((&id, &new)), &new, false);
+            h.report.status = Status::Unchanged;
+            h.report.release = Some(id.to_string());
+            h.report.unchanged = plan.unchanged;
+        }
+        return Ok(Status::Unchanged);
+    }
+    // Some hosts hold the tree already and others do not: the fleet gets one new release
+    // everywhere, so those hosts are surveyed (and locked) in full after all.
+    let resurveyed = futures::future::join_all(hosts.iter_mut().map(|h| async move {
+        match h.unchanged.take() {
+            Some(_) => h.survey(false).await,
+            None => Ok(()),
+        }
+    }))
+    .await;
+    let (_, failures) = note_failures(hosts, resurveyed);
     if !failures.is_empty() {
         give_back_all(hosts).await;
         return Err(first_failure(
@@ -324,10 +356,11 @@ async fn stages(
     // --- 4. prepare every host: upload, build, before_swap, up to "ready"
     let mut manifest = new.clone();
     manifest.meta = Record::now(git).to_meta();
+    let digest = digest.unwrap_or_else(|| new.tree_digest());
     let prepared = futures::future::join_all(
         hosts
             .iter_mut()
-            .map(|h| async { h.prepare(&id, &manifest, &opts, single).await }),
+            .map(|h| async { h.prepare(&id, &manifest, &digest, &opts, single).await }),
     );
     let prepared = tokio::select! {
         signal = interrupts.next() => {

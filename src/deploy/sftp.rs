@@ -381,11 +381,14 @@ impl SftpRun {
         let ch = self.channels.first().clone();
         self.made.swap_link = Some(tmp.clone());
         self.made.swapped = true;
+        // No digest link is kept here (see `Layout::current_digest`): one left by a deploy
+        // with a script goes first, so it can never speak for a release this one builds.
+        let unclaimed = ch.send_remove(&self.layout.current_digest());
         let cleared = ch.send_remove(&tmp);
         let linked = ch.send_symlink(target, &tmp, self.order);
         let renamed = ch.send_posix_rename(&tmp, &current);
         let read = ch.send_readlink(&current);
-        let (_, linked, renamed, read) = tokio::join!(cleared, linked, renamed, read);
+        let (_, _, linked, renamed, read) = tokio::join!(unclaimed, cleared, linked, renamed, read);
         if let Err(e) = linked.and(renamed) {
             if status_of(&e).is_some() {
                 // The server refused: rename(2) did not happen, current is as it was.

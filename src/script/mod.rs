@@ -52,6 +52,8 @@ pub fn for_stdin(script: &str) -> String {
 /// Everything the deploy template needs besides the target.
 pub struct DeployScript<'a> {
     pub id: &'a ReleaseId,
+    /// The release's tree digest ([`crate::source::Manifest::tree_digest`]).
+    pub digest: &'a str,
     pub plan: &'a Plan,
     /// Archive parts uploaded to staging (`files.0.tar`, …).
     pub archives: usize,
@@ -69,6 +71,7 @@ struct DeployVars<'a> {
     root: &'a str,
     release: String,
     previous: String,
+    digest: &'a str,
     keep_releases: String,
     copy: &'a str,
     take_lock: &'a str,
@@ -127,6 +130,7 @@ pub fn deploy_script(target: &Target, d: &DeployScript) -> String {
         root: &target.path,
         release: d.id.to_string(),
         previous,
+        digest: d.digest,
         keep_releases: target.keep_releases.to_string(),
         copy: match target.copy {
             CopyMode::Full => "full",

@@ -88,6 +88,36 @@ impl Manifest {
         self.entries == other.entries
     }
 
+    /// A digest of what makes two releases the same for a deploy: every path with its kind,
+    /// and for files and links their content (size and hash, or target) and mode. A
+    /// directory's mode is left out, as the plan leaves it out: two manifests have the same
+    /// digest exactly when a plan between them changes nothing (up to a 128-bit collision).
+    ///
+    /// The deploy script stores it beside the release ID (`.cutover/current-digest`), so the
+    /// next deploy of the same tree knows it changes nothing from one round trip, without
+    /// reading the live manifest.
+    pub fn tree_digest(&self) -> String {
+        let mut h = xxhash_rust::xxh3::Xxh3::new();
+        for (path, e) in &self.entries {
+            h.update(path.as_bytes());
+            h.update(&[0, e.letter() as u8]);
+            match &e.kind {
+                Kind::Dir => {}
+                Kind::File { size, hash } => {
+                    h.update(&e.mode.to_le_bytes());
+                    h.update(&size.to_le_bytes());
+                    h.update(&hash.to_le_bytes());
+                }
+                Kind::Symlink { target } => {
+                    h.update(&e.mode.to_le_bytes());
+                    h.update(target.as_bytes());
+                    h.update(&[0]);
+                }
+            }
+        }
+        format!("{:032x}", h.digest128())
+    }
+
     pub fn total_bytes(&self) -> u64 {
         self.entries
             .values()
