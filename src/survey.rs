@@ -109,7 +109,7 @@ impl Survey {
     }
 
     /// [`Survey::read`], except that the live manifest is read only once `unneeded` says
-    /// false: a deploy that may turn out to change nothing ([`Survey::unchanged`]) holds back
+    /// false: a deploy that may turn out to change nothing ([`Survey::claim`]) holds back
     /// that largest read until it knows. When it says true, `live` is left empty.
     pub async fn read_unless(
         session: &Session,

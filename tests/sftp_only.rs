@@ -733,3 +733,25 @@ fn a_fleet_of_sftp_only_hosts_goes_live_together_or_not_at_all() {
     assert_no_exec(&site, "fleet, host a");
     assert_eq!(other.exec_requests(), 0, "fleet, host b");
 }
+
+/// A server whose SFTP subsystem does not run (here the account's ForceCommand exits at once)
+/// is named as such, though the first requests went out behind INIT without waiting for its
+/// answer; nothing is written.
+#[test]
+fn a_server_without_sftp_is_named_as_such() {
+    let Some(site) = Site::sftp_only("/bin/false") else {
+        return;
+    };
+    site.write("index.html", "<p>1</p>\n");
+    let run = site.deploy_with(&[]);
+    run.expect_code(1, "deploy to a server whose SFTP does not run");
+    assert!(
+        run.stderr.contains("SFTP is not available"),
+        "{}",
+        run.describe()
+    );
+    assert!(
+        std::fs::symlink_metadata(&site.path).is_err(),
+        "nothing may be written"
+    );
+}

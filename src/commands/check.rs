@@ -577,11 +577,18 @@ async fn sftp_only_checks(
         unreachable!("the config refuses sftp_only for a local target")
     };
     let sftp = &ssh.sftp;
+    if let Err(e) = sftp.ready().await {
+        return vec![Check::fail(
+            "sftp",
+            format!("{e:#}"),
+            "enable the sftp subsystem for this account in sshd_config (Subsystem sftp, or ForceCommand internal-sftp)",
+        )];
+    }
     let mut checks = vec![Check::ok(
         "mode",
         "sftp_only = true: a deploy is made with SFTP requests alone, no command runs on the server (and there are no hooks)",
     )];
-    checks.push(if sftp.offers(POSIX_RENAME) {
+    checks.push(if sftp.offers(POSIX_RENAME).await {
         Check::ok(
             "posix-rename",
             format!("{POSIX_RENAME}: current is replaced by one rename(2) of a new link"),
@@ -600,7 +607,7 @@ async fn sftp_only_checks(
             ),
         )
     });
-    let hardlink = sftp.offers(HARDLINK);
+    let hardlink = sftp.offers(HARDLINK).await;
     checks.push(if hardlink {
         Check::ok(
             "hardlink",
@@ -617,7 +624,7 @@ async fn sftp_only_checks(
             fix: None,
         }
     });
-    checks.push(if sftp.offers(COPY_DATA) {
+    checks.push(if sftp.offers(COPY_DATA).await {
         Check::ok(
             "copy-data",
             format!("{COPY_DATA}: a file that cannot be hard-linked is copied on the server"),
@@ -724,7 +731,7 @@ async fn sftp_only_checks(
         )),
     }
 
-    checks.push(if !sftp.offers(STATVFS) {
+    checks.push(if !sftp.offers(STATVFS).await {
         Check {
             name: "free space".into(),
             status: Status::Warn,

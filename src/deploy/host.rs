@@ -48,10 +48,35 @@ pub enum Phase {
     Done,
 }
 
+/// How far the source scan is, as the survey needs to know it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Scanned {
+    Running,
+    /// It failed: nothing may be written, and no command started.
+    Failed,
+    /// Done and good; with its tree digest when a deploy that changes nothing may end early
+    /// (none with --force, --full, or for a dry run).
+    Done(Option<String>),
+}
+
+/// The scan's progress, watched by every host's survey.
+pub type ScanWatch = tokio::sync::watch::Receiver<Scanned>;
+
+/// What the survey could start once the scan was done.
+enum Prepared {
+    /// A dry run: no lock, no shell.
+    Nothing,
+    ScanFailed,
+    /// The shell (when asked for) and the half-taken lock.
+    Ready(Box<(Option<Result<Shell>>, Result<lock::Pending>)>),
+}
+
 /// How the survey ended for the lock.
 enum Locking {
     /// Not asked for (a dry run, a rollback's survey).
     ReadOnly,
+    /// The scan failed: no lock was taken.
+    ScanFailed,
     Taken(Result<HeldLock>),
     /// Never taken: the host holds the source's tree in this release already.
     Unchanged(ReleaseId),
@@ -65,7 +90,7 @@ pub struct HostDeploy {
     shell: Option<Shell>,
     pub survey: Option<Survey>,
     /// The release that already holds the source's tree, found by
-    /// [`HostDeploy::survey_unless_unchanged`] (then there is no survey and no lock).
+    /// [`HostDeploy::survey_while_scanning`] (then there is no survey and no lock).
     pub unchanged: Option<ReleaseId>,
     pub lock: Option<HeldLock>,
     pub plan: Option<Plan>,
@@ -139,28 +164,35 @@ impl HostDeploy {
 
     /// Read the host's state and, unless `read_only`, take its lock in the same flights.
     pub async fn survey(&mut self, read_only: bool) -> Result<()> {
-        self.survey_unless_unchanged(read_only, None).await
+        self.survey_while_scanning(read_only, None, false).await
     }
 
-    /// [`HostDeploy::survey`]; with `digest` (the source's tree digest) a host that already
-    /// has that tree live is told from the survey's first flight, and then neither locked nor
-    /// surveyed further: [`HostDeploy::unchanged`] names its release. Its lock was only half
-    /// taken, and is taken back in the second flight, so a deploy that changes nothing costs
-    /// two round trips after the handshake instead of three (and never reads the manifest).
-    /// An SFTP-only host (whose deploys do not record the digest) is surveyed in full.
-    pub async fn survey_unless_unchanged(
+    /// [`HostDeploy::survey`] while the source may still be scanned (`scan`): the survey's
+    /// reads go out at once, but nothing is written (the lock) and no command started (the
+    /// shell for the script, with `start_shell`) before the scan is done and good.
+    ///
+    /// With the scan's tree digest, a host that already has that tree live is told from the
+    /// survey's first flight (`.cutover/current-digest`, see [`Survey::claim`]), and is then
+    /// neither locked nor surveyed further: [`HostDeploy::unchanged`] names its release. Its
+    /// lock was only half taken, and is taken back in the second flight, so a deploy that
+    /// changes nothing costs two round trips after the handshake instead of three (and never
+    /// reads the manifest). An SFTP-only host (whose deploys keep no digest) is surveyed in
+    /// full.
+    pub async fn survey_while_scanning(
         &mut self,
         read_only: bool,
-        digest: Option<&str>,
+        scan: Option<ScanWatch>,
+        start_shell: bool,
     ) -> Result<()> {
         let over_sftp = self.target.sftp_only && !read_only;
-        let digest = digest.filter(|_| !read_only && !self.target.sftp_only);
         if over_sftp {
             // Known from the SFTP handshake: refused before anything is locked or built.
-            SftpRun::require_posix_rename(
-                self.session.sftp_offers(crate::remote::sftp::POSIX_RENAME),
-                &self.target,
-            )?;
+            let offered = self
+                .session
+                .sftp_offers(crate::remote::sftp::POSIX_RENAME)
+                .await
+                .with_context(|| self.target.stage("connect"))?;
+            SftpRun::require_posix_rename(offered, &self.target)?;
         }
         // An SFTP-only deploy spreads its work over several SFTP channels: they open while
         // the survey's flights travel.
@@ -172,8 +204,14 @@ impl HostDeploy {
             }
         };
         // Whether the live manifest is needed: known after the first flight (see
-        // `Survey::read_unless`).
+        // `Survey::read_unless`), or as soon as a claim cannot make it unneeded.
         let (manifest_unneeded, unneeded) = tokio::sync::oneshot::channel::<bool>();
+        let gate = std::cell::RefCell::new(Some(manifest_unneeded));
+        let tell = |unneeded: bool| {
+            if let Some(tx) = gate.borrow_mut().take() {
+                let _ = tx.send(unneeded);
+            }
+        };
         let timed = async {
             let t = Instant::now();
             let r = Survey::read_unless(&self.session, &self.layout, async {
@@ -189,36 +227,72 @@ impl HostDeploy {
             let path = layout.at(&format!("{}/{f}", crate::layout::SHARED));
             async move { (f.clone(), session.path_kind(&path).await) }
         }));
+        let digest_now = || match scan.as_ref().map(|s| s.borrow().clone()) {
+            Some(Scanned::Done(digest)) => digest,
+            _ => None,
+        };
+        let wants_claim = !read_only && !self.target.sftp_only && scan.is_some();
+        let claiming = async {
+            if !wants_claim {
+                tell(false);
+                return None;
+            }
+            let claim = Survey::claim(session, layout).await;
+            // The manifest is held back only while this claim may still make it unneeded:
+            // the scan is done, and its digest is the one claimed.
+            let may = claim
+                .as_ref()
+                .is_some_and(|(_, claimed)| digest_now().as_deref() == Some(claimed.as_str()));
+            if !may {
+                tell(false);
+            }
+            claim
+        };
+        let want_shell = start_shell && self.shell.is_none() && !self.target.sftp_only;
+        let stderr = Stderr::new(&self.out.prefix, self.out.quiet);
+        let preparing = async {
+            if read_only {
+                return Prepared::Nothing;
+            }
+            if let Some(mut scan) = scan.clone() {
+                let done = scan.wait_for(|s| *s != Scanned::Running).await;
+                if !matches!(done.as_deref(), Ok(Scanned::Done(_))) {
+                    return Prepared::ScanFailed;
+                }
+            }
+            let shell = async {
+                match want_shell {
+                    true => Some(session.open_shell(stderr).await),
+                    false => None,
+                }
+            };
+            let (shell, pending) = tokio::join!(shell, lock::prepare(session, layout, DEPLOY));
+            Prepared::Ready(Box::new((shell, pending)))
+        };
         let locking = async {
-            let mut tell = Some(manifest_unneeded);
-            let mut manifest_unneeded = |unneeded: bool| {
-                if let Some(tx) = tell.take() {
-                    let _ = tx.send(unneeded);
+            let (claim, prepared) = tokio::join!(claiming, preparing);
+            let (shell, pending) = match prepared {
+                Prepared::Nothing => {
+                    tell(false);
+                    return (Locking::ReadOnly, None);
                 }
-            };
-            let Some(digest) = digest else {
-                manifest_unneeded(false);
-                return match read_only {
-                    true => Locking::ReadOnly,
-                    false => Locking::Taken(lock::acquire(session, layout, DEPLOY).await),
-                };
-            };
-            let (pending, claim) = tokio::join!(
-                lock::prepare(session, layout, DEPLOY),
-                Survey::claim(session, layout)
-            );
-            let pending = match pending {
-                Ok(p) => p,
-                Err(e) => {
-                    manifest_unneeded(false);
-                    return Locking::Taken(Err(e));
+                Prepared::ScanFailed => {
+                    tell(false);
+                    return (Locking::ScanFailed, None);
                 }
+                Prepared::Ready(ready) => match *ready {
+                    (shell, Err(e)) => {
+                        tell(false);
+                        return (Locking::Taken(Err(e)), shell);
+                    }
+                    (shell, Ok(pending)) => (shell, pending),
+                },
             };
-            let id = match claim {
-                Some((id, claimed)) if claimed == digest => id,
+            let id = match (claim, digest_now()) {
+                (Some((id, claimed)), Some(digest)) if claimed == digest => id,
                 _ => {
-                    manifest_unneeded(false);
-                    return Locking::Taken(pending.take(session, layout).await);
+                    tell(false);
+                    return (Locking::Taken(pending.take(session, layout).await), shell);
                 }
             };
             let (whole, abandoned) = tokio::join!(
@@ -226,18 +300,30 @@ impl HostDeploy {
                 pending.abandon(session)
             );
             if whole && abandoned.is_ok() {
-                manifest_unneeded(true);
-                return Locking::Unchanged(id);
+                tell(true);
+                return (Locking::Unchanged(id), shell);
             }
             // The digest named a release that is not whole (or the half-taken lock would not
             // go): survey in full, and take the lock anew.
-            manifest_unneeded(false);
-            Locking::Taken(lock::acquire(session, layout, DEPLOY).await)
+            tell(false);
+            let held = lock::acquire(session, layout, DEPLOY).await;
+            (Locking::Taken(held), shell)
         };
-        let ((survey, took), locking, shared_files, channels) =
+        let ((survey, took), (locking, shell), shared_files, channels) =
             tokio::join!(timed, locking, shared_files, channels);
+        match shell {
+            Some(Ok(shell)) => self.shell = Some(shell),
+            Some(Err(e)) => {
+                if let Locking::Taken(Ok(held)) = locking {
+                    self.lock = Some(held);
+                    self.give_back_lock().await;
+                }
+                return Err(e.context(self.target.stage("connect")));
+            }
+            None => {}
+        }
         let locked = match locking {
-            Locking::ReadOnly => None,
+            Locking::ReadOnly | Locking::ScanFailed => None,
             Locking::Taken(held) => Some(held),
             Locking::Unchanged(id) => {
                 if let Some((f, _)) = shared_files
@@ -758,10 +844,12 @@ impl HostDeploy {
     /// A rollback of an SFTP-only host: the lock, then the checks; ready to swap.
     async fn prepare_rollback_over_sftp(&mut self, from: &ReleaseId, to: &ReleaseId) -> Result<()> {
         let stage = self.target.stage("rollback");
-        SftpRun::require_posix_rename(
-            self.session.sftp_offers(crate::remote::sftp::POSIX_RENAME),
-            &self.target,
-        )?;
+        let offered = self
+            .session
+            .sftp_offers(crate::remote::sftp::POSIX_RENAME)
+            .await
+            .with_context(|| stage.clone())?;
+        SftpRun::require_posix_rename(offered, &self.target)?;
         let lock = lock::acquire(&self.session, &self.layout, "cutover rollback")
             .await
             .map_err(|e| self.lock_refused(e).context(stage.clone()))?;

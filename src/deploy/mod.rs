@@ -35,7 +35,7 @@ use crate::output::{bytes, Output};
 use crate::source;
 use crate::source::record::{self, Record};
 
-use host::{HostDeploy, Phase};
+use host::{HostDeploy, Phase, Scanned};
 use report::{HostReport, Report, Status};
 
 /// sshd's default MaxStartups is 10: more handshakes at once to one server and it starts
@@ -175,26 +175,38 @@ async fn stages(
         }
     };
 
-    // --- 1. scan the source while connecting to every host
+    // --- 1. scan the source while connecting to every host. The survey starts once every
+    // host is connected, whether or not the scan is done: a large tree's hashing overlaps the
+    // reading of the live manifests (nothing is written before the scan is known to be good).
+    let read_only = opts.dry_run || opts.emit_script;
+    // A host that has the source's tree live already is told from its digest (see
+    // `HostDeploy::survey_while_scanning`); --force and --full build a release anyway.
+    let wants_digest = !read_only && !opts.force && !opts.full;
+    let (scan_progress, scan_watch) = tokio::sync::watch::channel(Scanned::Running);
     let first = fleet.hosts[0].clone();
     let scan = tokio::task::spawn_blocking(move || {
         let scan = source::scan_release(&first);
+        let digest = scan
+            .as_ref()
+            .ok()
+            .filter(|_| wants_digest)
+            .map(|s| s.manifest.tree_digest());
+        let _ = scan_progress.send(match &scan {
+            Ok(_) => Scanned::Done(digest.clone()),
+            Err(_) => Scanned::Failed,
+        });
         let git = record::git_state(&first.source);
-        (scan, git)
+        (scan, git, digest)
     });
-    let connects = connect_all(fleet, host_out);
     let stopped = |signal| {
         anyhow!(
             "target {}: interrupted by {signal}; nothing was changed",
             fleet.name
         )
     };
-    let ((scan, git), connected) = tokio::select! {
+    let connected = tokio::select! {
         signal = interrupts.next() => return Err(stopped(signal)),
-        both = async { tokio::join!(scan, connects) } => {
-            let (scan, connected) = both;
-            (scan.context("the source scan stopped")?, connected)
-        }
+        connected = connect_all(fleet, host_out) => connected,
     };
     let mut failures = Vec::new();
     for (t, c) in fleet.hosts.iter().zip(connected) {
@@ -212,6 +224,54 @@ async fn stages(
             }
         }
     }
+    if !failures.is_empty() {
+        // What is wrong with the source is said first: it is what fails on every host.
+        if let Ok((Err(e), _, _)) = scan.await {
+            failures.insert(0, e.context(fleet.stage("scan")));
+        }
+        return Err(first_failure(
+            failures,
+            fleet,
+            "nothing was changed on any host",
+        ));
+    }
+
+    // --- 2. survey every host and (unless this is a dry run) take every lock
+    // An interrupt does not cut the survey short: a lock whose rename is on its way would be
+    // taken on the server without this client knowing it holds it. Once the survey is done the
+    // locks are known, and given back.
+    let (surveyed, scanned, interrupted) = {
+        let surveys = futures::future::join_all(hosts.iter_mut().map(|h| {
+            let scan = scan_watch.clone();
+            // The exec request goes out as soon as the scan is done, not waited for: the
+            // shell starts on the server while the survey's flights travel.
+            async move {
+                h.survey_while_scanning(opts.dry_run, Some(scan), !read_only)
+                    .await
+            }
+        }));
+        let both = async { tokio::join!(surveys, scan) };
+        tokio::pin!(both);
+        tokio::select! {
+            signal = interrupts.next() => {
+                let (s, scanned) = (&mut both).await;
+                (s, scanned, Some(signal))
+            }
+            (s, scanned) = &mut both => (s, scanned, None),
+        }
+    };
+    if let Some(signal) = interrupted {
+        give_back_all(hosts).await;
+        return Err(stopped(signal));
+    }
+    let (scan, git, digest) = match scanned {
+        Ok(scanned) => scanned,
+        Err(e) => {
+            give_back_all(hosts).await;
+            return Err(anyhow!(e).context("the source scan stopped"));
+        }
+    };
+    let (_, mut failures) = note_failures(hosts, surveyed);
     let new = match scan {
         Ok(scan) => {
             for w in &scan.warnings {
@@ -232,49 +292,6 @@ async fn stages(
             ));
         }
     }
-    if !failures.is_empty() {
-        return Err(first_failure(
-            failures,
-            fleet,
-            "nothing was changed on any host",
-        ));
-    }
-    let new = new.expect("no failure: scanned");
-    out.stage(format_args!(
-        "scanned {} entries, {} in files",
-        new.entries.len(),
-        bytes(new.total_bytes())
-    ));
-
-    // --- 2. survey every host and (unless this is a dry run) take every lock
-    let read_only = opts.dry_run || opts.emit_script;
-    // A host that has the source's tree live already is told from its digest (see
-    // `HostDeploy::survey_unless_unchanged`); --force and --full build a release anyway.
-    let digest = (!read_only && !opts.force && !opts.full).then(|| new.tree_digest());
-    // An interrupt does not cut the survey short: a lock whose rename is on its way would be
-    // taken on the server without this client knowing it holds it. Once the survey is done the
-    // locks are known, and given back.
-    let (surveyed, interrupted) = {
-        let digest = digest.as_deref();
-        let surveys = futures::future::join_all(hosts.iter_mut().map(|h| async move {
-            // The exec request goes out first and is not waited for: the shell starts on the
-            // server while the survey's flights travel.
-            if !read_only {
-                h.start_shell().await?;
-            }
-            h.survey_unless_unchanged(opts.dry_run, digest).await
-        }));
-        tokio::pin!(surveys);
-        tokio::select! {
-            signal = interrupts.next() => ((&mut surveys).await, Some(signal)),
-            s = &mut surveys => (s, None),
-        }
-    };
-    if let Some(signal) = interrupted {
-        give_back_all(hosts).await;
-        return Err(stopped(signal));
-    }
-    let (_, failures) = note_failures(hosts, surveyed);
     if let Some(why) = same_deploy_path(hosts, fleet) {
         give_back_all(hosts).await;
         return Err(usage(why));
@@ -287,6 +304,12 @@ async fn stages(
             "nothing was changed on any host",
         ));
     }
+    let new = new.expect("no failure: scanned");
+    out.stage(format_args!(
+        "scanned {} entries, {} in files",
+        new.entries.len(),
+        bytes(new.total_bytes())
+    ));
     if hosts.iter().all(|h| h.unchanged.is_some()) {
         for h in hosts.iter_mut() {
             let id = h.unchanged.clone().expect("every host is unchanged");

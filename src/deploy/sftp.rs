@@ -199,8 +199,8 @@ struct Stats {
 
 impl SftpRun {
     pub fn new(channels: Channels, layout: Layout, out: Output) -> SftpRun {
-        let hardlink = channels.first().offers(HARDLINK);
-        let copy_data = channels.first().offers(COPY_DATA);
+        let hardlink = channels.first().offered(HARDLINK);
+        let copy_data = channels.first().offered(COPY_DATA);
         SftpRun {
             channels,
             layout,

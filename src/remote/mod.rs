@@ -337,11 +337,15 @@ impl Session {
         }
     }
 
-    /// Did the server's SFTP subsystem offer the extension `name`? (Never locally.)
-    pub fn sftp_offers(&self, name: &str) -> bool {
+    /// Did the server's SFTP subsystem offer the extension `name`? (Never locally.) An error
+    /// when the server's SFTP never started.
+    pub async fn sftp_offers(&self, name: &str) -> Result<bool> {
         match self {
-            Session::Ssh(s) => s.sftp.offers(name),
-            Session::Local(_) => false,
+            Session::Ssh(s) => {
+                s.sftp.ready().await?;
+                Ok(s.sftp.offers(name).await)
+            }
+            Session::Local(_) => Ok(false),
         }
     }
 

@@ -58,11 +58,16 @@ pub const REQUESTS_IN_FLIGHT: usize = 1024;
 pub struct Sftp {
     raw: Arc<RawSftpSession>,
     write_len: futures::future::Shared<futures::future::BoxFuture<'static, usize>>,
-    /// The extensions the server named in its VERSION reply (name → version).
-    extensions: Arc<HashMap<String, String>>,
+    /// The server's VERSION reply: the extensions it names (name → version), or why it gave
+    /// none. INIT is sent at the start and not waited for: requests follow it at once (the
+    /// server takes them in order, INIT first), and what needs the extensions waits here.
+    version: futures::future::Shared<futures::future::BoxFuture<'static, Version>>,
     /// One permit per handle open on this channel (see [`HANDLES_PER_CHANNEL`]).
     handles: Arc<tokio::sync::Semaphore>,
 }
+
+/// The extensions of a VERSION reply, or why there was none.
+type Version = std::result::Result<Arc<HashMap<String, String>>, Arc<String>>;
 
 /// A request sent now, answered later: russh-sftp sends a request when its future is first
 /// polled, so this polls it once. What follows it on the channel (a CLOSE after WRITEs) then
@@ -98,17 +103,30 @@ impl Sftp {
             ..Default::default()
         };
         let raw = Arc::new(RawSftpSession::new_with_config(channel.into_stream(), cfg));
-        let version = raw.init().await.context(
-            "SFTP is not available: the server refused the sftp subsystem (is `Subsystem sftp` enabled in sshd_config?)",
-        )?;
-        // The server's write limit is only needed once uploads start: ask for it in the
-        // background instead of waiting a round trip now.
-        let asks_limits = version
-            .extensions
-            .get("limits@openssh.com")
-            .is_some_and(|v| v == "1");
+        // INIT goes out now; the first requests follow it without waiting for the VERSION
+        // reply (one round trip less on every connection).
+        let init = raw.clone();
+        let version: futures::future::Shared<futures::future::BoxFuture<'static, Version>> =
+            send_now(async move {
+                match init.init().await {
+                    Ok(v) => Ok(Arc::new(v.extensions)),
+                    Err(e) => Err(Arc::new(format!(
+                        "SFTP is not available: the server refused the sftp subsystem (is `Subsystem sftp` enabled in sshd_config?): {e}"
+                    ))),
+                }
+            })
+            .shared();
+        // The server's write limit is only needed once uploads start: asked for in the
+        // background.
         let limits_raw = raw.clone();
+        let known = version.clone();
         let write_len = async move {
+            let asks_limits = match known.await {
+                Ok(extensions) => extensions
+                    .get("limits@openssh.com")
+                    .is_some_and(|v| v == "1"),
+                Err(_) => false,
+            };
             if !asks_limits {
                 return DEFAULT_WRITE_LEN;
             }
@@ -124,15 +142,37 @@ impl Sftp {
         Ok(Sftp {
             raw,
             write_len,
-            extensions: Arc::new(version.extensions),
+            version,
             handles: Arc::new(tokio::sync::Semaphore::new(HANDLES_PER_CHANNEL)),
         })
     }
 
+    /// Waits for the server's VERSION reply: an error says SFTP is not available.
+    pub async fn ready(&self) -> Result<()> {
+        match self.version.clone().await {
+            Ok(_) => Ok(()),
+            Err(why) => Err(anyhow::anyhow!("{why}")),
+        }
+    }
+
+    /// Why the SFTP session never started, once that is known (None while it may still).
+    pub fn refused(&self) -> Option<String> {
+        match self.version.peek() {
+            Some(Err(why)) => Some(why.to_string()),
+            _ => None,
+        }
+    }
+
     /// Did the server offer the extension `name` (see [`POSIX_RENAME`] and the others)? Since
     /// OpenSSH 8.6 an extension switched off with `sftp-server -P` is not offered.
-    pub fn offers(&self, name: &str) -> bool {
-        self.extensions.contains_key(name)
+    pub async fn offers(&self, name: &str) -> bool {
+        matches!(self.version.clone().await, Ok(extensions) if extensions.contains_key(name))
+    }
+
+    /// [`Sftp::offers`], for code that runs once the VERSION reply has been waited for (an
+    /// SFTP-only deploy, after its survey checked posix-rename): false before that.
+    pub fn offered(&self, name: &str) -> bool {
+        matches!(self.version.peek(), Some(Ok(extensions)) if extensions.contains_key(name))
     }
 
     /// Largest WRITE the server takes.

@@ -79,8 +79,8 @@ impl SftpRun {
     /// Why files could not be copied on the server, for a warning.
     pub(super) fn why_not_on_the_server(&self) -> String {
         match (
-            self.channels.first().offers(HARDLINK),
-            self.channels.first().offers(COPY_DATA),
+            self.channels.first().offered(HARDLINK),
+            self.channels.first().offered(COPY_DATA),
         ) {
             (false, false) => format!("the server offers neither {HARDLINK} nor {COPY_DATA}"),
             (false, true) => {

@@ -252,6 +252,11 @@ impl SshSession {
         if answered {
             return Err(e);
         }
+        // A server that refuses the SFTP subsystem closes the channel: the requests sent
+        // behind INIT fail without a reason of their own, and INIT's is the one to tell.
+        if let Ok(Err(refused)) = tokio::time::timeout(LOST_REASON_WAIT, self.sftp.ready()).await {
+            return Err(refused);
+        }
         let lost = self.lost_reason().await;
         if !self.handle.is_closed() && !self.link.is_closed() && lost.is_none() {
             return Err(e);
