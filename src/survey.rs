@@ -101,6 +101,17 @@ pub struct Survey {
     pub flights: u32,
 }
 
+/// What `.cutover/current-digest` says of the live release (see [`Survey::claim`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Claim {
+    /// The release `current` points to, which the link names.
+    pub release: ReleaseId,
+    /// The digest of the tree it holds ([`Manifest::tree_digest`]).
+    pub digest: String,
+    /// Whether the release is whole, when that was looked at in the same flight.
+    pub whole: Option<bool>,
+}
+
 impl Survey {
     /// Read what `layout`'s host holds, in two flights of requests (three when
     /// `.cutover/current-manifest` does not name the release `current` points to).
@@ -324,9 +335,14 @@ impl Survey {
     /// What `.cutover/current-digest` claims the live release holds: that release and the
     /// digest, when `current` points to the release the link names, the layout's directories
     /// are directories and no deploy holds the lock. Flight 1 of a deploy (`current` and the
-    /// link read, the lock and two directories looked at); a source with that digest changes
-    /// nothing, once [`Survey::release_is_whole`] confirms the release.
-    pub async fn claim(session: &Session, layout: &Layout) -> Option<(ReleaseId, String)> {
+    /// link read, the lock and two directories looked at). A source with that digest changes
+    /// nothing once the release is known to be whole: looked at in this same flight when the
+    /// release was `expected` (and is the one claimed), else by [`Survey::release_is_whole`].
+    pub async fn claim(
+        session: &Session,
+        layout: &Layout,
+        expected: Option<&ReleaseId>,
+    ) -> Option<Claim> {
         let paths = [
             layout.current(),
             layout.current_digest(),
@@ -334,25 +350,38 @@ impl Survey {
             layout.releases(),
             layout.state(),
         ];
-        let (current, claim, lock, releases, state) = tokio::join!(
+        let whole = async {
+            match expected {
+                Some(id) => Some(Survey::release_is_whole(session, layout, id).await),
+                None => None,
+            }
+        };
+        let (current, claim, lock, releases, state, whole) = tokio::join!(
             session.read_link(&paths[0]),
             session.read_link(&paths[1]),
             session.path_kind(&paths[2]),
             session.path_kind(&paths[3]),
             session.path_kind(&paths[4]),
+            whole,
         );
-        let id = Current::release_named_by(&current.ok()??, layout)?;
+        let release = Current::release_named_by(&current.ok()??, layout)?;
         let whole_layout = matches!(
             (lock, releases, state),
             (Ok(PathKind::Missing), Ok(PathKind::Dir), Ok(PathKind::Dir))
         );
         let claim = claim.ok()??;
-        let digest = claim.strip_prefix(&format!("{id}-"))?;
-        (whole_layout && digest.len() == 32).then(|| (id, digest.to_string()))
+        let digest = claim.strip_prefix(&format!("{release}-"))?.to_string();
+        // What was looked at speaks for the expected release only.
+        let whole = whole.filter(|_| expected == Some(&release));
+        (whole_layout && digest.len() == 32).then_some(Claim {
+            release,
+            digest,
+            whole,
+        })
     }
 
     /// Is release `id` a real directory with a manifest that is a regular file (what the
-    /// survey counts as a release)? Flight 2 of a deploy that changes nothing.
+    /// survey counts as a release)? One flight of three requests.
     pub async fn release_is_whole(session: &Session, layout: &Layout, id: &ReleaseId) -> bool {
         let paths = [layout.release(id), layout.manifests(), layout.manifest(id)];
         let (release, manifests, manifest) = tokio::join!(

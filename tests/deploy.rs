@@ -662,24 +662,36 @@ fn the_live_releases_digest_tells_that_nothing_changed(kind: TargetKind) {
         "{digest}"
     );
     let state_before = common::site::list_names(&site.at(".cutover"));
+    // Over SSH this machine remembers what it saw live, and expects nothing to change.
+    let seen = site.home.join(".cache/cutover/live");
+    if kind == Ssh {
+        assert_eq!(fs::read_dir(&seen).map(|d| d.count()).unwrap_or(0), 1);
+    }
 
-    let run = site.deploy_with(&["-v"]);
-    run.expect_code(0, "deploy of the live tree");
-    assert!(
-        run.stderr
-            .contains(&format!("surveyed: release {a} holds this tree already")),
-        "{}",
-        run.describe()
-    );
-    assert!(run
-        .stdout
-        .contains(&format!("nothing changed: release {a} stays live")));
-    assert_eq!(
-        common::site::list_names(&site.at(".cutover")),
-        state_before,
-        "no lock, pending lock or anything else left in .cutover"
-    );
-    site.assert_clean("no-op deploy");
+    // Expected unchanged (the lock never half-taken), then from a machine that never deployed
+    // here (the lock half-taken on speculation, and given back).
+    for (how, forget) in [("expected", false), ("unexpected", true)] {
+        if forget {
+            fs::remove_dir_all(site.home.join(".cache")).ok();
+        }
+        let run = site.deploy_with(&["-v"]);
+        run.expect_code(0, &format!("deploy of the live tree ({how})"));
+        assert!(
+            run.stderr
+                .contains(&format!("surveyed: release {a} holds this tree already")),
+            "{}",
+            run.describe()
+        );
+        assert!(run
+            .stdout
+            .contains(&format!("nothing changed: release {a} stays live")));
+        assert_eq!(
+            common::site::list_names(&site.at(".cutover")),
+            state_before,
+            "no lock, pending lock or anything else left in .cutover ({how})"
+        );
+        site.assert_clean("no-op deploy");
+    }
 
     // Someone holds the lock: refused as before, not "nothing changed".
     fs::create_dir(site.at(".cutover/lock")).unwrap();

@@ -31,6 +31,7 @@ use crate::script::{self, DeployScript};
 use crate::source::Manifest;
 use crate::survey::{Current, Survey};
 
+use super::seen::Seen;
 use super::sftp::{self as over_sftp, CalledOff, SftpRun};
 
 /// The command name written into the lock.
@@ -67,8 +68,16 @@ enum Prepared {
     /// A dry run: no lock, no shell.
     Nothing,
     ScanFailed,
-    /// The shell (when asked for) and the half-taken lock.
-    Ready(Box<(Option<Result<Shell>>, Result<lock::Pending>)>),
+    Ready(Box<ReadyToLock>),
+}
+
+/// What a survey that may lock has ready once the scan is done.
+struct ReadyToLock {
+    /// The shell for the script, when asked for.
+    shell: Option<Result<Shell>>,
+    /// The half-taken lock; None when it was not taken on speculation (the host is expected
+    /// to hold the source's tree already).
+    pending: Option<Result<lock::Pending>>,
 }
 
 /// How the survey ended for the lock.
@@ -167,17 +176,27 @@ impl HostDeploy {
         self.survey_while_scanning(read_only, None, false).await
     }
 
+    /// Remember on this machine that release `id`, holding the tree with `digest`, is live
+    /// here: the next deploy of the same tree expects nothing to change (see `seen`). Only
+    /// deploy scripts leave the digest link an SFTP-only deploy would need.
+    pub fn remember_live(&self, id: &ReleaseId, digest: &str) {
+        if let Some(seen) = Seen::of(&self.target).filter(|_| !self.target.sftp_only) {
+            seen.write(id, digest);
+        }
+    }
+
     /// [`HostDeploy::survey`] while the source may still be scanned (`scan`): the survey's
     /// reads go out at once, but nothing is written (the lock) and no command started (the
     /// shell for the script, with `start_shell`) before the scan is done and good.
     ///
     /// With the scan's tree digest, a host that already has that tree live is told from the
     /// survey's first flight (`.cutover/current-digest`, see [`Survey::claim`]), and is then
-    /// neither locked nor surveyed further: [`HostDeploy::unchanged`] names its release. Its
-    /// lock was only half taken, and is taken back in the second flight, so a deploy that
-    /// changes nothing costs two round trips after the handshake instead of three (and never
-    /// reads the manifest). An SFTP-only host (whose deploys keep no digest) is surveyed in
-    /// full.
+    /// neither locked nor surveyed further: [`HostDeploy::unchanged`] names its release, and
+    /// the manifest is never read. When this machine saw that tree live there last time
+    /// ([`Seen`]), the first flight also looks at the release, and nothing else is sent: one
+    /// flight after the handshake. Otherwise the lock is half-taken in the first flight (a
+    /// deploy that builds takes it in the second), and given back in the second: two flights.
+    /// An SFTP-only host (whose deploys keep no digest) is surveyed in full.
     pub async fn survey_while_scanning(
         &mut self,
         read_only: bool,
@@ -232,17 +251,23 @@ impl HostDeploy {
             _ => None,
         };
         let wants_claim = !read_only && !self.target.sftp_only && scan.is_some();
+        // The release and digest this machine saw live here last: when the source still has
+        // that digest, nothing is expected to change (see `seen`).
+        let seen = wants_claim
+            .then(|| Seen::of(&self.target).and_then(|s| s.read()))
+            .flatten();
+        let expected = seen.as_ref().map(|(id, _)| id);
         let claiming = async {
             if !wants_claim {
                 tell(false);
                 return None;
             }
-            let claim = Survey::claim(session, layout).await;
+            let claim = Survey::claim(session, layout, expected).await;
             // The manifest is held back only while this claim may still make it unneeded:
             // the scan is done, and its digest is the one claimed.
             let may = claim
                 .as_ref()
-                .is_some_and(|(_, claimed)| digest_now().as_deref() == Some(claimed.as_str()));
+                .is_some_and(|c| digest_now().as_deref() == Some(c.digest.as_str()));
             if !may {
                 tell(false);
             }
@@ -266,8 +291,23 @@ impl HostDeploy {
                     false => None,
                 }
             };
+            // Nothing expected to change: the lock is not half-taken on speculation (giving it
+            // back would cost a flight of its own), only once the claim turns out wrong.
+            let expect_unchanged = seen
+                .as_ref()
+                .is_some_and(|(_, digest)| digest_now().as_deref() == Some(digest.as_str()));
+            if expect_unchanged {
+                let shell = shell.await;
+                return Prepared::Ready(Box::new(ReadyToLock {
+                    shell,
+                    pending: None,
+                }));
+            }
             let (shell, pending) = tokio::join!(shell, lock::prepare(session, layout, DEPLOY));
-            Prepared::Ready(Box::new((shell, pending)))
+            Prepared::Ready(Box::new(ReadyToLock {
+                shell,
+                pending: Some(pending),
+            }))
         };
         let locking = async {
             let (claim, prepared) = tokio::join!(claiming, preparing);
@@ -280,28 +320,46 @@ impl HostDeploy {
                     tell(false);
                     return (Locking::ScanFailed, None);
                 }
-                Prepared::Ready(ready) => match *ready {
-                    (shell, Err(e)) => {
-                        tell(false);
-                        return (Locking::Taken(Err(e)), shell);
+                Prepared::Ready(ready) => {
+                    let ReadyToLock { shell, pending } = *ready;
+                    match pending.transpose() {
+                        Ok(pending) => (shell, pending),
+                        Err(e) => {
+                            tell(false);
+                            return (Locking::Taken(Err(e)), shell);
+                        }
                     }
-                    (shell, Ok(pending)) => (shell, pending),
-                },
-            };
-            let id = match (claim, digest_now()) {
-                (Some((id, claimed)), Some(digest)) if claimed == digest => id,
-                _ => {
-                    tell(false);
-                    return (Locking::Taken(pending.take(session, layout).await), shell);
                 }
             };
-            let (whole, abandoned) = tokio::join!(
-                Survey::release_is_whole(session, layout, &id),
-                pending.abandon(session)
-            );
+            let take = |pending: Option<lock::Pending>| async move {
+                match pending {
+                    Some(pending) => pending.take(session, layout).await,
+                    None => lock::acquire(session, layout, DEPLOY).await,
+                }
+            };
+            let claim = match (claim, digest_now()) {
+                (Some(claim), Some(digest)) if claim.digest == digest => claim,
+                _ => {
+                    tell(false);
+                    return (Locking::Taken(take(pending).await), shell);
+                }
+            };
+            let whole = async {
+                match claim.whole {
+                    Some(whole) => whole,
+                    None => Survey::release_is_whole(session, layout, &claim.release).await,
+                }
+            };
+            let abandoned = async {
+                match pending {
+                    Some(pending) => pending.abandon(session).await,
+                    None => Ok(()),
+                }
+            };
+            let (whole, abandoned) = tokio::join!(whole, abandoned);
             if whole && abandoned.is_ok() {
                 tell(true);
-                return (Locking::Unchanged(id), shell);
+                return (Locking::Unchanged(claim.release), shell);
             }
             // The digest named a release that is not whole (or the half-taken lock would not
             // go): survey in full, and take the lock anew.

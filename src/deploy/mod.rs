@@ -21,6 +21,7 @@
 
 pub mod host;
 pub mod report;
+pub mod seen;
 pub mod sftp;
 
 use std::time::Instant;
@@ -317,6 +318,9 @@ async fn stages(
             h.report.status = Status::Unchanged;
             h.report.release = Some(id.to_string());
             h.report.unchanged = plan.unchanged;
+            if let Some(digest) = &digest {
+                h.remember_live(&id, digest);
+            }
         }
         return Ok(Status::Unchanged);
     }
@@ -467,6 +471,9 @@ async fn stages(
     };
     let result = switch(hosts, fleet, Purpose::Deploy, single, out).await;
     notice.abort();
+    for h in hosts.iter().filter(|h| h.report.status == Status::Live) {
+        h.remember_live(&id, &digest);
+    }
     result
 }
 

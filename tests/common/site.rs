@@ -625,6 +625,7 @@ pub fn spawn_cutover_env(
         .args(args)
         .current_dir(cwd)
         .env("HOME", home)
+        .env_remove("XDG_CACHE_HOME")
         .env_remove("SSH_AUTH_SOCK")
         .env_remove("CUTOVER_SSH_PASSPHRASE")
         .envs(env.iter().copied())
