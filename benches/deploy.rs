@@ -296,6 +296,8 @@ fn fleet_case(dests: &Path) -> Vec<Row> {
     let user = common::TestUser::create("cobench", &home);
     f.login_as(&user.name);
     let mut rows = Vec::new();
+    // Deploy paths of finished runs (see `fleet_rows`), deleted once every run is over.
+    let spent = std::cell::RefCell::new(Vec::new());
     // A small tree, where the round trips are most of a deploy; then ten times as many files,
     // where the servers' own work (twenty of them, on this machine's cores) takes over.
     for files in [40, 400] {
@@ -306,7 +308,10 @@ fn fleet_case(dests: &Path) -> Vec<Row> {
             stats.files,
             stats.bytes as f64 / 1e6
         );
-        rows.extend(fleet_rows(&mut f, &format!("{files} files")));
+        rows.extend(fleet_rows(&mut f, &format!("{files} files"), &spent));
+    }
+    for aside in spent.take() {
+        let _ = fs::remove_dir_all(aside);
     }
     // The sshds (and their sessions) first, then their user.
     drop(f);
@@ -316,10 +321,25 @@ fn fleet_case(dests: &Path) -> Vec<Row> {
 
 /// The fleet case's rows for the tree in `f.src`: prepare and whole deploy, 20 hosts against
 /// one, and the spread of the renames.
-fn fleet_rows(f: &mut common::fleet::Fleet, tree: &str) -> Vec<Row> {
+fn fleet_rows(
+    f: &mut common::fleet::Fleet,
+    tree: &str,
+    spent: &std::cell::RefCell<Vec<PathBuf>>,
+) -> Vec<Row> {
+    // Each run starts from empty deploy paths. The previous run's are moved aside, not
+    // deleted, until every run is over: on an ext4 without a journal (this project's VM), inodes
+    // freed within the last minute (six while their inode table is unwritten) are skipped one
+    // by one at every allocation (ext4's `recently_deleted`), and deleting twenty hosts' trees
+    // right before a run made the servers' tar and sshd spend up to half their CPU there: a
+    // cost of this benchmark's one disk, not of a fleet, whose hosts each have their own.
     let fresh = |f: &common::fleet::Fleet| {
         for h in &f.hosts {
-            let _ = fs::remove_dir_all(&h.app.path);
+            if h.app.path.exists() {
+                let mut spent = spent.borrow_mut();
+                let aside = h.app.path.with_extension(format!("spent-{}", spent.len()));
+                fs::rename(&h.app.path, &aside).unwrap();
+                spent.push(aside);
+            }
         }
     };
     // (seconds until every host was ready, seconds of the whole deploy, stderr)
@@ -349,6 +369,8 @@ fn fleet_rows(f: &mut common::fleet::Fleet, tree: &str) -> Vec<Row> {
             let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
             secs(u.ru_utime) + secs(u.ru_stime)
         };
+        // As every timed run: the previous run's writes are on disk first.
+        settle();
         let ((busy0, idle0), client0) = (busy(), client_cpu());
         let t = Instant::now();
         let run = f.spawn(&["deploy", "-v"]).wait();

@@ -30,7 +30,7 @@ pub type Chunks = mpsc::Receiver<Result<Vec<u8>>>;
 /// Bytes per archive part: above this, the upload is split over several SFTP channels. Each
 /// channel's window (OpenSSH's sshd: 2 MiB for a session channel) limits its throughput on a
 /// long link to one window per round trip.
-const PART_BYTES: u64 = 2 * 1024 * 1024;
+pub const PART_BYTES: u64 = 2 * 1024 * 1024;
 /// At most this many parts (channels), well under OpenSSH's default MaxSessions of 10.
 pub const MAX_PARTS: usize = 4;
 

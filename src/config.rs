@@ -805,20 +805,43 @@ pub fn home_dir() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("/"))
 }
 
+/// The local user's name, as ssh takes it for the default login: `$USER`, `$LOGNAME`, else
+/// the password database's entry for this process's user. Asked once per run (a fleet asks
+/// for every host).
 pub fn local_user_name() -> String {
-    std::env::var("USER")
-        .or_else(|_| std::env::var("LOGNAME"))
-        .ok()
-        .filter(|u| !u.is_empty())
-        .or_else(|| {
-            std::process::Command::new("id")
-                .arg("-un")
-                .output()
-                .ok()
-                .and_then(|o| String::from_utf8(o.stdout).ok())
-                .map(|s| s.trim().to_string())
-        })
-        .unwrap_or_else(|| "root".into())
+    static NAME: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    NAME.get_or_init(|| {
+        std::env::var("USER")
+            .or_else(|_| std::env::var("LOGNAME"))
+            .ok()
+            .filter(|u| !u.is_empty())
+            .or_else(password_entry_name)
+            .unwrap_or_else(|| "root".into())
+    })
+    .clone()
+}
+
+/// The name of this process's effective user in the password database.
+fn password_entry_name() -> Option<String> {
+    let mut buf = vec![0 as libc::c_char; 16 * 1024];
+    let mut pwd = std::mem::MaybeUninit::<libc::passwd>::zeroed();
+    let mut found: *mut libc::passwd = std::ptr::null_mut();
+    // SAFETY: getpwuid_r writes only into `pwd` and `buf` (whose length it is given) and sets
+    // `found` to `pwd` or null; the name is copied out before `buf` goes away.
+    unsafe {
+        let rc = libc::getpwuid_r(
+            libc::geteuid(),
+            pwd.as_mut_ptr(),
+            buf.as_mut_ptr(),
+            buf.len(),
+            &mut found,
+        );
+        if rc != 0 || found.is_null() || (*found).pw_name.is_null() {
+            return None;
+        }
+        let name = std::ffi::CStr::from_ptr((*found).pw_name);
+        Some(name.to_string_lossy().into_owned()).filter(|n| !n.is_empty())
+    }
 }
 
 /// The starter config `cutover init` writes: the static preset.
@@ -997,6 +1020,16 @@ mod tests {
         assert!(e.contains("both set"), "{e}");
         let e = err("[targets.p]\npath='/x'\n", None);
         assert!(e.contains("no `targets.p.host`"), "{e}");
+    }
+
+    #[test]
+    fn the_password_database_names_this_user_as_id_does() {
+        let id = std::process::Command::new("id")
+            .arg("-un")
+            .output()
+            .unwrap();
+        let id = String::from_utf8(id.stdout).unwrap();
+        assert_eq!(password_entry_name().as_deref(), Some(id.trim()));
     }
 
     #[test]

@@ -56,8 +56,11 @@ pub enum Scanned {
     /// It failed: nothing may be written, and no command started.
     Failed,
     /// Done and good; with its tree digest when a deploy that changes nothing may end early
-    /// (none with --force, --full, or for a dry run).
-    Done(Option<String>),
+    /// (none with --force, --full, or for a dry run), and the bytes of its files.
+    Done {
+        digest: Option<String>,
+        bytes: u64,
+    },
 }
 
 /// The scan's progress, watched by every host's survey.
@@ -247,7 +250,7 @@ impl HostDeploy {
             async move { (f.clone(), session.path_kind(&path).await) }
         }));
         let digest_now = || match scan.as_ref().map(|s| s.borrow().clone()) {
-            Some(Scanned::Done(digest)) => digest,
+            Some(Scanned::Done { digest, .. }) => digest,
             _ => None,
         };
         let wants_claim = !read_only && !self.target.sftp_only && scan.is_some();
@@ -281,7 +284,7 @@ impl HostDeploy {
             }
             if let Some(mut scan) = scan.clone() {
                 let done = scan.wait_for(|s| *s != Scanned::Running).await;
-                if !matches!(done.as_deref(), Ok(Scanned::Done(_))) {
+                if !matches!(done.as_deref(), Ok(Scanned::Done { .. })) {
                     return Prepared::ScanFailed;
                 }
             }
@@ -367,8 +370,22 @@ impl HostDeploy {
             let held = lock::acquire(session, layout, DEPLOY).await;
             (Locking::Taken(held), shell)
         };
-        let ((survey, took), (locking, shell), shared_files, channels) =
-            tokio::join!(timed, locking, shared_files, channels);
+        // An upload large enough to travel in parts over several channels has a second
+        // channel ready when it starts; a tree smaller than one part never needs it.
+        let spare = async {
+            let Some(mut scan) = scan.clone().filter(|_| !read_only) else {
+                return;
+            };
+            let bytes = match scan.wait_for(|s| *s != Scanned::Running).await.as_deref() {
+                Ok(Scanned::Done { bytes, .. }) => *bytes,
+                _ => return,
+            };
+            if bytes > archive::PART_BYTES {
+                session.open_spare_sftp().await;
+            }
+        };
+        let ((survey, took), (locking, shell), shared_files, channels, ()) =
+            tokio::join!(timed, locking, shared_files, channels, spare);
         match shell {
             Some(Ok(shell)) => self.shell = Some(shell),
             Some(Err(e)) => {

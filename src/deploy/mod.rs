@@ -193,7 +193,10 @@ async fn stages(
             .filter(|_| wants_digest)
             .map(|s| s.manifest.tree_digest());
         let _ = scan_progress.send(match &scan {
-            Ok(_) => Scanned::Done(digest.clone()),
+            Ok(s) => Scanned::Done {
+                digest: digest.clone(),
+                bytes: s.manifest.total_bytes(),
+            },
             Err(_) => Scanned::Failed,
         });
         let git = record::git_state(&first.source);

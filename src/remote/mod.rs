@@ -337,6 +337,14 @@ impl Session {
         }
     }
 
+    /// Open a second SFTP channel now, for an upload in parts (see
+    /// [`ssh::SshSession::open_spare_sftp`]); nothing locally.
+    pub async fn open_spare_sftp(&self) {
+        if let Session::Ssh(s) = self {
+            s.open_spare_sftp().await;
+        }
+    }
+
     /// Did the server's SFTP subsystem offer the extension `name`? (Never locally.) An error
     /// when the server's SFTP never started.
     pub async fn sftp_offers(&self, name: &str) -> Result<bool> {

@@ -258,29 +258,22 @@ impl Handshake {
     }
 
     /// Open the SFTP channel, and alongside it the channel for the exec call: the session is
-    /// ready for a deploy.
+    /// ready for a deploy. (A second SFTP channel, which only an upload in parts uses, is
+    /// opened once the source is known to be that large: see [`SshSession::open_spare_sftp`].)
     pub async fn into_session(self) -> Result<SshSession> {
-        let (channel, exec_channel, spare) = tokio::join!(
+        let (channel, exec_channel) = tokio::join!(
             self.handle.channel_open_session(),
             self.handle.channel_open_session(),
-            self.handle.channel_open_session()
         );
         let channel = channel.context("cannot open an SSH channel for SFTP")?;
-        let spare = async {
-            match spare {
-                Ok(c) => Sftp::start(c).await.ok(),
-                Err(_) => None,
-            }
-        };
-        let (sftp, spare) = tokio::join!(Sftp::start(channel), spare);
-        let sftp = sftp?;
+        let sftp = Sftp::start(channel).await?;
         Ok(SshSession {
             handle: self.handle,
             _jumps: self.jumps,
             link: self.link,
             sftp,
             exec_channel: tokio::sync::Mutex::new(exec_channel.ok()),
-            spare_sftp: tokio::sync::Mutex::new(spare),
+            spare_sftp: tokio::sync::Mutex::new(None),
             description: self.name,
         })
     }

@@ -26,8 +26,9 @@ pub struct SshSession {
     /// A session channel opened together with the SFTP one, so the exec call costs no round
     /// trip for opening its channel. Taken by the first exec.
     pub(super) exec_channel: tokio::sync::Mutex<Option<russh::Channel<client::Msg>>>,
-    /// A second SFTP channel, also opened with the first, for the second archive part of an
-    /// upload: it can start at once instead of two round trips later.
+    /// A second SFTP channel, opened while the survey travels when the source is large
+    /// enough to be uploaded in parts, for the second part: it can start at once instead of
+    /// two round trips later.
     pub(super) spare_sftp: tokio::sync::Mutex<Option<Sftp>>,
     pub description: String,
 }
@@ -191,6 +192,17 @@ impl SshSession {
     /// session's own, the spare, the exec channel opened at connect (an SFTP-only deploy runs no
     /// command, so it carries the SFTP subsystem instead), then new ones. A channel the server
     /// refuses (sshd's MaxSessions) is done without.
+    /// Open the spare SFTP channel, unless it is open already. Best effort: an upload opens
+    /// the channels it still lacks itself.
+    pub async fn open_spare_sftp(&self) {
+        let mut spare = self.spare_sftp.lock().await;
+        if spare.is_none() {
+            if let Ok(channel) = self.handle.channel_open_session().await {
+                *spare = Sftp::start(channel).await.ok();
+            }
+        }
+    }
+
     pub async fn sftp_channels(&self, n: usize) -> Vec<Sftp> {
         let mut all = vec![self.sftp.clone()];
         if n > 1 {
