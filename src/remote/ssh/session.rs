@@ -1,9 +1,10 @@
 //! A connected, logged-in SSH session: the SFTP channels for files, the one exec call for the
 //! script, and the wrapper that names a dropped connection as such.
 //!
-//! Channels are opened ahead of need (a spare SFTP channel and the exec channel alongside the
-//! first SFTP one, `sh` started while the plan is still being made) because every open is a
-//! round trip, and sshd starts a session slowly. Every remote operation goes through
+//! Channels are opened ahead of need (the exec channel alongside the first SFTP one, a spare
+//! SFTP channel during the survey when the source is large enough to be uploaded in parts, `sh`
+//! started while the plan is still being made) because every open is a round trip, and sshd
+//! starts a session slowly. Every remote operation goes through
 //! [`SshSession::guard`] / [`SshSession::explain`], so an error caused by a lost connection
 //! says so instead of reporting whatever request happened to be waiting.
 
