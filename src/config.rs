@@ -799,6 +799,16 @@ pub fn expand_home(p: &str, base: &Path) -> PathBuf {
     }
 }
 
+/// Where cutover keeps what it remembers between runs on this machine (only ever hints):
+/// `$XDG_CACHE_HOME/cutover`, else `~/.cache/cutover`; None without either.
+pub fn cache_dir() -> Option<PathBuf> {
+    let base = match std::env::var_os("XDG_CACHE_HOME").filter(|d| !d.is_empty()) {
+        Some(d) => PathBuf::from(d),
+        None => PathBuf::from(std::env::var_os("HOME").filter(|h| !h.is_empty())?).join(".cache"),
+    };
+    Some(base.join("cutover"))
+}
+
 pub fn home_dir() -> PathBuf {
     std::env::var_os("HOME")
         .map(PathBuf::from)

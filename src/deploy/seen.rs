@@ -28,12 +28,6 @@ impl Seen {
         let Host::Ssh { host, port, user } = &target.host else {
             return None;
         };
-        let dir = match std::env::var_os("XDG_CACHE_HOME").filter(|d| !d.is_empty()) {
-            Some(d) => PathBuf::from(d),
-            None => {
-                PathBuf::from(std::env::var_os("HOME").filter(|h| !h.is_empty())?).join(".cache")
-            }
-        };
         let key = format!(
             "{user}\0{}\0{port}\0{}",
             host.to_ascii_lowercase(),
@@ -41,7 +35,7 @@ impl Seen {
         );
         let name = format!("{:032x}", xxhash_rust::xxh3::xxh3_128(key.as_bytes()));
         Some(Seen {
-            file: dir.join("cutover").join("live").join(name),
+            file: crate::config::cache_dir()?.join("live").join(name),
         })
     }
 

@@ -10,6 +10,7 @@
 //! (`shared_dirs`, `shared_files`), which are never taken from the source and become links to
 //! `shared/PATH` in the manifest, exactly as the release will hold them.
 
+pub mod known;
 pub mod manifest;
 pub mod record;
 pub mod walk;
@@ -31,7 +32,15 @@ pub struct Scan {
 /// to deploy is refused: it would replace the live site with an empty one.
 pub fn scan_release(target: &Target) -> Result<Scan> {
     let declared: Vec<String> = target.shared.all().cloned().collect();
-    let scan = walk::scan_skipping(&target.source, &target.exclude, &target.include, &declared)?;
+    // The hashes of the last scan of this source spare reading what did not change.
+    let known = known::KnownHashes::load(&target.source);
+    let scan = walk::scan_knowing(
+        &target.source,
+        &target.exclude,
+        &target.include,
+        &declared,
+        known,
+    )?;
     let mut manifest = scan.manifest;
     link_shared(&mut manifest, &target.shared);
     let deployable = manifest

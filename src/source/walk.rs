@@ -10,7 +10,7 @@
 //! Everything is read before anything is sent: a name that is not UTF-8, an unreadable file or
 //! directory fails the scan with the path named, and nothing reaches the server.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fs;
 use std::io::Read;
 use std::os::unix::fs::PermissionsExt;
@@ -23,6 +23,7 @@ use ignore::{WalkBuilder, WalkState};
 use rayon::prelude::*;
 use xxhash_rust::xxh3::Xxh3;
 
+use super::known::{KnownHashes, Stamp};
 use super::manifest::{Entry, Kind, Manifest};
 
 pub struct Scan {
@@ -43,6 +44,18 @@ pub fn scan_skipping(
     exclude: &[String],
     include: &[String],
     skip: &[String],
+) -> Result<Scan> {
+    scan_knowing(root, exclude, include, skip, KnownHashes::none())
+}
+
+/// [`scan_skipping`], reading only the files whose hash `known` does not have (see
+/// [`KnownHashes`]), and keeping this scan's hashes there for the next one.
+pub fn scan_knowing(
+    root: &Path,
+    exclude: &[String],
+    include: &[String],
+    skip: &[String],
+    known: KnownHashes,
 ) -> Result<Scan> {
     let excluded = matcher(root, exclude, "exclude")?;
     let found = Mutex::new(Found::default());
@@ -75,7 +88,7 @@ pub fn scan_skipping(
     }
 
     let entries: BTreeMap<String, Entry> = found.entries.into_iter().collect();
-    let mut entries = hash_entries(root, entries)?;
+    let mut entries = hash_entries(root, entries, &found.stamps, &known)?;
     add_missing_parents(&mut entries);
     Ok(Scan {
         manifest: Manifest {
@@ -86,23 +99,34 @@ pub fn scan_skipping(
     })
 }
 
-/// Fill in the hash of every file, on all cores: reading the files is the expensive part.
+/// Fill in the hash of every file, on all cores: reading the files is the expensive part, and
+/// a file `known` has the hash of (by its `stamps`, taken by the walk) is not read at all.
 fn hash_entries(
     root: &Path,
     mut entries: BTreeMap<String, Entry>,
+    stamps: &HashMap<String, Stamp>,
+    known: &KnownHashes,
 ) -> Result<BTreeMap<String, Entry>> {
     let hashed: Vec<Result<(String, u128)>> = entries
         .par_iter()
         .filter(|(_, e)| matches!(e.kind, Kind::File { .. }))
         .map(|(rel, _)| {
+            if let Some(h) = stamps.get(rel).and_then(|s| known.get(rel, s)) {
+                return Ok((rel.clone(), h));
+            }
             let path = root.join(rel);
             hash_file(&path)
                 .with_context(|| format!("cannot read {}", path.display()))
                 .map(|h| (rel.clone(), h))
         })
         .collect();
-    for r in hashed {
-        let (rel, h) = r?;
+    let hashed: Vec<(String, u128)> = hashed.into_iter().collect::<Result<_>>()?;
+    known.save(
+        hashed
+            .iter()
+            .filter_map(|(rel, h)| Some((rel.as_str(), *stamps.get(rel)?, *h))),
+    );
+    for (rel, h) in hashed {
         if let Some(Entry {
             kind: Kind::File { hash, .. },
             ..
@@ -117,6 +141,8 @@ fn hash_entries(
 #[derive(Default)]
 struct Found {
     entries: Vec<(String, Entry)>,
+    /// Every file's stamp, as the walk saw it (see [`KnownHashes`]).
+    stamps: HashMap<String, Stamp>,
     errors: Vec<String>,
     warnings: Vec<String>,
 }
@@ -214,6 +240,7 @@ fn record(
             return;
         }
     };
+    let mut stamp = None;
     let item = if ft.is_symlink() {
         match fs::read_link(path) {
             Ok(t) => match t.to_str() {
@@ -249,6 +276,7 @@ fn record(
     } else if ft.is_file() {
         match entry.metadata() {
             Ok(md) => {
+                stamp = Some(Stamp::of(&md));
                 let mode = if md.permissions().mode() & 0o111 != 0 {
                     0o755
                 } else {
@@ -278,7 +306,11 @@ fn record(
         ));
         return;
     };
-    found.lock().unwrap().entries.push((rel, item));
+    let mut found = found.lock().unwrap();
+    if let Some(stamp) = stamp {
+        found.stamps.insert(rel.clone(), stamp);
+    }
+    found.entries.push((rel, item));
 }
 
 fn relative_utf8(root: &Path, path: &Path) -> std::result::Result<String, String> {
@@ -480,7 +512,7 @@ mod tests {
         between();
         let found = found.into_inner().unwrap();
         let entries: BTreeMap<String, Entry> = found.entries.into_iter().collect();
-        hash_entries(root, entries).map(|entries| Scan {
+        hash_entries(root, entries, &found.stamps, &KnownHashes::none()).map(|entries| Scan {
             manifest: Manifest {
                 entries,
                 meta: Default::default(),
