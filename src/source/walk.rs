@@ -10,7 +10,7 @@
 //! Everything is read before anything is sent: a name that is not UTF-8, an unreadable file or
 //! directory fails the scan with the path named, and nothing reaches the server.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::fs;
 use std::io::Read;
 use std::os::unix::fs::PermissionsExt;
@@ -87,8 +87,13 @@ pub fn scan_knowing(
         bail!(msg);
     }
 
-    let entries: BTreeMap<String, Entry> = found.entries.into_iter().collect();
-    let mut entries = hash_entries(root, entries, &found.stamps, &known)?;
+    let mut found_entries = found.entries;
+    // By path, each once (a path both walks found is the same entry).
+    found_entries.sort_by(|a, b| a.0.cmp(&b.0));
+    found_entries.dedup_by(|a, b| a.0 == b.0);
+    hash_entries(root, &mut found_entries, &known)?;
+    let mut entries: BTreeMap<String, Entry> =
+        found_entries.into_iter().map(|(p, e, _)| (p, e)).collect();
     add_missing_parents(&mut entries);
     Ok(Scan {
         manifest: Manifest {
@@ -100,49 +105,44 @@ pub fn scan_knowing(
 }
 
 /// Fill in the hash of every file, on all cores: reading the files is the expensive part, and
-/// a file `known` has the hash of (by its `stamps`, taken by the walk) is not read at all.
+/// a file `known` has the hash of (by the stamp the walk took) is not read at all.
 fn hash_entries(
     root: &Path,
-    mut entries: BTreeMap<String, Entry>,
-    stamps: &HashMap<String, Stamp>,
+    entries: &mut [(String, Entry, Option<Stamp>)],
     known: &KnownHashes,
-) -> Result<BTreeMap<String, Entry>> {
-    let hashed: Vec<Result<(String, u128)>> = entries
-        .par_iter()
-        .filter(|(_, e)| matches!(e.kind, Kind::File { .. }))
-        .map(|(rel, _)| {
-            if let Some(h) = stamps.get(rel).and_then(|s| known.get(rel, s)) {
-                return Ok((rel.clone(), h));
+) -> Result<()> {
+    let results: Vec<Result<()>> = entries
+        .par_iter_mut()
+        .map(|(rel, entry, stamp)| {
+            let Kind::File { hash, .. } = &mut entry.kind else {
+                return Ok(());
+            };
+            if let Some(h) = stamp.as_ref().and_then(|s| known.get(s)) {
+                *hash = h;
+                return Ok(());
             }
-            let path = root.join(rel);
-            hash_file(&path)
-                .with_context(|| format!("cannot read {}", path.display()))
-                .map(|h| (rel.clone(), h))
+            let path = root.join(&*rel);
+            *hash = hash_file(&path).with_context(|| format!("cannot read {}", path.display()))?;
+            Ok(())
         })
         .collect();
-    let hashed: Vec<(String, u128)> = hashed.into_iter().collect::<Result<_>>()?;
+    // The first failure by path, whichever thread met it first.
+    results.into_iter().collect::<Result<()>>()?;
     known.save(
-        hashed
+        entries
             .iter()
-            .filter_map(|(rel, h)| Some((rel.as_str(), *stamps.get(rel)?, *h))),
+            .filter_map(|(_, e, stamp)| match (&e.kind, stamp) {
+                (Kind::File { hash, .. }, Some(stamp)) => Some((*stamp, *hash)),
+                _ => None,
+            }),
     );
-    for (rel, h) in hashed {
-        if let Some(Entry {
-            kind: Kind::File { hash, .. },
-            ..
-        }) = entries.get_mut(&rel)
-        {
-            *hash = h;
-        }
-    }
-    Ok(entries)
+    Ok(())
 }
 
 #[derive(Default)]
 struct Found {
-    entries: Vec<(String, Entry)>,
-    /// Every file's stamp, as the walk saw it (see [`KnownHashes`]).
-    stamps: HashMap<String, Stamp>,
+    /// Every entry, with a file's stamp as the walk saw it (see [`KnownHashes`]).
+    entries: Vec<(String, Entry, Option<Stamp>)>,
     errors: Vec<String>,
     warnings: Vec<String>,
 }
@@ -306,11 +306,7 @@ fn record(
         ));
         return;
     };
-    let mut found = found.lock().unwrap();
-    if let Some(stamp) = stamp {
-        found.stamps.insert(rel.clone(), stamp);
-    }
-    found.entries.push((rel, item));
+    found.lock().unwrap().entries.push((rel, item, stamp));
 }
 
 fn relative_utf8(root: &Path, path: &Path) -> std::result::Result<String, String> {
@@ -511,8 +507,12 @@ mod tests {
         walk(root, &excluded, &[], true, &found);
         between();
         let found = found.into_inner().unwrap();
-        let entries: BTreeMap<String, Entry> = found.entries.into_iter().collect();
-        hash_entries(root, entries, &found.stamps, &KnownHashes::none()).map(|entries| Scan {
+        let mut entries = found.entries;
+        entries.sort_by(|a, b| a.0.cmp(&b.0));
+        hash_entries(root, &mut entries, &KnownHashes::none())?;
+        let entries: BTreeMap<String, Entry> =
+            entries.into_iter().map(|(p, e, _)| (p, e)).collect();
+        Ok(Scan {
             manifest: Manifest {
                 entries,
                 meta: Default::default(),
