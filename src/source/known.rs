@@ -62,23 +62,14 @@ impl KnownHashes {
 
     /// What the last scan of `root` kept (nothing when there is no home to keep it in).
     pub fn load(root: &Path) -> KnownHashes {
-        let started_ns = now_ns();
-        let Some(file) = cache_file(root) else {
-            return KnownHashes::none();
-        };
-        let known = std::fs::read_to_string(&file)
-            .map(|text| text.lines().filter_map(parse_line).collect())
-            .unwrap_or_default();
-        KnownHashes {
-            file: Some(file),
-            known,
-            started_ns,
+        match cache_file(root) {
+            Some(file) => KnownHashes::load_from(file, now_ns()),
+            None => KnownHashes::none(),
         }
     }
 
-    /// [`KnownHashes::load`] from `file`, for a scan that started at `started_ns`.
-    #[cfg(test)]
-    pub fn load_from(file: PathBuf, started_ns: i128) -> KnownHashes {
+    /// What `file` holds, for a scan that started at `started_ns`.
+    fn load_from(file: PathBuf, started_ns: i128) -> KnownHashes {
         let known = std::fs::read_to_string(&file)
             .map(|text| text.lines().filter_map(parse_line).collect())
             .unwrap_or_default();
