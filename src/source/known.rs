@@ -175,13 +175,20 @@ mod tests {
         scan_knowing(root, &[], &[], &[], known).unwrap().manifest
     }
 
+    /// A scan this far ahead finds every file settled (older than its racy window).
     const LATER: i128 = 10_000_000_000;
+
+    /// A source directory, and where its hashes are kept (inside the second directory).
+    fn source_and_cache() -> (tempfile::TempDir, tempfile::TempDir, PathBuf) {
+        let src = tempfile::tempdir().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let cache = dir.path().join("hashes");
+        (src, dir, cache)
+    }
 
     #[test]
     fn a_file_whose_stamp_did_not_move_is_not_read_again() {
-        let src = tempfile::tempdir().unwrap();
-        let cache = tempfile::tempdir().unwrap();
-        let cache = cache.path().join("hashes");
+        let (src, _dir, cache) = source_and_cache();
         std::fs::write(src.path().join("a"), "one").unwrap();
         std::fs::write(src.path().join("b"), "two").unwrap();
         let first = scan(src.path(), &cache, now_ns() + LATER);
@@ -198,9 +205,7 @@ mod tests {
 
     #[test]
     fn new_content_is_read_even_with_the_same_size_and_modification_time() {
-        let src = tempfile::tempdir().unwrap();
-        let cache = tempfile::tempdir().unwrap();
-        let cache = cache.path().join("hashes");
+        let (src, _dir, cache) = source_and_cache();
         let file = src.path().join("page.html");
         std::fs::write(&file, "version 1").unwrap();
         let mtime = std::fs::metadata(&file).unwrap().modified().unwrap();
@@ -223,9 +228,7 @@ mod tests {
 
     #[test]
     fn a_file_changed_just_before_its_scan_is_not_kept() {
-        let src = tempfile::tempdir().unwrap();
-        let cache = tempfile::tempdir().unwrap();
-        let cache = cache.path().join("hashes");
+        let (src, _dir, cache) = source_and_cache();
         std::fs::write(src.path().join("fresh"), "just written").unwrap();
         scan(src.path(), &cache, now_ns());
         let kept = KnownHashes::load_from(cache.clone(), now_ns());
