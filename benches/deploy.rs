@@ -300,7 +300,15 @@ fn fleet_case(dests: &Path) -> Vec<Row> {
     let spent = std::cell::RefCell::new(Vec::new());
     // A small tree, where the round trips are most of a deploy; then ten times as many files,
     // where the servers' own work (twenty of them, on this machine's cores) takes over.
-    for files in [40, 400] {
+    // BENCH_FLEET_FILES=400 runs one of the two trees, for quick looks.
+    let trees: Vec<usize> = match std::env::var("BENCH_FLEET_FILES")
+        .ok()
+        .and_then(|n| n.parse().ok())
+    {
+        Some(n) => vec![n],
+        None => vec![40, 400],
+    };
+    for files in trees {
         let _ = fs::remove_dir_all(&f.src);
         let stats = generate_webapp(&f.src, files, 99);
         eprintln!(

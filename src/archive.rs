@@ -34,9 +34,30 @@ pub const PART_BYTES: u64 = 2 * 1024 * 1024;
 /// At most this many parts (channels), well under OpenSSH's default MaxSessions of 10.
 pub const MAX_PARTS: usize = 4;
 
-/// Split `paths` into balanced parts by size; directories go to the first part. Always at
-/// least one part when `paths` is not empty.
-pub fn split(manifest: &Manifest, paths: Vec<String>) -> Vec<Vec<String>> {
+/// Bytes of archive in flight at once (written, not yet acknowledged) over every host of one
+/// run: as much as a 1 Gbit/s uplink carries in a 130 ms round trip. The client's uplink
+/// carries every host's bytes, so the hosts of a fleet share this bound, equally, instead of
+/// each filling windows of its own: more in flight would only wait in buffers, and OpenSSH's
+/// sshd pays for a full one (a channel's buffer grows by copying itself, so its cost rises
+/// with the square of what it holds). One host alone still fills four channels' windows.
+pub const IN_FLIGHT_BYTES: u64 = 16 * 1024 * 1024;
+
+/// How many parts (channels) each of `hosts` uploading side by side may use: as many windows
+/// as its share of [`IN_FLIGHT_BYTES`] fills, at least one.
+pub fn max_parts(hosts: usize) -> usize {
+    let share = IN_FLIGHT_BYTES / hosts.max(1) as u64;
+    ((share / PART_BYTES) as usize).clamp(1, MAX_PARTS)
+}
+
+/// Bytes each of `parts` parts of one of `hosts` hosts may have in flight: its equal share
+/// of [`IN_FLIGHT_BYTES`].
+pub fn in_flight_per_part(hosts: usize, parts: usize) -> usize {
+    (IN_FLIGHT_BYTES / hosts.max(1) as u64 / parts.max(1) as u64) as usize
+}
+
+/// Split `paths` into at most `max_parts` parts balanced by size; directories go to the first
+/// part. Always at least one part when `paths` is not empty.
+pub fn split(manifest: &Manifest, paths: Vec<String>, max_parts: usize) -> Vec<Vec<String>> {
     if paths.is_empty() {
         return Vec::new();
     }
@@ -45,7 +66,7 @@ pub fn split(manifest: &Manifest, paths: Vec<String>) -> Vec<Vec<String>> {
         _ => 0,
     };
     let total: u64 = paths.iter().map(size).sum();
-    let n = (total.div_ceil(PART_BYTES) as usize).clamp(1, MAX_PARTS);
+    let n = (total.div_ceil(PART_BYTES) as usize).clamp(1, max_parts.clamp(1, MAX_PARTS));
     let mut parts: Vec<(u64, Vec<String>)> = vec![(0, Vec::new()); n];
     let (dirs, mut files): (Vec<String>, Vec<String>) = paths
         .into_iter()
@@ -280,15 +301,28 @@ mod tests {
             );
         }
         let paths: Vec<String> = m.entries.keys().cloned().collect();
-        let parts = split(&m, paths);
+        let parts = split(&m, paths.clone(), max_parts(1));
         assert_eq!(parts.len(), MAX_PARTS);
         assert!(parts[0].contains(&"d".to_string()));
         assert!(parts
             .iter()
             .all(|p| p.iter().filter(|x| x.starts_with("d/")).count() == 2));
-        let small = split(&m, vec!["d/f0".into()]);
+        let small = split(&m, vec!["d/f0".into()], MAX_PARTS);
         assert_eq!(small, vec![vec!["d/f0".to_string()]]);
-        assert!(split(&m, vec![]).is_empty());
+        assert!(split(&m, vec![], MAX_PARTS).is_empty());
+        // Twenty hosts side by side: one part each, everything in it.
+        let one = split(&m, paths.clone(), max_parts(20));
+        assert_eq!(one.len(), 1);
+        assert_eq!(one[0].len(), paths.len());
+        // Four: two each.
+        assert_eq!(split(&m, paths, max_parts(4)).len(), 2);
+        // One host's parts each keep more than sshd's 2 MiB window in flight; twenty hosts
+        // share the bound equally.
+        assert!(in_flight_per_part(1, MAX_PARTS) as u64 > PART_BYTES);
+        assert_eq!(
+            in_flight_per_part(20, max_parts(20)) as u64,
+            IN_FLIGHT_BYTES / 20
+        );
     }
 
     #[tokio::test]

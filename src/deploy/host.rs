@@ -122,6 +122,9 @@ pub struct HostDeploy {
     rolling_back: bool,
     /// The token of the lock that refused this host (see [`LockHeld::token`]).
     pub refused_by: Option<String>,
+    /// How many hosts of the run upload side by side (they share one bound on the bytes in
+    /// flight: see [`archive::max_parts`]).
+    pub uploading_hosts: usize,
 }
 
 impl HostDeploy {
@@ -152,6 +155,7 @@ impl HostDeploy {
             sftp: None,
             one_way: None,
             stuck: false,
+            uploading_hosts: 1,
             rolling_back: false,
             refused_by: None,
         })
@@ -380,7 +384,7 @@ impl HostDeploy {
                 Ok(Scanned::Done { bytes, .. }) => *bytes,
                 _ => return,
             };
-            if bytes > archive::PART_BYTES {
+            if bytes > archive::PART_BYTES && archive::max_parts(self.uploading_hosts) > 1 {
                 session.open_spare_sftp().await;
             }
         };
@@ -568,7 +572,8 @@ impl HostDeploy {
             Base::Previous(_) => Vec::new(),
         };
         packed.extend(plan.uploads.iter().cloned());
-        let parts = archive::split(new, packed);
+        let parts = archive::split(new, packed, archive::max_parts(self.uploading_hosts));
+        let max_in_flight = archive::in_flight_per_part(self.uploading_hosts, parts.len());
         let token = self
             .lock
             .as_ref()
@@ -635,7 +640,7 @@ impl HostDeploy {
                 Some((_, chunks)) => {
                     let rest = archives.collect();
                     session
-                        .upload_archives((first, chunks), rest, &progress)
+                        .upload_archives((first, chunks), rest, max_in_flight, &progress)
                         .await
                 }
                 None => session.finish_file(first, b"").await.map(|_| 0),

@@ -244,6 +244,10 @@ async fn stages(
     // An interrupt does not cut the survey short: a lock whose rename is on its way would be
     // taken on the server without this client knowing it holds it. Once the survey is done the
     // locks are known, and given back.
+    let side_by_side = hosts.len();
+    for h in hosts.iter_mut() {
+        h.uploading_hosts = side_by_side;
+    }
     let (surveyed, scanned, interrupted) = {
         let surveys = futures::future::join_all(hosts.iter_mut().map(|h| {
             let scan = scan_watch.clone();

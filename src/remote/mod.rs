@@ -280,15 +280,20 @@ impl Session {
 
     /// Upload archive parts side by side: the first into a file opened ahead (see
     /// [`Session::open_staging`]), each other one (remote path, stream of chunks) over SSH on
-    /// an SFTP channel of its own. Returns the bytes sent.
+    /// an SFTP channel of its own, each with up to `max_in_flight` bytes written and not yet
+    /// acknowledged. Returns the bytes sent.
     pub async fn upload_archives(
         &self,
         first: (OpenFile, crate::archive::Chunks),
         rest: Vec<(String, crate::archive::Chunks)>,
+        max_in_flight: usize,
         progress: &dyn Progress,
     ) -> Result<u64> {
         match self {
-            Session::Ssh(s) => s.guard(s.upload_archives(first, rest, progress)).await,
+            Session::Ssh(s) => {
+                s.guard(s.upload_archives(first, rest, max_in_flight, progress))
+                    .await
+            }
             Session::Local(s) => {
                 let (OpenFile::Local { path, .. }, chunks) = first else {
                     unreachable!("a file is written by the session that opened it")

@@ -479,15 +479,18 @@ impl Sftp {
             .with_context(|| format!("cannot remove directory {path}"))
     }
 
-    /// Write the chunks in order at increasing offsets, many writes in flight at once.
+    /// Write the chunks in order at increasing offsets, many writes in flight at once: up to
+    /// `max_in_flight` bytes of them (at least one write).
     pub async fn upload_stream(
         &self,
         path: &str,
         chunks: crate::archive::Chunks,
+        max_in_flight: usize,
         progress: &dyn Progress,
     ) -> Result<u64> {
         let handle = self.create(path, 0o600).await?;
-        self.stream_into(handle, path, chunks, progress).await
+        self.stream_into(handle, path, chunks, max_in_flight, progress)
+            .await
     }
 
     /// [`Sftp::upload_stream`] into a file already opened by [`Sftp::create`].
@@ -496,10 +499,12 @@ impl Sftp {
         handle: String,
         path: &str,
         mut chunks: crate::archive::Chunks,
+        max_in_flight: usize,
         progress: &dyn Progress,
     ) -> Result<u64> {
         let write_len = self.write_len().await;
         let mut pending = FuturesUnordered::new();
+        let mut in_flight = 0usize;
         let mut offset = 0u64;
         let mut failure: Option<anyhow::Error> = None;
         'produce: while let Some(chunk) = chunks.recv().await {
@@ -511,9 +516,15 @@ impl Sftp {
                 }
             };
             for piece in chunk.chunks(write_len) {
-                while pending.len() >= WRITES_IN_FLIGHT {
+                while !pending.is_empty()
+                    && (pending.len() >= WRITES_IN_FLIGHT
+                        || in_flight + piece.len() > max_in_flight)
+                {
                     match pending.next().await {
-                        Some(Ok(n)) => progress.advance(n),
+                        Some(Ok(n)) => {
+                            in_flight -= n as usize;
+                            progress.advance(n)
+                        }
                         Some(Err(e)) => {
                             failure =
                                 Some(anyhow::Error::new(e).context(format!("cannot write {path}")));
@@ -525,6 +536,7 @@ impl Sftp {
                 let at = offset;
                 let len = piece.len() as u64;
                 offset += len;
+                in_flight += piece.len();
                 let raw = self.raw.clone();
                 let h = handle.clone();
                 let data = piece.to_vec();

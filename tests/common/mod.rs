@@ -301,6 +301,10 @@ impl Drop for Sshd {
 
 /// The `cutover` binary built by Cargo for the integration tests.
 pub fn cutover_bin() -> PathBuf {
+    // The benchmark compares two builds with CUTOVER_BENCH_BIN=/path/to/other/cutover.
+    if let Some(path) = std::env::var_os("CUTOVER_BENCH_BIN") {
+        return PathBuf::from(path);
+    }
     match option_env!("CARGO_BIN_EXE_cutover") {
         Some(path) => PathBuf::from(path),
         None => {

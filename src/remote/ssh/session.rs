@@ -149,11 +149,13 @@ impl SshSession {
 
     /// Upload archive parts side by side (see [`crate::remote::Session::upload_archives`]): the first
     /// over the session's SFTP channel, each other part over an SFTP channel of its own (one
-    /// channel's window caps its throughput).
+    /// channel's window caps its throughput). Each part has up to `max_in_flight` bytes in
+    /// flight.
     pub async fn upload_archives(
         &self,
         first: (crate::remote::OpenFile, crate::archive::Chunks),
         rest: Vec<(String, crate::archive::Chunks)>,
+        max_in_flight: usize,
         progress: &dyn crate::remote::Progress,
     ) -> Result<u64> {
         let (crate::remote::OpenFile::Ssh { handle, path }, chunks) = first else {
@@ -175,7 +177,8 @@ impl SshSession {
                         Sftp::start(channel).await?
                     }
                 };
-                sftp.upload_stream(&path, chunks, progress).await
+                sftp.upload_stream(&path, chunks, max_in_flight, progress)
+                    .await
             }
         });
         let others = async {
@@ -183,7 +186,8 @@ impl SshSession {
             Ok::<u64, anyhow::Error>(sent.into_iter().sum())
         };
         let (first, others) = tokio::join!(
-            self.sftp.stream_into(handle, &path, chunks, progress),
+            self.sftp
+                .stream_into(handle, &path, chunks, max_in_flight, progress),
             others
         );
         Ok(first? + others?)
