@@ -123,7 +123,7 @@ pub struct HostDeploy {
     /// The token of the lock that refused this host (see [`LockHeld::token`]).
     pub refused_by: Option<String>,
     /// How many hosts of the run upload side by side (they share one bound on the bytes in
-    /// flight: see [`archive::max_parts`]).
+    /// flight: see `archive::max_parts`).
     pub uploading_hosts: usize,
 }
 
