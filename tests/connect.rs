@@ -539,6 +539,61 @@ fn pem_format_keys_are_accepted() {
     }
 }
 
+/// Whichever of the ciphers OpenSSH offers by default a server keeps, the deploy uses it: the
+/// client's order (AES-GCM first where the CPU has AES instructions) only decides between
+/// ciphers both ends allow.
+#[test]
+fn a_server_restricted_to_one_cipher_is_met_on_it() {
+    if !sshd_or_skip() {
+        return;
+    }
+    for cipher in [
+        "chacha20-poly1305@openssh.com",
+        "aes256-gcm@openssh.com",
+        "aes128-ctr",
+    ] {
+        let sshd = Sshd::start_with(&format!("Ciphers {cipher}\nLogLevel DEBUG1\n"));
+        let p = Project::new();
+        p.target(&(sshd_lines(&sshd, &sshd.known_hosts) + &identity_line(&sshd.identity)));
+        p.assert_deployed(&p.deploy(&[]), cipher);
+        let log = sshd.log_text();
+        assert!(
+            log.contains(&format!("kex: client->server cipher: {cipher} ")),
+            "{cipher} not used:\n{log}"
+        );
+    }
+}
+
+/// A server that allows both AEAD ciphers: AES-GCM is chosen where this CPU has AES and
+/// carry-less multiply instructions, ChaCha20-Poly1305 elsewhere.
+#[test]
+fn aes_gcm_is_chosen_where_the_cpu_has_aes_instructions() {
+    if !sshd_or_skip() {
+        return;
+    }
+    let sshd = Sshd::start_with("LogLevel DEBUG1\n");
+    let p = Project::new();
+    p.target(&(sshd_lines(&sshd, &sshd.known_hosts) + &identity_line(&sshd.identity)));
+    p.assert_deployed(&p.deploy(&[]), "default ciphers");
+    let flags = fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let has = |f: &str| {
+        flags
+            .lines()
+            .filter(|l| l.starts_with("flags") || l.starts_with("Features"))
+            .any(|l| l.split_whitespace().any(|w| w == f))
+    };
+    let expected = if (has("aes") && has("pclmulqdq")) || (has("aes") && has("pmull")) {
+        "aes256-gcm@openssh.com"
+    } else {
+        "chacha20-poly1305@openssh.com"
+    };
+    let log = sshd.log_text();
+    assert!(
+        log.contains(&format!("kex: client->server cipher: {expected} ")),
+        "expected {expected}:\n{log}"
+    );
+}
+
 // --- host keys -----------------------------------------------------------------------------------
 
 /// Deploys with `known_hosts` holding `text` (`{key}` = the server's `TYPE BASE64`,

@@ -122,9 +122,8 @@ pub struct HostDeploy {
     rolling_back: bool,
     /// The token of the lock that refused this host (see [`LockHeld::token`]).
     pub refused_by: Option<String>,
-    /// How many hosts of the run upload side by side (they share one bound on the bytes in
-    /// flight: see `archive::max_parts`).
-    pub uploading_hosts: usize,
+    /// What the hosts of a fleet share while they upload (None: this host deploys alone).
+    pub fleet_upload: Option<std::sync::Arc<archive::FleetUpload>>,
 }
 
 impl HostDeploy {
@@ -155,10 +154,15 @@ impl HostDeploy {
             sftp: None,
             one_way: None,
             stuck: false,
-            uploading_hosts: 1,
+            fleet_upload: None,
             rolling_back: false,
             refused_by: None,
         })
+    }
+
+    /// How many hosts of the run upload side by side.
+    fn uploading_hosts(&self) -> usize {
+        self.fleet_upload.as_ref().map_or(1, |f| f.hosts)
     }
 
     /// Start the shell that will run the deploy script, while the survey and the plan are
@@ -384,7 +388,7 @@ impl HostDeploy {
                 Ok(Scanned::Done { bytes, .. }) => *bytes,
                 _ => return,
             };
-            if bytes > archive::PART_BYTES && archive::max_parts(self.uploading_hosts) > 1 {
+            if bytes > archive::PART_BYTES && archive::max_parts(self.uploading_hosts()) > 1 {
                 session.open_spare_sftp().await;
             }
         };
@@ -572,8 +576,8 @@ impl HostDeploy {
             Base::Previous(_) => Vec::new(),
         };
         packed.extend(plan.uploads.iter().cloned());
-        let parts = archive::split(new, packed, archive::max_parts(self.uploading_hosts));
-        let max_in_flight = archive::in_flight_per_part(self.uploading_hosts, parts.len());
+        let parts = archive::split(new, packed, archive::max_parts(self.uploading_hosts()));
+        let max_in_flight = archive::in_flight_per_part(self.uploading_hosts(), parts.len());
         let token = self
             .lock
             .as_ref()
@@ -611,8 +615,10 @@ impl HostDeploy {
             session,
             shell,
             out,
+            fleet_upload,
             ..
         } = &mut *self;
+        let fleet_upload = fleet_upload.clone();
         let send = async {
             match shell.as_mut() {
                 Some(sh) if !opts.emit_script => sh.send_script(&text).await,
@@ -632,7 +638,10 @@ impl HostDeploy {
         let mut archives = parts.into_iter().enumerate().map(|(i, part)| {
             (
                 layout.staging_archive(id, i),
-                archive::pack(target.source.clone(), new, part),
+                match &fleet_upload {
+                    Some(fleet) => fleet.packs.pack(target.source.clone(), new, part),
+                    None => archive::pack(target.source.clone(), new, part),
+                },
             )
         });
         let upload = async {

@@ -245,8 +245,10 @@ async fn stages(
     // taken on the server without this client knowing it holds it. Once the survey is done the
     // locks are known, and given back.
     let side_by_side = hosts.len();
+    let fleet_upload = (side_by_side > 1)
+        .then(|| std::sync::Arc::new(crate::archive::FleetUpload::new(side_by_side)));
     for h in hosts.iter_mut() {
-        h.uploading_hosts = side_by_side;
+        h.fleet_upload = fleet_upload.clone();
     }
     let (surveyed, scanned, interrupted) = {
         let surveys = futures::future::join_all(hosts.iter_mut().map(|h| {

@@ -422,10 +422,24 @@ fn try_start(extra_config: &str) -> Result<Sshd, StartError> {
     fs::write(&known_hosts, format!("{line}\n")).map_err(|e| fatal("writing known_hosts", &e))?;
 
     let config = root.join("sshd_config");
-    let mut text = default_config(&root, port);
-    if !extra_config.is_empty() {
-        text.push_str("\n# extra config from the test\n");
-        text.push_str(extra_config);
+    // The test's top-level keywords go first (sshd keeps the first value it reads of a keyword,
+    // so they override the defaults), its Match blocks last (a Match block runs to the end).
+    let match_at = extra_config
+        .match_indices("Match ")
+        .map(|(i, _)| i)
+        .find(|&i| i == 0 || extra_config[..i].ends_with('\n'))
+        .unwrap_or(extra_config.len());
+    let (top, blocks) = extra_config.split_at(match_at);
+    let mut text = String::new();
+    if !top.trim().is_empty() {
+        text.push_str("# top-level config from the test\n");
+        text.push_str(top);
+        text.push('\n');
+    }
+    text.push_str(&default_config(&root, port));
+    if !blocks.is_empty() {
+        text.push_str("\n# Match blocks from the test\n");
+        text.push_str(blocks);
         text.push('\n');
     }
     fs::write(&config, text).map_err(|e| fatal("writing sshd_config", &e))?;
