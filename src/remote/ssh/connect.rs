@@ -331,8 +331,9 @@ async fn connect(
     handshake(ep, channel.into_stream(), peer).await
 }
 
-/// The ciphers offered, best first. Both are AEAD ciphers OpenSSH offers by default;
-/// AES-GCM goes first where this machine's CPU has AES and carry-less multiply instructions
+/// The ciphers offered, best first: russh's default list (the server takes the first one it
+/// also offers), reordered. Of its two AEAD ciphers, both in OpenSSH's defaults, AES-GCM goes
+/// first where this machine's CPU has AES and carry-less multiply instructions
 /// (as on nearly every server CPU), because then it costs both ends the least per byte: a
 /// fleet's upload is decrypted by every server and encrypted once per host here (measured on
 /// a 20-host deploy of 2.8 MiB each: 0.04 s less CPU here, 0.05 s less on the servers).
