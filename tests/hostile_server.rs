@@ -408,8 +408,12 @@ fn killed_deploys_probes_and_temp_links_are_removed(kind: TargetKind) {
     fs::create_dir_all(site.at(".cutover/swap-probe.4243/dir")).unwrap();
     symlink("releases/x", site.at(".current.20260101000000.tmp")).unwrap();
     symlink("releases/x", site.at(".current.4244.tmp")).unwrap();
+    // a probe's name that is a link to a directory elsewhere: the link goes, nothing is made there
+    let elsewhere = tempfile::tempdir().unwrap();
+    symlink(elsewhere.path(), site.at(".cutover/probe.4245")).unwrap();
     site.write("index.php", "<?php echo 2;\n");
     site.deploy();
+    assert!(list_names(elsewhere.path()).is_empty());
     let left: Vec<String> = list_names(&site.at(".cutover"))
         .into_iter()
         .chain(list_names(&site.path))
