@@ -483,6 +483,15 @@ mod tests {
         );
     }
 
+    /// A source whose file `a` changed (same size) after the scan that is returned with it.
+    fn a_file_changed_after_its_scan() -> (tempfile::TempDir, crate::source::walk::Scan) {
+        let src = tempfile::tempdir().unwrap();
+        std::fs::write(src.path().join("a"), b"before").unwrap();
+        let scan = crate::source::walk::scan(src.path(), &[], &[]).unwrap();
+        std::fs::write(src.path().join("a"), b"after!").unwrap();
+        (src, scan)
+    }
+
     async fn all_of(mut rx: Chunks) -> Result<Vec<u8>> {
         let mut bytes = Vec::new();
         while let Some(chunk) = rx.recv().await {
@@ -522,10 +531,7 @@ mod tests {
 
     #[tokio::test]
     async fn hosts_sharing_a_part_that_fails_to_pack_all_get_the_failure() {
-        let src = tempfile::tempdir().unwrap();
-        std::fs::write(src.path().join("a"), b"before").unwrap();
-        let scan = crate::source::walk::scan(src.path(), &[], &[]).unwrap();
-        std::fs::write(src.path().join("a"), b"after!").unwrap();
+        let (src, scan) = a_file_changed_after_its_scan();
         let packs = Packs::default();
         let paths = vec!["a".to_string()];
         let one = packs.pack(src.path().to_path_buf(), &scan.manifest, paths.clone());
@@ -558,10 +564,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_file_changed_after_the_scan_fails_the_pack() {
-        let src = tempfile::tempdir().unwrap();
-        std::fs::write(src.path().join("a"), b"before").unwrap();
-        let scan = crate::source::walk::scan(src.path(), &[], &[]).unwrap();
-        std::fs::write(src.path().join("a"), b"after!").unwrap();
+        let (src, scan) = a_file_changed_after_its_scan();
         let mut rx = pack(src.path().to_path_buf(), &scan.manifest, vec!["a".into()]);
         let mut failed = None;
         while let Some(chunk) = rx.recv().await {
