@@ -82,25 +82,37 @@ pub fn split(manifest: &Manifest, paths: Vec<String>, max_parts: usize) -> Vec<V
     if paths.is_empty() {
         return Vec::new();
     }
-    let size = |p: &String| match manifest.entries[p].kind {
-        Kind::File { size, .. } => size,
-        _ => 0,
-    };
-    let total: u64 = paths.iter().map(size).sum();
-    let n = (total.div_ceil(PART_BYTES) as usize).clamp(1, max_parts.clamp(1, MAX_PARTS));
-    let mut parts: Vec<(u64, Vec<String>)> = vec![(0, Vec::new()); n];
-    let (dirs, mut files): (Vec<String>, Vec<String>) = paths
+    // Each entry's size looked up once: a fleet splits every host's upload in turn, before
+    // the last host's upload can start, and a lookup per comparison cost 1 ms a host.
+    let sized: Vec<(u64, bool, String)> = paths
         .into_iter()
-        .partition(|p| manifest.entries[p].is_dir());
-    parts[0].1.extend(dirs);
+        .map(|p| {
+            let e = &manifest.entries[&p];
+            let size = match e.kind {
+                Kind::File { size, .. } => size,
+                _ => 0,
+            };
+            (size, e.is_dir(), p)
+        })
+        .collect();
+    let total: u64 = sized.iter().map(|(size, _, _)| size).sum();
+    let n = (total.div_ceil(PART_BYTES) as usize).clamp(1, max_parts.clamp(1, MAX_PARTS));
+    if n == 1 {
+        let mut all: Vec<String> = sized.into_iter().map(|(_, _, p)| p).collect();
+        all.sort();
+        return vec![all];
+    }
+    let mut parts: Vec<(u64, Vec<String>)> = vec![(0, Vec::new()); n];
+    let (dirs, mut files): (Vec<_>, Vec<_>) = sized.into_iter().partition(|(_, dir, _)| *dir);
+    parts[0].1.extend(dirs.into_iter().map(|(_, _, p)| p));
     // Largest first, each to the lightest part.
-    files.sort_by_key(|p| std::cmp::Reverse(size(p)));
-    for p in files {
+    files.sort_by_key(|(size, _, _)| std::cmp::Reverse(*size));
+    for (size, _, p) in files {
         let lightest = parts
             .iter_mut()
             .min_by_key(|(bytes, _)| *bytes)
             .expect("n >= 1");
-        lightest.0 += size(&p);
+        lightest.0 += size;
         lightest.1.push(p);
     }
     parts

@@ -94,6 +94,12 @@ enum Command {
 
 fn main() -> ExitCode {
     output::started();
+    // anyhow captures a backtrace for every error made while RUST_BACKTRACE is set (about a
+    // millisecond each), and cutover makes errors on paths it expects (a new server refuses a
+    // first try) yet never prints a backtrace: its errors are messages. Panics keep theirs.
+    if std::env::var_os("RUST_LIB_BACKTRACE").is_none() {
+        std::env::set_var("RUST_LIB_BACKTRACE", "0");
+    }
     let cli = match Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {
@@ -178,6 +184,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Ok(fleet)
     };
+    if matches!(
+        cli.command,
+        Command::Deploy { .. } | Command::Rollback { .. } | Command::Check { .. }
+    ) {
+        cutover::script::warm_up();
+    }
     let runtime = tokio::runtime::Runtime::new()?;
     let json = cli.json;
     match &cli.command {
