@@ -196,6 +196,20 @@ impl Target {
         }
     }
 
+    /// The command that removes this host's lock: `cutover unlock NAME`, and in a fleet
+    /// `--host LABEL` too (without it, unlock removes the lock on every host).
+    pub fn unlock_command(&self) -> String {
+        if self.in_fleet {
+            format!(
+                "cutover unlock {} --host {}",
+                self.name,
+                crate::shell::word(&self.label)
+            )
+        } else {
+            format!("cutover unlock {}", self.name)
+        }
+    }
+
     /// `target NAME, stage STAGE` (in a fleet `target NAME, host LABEL, stage STAGE`): how
     /// every error names where it happened.
     pub fn stage(&self, stage: &str) -> String {

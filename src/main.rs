@@ -50,7 +50,7 @@ enum Command {
         /// Lock, plan and upload, then print the server script instead of running it
         #[arg(long, conflicts_with = "dry_run")]
         emit_script: bool,
-        /// Upload every file, not only the changed ones
+        /// Build the release from the source alone: upload every file, copy nothing from the live one
         #[arg(long)]
         full: bool,
         /// Build a new release even when nothing changed

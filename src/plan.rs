@@ -48,7 +48,9 @@ impl Plan {
         new: &Manifest,
         full: bool,
     ) -> Plan {
-        let Some((prev_id, prev)) = previous else {
+        // --full makes the release from the source alone: nothing is copied from the live
+        // release, so whatever was edited or planted in it by hand stays behind there.
+        let Some((prev_id, prev)) = previous.filter(|_| !full) else {
             let uploads: Vec<String> = new
                 .entries
                 .iter()
@@ -95,14 +97,14 @@ impl Plan {
         let mut unchanged = 0;
         let mut upload_bytes = 0;
         // Uploads of entries identical to the previous release's: shared-shaped links (see
-        // `shared_shaped`) and everything under --full. They alone do not make a new release.
+        // `shared_shaped`). They alone do not make a new release.
         let mut same = 0;
         for (path, e) in &new.entries {
             let old = prev.entries.get(path).filter(|old| same_type(old, e));
             match (&e.kind, old) {
                 (Kind::Dir, Some(_)) => {}
                 (Kind::Dir, None) => new_dirs.push(path.clone()),
-                (_, Some(old)) if old == e && !full && !shared_shaped(path, e) => unchanged += 1,
+                (_, Some(old)) if old == e && !shared_shaped(path, e) => unchanged += 1,
                 (kind, old) => {
                     if old == Some(e) {
                         same += 1;
@@ -137,8 +139,7 @@ impl Plan {
             .filter(|p| !deleted(p))
             .map(String::from)
             .collect();
-        // --full asks for the files to travel again: that is a new release, changed or not.
-        let noop = !full && deletes.is_empty() && new_dirs.is_empty() && uploads.len() == same;
+        let noop = deletes.is_empty() && new_dirs.is_empty() && uploads.len() == same;
         Plan {
             base: Base::Previous(prev_id.clone()),
             uploads,
@@ -327,14 +328,20 @@ mod tests {
     }
 
     #[test]
-    fn full_reuploads_everything_but_still_deletes() {
+    fn full_builds_from_the_source_alone() {
         let id = ReleaseId::parse("20260101000000").unwrap();
         let old = m(&[("x", "1"), ("y", "2")]);
-        let new = m(&[("x", "1")]);
+        let new = m(&[("d", "d"), ("x", "1")]);
         let p = Plan::build(Some((&id, &old)), &new, true);
+        assert_eq!(
+            p.base,
+            Base::Empty,
+            "nothing is copied from the live release"
+        );
         assert_eq!(p.uploads, ["x"]);
-        assert_eq!(p.deletes, ["y"]);
+        assert!(p.deletes.is_empty() && p.new_dirs.is_empty() && p.touched_dirs.is_empty());
         assert_eq!(p.unchanged, 0);
+        assert!(!p.noop, "--full always builds a release");
     }
 
     #[test]

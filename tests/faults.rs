@@ -539,20 +539,27 @@ fn undeletable_old_release_warns_and_stays_live(kind: TargetKind) {
 
 both_targets!(undeletable_old_release_warns_and_stays_live);
 
-/// The realistic variant over SSH: the deploy user cannot remove a directory that root made in
-/// an old release (a cron job's cache, say). Same outcome: live; the next deploy names the
-/// remains and exits 3.
-#[test]
-fn root_owned_dir_in_an_old_release_warns_and_stays_live() {
+/// A site deployed over SSH as a deploy user who is not root (created for the test; `shell`
+/// is its login shell), into a deploy path that user owns.
+struct UserSite {
+    site: Site,
+    _user: common::TestUser,
+    _keys: tempfile::TempDir,
+}
+
+fn user_site(prefix: &str, shell: Option<&std::path::Path>, top: &str) -> Option<UserSite> {
     use std::os::unix::fs::PermissionsExt;
     if !common::fixtures::root_or_skip("creating a deploy user") || !common::sshd_or_skip() {
-        return;
+        return None;
     }
     let keys = tempfile::tempdir().unwrap();
     fs::set_permissions(keys.path(), fs::Permissions::from_mode(0o755)).unwrap();
     let home = keys.path().join("home");
     mkdirs(&home);
-    let user = common::TestUser::create("cofault", &home);
+    let user = match shell {
+        Some(shell) => common::TestUser::with_shell(prefix, &home, shell),
+        None => common::TestUser::create(prefix, &home),
+    };
     let authorized = keys.path().join("authorized_keys");
     let sshd = common::Sshd::start_with(&format!(
         "Match User {}\n    AuthorizedKeysFile {}\n",
@@ -573,7 +580,7 @@ fn root_owned_dir_in_an_old_release_warns_and_stays_live() {
         .status()
         .unwrap();
     assert!(chown.success());
-    site.configure("keep_releases = 2", "");
+    site.configure(top, "");
     let table = site.target_table();
     let cfg = fs::read_to_string(&site.config).unwrap().replace(
         &format!("user = {}", toml_str(&site.sshd().user)),
@@ -584,7 +591,22 @@ fn root_owned_dir_in_an_old_release_warns_and_stays_live() {
         "{cfg}"
     );
     fs::write(&site.config, cfg).unwrap();
+    Some(UserSite {
+        site,
+        _user: user,
+        _keys: keys,
+    })
+}
 
+/// The realistic variant over SSH: the deploy user cannot remove a directory that root made in
+/// an old release (a cron job's cache, say). Same outcome: live; the next deploy names the
+/// remains and exits 3.
+#[test]
+fn root_owned_dir_in_an_old_release_warns_and_stays_live() {
+    let Some(deploy_user) = user_site("cofault", None, "keep_releases = 2") else {
+        return;
+    };
+    let site = &deploy_user.site;
     site.write("index.php", "<?php\n");
     let oldest = site.deploy().release;
     site.write("index.php", "<?php echo 2;\n");
@@ -912,3 +934,183 @@ fn releases_lists_every_release(kind: TargetKind) {
 }
 
 both_targets!(releases_lists_every_release);
+
+// --- server state the deploy user cannot change, and a lock taken over ------------------------------
+
+/// A client killed before the server's login shell has even started (a slow start-up: a
+/// `.bashrc` that runs pyenv or nvm): the script it sent finds nobody reading its output and
+/// its input at its end. It does not die of the first write to its gone client: it goes on to
+/// its first wait, finds the client gone there, and removes its release, its staging and the
+/// lock, so the next deploy needs no `cutover unlock`.
+#[test]
+fn killed_client_before_the_login_shell_started_leaves_the_server_clean() {
+    use std::os::unix::fs::PermissionsExt;
+    let shells = tempfile::tempdir().unwrap();
+    fs::set_permissions(shells.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    let shell = shells.path().join("slow-login-sh");
+    write_file(&shell, b"#!/bin/sh\nsleep 2\nexec /bin/sh \"$@\"\n", 0o755);
+    let Some(deploy_user) = user_site("coslow", Some(&shell), "") else {
+        return;
+    };
+    let site = &deploy_user.site;
+    site.write("index.php", "<?php\n");
+    let first = site.deploy();
+    write_sparse(&site, "big.bin", 200 * 1024 * 1024);
+    site.write("index.php", "<?php echo 2;\n");
+    let mut running = site.spawn(&["deploy"]);
+    // The script went out before the first byte of the archive, on the same connection.
+    site.app().wait_for_upload(1);
+    let shell_started = site.releases().iter().any(|n| n.ends_with(".partial"));
+    running.signal("KILL");
+    let _ = running.child.wait();
+    assert!(
+        !shell_started,
+        "the shell started before the client was killed: the test's slow login did not hold it"
+    );
+    site.app().wait_until_clean();
+    assert_eq!(site.current_id(), Some(first.release.clone()));
+    assert_eq!(site.releases(), std::slice::from_ref(&first.release));
+
+    fs::remove_file(site.src.join("big.bin")).unwrap();
+    let run = site.deploy_with(&[]);
+    run.expect_code(0, "the deploy after the killed one, without unlock");
+    site.assert_release_is_source(&run.summary().release, &[]);
+    site.assert_clean("after a client killed before the login shell started");
+}
+
+/// `chmod -R a-w` on the live release (a hardening step), with a deploy user who is not root:
+/// a read-only directory can be neither changed nor emptied. The next deploy makes the
+/// directories it changes writable in its own copy and goes live; a deploy that fails removes
+/// its copy all the same; pruning removes the read-only releases.
+#[test]
+fn a_read_only_live_release_deploys_fails_cleanly_and_is_pruned() {
+    let hooks = "keep_releases = 2\n[hooks]\nbefore_swap = [\"test ! -e fail-me\"]";
+    let Some(deploy_user) = user_site("coro", None, hooks) else {
+        return;
+    };
+    let site = &deploy_user.site;
+    let harden = |id: &str| {
+        let done = Command::new("chmod")
+            .arg("-R")
+            .arg("a-w")
+            .arg(site.release_dir(id))
+            .status()
+            .unwrap();
+        assert!(done.success());
+    };
+    site.write("index.php", "<?php\n");
+    site.write("sub/k.php", "k\n");
+    site.write("sub/deep/d.php", "d\n");
+    site.write("other/o.php", "o\n");
+    let first = site.deploy().release;
+    harden(&first);
+
+    // A change at the top, a deletion in a read-only directory, a new file in another.
+    site.write("index.php", "<?php echo 2;\n");
+    site.remove("sub/k.php");
+    site.write("sub/deep/new.php", "new\n");
+    let run = site.deploy_with(&[]);
+    run.expect_code(0, "a deploy from a read-only live release");
+    let second = run.summary().release;
+    // (What the deploy did not change is a copy of the live release: read-only still.)
+    let dir = site.release_dir(&second);
+    assert_eq!(read(&dir.join("index.php")), "<?php echo 2;\n");
+    assert_eq!(read(&dir.join("sub/deep/new.php")), "new\n");
+    assert_eq!(read(&dir.join("sub/deep/d.php")), "d\n");
+    assert!(!dir.join("sub/k.php").exists());
+    assert!(
+        run.stderr.contains("writable in the new release"),
+        "{}",
+        run.describe()
+    );
+    harden(&second);
+
+    // A before_swap failure: the copy (read-only where nothing changed) is removed.
+    site.write("fail-me", "x\n");
+    let run = site.deploy_with(&[]);
+    run.expect_code(1, "a failing deploy from a read-only live release");
+    assert_eq!(site.current_id(), Some(second.clone()));
+    site.assert_clean("after a failed deploy from a read-only live release");
+    assert_eq!(site.releases(), [first.clone(), second.clone()]);
+    site.remove("fail-me");
+
+    // Two more releases: both read-only ones age out, nothing is left in the trash.
+    site.write("index.php", "<?php echo 3;\n");
+    site.deploy_with(&[]).expect_code(0, "third deploy");
+    site.write("index.php", "<?php echo 4;\n");
+    let run = site.deploy_with(&[]);
+    run.expect_code(0, "fourth deploy, pruning the read-only releases");
+    site.app().wait_for_prune();
+    let releases = site.releases();
+    assert!(
+        !releases.contains(&first) && !releases.contains(&second),
+        "{releases:?}"
+    );
+    assert_eq!(
+        list_names(&site.at(".cutover/trash")),
+        Vec::<String>::new(),
+        "what pruning could not delete"
+    );
+    site.assert_clean("after pruning read-only releases");
+}
+
+/// `deploy --full` makes the release from the source alone: what was edited or planted in the
+/// live release by hand (drift, a web shell) is not carried into it, and `verify` is clean
+/// after it. The release it replaces keeps its drift (it is not touched).
+fn full_deploy_leaves_hand_edits_behind(kind: TargetKind) {
+    let Some(site) = Site::new(kind) else { return };
+    site.write("index.php", "<?php\n");
+    site.write("sub/k.php", "k\n");
+    let first = site.deploy().release;
+    let live = site.release_dir(&first);
+    write_file(&live.join("extra.php"), b"<?php planted();\n", 0o644);
+    write_file(&live.join("sub/hack.php"), b"<?php planted();\n", 0o644);
+    write_file(&live.join("index.php"), b"<?php edited();\n", 0o644);
+    site.cutover(&["verify"])
+        .expect_code(1, "verify of the edited release");
+
+    let run = site.deploy_with(&["--full"]);
+    run.expect_code(0, "deploy --full");
+    let second = run.summary().release;
+    assert_ne!(second, first);
+    site.assert_release_is_source(&second, &[]);
+    site.cutover(&["verify", "--hash"])
+        .expect_code(0, "verify after deploy --full");
+    assert_eq!(read(&live.join("extra.php")), "<?php planted();\n");
+    site.assert_clean("after deploy --full");
+}
+
+both_targets!(full_deploy_leaves_hand_edits_behind);
+
+/// A deploy whose lock was removed while it ran (`cutover unlock` by someone, then another
+/// deploy took the lock) stops at its next wait, says why, removes what it built, and leaves
+/// the other deploy's lock as it is.
+fn a_deploy_whose_lock_was_taken_over_stops_and_leaves_the_other_lock(kind: TargetKind) {
+    let Some(mut site) = Site::new(kind) else {
+        return;
+    };
+    site.write("index.php", "<?php\n");
+    let first = site.deploy().release;
+    // The hook plays the other side: the lock removed, and taken by another deploy.
+    site.configure(
+        "[hooks]\nbefore_swap = ['lock=\"$CUTOVER_DEPLOY_PATH/.cutover/lock\"; rm -rf \"$lock\" && mkdir \"$lock\" && echo token=someone-else >\"$lock/info\"']",
+        "",
+    );
+    site.write("index.php", "<?php echo 2;\n");
+    let run = site.deploy_with(&[]);
+    run.expect_code(1, "a deploy whose lock was taken over");
+    assert!(
+        run.stderr.contains("no longer this script's"),
+        "{}",
+        run.describe()
+    );
+    assert_eq!(site.current_id(), Some(first.clone()));
+    assert_eq!(site.releases(), std::slice::from_ref(&first));
+    assert_eq!(
+        read(&site.at(".cutover/lock/info")),
+        "token=someone-else\n",
+        "the other deploy's lock"
+    );
+}
+
+both_targets!(a_deploy_whose_lock_was_taken_over_stops_and_leaves_the_other_lock);

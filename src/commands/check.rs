@@ -826,8 +826,8 @@ async fn layout_checks(
             "lock",
             format!("{} is {holder}", layout.lock()),
             format!(
-                "if no deploy is running (one was killed), run `cutover unlock {}`",
-                target.name
+                "if no deploy is running (one was killed), run `{}`",
+                target.unlock_command()
             ),
         ));
     } else {

@@ -160,7 +160,9 @@ fn print_listing(listing: &Listing, fleet: &Fleet, out: &Output) {
                 .filter(|h| h.current.as_deref() == Some(r.id.as_str()))
                 .map(|h| h.host.as_str())
                 .collect();
-            let missing = fleet.hosts.len() - r.hosts.len();
+            // (a host that could not be read is unknown, not missing it)
+            let read = listing.hosts.iter().filter(|h| h.error.is_none()).count();
+            let missing = read.saturating_sub(r.hosts.len());
             format!(
                 "{}{}",
                 if on.is_empty() {
@@ -203,12 +205,10 @@ fn print_listing(listing: &Listing, fleet: &Fleet, out: &Output) {
         let states: Vec<String> = listing
             .hosts
             .iter()
-            .map(|h| {
-                format!(
-                    "{} on {}",
-                    h.host,
-                    h.current.as_deref().unwrap_or("nothing")
-                )
+            .map(|h| match (&h.error, &h.current) {
+                (Some(_), _) => format!("{} unknown (could not be read)", h.host),
+                (None, Some(id)) => format!("{} on {id}", h.host),
+                (None, None) => format!("{} on nothing", h.host),
             })
             .collect();
         out.warn(format_args!(

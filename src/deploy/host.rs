@@ -467,7 +467,7 @@ impl HostDeploy {
                     self.layout.current()
                 ),
                 format!(
-                    "move it into releases/ and replace it with a link, e.g.: cd {} && mv current releases/00000000000000-old && ln -s releases/00000000000000-old current (cutover leaves non-release names in releases/ alone)",
+                    "move it into releases/ and replace it with a link, once (the site is down for that moment), e.g.: cd {} && mkdir -p releases && mv current releases/00000000000000-old && ln -s releases/00000000000000-old current (cutover leaves non-release names in releases/ alone)",
                     crate::shell::quote(self.layout.root())
                 ),
             )),
@@ -486,7 +486,11 @@ impl HostDeploy {
         if self.lock.is_some() {
             self.phase = Phase::Locked;
         }
-        self.out.stage("surveyed and locked");
+        self.out.stage(if self.lock.is_some() {
+            "surveyed and locked"
+        } else {
+            "surveyed (no lock: nothing is written)"
+        });
         Ok(())
     }
 
@@ -982,9 +986,9 @@ impl HostDeploy {
             Ok(status) => status,
             Err(e) => {
                 self.out.warn(format_args!(
-                    "the release is live, but the clean-up after it stopped ({e:#}): if {} is left, run `cutover unlock {}`",
+                    "the release is live, but the clean-up after it stopped ({e:#}): if {} is left, run `{}`",
                     self.layout.lock(),
-                    self.target.name
+                    self.target.unlock_command()
                 ));
                 3
             }
@@ -1030,8 +1034,8 @@ impl HostDeploy {
                         held.holder
                     ),
                     format!(
-                        "if no deploy is running (one was killed), run `cutover unlock {}`",
-                        self.target.name
+                        "if no deploy is running (one was killed), run `{}`",
+                        self.target.unlock_command()
                     )
                 ))
             }
@@ -1102,14 +1106,25 @@ impl HostDeploy {
         let stage = self.target.stage(stage);
         let name = &self.target.name;
         let id = self.report.release.clone().unwrap_or_default();
+        let (script, by_hand) = if self.rolling_back {
+            (
+                "rollback script",
+                "an SFTP-only target rolls back with SFTP requests alone",
+            )
+        } else {
+            (
+                "deploy script",
+                "`cutover deploy --emit-script` prints the script to run by hand",
+            )
+        };
         let Some(shell) = self.shell.as_mut() else {
             return anyhow!("{stage}: no script is running");
         };
         let code = shell.wait().await;
         if shell.refused() {
             return anyhow!(crate::error::with_hint(
-                format!("{stage}: the server refused to run the deploy script: the account may be SFTP-only"),
-                format!("`cutover check {name}` tells; set sftp_only = true for an SFTP-only account, or print the script with `cutover deploy --emit-script` and run it by hand")
+                format!("{stage}: the server refused to run the {script}: the account may be SFTP-only"),
+                format!("`cutover check {name}` tells; set sftp_only = true for an SFTP-only account; {by_hand}")
             ));
         }
         if !shell.started() {
@@ -1117,7 +1132,7 @@ impl HostDeploy {
             let said = said.trim();
             return anyhow!(crate::error::with_hint(
                 format!(
-                    "{stage}: the server ran something other than the deploy script (exit {}{}): the account may be SFTP-only or have a forced command; current is untouched",
+                    "{stage}: the server ran something other than the {script} (exit {}{}): the account may be SFTP-only or have a forced command; current is untouched",
                     code.map(|c| c.to_string()).unwrap_or_else(|| "unknown".into()),
                     if said.is_empty() {
                         String::new()
@@ -1125,7 +1140,7 @@ impl HostDeploy {
                         format!(", output {:?}", said.chars().take(200).collect::<String>())
                     }
                 ),
-                format!("`cutover check {name}` tells; for an SFTP-only account set sftp_only = true; `cutover deploy --emit-script` prints the script to run by hand")
+                format!("`cutover check {name}` tells; for an SFTP-only account set sftp_only = true; {by_hand}")
             ));
         }
         if self.out.quiet {
@@ -1260,9 +1275,9 @@ impl HostDeploy {
         }
         if !done {
             notes.push(format!(
-                "could NOT release the lock {}: run `cutover unlock {}`",
+                "could NOT release the lock {}: run `{}`",
                 self.layout.lock(),
-                self.target.name
+                self.target.unlock_command()
             ));
         }
         if !notes.is_empty() {

@@ -85,7 +85,10 @@ impl Stderr {
             self.warnings.lock().unwrap().push(w.to_string());
         }
         if self.quiet {
-            self.kept.lock().unwrap().extend_from_slice(line);
+            // Kept with the host's prefix: shown only if the script fails, as it would have been.
+            let mut kept = self.kept.lock().unwrap();
+            kept.extend_from_slice(self.prefix.as_bytes());
+            kept.extend_from_slice(line);
             return;
         }
         use std::io::Write;

@@ -732,11 +732,18 @@ pub struct TestUser {
 
 impl TestUser {
     pub fn create(prefix: &str, home: &Path) -> TestUser {
+        TestUser::with_shell(prefix, home, Path::new("/bin/sh"))
+    }
+
+    /// A user whose login shell is `shell`.
+    pub fn with_shell(prefix: &str, home: &Path, shell: &Path) -> TestUser {
         let name = format!("{prefix}{}", std::process::id());
         let _ = Command::new("userdel").arg(&name).output();
         // `-p '*'`: no password, but not locked (`!`): sshd without PAM refuses locked accounts
         let out = Command::new("useradd")
-            .args(["-M", "-s", "/bin/sh", "-p", "*", "-d"])
+            .args(["-M", "-p", "*", "-s"])
+            .arg(shell)
+            .arg("-d")
             .arg(home)
             .arg(&name)
             .output()
