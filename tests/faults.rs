@@ -625,7 +625,7 @@ fn root_owned_dir_in_an_old_release_warns_and_stays_live() {
 
     // what is left waits in .cutover/trash, out of releases/; the next deploy goes live, says
     // it could not remove that leftover (naming it), and exits 3
-    let trash = trashed(&site, &oldest);
+    let trash = trashed(site, &oldest);
     assert!(trash.join("cache/entry").exists());
     assert!(!site.releases().contains(&oldest));
     site.write("index.php", "<?php echo 4;\n");
@@ -955,7 +955,7 @@ fn killed_client_before_the_login_shell_started_leaves_the_server_clean() {
     let site = &deploy_user.site;
     site.write("index.php", "<?php\n");
     let first = site.deploy();
-    write_sparse(&site, "big.bin", 200 * 1024 * 1024);
+    write_sparse(site, "big.bin", 200 * 1024 * 1024);
     site.write("index.php", "<?php echo 2;\n");
     let mut running = site.spawn(&["deploy"]);
     // The script went out before the first byte of the archive, on the same connection.
