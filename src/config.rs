@@ -156,6 +156,9 @@ pub struct Target {
     /// Absolute, normalized deploy path on the server (no trailing slash).
     pub path: String,
     pub source: PathBuf,
+    /// The config file's path inside the source, when it is there (`source = "."`): never
+    /// deployed, as a web root would serve it (hosts, users, paths, hooks).
+    pub config_in_source: Option<String>,
     pub exclude: Vec<String>,
     pub include: Vec<String>,
     pub keep_releases: u32,
@@ -381,6 +384,14 @@ impl Config {
                 self.raw.source
             )));
         }
+        let config_in_source = std::fs::canonicalize(&self.file)
+            .ok()
+            .and_then(|f| {
+                f.strip_prefix(&source)
+                    .ok()
+                    .map(|p| p.to_string_lossy().into_owned())
+            })
+            .filter(|p| !p.is_empty());
 
         let keep_releases = match raw.keep_releases.or(self.raw.keep_releases).unwrap_or(3) {
             n if (1..=1000).contains(&n) => n as u32,
@@ -539,6 +550,7 @@ impl Config {
                 host,
                 path,
                 source: source.clone(),
+                config_in_source: config_in_source.clone(),
                 exclude: self.raw.exclude.clone(),
                 include: self.raw.include.clone(),
                 keep_releases,

@@ -189,6 +189,25 @@ impl ReleaseId {
         }
     }
 
+    /// This name, or the first second after it that is not `taken`: names in `releases/` that
+    /// are no releases (a file, a link, a leftover `.partial`, another tool's directory) are
+    /// never built over, but a new release does not have to sort after them, so one dated in
+    /// the future does not push every new name there.
+    pub fn avoiding(self, taken: &[ReleaseId]) -> Result<ReleaseId> {
+        let mut id = self;
+        while taken.contains(&id) {
+            id = match ReleaseId::at(id.time() + chrono::Duration::seconds(1)) {
+                Some(next) => next,
+                None => bail!(
+                    "no release name is left after {id}: release names are 14-digit UTC times and end at \
+                     99991231235959, and {id} is taken by something in releases/ that is not a release: \
+                     move it away and deploy again"
+                ),
+            };
+        }
+        Ok(id)
+    }
+
     /// How far this release is dated ahead of `now`, when that is more than a day.
     pub fn ahead_of(&self, now: DateTime<Utc>) -> Option<chrono::Duration> {
         let ahead = self.time() - now;
@@ -307,6 +326,22 @@ mod tests {
         let last = ReleaseId::parse("99991231235959").unwrap();
         let e = ReleaseId::next([&last], now).unwrap_err().to_string();
         assert!(e.contains("99991231235959") && e.contains("Remove"), "{e}");
+    }
+
+    #[test]
+    fn names_that_are_no_releases_are_avoided_not_sorted_after() {
+        let now = Utc.with_ymd_and_hms(2026, 12, 4, 12, 0, 0).unwrap();
+        let id = ReleaseId::at(now).unwrap();
+        let far = ReleaseId::parse("20991231235959").unwrap();
+        assert_eq!(id.clone().avoiding(std::slice::from_ref(&far)).unwrap(), id);
+        let same = [id.clone(), ReleaseId::parse("20261204120001").unwrap()];
+        assert_eq!(id.avoiding(&same).unwrap().as_str(), "20261204120002");
+        let last = ReleaseId::parse("99991231235959").unwrap();
+        let e = last
+            .clone()
+            .avoiding(std::slice::from_ref(&last))
+            .unwrap_err();
+        assert!(e.to_string().contains("not a release"), "{e}");
     }
 
     #[test]

@@ -20,6 +20,8 @@
 //! token=5f0c…(32 hex digits)
 //! ```
 
+use std::os::unix::ffi::OsStrExt;
+
 use anyhow::{anyhow, Context, Result};
 
 use crate::layout::{self, Layout};
@@ -47,6 +49,29 @@ impl LockInfo {
             command: command.to_string(),
             token: new_token(),
         }
+    }
+
+    /// Is the holder a cutover that still runs on this machine? (Its deploy is not over: its
+    /// lock is not a killed one's.) The pid alone could have been reused: it must still be a
+    /// cutover process.
+    pub fn held_by_a_running_cutover_here(&self) -> bool {
+        let Some((_, machine)) = self.holder.rsplit_once('@') else {
+            return false;
+        };
+        let Ok(pid) = self.pid.parse::<u32>() else {
+            return false;
+        };
+        if machine != machine_name() || pid == std::process::id() {
+            return false;
+        }
+        std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|cmd| {
+            cmd.split(|b| *b == 0)
+                .next()
+                .and_then(|argv0| {
+                    std::path::Path::new(std::ffi::OsStr::from_bytes(argv0)).file_name()
+                })
+                .is_some_and(|name| name.to_string_lossy().starts_with("cutover"))
+        })
     }
 
     pub fn render(&self) -> String {

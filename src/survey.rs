@@ -397,16 +397,15 @@ impl Survey {
 
     /// Every name in `releases/` that a new release must come after: releases, and foreign or
     /// partial entries with a release-like name (a release named like one would collide).
+    /// Release-shaped names in `releases/` that are no releases: foreign names and `.partial`
+    /// leftovers. A new release avoids them (see [`ReleaseId::avoiding`]).
     pub fn taken_names(&self) -> Vec<ReleaseId> {
-        let mut names = self.releases.clone();
-        names.extend(
-            self.foreign
-                .iter()
-                .map(|f| f.name.as_str())
-                .chain(self.partials.iter().map(|p| p.trim_end_matches(".partial")))
-                .filter_map(ReleaseId::parse),
-        );
-        names
+        self.foreign
+            .iter()
+            .map(|f| f.name.as_str())
+            .chain(self.partials.iter().map(|p| p.trim_end_matches(".partial")))
+            .filter_map(ReleaseId::parse)
+            .collect()
     }
 
     /// The release `current` points to, when it counts.
@@ -431,6 +430,12 @@ impl Survey {
         let fix = match name.as_str() {
             layout::STAGING => format!(
                 "remove it (it holds only what cutover puts there): rm {}",
+                crate::shell::quote(&layout.at(name))
+            ),
+            layout::SHARED => format!(
+                "cutover never follows links it did not make; move it away and make {} a real directory \
+                 (to keep shared files on another file system, mount it there, or link the entries inside \
+                 shared/: shared/storage -> /mnt/nfs/storage)",
                 crate::shell::quote(&layout.at(name))
             ),
             _ => format!(

@@ -401,6 +401,48 @@ fn current_as_a_real_directory_fails_with_the_migration_steps() {
     assert_eq!(snapshot(&site.path), before);
 }
 
+/// `shared/` as a link (to a network file system, say): `check` fails on it, as the deploy
+/// does, naming the link and how to keep shared files elsewhere; neither builds anything. Over
+/// SSH with the check script, and on an SFTP-only target with the survey.
+#[test]
+fn shared_as_a_link_fails_in_check_as_in_the_deploy() {
+    let sftp_only = sftp_only_site().map(|mut site| {
+        site.configure("", "sftp_only = true");
+        site
+    });
+    for site in [ssh_site(), sftp_only] {
+        let Some(site) = site else { return };
+        site.write("index.html", "hi\n");
+        let elsewhere = site.root().join("nfs-shared");
+        fs::create_dir_all(&elsewhere).unwrap();
+        fs::create_dir_all(&site.path).unwrap();
+        std::os::unix::fs::symlink(&elsewhere, site.at("shared")).unwrap();
+        let before = snapshot(&site.path);
+        let run = check(&site);
+        run.expect_code(1, "check with shared/ as a link");
+        assert_eq!(snapshot(&site.path), before, "check wrote something");
+        let shared = site.at("shared").display().to_string();
+        assert_failed(&run, "layout", &[&shared, "symbolic link"]);
+        assert!(
+            line(&run, "layout").contains("inside shared/")
+                || fix(&run, "layout").contains("inside shared/"),
+            "{}",
+            run.describe()
+        );
+        let deploy = site.deploy_with(&[]);
+        deploy.expect_code(1, "deploy with shared/ as a link");
+        assert!(
+            deploy.stderr.contains(&shared) && deploy.stderr.contains("symbolic link"),
+            "{}",
+            deploy.describe()
+        );
+        // (the refused deploy gave its lock back; nothing was built, nothing went through the link)
+        assert!(!site.at("releases").exists() && !site.at("current").exists());
+        assert!(!site.lock_exists());
+        assert_eq!(fs::read_dir(&elsewhere).unwrap().count(), 0);
+    }
+}
+
 // --- the swap ------------------------------------------------------------------------------------
 
 /// `host = "local"` with a PATH whose first entries are `shim`.

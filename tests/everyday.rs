@@ -336,3 +336,90 @@ fn colour_only_on_a_terminal_and_never_with_no_color() {
     let piped = cutover_plain(&["--config", &missing, "deploy"], &[]);
     assert!(!String::from_utf8_lossy(&piped.stderr).contains("\x1b["));
 }
+
+/// `source = "."` (what `cutover init` writes) puts the config file inside the source: it is
+/// never deployed (a web root would serve its hosts, users, paths and hooks), also under
+/// another name given with --config; every other file is.
+#[test]
+fn the_config_file_in_the_source_is_never_deployed() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("site");
+    let app = dir.path().join("app");
+    let home = dir.path().join("home");
+    fs::create_dir_all(src.join("deploy")).unwrap();
+    fs::create_dir_all(&home).unwrap();
+    fs::write(src.join("index.html"), "<h1>hi</h1>\n").unwrap();
+    let config = |name: &str| {
+        let file = src.join(name);
+        fs::write(
+            &file,
+            format!(
+                "source = \"{}\"\n[targets.t]\nhost = \"local\"\npath = \"{}\"\n",
+                if name.contains('/') { ".." } else { "." },
+                app.display()
+            ),
+        )
+        .unwrap();
+        file
+    };
+    for name in ["cutover.toml", "deploy/production.toml"] {
+        let file = config(name);
+        let run = run_cutover(
+            &src,
+            &home,
+            &[
+                "--config".into(),
+                file.display().to_string(),
+                "deploy".into(),
+                "--force".into(),
+            ],
+        );
+        run.expect_code(0, &format!("deploy with the config at {name}"));
+        let live = app.join("current");
+        assert!(live.join("index.html").is_file());
+        assert!(
+            !live.join(name).exists(),
+            "{name} was deployed: {:?}",
+            list_names(&live)
+        );
+    }
+    // The other config, not the one in use, is a file like any other.
+    assert!(app.join("current/cutover.toml").is_file());
+}
+
+/// A directory of the live release declared shared later (`shared_dirs` added): the new
+/// release links to a new, empty `shared/` directory, and the deploy warns that what the
+/// application wrote into the old directory stays behind in the old release, saying how to
+/// copy it over.
+fn a_directory_declared_shared_later_warns_about_what_it_leaves_behind(kind: TargetKind) {
+    let Some(mut site) = Site::new(kind) else {
+        return;
+    };
+    site.write("index.php", "<?php\n");
+    site.write("storage/.gitkeep", "");
+    let first = site.deploy();
+    write_file(
+        &site.release_dir(&first.release).join("storage/app.log"),
+        b"written at runtime\n",
+        0o644,
+    );
+    site.configure("shared_dirs = [\"storage\"]", "");
+    let run = site.deploy_with(&[]);
+    run.expect_code(0, "deploy that declares storage shared");
+    let s = run.summary();
+    assert_eq!(s.warnings, 1, "{}", run.describe());
+    assert!(
+        run.stderr
+            .contains(&format!("releases/{}/storage holds files", first.release))
+            && run.stderr.contains("cp -a"),
+        "{}",
+        run.describe()
+    );
+    assert!(site.at("shared/storage").is_dir());
+    assert!(site
+        .release_dir(&first.release)
+        .join("storage/app.log")
+        .is_file());
+}
+
+both_targets!(a_directory_declared_shared_later_warns_about_what_it_leaves_behind);

@@ -1114,3 +1114,35 @@ fn a_deploy_whose_lock_was_taken_over_stops_and_leaves_the_other_lock(kind: Targ
 }
 
 both_targets!(a_deploy_whose_lock_was_taken_over_stops_and_leaves_the_other_lock);
+
+/// `cutover unlock` while the deploy that holds the lock still runs on this machine: refused,
+/// naming its pid and how to stop it; the lock stays and the deploy ends as it would have.
+fn unlock_refuses_the_lock_of_a_deploy_still_running_here(kind: TargetKind) {
+    let Some(mut site) = Site::new(kind) else {
+        return;
+    };
+    site.configure("[hooks]\nbefore_swap = [\"sleep 2\"]", "");
+    site.write("index.php", "<?php\n");
+    let running = site.spawn(&["deploy"]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !site.lock_exists() {
+        assert!(Instant::now() < deadline, "the deploy never took its lock");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let unlock = site.cutover(&["unlock"]);
+    unlock.expect_code(1, "unlock while the deploy runs");
+    assert!(
+        unlock.stderr.contains("still running on this machine")
+            && unlock
+                .stderr
+                .contains(&format!("pid {}", running.child.id())),
+        "{}",
+        unlock.describe()
+    );
+    assert!(site.lock_exists(), "the running deploy's lock was removed");
+    let run = running.wait();
+    run.expect_code(0, "the deploy whose lock unlock left alone");
+    site.assert_clean("after the deploy");
+}
+
+both_targets!(unlock_refuses_the_lock_of_a_deploy_still_running_here);

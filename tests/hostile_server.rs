@@ -359,6 +359,45 @@ fn the_last_release_name_is_a_clear_refusal(kind: TargetKind) {
     );
 }
 
+/// Names in `releases/` that look like releases of the far future but are none (a file, a
+/// link to `/`, a leftover `.partial` of one): the next release is named after the real
+/// releases, not after them, and they are left as they are (the leftover is removed).
+fn future_names_that_are_no_releases_do_not_push_the_next_name(kind: TargetKind) {
+    let Some((site, first)) = site_with_release(kind) else {
+        return;
+    };
+    write_file(
+        &site.at("releases/20991231235959"),
+        b"not a release\n",
+        0o644,
+    );
+    symlink("/", site.at("releases/21001231235959")).unwrap();
+    write_file(
+        &site.at("releases/22001231235959.partial/junk"),
+        b"junk\n",
+        0o644,
+    );
+    site.write("index.php", "<?php echo 2;\n");
+    let run = site.deploy_with(&[]);
+    run.expect_code(0, "deploy beside future-dated names that are no releases");
+    let s = run.summary();
+    assert!(
+        s.release > first && s.release.as_str() < "20991231235959",
+        "{} (first {first})",
+        s.release
+    );
+    site.assert_release_is_source(&s.release, &[]);
+    assert_eq!(
+        fs::read_to_string(site.at("releases/20991231235959")).unwrap(),
+        "not a release\n"
+    );
+    assert!(fs::symlink_metadata(site.at("releases/21001231235959"))
+        .unwrap()
+        .file_type()
+        .is_symlink());
+    assert!(!site.at("releases/22001231235959.partial").exists());
+}
+
 // --- 8. and 9. sources that must not be deployed ------------------------------------------------
 
 /// A deploy path inside the source (each release would copy the earlier ones) is a config error.
@@ -523,6 +562,7 @@ both_targets!(
     unlock_removes_a_linked_lock_without_following_it,
     rollback_only_picks_releases_with_a_manifest,
     the_last_release_name_is_a_clear_refusal,
+    future_names_that_are_no_releases_do_not_push_the_next_name,
     an_empty_source_is_refused,
     killed_deploys_probes_and_temp_links_are_removed,
     oversized_or_linked_manifests_are_refused_without_echoing_them,

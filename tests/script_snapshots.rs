@@ -41,6 +41,7 @@ fn target(hooks: Hooks) -> Target {
         },
         path: "/var/www/app".into(),
         source: PathBuf::from("/src"),
+        config_in_source: None,
         exclude: vec![],
         include: vec![],
         keep_releases: 3,

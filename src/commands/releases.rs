@@ -305,6 +305,23 @@ async fn unlock_host(target: &Target, out: &Output) -> Result<()> {
             out.summary(format!("{}: not locked", target.name));
             return Ok(());
         }
+        if let Ok(Some(info)) = lock::read(&session, &layout).await {
+            if info.held_by_a_running_cutover_here() {
+                return Err(anyhow!(crate::error::with_hint(
+                    format!(
+                        "{}: the lock {} is held by a deploy that is still running on this machine (pid {}, `{}`): nothing was removed",
+                        target.stage("unlock"),
+                        layout.lock(),
+                        info.pid,
+                        info.command
+                    ),
+                    format!(
+                        "wait for it to end (it removes its lock itself), or stop it first (kill {}), then unlock",
+                        info.pid
+                    )
+                )));
+            }
+        }
         let holder = lock::describe_holder(&session, &layout).await;
         lock::remove(&session, &layout)
             .await

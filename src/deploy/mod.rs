@@ -354,12 +354,12 @@ async fn stages(
 
     // --- 3. one release name for the fleet, one plan per host
     let now = layout::now();
-    let taken: Vec<ReleaseId> = hosts
-        .iter()
-        .filter_map(|h| h.survey.as_ref())
-        .flat_map(|s| s.taken_names())
-        .collect();
-    let id = ReleaseId::next(&taken, now);
+    // After every release of every host (names sort in deploy order), and past any name that
+    // is there but is no release.
+    let surveys = || hosts.iter().filter_map(|h| h.survey.as_ref());
+    let releases: Vec<ReleaseId> = surveys().flat_map(|s| s.releases.clone()).collect();
+    let taken: Vec<ReleaseId> = surveys().flat_map(|s| s.taken_names()).collect();
+    let id = ReleaseId::next(&releases, now).and_then(|id| id.avoiding(&taken));
     let id = match id {
         Ok(id) => id,
         Err(e) => {

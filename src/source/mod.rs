@@ -31,14 +31,16 @@ pub struct Scan {
 /// Scan `target`'s source into the manifest of the release it becomes. A source with nothing
 /// to deploy is refused: it would replace the live site with an empty one.
 pub fn scan_release(target: &Target) -> Result<Scan> {
-    let declared: Vec<String> = target.shared.all().cloned().collect();
+    // Declared shared paths are never deployed, nor is the config file when it is in the source.
+    let mut skipped: Vec<String> = target.shared.all().cloned().collect();
+    skipped.extend(target.config_in_source.iter().cloned());
     // The hashes of the last scan of this source spare reading what did not change.
     let known = known::KnownHashes::load(&target.source);
     let scan = walk::scan_knowing(
         &target.source,
         &target.exclude,
         &target.include,
-        &declared,
+        &skipped,
         known,
     )?;
     let mut manifest = scan.manifest;
