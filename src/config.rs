@@ -24,6 +24,9 @@ struct RawConfig {
     exclude: Vec<String>,
     #[serde(default)]
     include: Vec<String>,
+    /// Paths `cutover verify` does not report: what hooks make in a release (gitignore syntax).
+    #[serde(default)]
+    verify_exclude: Vec<String>,
     keep_releases: Option<i64>,
     copy: Option<String>,
     #[serde(default)]
@@ -161,6 +164,8 @@ pub struct Target {
     pub config_in_source: Option<String>,
     pub exclude: Vec<String>,
     pub include: Vec<String>,
+    /// Paths `cutover verify` leaves out (what `before_swap` hooks make: vendor/, caches).
+    pub verify_exclude: Vec<String>,
     pub keep_releases: u32,
     pub copy: CopyMode,
     pub hooks: Hooks,
@@ -553,6 +558,7 @@ impl Config {
                 config_in_source: config_in_source.clone(),
                 exclude: self.raw.exclude.clone(),
                 include: self.raw.include.clone(),
+                verify_exclude: self.raw.verify_exclude.clone(),
                 keep_releases,
                 copy,
                 hooks: hooks.clone(),

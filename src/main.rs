@@ -200,6 +200,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             full,
             force,
         } => {
+            if *emit_script && json {
+                return Err(error::usage(
+                    "--emit-script prints the script on stdout, --json a report: use one of them",
+                ));
+            }
             let fleet = fleet(target)?;
             out.stdout_reserved |= *emit_script;
             let opts = Options {

@@ -230,10 +230,9 @@ impl Survey {
                 other => not_directories.push((name, other)),
             }
         }
-        let listing = |r: Result<Option<Vec<DirEntry>>>, path: String| {
-            r.with_context(|| format!("cannot list {path}"))
-                .map(Option::unwrap_or_default)
-        };
+        // (list_dir's errors name the directory already)
+        let listing =
+            |r: Result<Option<Vec<DirEntry>>>, _path: String| r.map(Option::unwrap_or_default);
         let releases_dir = not_directories.iter().any(|(n, _)| n == layout::RELEASES);
         let manifests_dir = not_directories
             .iter()

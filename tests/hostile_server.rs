@@ -54,18 +54,6 @@ fn shifted(id: &str, secs: i64) -> String {
         .to_string()
 }
 
-/// Renames release `id` (directory, manifest, `current`) to `to`: a release dated elsewhere.
-fn redate(site: &Site, id: &str, to: &str) {
-    fs::rename(site.release_dir(id), site.release_dir(to)).unwrap();
-    fs::rename(
-        site.at(format!(".cutover/manifests/{id}")),
-        site.at(format!(".cutover/manifests/{to}")),
-    )
-    .unwrap();
-    fs::remove_file(site.at("current")).unwrap();
-    symlink(format!("releases/{to}"), site.at("current")).unwrap();
-}
-
 // --- 1. a leftover under the name the next deploy wants ---------------------------------------
 
 /// A killed deploy left `releases/ID.partial` under the very name the next deploy gets (here a
@@ -76,7 +64,7 @@ fn leftover_partial_under_the_next_name_is_removed_not_built_into(kind: TargetKi
         return;
     };
     let future = shifted(&first, 3 * 86_400);
-    redate(&site, &first, &future);
+    site.redate(&first, &future);
     let next = shifted(&future, 1);
     let partial = site.at(format!("releases/{next}.partial"));
     write_file(&partial.join("junk/from-a-killed-deploy"), b"junk\n", 0o644);
@@ -340,7 +328,7 @@ fn the_last_release_name_is_a_clear_refusal(kind: TargetKind) {
     let Some((site, first)) = site_with_release(kind) else {
         return;
     };
-    redate(&site, &first, "99991231235959");
+    site.redate(&first, "99991231235959");
     site.write("index.php", "<?php echo 2;\n");
     let run = site.deploy_with(&[]);
     run.expect_code(1, "deploy after 99991231235959");

@@ -10,13 +10,24 @@ use std::path::Path;
 
 use common::site::*;
 
-/// A stand-in for each tool the presets' hooks call: it appends `TOOL ARGS (in DIR)` to the log.
+/// What the real tools leave in the release, made by their stand-ins: `verify` must not count
+/// it as drift (each preset's `verify_exclude`).
+const MAKES: &str = r#"case "$(basename "$0") $*" in
+  "composer install"*) mkdir -p vendor/composer && echo '<?php' > vendor/autoload.php ;;
+  "npm ci"*) mkdir -p node_modules/dep && echo x > node_modules/dep/index.js ;;
+  "php artisan "*":cache"*) mkdir -p bootstrap/cache && echo '<?php' > "bootstrap/cache/$2.php" ;;
+  "php bin/console cache:clear"*) mkdir -p var/cache/prod && echo x > var/cache/prod/container.php ;;
+esac
+"#;
+
+/// A stand-in for each tool the presets' hooks call: it appends `TOOL ARGS (in DIR)` to the log
+/// and leaves in the release what the tool would (see [`MAKES`]).
 fn stub_tools(bin: &Path, log: &Path) {
     for tool in ["composer", "php", "npm", "sudo", "wp"] {
         write_file(
             &bin.join(tool),
             format!(
-                "#!/bin/sh\nprintf '%s %s (in %s)\\n' {tool} \"$*\" \"$(pwd)\" >> {}\n",
+                "#!/bin/sh\nprintf '%s %s (in %s)\\n' {tool} \"$*\" \"$(pwd)\" >> {}\n{MAKES}",
                 log.display()
             )
             .as_bytes(),
@@ -66,6 +77,9 @@ fn deploy(dir: &Path, app: &Path) -> (std::path::PathBuf, String) {
     let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap());
     let run = spawn_cutover_env(dir, dir, &["deploy".to_string()], &[("PATH", &path)]).wait();
     run.expect_code(0, "deploy with the preset");
+    // What the hooks made is declared (verify_exclude): the release has not drifted.
+    let verify = spawn_cutover_env(dir, dir, &["verify".to_string()], &[]).wait();
+    verify.expect_code(0, "verify after a deploy with the preset");
     let current = fs::read_link(app.join("current")).unwrap();
     let release = app.join(current);
     (release, fs::read_to_string(&log).unwrap_or_default())
@@ -106,6 +120,8 @@ fn laravel_preset_deploys_a_laravel_tree() {
         root,
         &[
             ("artisan", "#!/usr/bin/env php\n<?php\n"),
+            ("bootstrap/app.php", "<?php\n"),
+            ("bootstrap/cache/.gitignore", "*\n!.gitignore\n"),
             ("composer.json", "{}\n"),
             ("app/Http/Kernel.php", "<?php\n"),
             ("public/index.php", "<?php echo 'laravel';\n"),
@@ -176,7 +192,8 @@ fn symfony_preset_deploys_a_symfony_tree() {
     for shared in ["var/log", "var/sessions", "public/uploads", ".env.local"] {
         assert_links_to_shared(&release, shared);
     }
-    assert!(!release.join("var/cache").exists(), "var/ is excluded");
+    // (the stand-in cache:clear made var/cache/prod/container.php there)
+    assert!(!release.join("var/cache/prod/x").exists(), "var/ is excluded");
     assert!(app.join("shared/var/log").is_dir() && app.join("shared/public/uploads").is_dir());
     assert!(log.contains("composer install --no-dev"), "{log}");
     assert!(log.contains("php bin/console cache:clear"), "{log}");

@@ -42,6 +42,7 @@ fn target(hooks: Hooks) -> Target {
         path: "/var/www/app".into(),
         source: PathBuf::from("/src"),
         config_in_source: None,
+        verify_exclude: Vec::new(),
         exclude: vec![],
         include: vec![],
         keep_releases: 3,

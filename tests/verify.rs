@@ -136,7 +136,35 @@ fn a_changed_link_is_reported(kind: TargetKind) {
     );
 }
 
+/// `verify_exclude` leaves out what hooks make (a vendor/ tree, a generated file beside
+/// deployed ones), and nothing else: other drift is still reported.
+fn verify_exclude_leaves_out_what_hooks_make_and_nothing_else(kind: TargetKind) {
+    let Some((mut site, rel)) = deployed(kind) else {
+        return;
+    };
+    site.configure("verify_exclude = [\"vendor/\", \"assets/*.map\"]", "");
+    write_file(&rel.join("vendor/autoload.php"), b"<?php\n", 0o644);
+    write_file(&rel.join("assets/app.js.map"), b"{}\n", 0o644);
+    let run = verify(&site, &["--hash"]);
+    run.expect_code(0, "verify with only excluded paths added");
+    write_file(&rel.join("planted.php"), b"<?php evil();\n", 0o644);
+    write_file(&rel.join("assets/notes.txt"), b"not excluded\n", 0o644);
+    let json = verify_json(&site, &["--hash"]);
+    assert_eq!(json["clean"], false, "{json}");
+    let mut found = drift(&json);
+    found.sort();
+    assert_eq!(
+        found,
+        [
+            ("extra".to_string(), "assets/notes.txt".to_string()),
+            ("extra".to_string(), "planted.php".to_string()),
+        ],
+        "{json}"
+    );
+}
+
 both_targets!(
+    verify_exclude_leaves_out_what_hooks_make_and_nothing_else,
     a_clean_release_matches_its_manifest,
     every_kind_of_drift_is_reported,
     a_changed_link_is_reported,

@@ -16,7 +16,7 @@ use crate::output::Output;
 
 pub async fn run(fleet: &Fleet, to: Option<&str>, json: bool, out: &Output) -> Result<()> {
     let wanted = match to {
-        Some(t) => Some(ReleaseId::parse(t).ok_or_else(|| usage(format!("--to {t:?}: a release name is 14 digits, e.g. 20261126120000 (see cutover releases)")))?),
+        Some(t) => Some(ReleaseId::parse(t).ok_or_else(|| usage(format!("--to {t:?}: a release name is a UTC time in 14 digits, YYYYMMDDhhmmss, e.g. 20261126120000 (see cutover releases)")))?),
         None => None,
     };
     let started = std::time::Instant::now();
@@ -130,6 +130,15 @@ async fn rollback(
             for h in hosts.iter() {
                 let survey = h.survey.as_ref().expect("surveyed");
                 if !survey.releases.contains(&id) {
+                    if let Some(f) = survey.foreign.iter().find(|f| f.name == id.as_str()) {
+                        bail!(
+                            "{}: {}/{id} is not a release cutover can roll back to ({}): a rollback only goes to releases with a manifest (see cutover releases {})",
+                            h.target.stage("rollback"),
+                            h.layout.releases(),
+                            f.why,
+                            fleet.name
+                        );
+                    }
                     bail!(
                         "{}: there is no release {id} in {} (see cutover releases {})",
                         h.target.stage("rollback"),

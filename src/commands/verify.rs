@@ -260,6 +260,20 @@ async fn verify(
             }
         }
     }
+    // What the hooks make in a release (composer's vendor/, caches) is declared, not drift.
+    if !target.verify_exclude.is_empty() {
+        let base = std::path::Path::new("/release");
+        let excluded =
+            crate::source::walk::matcher(base, &target.verify_exclude, "verify_exclude")?;
+        let kept = |d: &Drift| {
+            let p = base.join(&d.path);
+            !(excluded.matched(&p, true).is_ignore()
+                || excluded.matched_path_or_any_parents(&p, false).is_ignore())
+        };
+        verdict.modified.retain(kept);
+        verdict.missing.retain(kept);
+        verdict.extra.retain(kept);
+    }
     verdict.modified.sort_by(|a, b| a.path.cmp(&b.path));
     verdict.missing.sort_by(|a, b| a.path.cmp(&b.path));
     verdict.checked = manifest.entries.len();

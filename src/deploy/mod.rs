@@ -503,7 +503,10 @@ pub(crate) async fn switch(
             .zip(&verdicts)
             .filter_map(|(h, v)| match v {
                 Ok(true) => None,
-                Ok(false) => Some(format!("{}: a verify hook failed", h.target.label)),
+                Ok(false) => Some(format!(
+                    "{}: a verify hook failed",
+                    h.target.stage("verify")
+                )),
                 Err(e) => Some(format!("{e:#}")),
             })
             .collect();

@@ -62,10 +62,8 @@ pub struct HostReport {
     pub error: Option<String>,
     /// Milliseconds since the command started when `current` was switched (fleets: the spread
     /// of these is the mixed-version window).
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub switched_at_ms: Option<f64>,
     /// Milliseconds since the command started when `current` was switched back.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub reverted_at_ms: Option<f64>,
 }
 

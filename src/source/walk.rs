@@ -147,7 +147,7 @@ struct Found {
     warnings: Vec<String>,
 }
 
-fn matcher(root: &Path, patterns: &[String], key: &str) -> Result<Gitignore> {
+pub(crate) fn matcher(root: &Path, patterns: &[String], key: &str) -> Result<Gitignore> {
     let mut b = GitignoreBuilder::new(root);
     for p in patterns {
         b.add_line(None, p).map_err(|e| {

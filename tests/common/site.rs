@@ -381,6 +381,19 @@ impl Site {
         self.app().releases()
     }
 
+    /// Renames release `id` (its directory and manifest) to `to`, and points `current` at it:
+    /// a release dated otherwise (a server clock ahead, say).
+    pub fn redate(&self, id: &str, to: &str) {
+        fs::rename(self.release_dir(id), self.release_dir(to)).unwrap();
+        fs::rename(
+            self.at(format!(".cutover/manifests/{id}")),
+            self.at(format!(".cutover/manifests/{to}")),
+        )
+        .unwrap();
+        fs::remove_file(self.at("current")).unwrap();
+        std::os::unix::fs::symlink(format!("releases/{to}"), self.at("current")).unwrap();
+    }
+
     pub fn release_dir(&self, id: &str) -> PathBuf {
         self.app().release_dir(id)
     }
