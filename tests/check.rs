@@ -401,6 +401,25 @@ fn current_as_a_real_directory_fails_with_the_migration_steps() {
     assert_eq!(snapshot(&site.path), before);
 }
 
+/// A deploy path that holds a site already (an rsync-era docroot): check notes it (the first
+/// deploy would add its layout beside those files) without failing, and writes nothing.
+#[test]
+fn a_deploy_path_holding_a_site_already_is_noted() {
+    let Some(site) = ssh_site() else { return };
+    site.write("index.html", "new\n");
+    fs::create_dir_all(site.at("css")).unwrap();
+    fs::write(site.at("index.html"), "old site\n").unwrap();
+    let before = snapshot(&site.path);
+    let run = check(&site);
+    run.expect_code(0, "check of a deploy path holding a site");
+    assert_noted(
+        &run,
+        "layout",
+        &["2 other entries", "index.html among them"],
+    );
+    assert_eq!(snapshot(&site.path), before);
+}
+
 /// `shared/` as a link (to a network file system, say): `check` fails on it, as the deploy
 /// does, naming the link and how to keep shared files elsewhere; neither builds anything. Over
 /// SSH with the check script, and on an SFTP-only target with the survey.

@@ -193,7 +193,10 @@ fn symfony_preset_deploys_a_symfony_tree() {
         assert_links_to_shared(&release, shared);
     }
     // (the stand-in cache:clear made var/cache/prod/container.php there)
-    assert!(!release.join("var/cache/prod/x").exists(), "var/ is excluded");
+    assert!(
+        !release.join("var/cache/prod/x").exists(),
+        "var/ is excluded"
+    );
     assert!(app.join("shared/var/log").is_dir() && app.join("shared/public/uploads").is_dir());
     assert!(log.contains("composer install --no-dev"), "{log}");
     assert!(log.contains("php bin/console cache:clear"), "{log}");

@@ -286,6 +286,10 @@ async fn stages(
         Ok(scan) => {
             for w in &scan.warnings {
                 out.warn(w);
+                // (what the source lacks, every host's release lacks)
+                for h in hosts.iter_mut() {
+                    h.report.warnings.push(w.clone());
+                }
             }
             Some(scan.manifest)
         }

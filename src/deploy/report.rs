@@ -199,7 +199,9 @@ pub fn live_line(target: &str, h: &HostReport, verb: &str) -> String {
         h.unchanged,
         bytes(h.bytes_sent),
         h.shared_links,
-        h.script_warnings,
+        // every warning printed for this host: the script's count, or the lines seen
+        // (survey notes and the source scan's are not the script's)
+        h.warnings.len().max(h.script_warnings as usize),
         h.seconds
     )
 }
