@@ -1258,3 +1258,55 @@ fn check_verify_and_unlock_act_on_every_host() {
         );
     }
 }
+
+/// A host that stops waiting by itself (barrier_timeout) while another host's hooks still run:
+/// the fleet never moves around it. Its `before_swap` hook outlasting the others' wait for
+/// `go`: no host switches; its verify hook outlasting their wait for `commit`: every host goes
+/// back. Both exit 1 naming the host that stopped waiting and barrier_timeout, nothing split.
+#[test]
+fn a_host_that_stops_waiting_by_itself_moves_no_host_and_splits_nothing() {
+    let _turn = turn();
+    let Some(mut f) = Fleet::start(3) else {
+        return;
+    };
+    write_site(&f, "v1");
+    let v1 = f.deploy();
+    for (hook, word) in [("before_swap", "go"), ("verify", "commit")] {
+        // web03's hook sleeps past the others' barrier_timeout; the others' ends at once.
+        f.configure(
+            &format!(
+                "barrier_timeout = 1\n[hooks]\n{hook} = ['if [ -e \"$CUTOVER_DEPLOY_PATH/../slow\" ]; then sleep 3; fi']\n"
+            ),
+            "",
+        );
+        fs::write(f.host("web03").marker("slow"), "").unwrap();
+        write_site(&f, &format!("v2 {hook}"));
+        let run = f.cutover(&["deploy"]);
+        run.expect_code(1, &format!("a {hook} hook outlasting barrier_timeout"));
+        for needle in [
+            format!("stopped waiting for `{word}`"),
+            "barrier_timeout".to_string(),
+        ] {
+            assert!(run.stderr.contains(&needle), "{needle}\n{}", run.describe());
+        }
+        for h in &f.hosts {
+            assert_eq!(
+                h.app.current_id().as_deref(),
+                Some(v1.as_str()),
+                "{}: on the previous release ({hook})\n{}",
+                h.label,
+                run.describe()
+            );
+            assert_eq!(h.app.releases(), [v1.as_str()], "{} ({hook})", h.label);
+            h.app
+                .assert_clean(&format!("{} after the {hook} case", h.label));
+        }
+        if hook == "before_swap" {
+            assert!(
+                !run.stderr.contains("] switched"),
+                "no host switches when one stopped waiting for go\n{}",
+                run.describe()
+            );
+        }
+    }
+}

@@ -863,16 +863,17 @@ impl HostDeploy {
                     let _ = shell.say(w).await;
                 }
                 shell.close_input().await;
-                let mut reverted = false;
-                let _ = tokio::time::timeout(Duration::from_secs(120), async {
-                    while let Some(line) = shell.next_line().await {
-                        reverted |= Line::parse(&line) == Line::Reverted;
-                    }
-                })
-                .await;
-                if reverted {
-                    self.reverted();
+            }
+            // (also the lines of a script that ended by itself: they say whether it went back)
+            let mut reverted = false;
+            let _ = tokio::time::timeout(Duration::from_secs(120), async {
+                while let Some(line) = shell.next_line().await {
+                    reverted |= Line::parse(&line) == Line::Reverted;
                 }
+            })
+            .await;
+            if reverted {
+                self.reverted();
             }
         }
         if self.phase == Phase::Swapped && self.report.status != Status::Reverted {
@@ -1076,6 +1077,25 @@ impl HostDeploy {
     }
 
     /// This host's part failed: the report keeps why (without the hint) and when.
+    /// Without waiting: has this host's script stopped waiting for the client on its own (no
+    /// word within barrier_timeout: it ended before the swap, or switched back after it)?
+    pub fn stopped_waiting(&mut self) -> bool {
+        self.sftp.is_none()
+            && self
+                .shell
+                .as_mut()
+                .is_some_and(|sh| sh.ended_or_said(&[crate::script::protocol::REVERTED]))
+    }
+
+    /// The error for a host that stopped waiting at the barrier by itself.
+    pub fn gave_up(&self, word: &str) -> anyhow::Error {
+        anyhow!(
+            "{}: the host stopped waiting for `{word}` after barrier_timeout ({} s) while other hosts were still at work: raise barrier_timeout above the longest before_swap and verify hooks of any host",
+            self.target.stage("barrier"),
+            self.target.barrier_timeout
+        )
+    }
+
     pub fn failed(&mut self, e: &anyhow::Error) {
         if self.report.error.is_none() {
             let text = format!("{e:#}");

@@ -33,6 +33,7 @@ use crate::config::Fleet;
 use crate::error::{usage, FleetSplit, LiveWithWarnings};
 use crate::layout::{self, ReleaseId};
 use crate::output::{bytes, Output};
+use crate::script::protocol::word;
 use crate::source;
 use crate::source::record::{self, Record};
 
@@ -498,7 +499,37 @@ pub(crate) async fn switch(
     single: bool,
     out: &Output,
 ) -> Result<Status> {
-    let verdicts = futures::future::join_all(hosts.iter_mut().map(|h| h.go())).await;
+    // A host whose script stopped waiting by itself (barrier_timeout: another host's hooks ran
+    // longer) is not there to switch: `go` goes to none, and every host is called off.
+    if !single {
+        let mut gave_up = Vec::new();
+        for h in hosts.iter_mut() {
+            if !h.stopped_waiting() {
+                continue;
+            }
+            let e = h.gave_up(word::GO);
+            h.failed(&e);
+            gave_up.push(e);
+        }
+        if !gave_up.is_empty() {
+            call_off_all(hosts).await;
+            return Err(first_failure(
+                gave_up,
+                fleet,
+                "no host was switched: current is untouched everywhere",
+            ));
+        }
+    }
+    let mut verdicts = futures::future::join_all(hosts.iter_mut().map(|h| h.go())).await;
+    // The same before `commit`: a host that switched back by itself while others verified
+    // makes the fleet revert, not commit around it.
+    if !single {
+        for (h, v) in hosts.iter_mut().zip(verdicts.iter_mut()) {
+            if matches!(v, Ok(true)) && h.stopped_waiting() {
+                *v = Err(h.gave_up(word::COMMIT));
+            }
+        }
+    }
     let all_ok = verdicts.iter().all(|v| matches!(v, Ok(true)));
     if !all_ok {
         // Revert every host that switched; the failed ones switched back (or never moved).
@@ -511,7 +542,14 @@ pub(crate) async fn switch(
                     "{}: a verify hook failed",
                     h.target.stage("verify")
                 )),
-                Err(e) => Some(format!("{e:#}")),
+                // (a reason goes inside the fleet's message: its hint line stays out)
+                Err(e) => Some(
+                    format!("{e:#}")
+                        .split("\nhint: ")
+                        .next()
+                        .unwrap_or_default()
+                        .to_string(),
+                ),
             })
             .collect();
         for (h, v) in hosts.iter_mut().zip(verdicts) {

@@ -112,6 +112,8 @@ pub struct Shell {
     started: bool,
     refused: bool,
     exit: Option<Option<u32>>,
+    /// Lines read ahead by [`Shell::ended_or_said`], not yet returned by `next_line`.
+    ahead: std::collections::VecDeque<String>,
     /// Every stdout line so far (for messages when something else than the script ran).
     pub stdout: Vec<String>,
 }
@@ -210,6 +212,7 @@ impl Shell {
             started: false,
             refused: false,
             exit: None,
+            ahead: Default::default(),
             stdout: Vec::new(),
         }
     }
@@ -266,29 +269,71 @@ impl Shell {
 
     /// The next stdout line; None once the shell has ended (see [`Shell::exit_code`]).
     pub async fn next_line(&mut self) -> Option<String> {
+        if let Some(l) = self.ahead.pop_front() {
+            return Some(l);
+        }
         if self.exit.is_some() {
             return None;
         }
         loop {
-            match self.events.recv().await {
-                Some(Event::Line(l)) => {
-                    if l.starts_with(crate::script::protocol::STARTED) {
-                        self.started = true;
+            let event = self.events.recv().await;
+            if let Some(l) = self.take(event) {
+                return Some(l);
+            }
+            if self.exit.is_some() {
+                return None;
+            }
+        }
+    }
+
+    /// One event: a line to return, or a state change (None).
+    fn take(&mut self, event: Option<Event>) -> Option<String> {
+        match event {
+            Some(Event::Line(l)) => {
+                if l.starts_with(crate::script::protocol::STARTED) {
+                    self.started = true;
+                }
+                self.stdout.push(l.clone());
+                Some(l)
+            }
+            Some(Event::Refused) => {
+                self.refused = true;
+                None
+            }
+            Some(Event::Exit(code)) => {
+                self.exit = Some(code);
+                None
+            }
+            None => {
+                self.exit = Some(None);
+                None
+            }
+        }
+    }
+
+    /// Without waiting: has the shell ended, or printed a line starting with one of `words`,
+    /// since the last line read? (The lines stay for `next_line`.) A fleet asks each host
+    /// before it sends the word that moves them all: one that stopped waiting on its own
+    /// (barrier_timeout) must not be left behind.
+    pub fn ended_or_said(&mut self, words: &[&str]) -> bool {
+        while self.exit.is_none() {
+            match self.events.try_recv() {
+                Ok(event) => {
+                    if let Some(l) = self.take(Some(event)) {
+                        self.ahead.push_back(l);
                     }
-                    self.stdout.push(l.clone());
-                    return Some(l);
                 }
-                Some(Event::Refused) => self.refused = true,
-                Some(Event::Exit(code)) => {
-                    self.exit = Some(code);
-                    return None;
-                }
-                None => {
-                    self.exit = Some(None);
-                    return None;
+                Err(mpsc::error::TryRecvError::Empty) => break,
+                Err(mpsc::error::TryRecvError::Disconnected) => {
+                    self.take(None);
                 }
             }
         }
+        self.exit.is_some()
+            || self
+                .ahead
+                .iter()
+                .any(|l| words.iter().any(|w| l.starts_with(w)))
     }
 
     /// Wait for the shell to end (reading and keeping the rest of its output); its exit

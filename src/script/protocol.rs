@@ -15,6 +15,8 @@
 
 /// The first line of every deploy and rollback script.
 pub const STARTED: &str = "cutover-started ";
+/// The line of a script that switched back (see [`Line::Reverted`]).
+pub const REVERTED: &str = "cutover-reverted";
 
 /// The words the client sends.
 pub mod word {
