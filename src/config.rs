@@ -218,6 +218,23 @@ impl Target {
         }
     }
 
+    /// [`Target::describe`] with the user and port the connection really used (from
+    /// `~/.ssh/config` when cutover.toml leaves them out).
+    pub fn describe_as(&self, login: Option<(String, u16)>) -> String {
+        match (&self.host, login) {
+            (Host::Ssh { host, .. }, Some((user, port))) => {
+                let mut resolved = self.clone();
+                resolved.host = Host::Ssh {
+                    host: host.clone(),
+                    port,
+                    user,
+                };
+                resolved.describe()
+            }
+            _ => self.describe(),
+        }
+    }
+
     /// `target NAME, stage STAGE` (in a fleet `target NAME, host LABEL, stage STAGE`): how
     /// every error names where it happened.
     pub fn stage(&self, stage: &str) -> String {

@@ -349,6 +349,39 @@ fn encrypted_identity_file_held_by_the_agent_needs_no_passphrase() {
     p.assert_deployed(&out, "encrypted identity file, key in the agent");
 }
 
+/// IdentityFile naming the PUBLIC key, whose private half is only in the agent (1Password,
+/// Secretive), with IdentitiesOnly: the agent's key it names is offered (and only it), as
+/// OpenSSH does.
+#[test]
+fn identity_file_naming_a_public_key_held_by_the_agent_logs_in() {
+    if !sshd_or_skip() {
+        return;
+    }
+    let sshd = Sshd::start();
+    let p = Project::new();
+    let key = keygen(p.root(), "agent-only", &["-t", "ed25519"], "");
+    authorize(&sshd, &key);
+    let agent = Agent::start(p.root());
+    agent.add(&keygen(p.root(), "stranger", &["-t", "ed25519"], ""));
+    agent.add(&key);
+    // only the public half stays on disk
+    let public = p.root().join("agent-only-public.pub");
+    fs::rename(pub_of(&key), &public).unwrap();
+    fs::remove_file(&key).unwrap();
+    p.write_ssh_config(&format!(
+        "Host 127.0.0.1\n  IdentityFile {}\n  IdentitiesOnly yes\n",
+        public.display()
+    ));
+    p.target(&sshd_lines(&sshd, &sshd.known_hosts));
+    let (k, v) = agent.env();
+    let out = p.deploy(&[(k, &v)]);
+    p.assert_deployed(&out, "IdentityFile = the public key, its key in the agent");
+    // cutover.toml's identity_file the same way
+    let q = Project::new();
+    q.target(&(sshd_lines(&sshd, &sshd.known_hosts) + &identity_line(&public)));
+    q.assert_deployed(&q.deploy(&[(k, &v)]), "identity_file = the public key");
+}
+
 /// `IdentitiesOnly yes`: agent keys that are not the configured identity files are not offered,
 /// even when one of them would work.
 #[test]
@@ -469,9 +502,14 @@ fn key_files_are_offered_in_order_and_only_the_accepted_one_signs() {
         sshd.known_hosts.display()
     ));
     p.target("host = \"app\"\n");
-    p.assert_deployed(
-        &p.deploy(&[]),
-        "deploy with a refused key file, then the right one",
+    let out = p.deploy(&[]);
+    p.assert_deployed(&out, "deploy with a refused key file, then the right one");
+    // The destination it names is the login the ssh config made (its port, not 22).
+    assert!(
+        out.stderr.contains(&format!("{}@app:", sshd.user))
+            && out.stderr.contains(&format!("(port {})", sshd.port)),
+        "{}",
+        out.describe()
     );
     let log = sshd.log_text();
     assert_eq!(sshd.count_log("Failed publickey"), 1, "{log}");

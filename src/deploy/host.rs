@@ -136,7 +136,7 @@ impl HostDeploy {
         Ok(HostDeploy {
             report: HostReport {
                 host: target.label.clone(),
-                destination: target.describe(),
+                destination: target.describe_as(session.login()),
                 ..HostReport::default()
             },
             layout: Layout::new(&target.path),

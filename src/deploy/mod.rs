@@ -446,11 +446,16 @@ async fn stages(
     } else {
         "cutover: the deploy script keeps running on the server and completes or undoes itself; press Ctrl-C again to stop waiting"
     };
+    let target = fleet.name.clone();
     let notice = |mut interrupts: Interrupts| {
         tokio::spawn(async move {
             interrupts.next().await;
             eprintln!("{words}");
             interrupts.next().await;
+            // What each host ends on is not known here: say where to look.
+            eprintln!(
+                "cutover: stopped waiting; the outcome on the server is unknown to this run: `cutover releases {target}` shows where each host is"
+            );
             std::process::exit(130);
         })
     };
@@ -593,7 +598,7 @@ pub(crate) async fn switch(
         let h = &hosts[0];
         h.out.info(format_args!(
             "{}: current -> releases/{}",
-            h.target.describe(),
+            h.report.destination,
             h.report.release.as_deref().unwrap_or("?")
         ));
     }

@@ -379,6 +379,14 @@ impl Session {
         }
     }
 
+    /// The user and port this session logged in with (None locally).
+    pub fn login(&self) -> Option<(String, u16)> {
+        match self {
+            Session::Ssh(s) => Some(s.login.clone()),
+            Session::Local(_) => None,
+        }
+    }
+
     /// `user@host:port`, or `this machine`.
     pub fn describe(&self) -> String {
         match self {

@@ -493,7 +493,9 @@ fn identity_public_key(path: &Path) -> Option<PublicKey> {
             .ok()
             .map(|k| k.public_key().clone());
     }
-    None
+    // IdentityFile naming the public key itself (its private half lives in an agent, as
+    // 1Password's and Secretive's do): as OpenSSH, the agent's key it names is offered.
+    PublicKey::from_openssh(text.trim()).ok()
 }
 
 /// Loads a private key (OpenSSH or PEM format), unlocking it when encrypted. The error is the
@@ -533,7 +535,8 @@ async fn unlock(text: &Zeroizing<String>, label: &str) -> Result<PrivateKey, Str
         Err(_) if armoured_encrypted => {}
         Err(e) => return Err(format!("not a usable private key ({e})")),
     }
-    if let Ok(pass) = std::env::var(PASSPHRASE_ENV) {
+    // (set but empty is unset, as CI systems leave a missing secret)
+    if let Some(pass) = std::env::var(PASSPHRASE_ENV).ok().filter(|p| !p.is_empty()) {
         let pass = Zeroizing::new(pass);
         return keys::decode_secret_key(text, Some(&pass))
             .map_err(|_| format!("encrypted, and {PASSPHRASE_ENV} does not decrypt it"));

@@ -275,6 +275,7 @@ impl Handshake {
             exec_channel: tokio::sync::Mutex::new(exec_channel.ok()),
             spare_sftp: tokio::sync::Mutex::new(None),
             description: self.name,
+            login: (self.endpoint.user.clone(), self.endpoint.port),
         })
     }
 }

@@ -32,6 +32,8 @@ pub struct SshSession {
     /// two round trips later.
     pub(super) spare_sftp: tokio::sync::Mutex<Option<Sftp>>,
     pub description: String,
+    /// Who logged in, on which port: what cutover.toml and `~/.ssh/config` resolved to.
+    pub login: (String, u16),
 }
 
 /// How long an error waits for the session task to report a dropped connection.
@@ -115,7 +117,11 @@ impl SshSession {
                 .handle
                 .channel_open_session()
                 .await
-                .context("cannot open an SSH channel for the script"),
+                .context(crate::error::with_hint(
+                    "cannot open an SSH channel for the script",
+                    "a deploy needs two sessions on one connection (SFTP and the script): the server \
+                     may allow only one (MaxSessions 1 in sshd_config); raise it, or set sftp_only = true",
+                )),
         }
     }
 
