@@ -349,6 +349,48 @@ fn deploy_path_not_writable_by_the_user_fails() {
     );
     assert!(fix(&run, "writable").contains(&format!("chown -R '{}'", user.name)));
 
+    // the deploy path is the user's, but its .cutover/ was made read-only (chmod 555): the
+    // fix is the mode, not the owner; shared/ owned by root is fine (a deploy only reads it),
+    // and no fix re-owns it
+    let chown = Command::new("chown")
+        .arg(&user.name)
+        .arg(&site.path)
+        .status()
+        .unwrap();
+    assert!(chown.success());
+    fs::create_dir(site.at(".cutover")).unwrap();
+    let chown = Command::new("chown")
+        .arg(&user.name)
+        .arg(site.at(".cutover"))
+        .status()
+        .unwrap();
+    assert!(chown.success());
+    fs::set_permissions(site.at(".cutover"), fs::Permissions::from_mode(0o555)).unwrap();
+    fs::create_dir(site.at("shared")).unwrap();
+    let run = check(&site);
+    run.expect_code(1, "check with a read-only .cutover/");
+    let layout = assert_failed(&run, "layout", &[".cutover is not writable"]);
+    assert!(
+        !layout.contains("shared is not writable"),
+        "{}",
+        run.describe()
+    );
+    let fixed = fix(&run, "layout");
+    assert!(
+        fixed.contains("chmod u+wx") && !fixed.contains("chown"),
+        "{}",
+        run.describe()
+    );
+    fs::remove_dir(site.at("shared")).unwrap();
+    fs::set_permissions(site.at(".cutover"), fs::Permissions::from_mode(0o755)).unwrap();
+    fs::remove_dir(site.at(".cutover")).unwrap();
+    let chown = Command::new("chown")
+        .arg("root")
+        .arg(&site.path)
+        .status()
+        .unwrap();
+    assert!(chown.success());
+
     // a deploy path that does not exist, in a directory the user cannot write
     fs::remove_dir(&site.path).unwrap();
     let run = check(&site);
