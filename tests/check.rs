@@ -443,6 +443,35 @@ fn current_as_a_real_directory_fails_with_the_migration_steps() {
     assert_eq!(snapshot(&site.path), before);
 }
 
+/// A file system with bytes left but few inodes (tmpfs nr_inodes, an ext4 full of small
+/// files): check fails "free space" on the inodes, and the deploy it predicts does fail.
+#[test]
+fn too_few_inodes_fail_the_free_space_check_as_the_deploy_fails() {
+    if !common::fixtures::root_or_skip("mounting a tmpfs") {
+        return;
+    }
+    let Some(site) = ssh_site() else { return };
+    let _fs = common::Tmpfs::mount(&site.path, "16m,nr_inodes=72");
+    for i in 0..30 {
+        site.write(format!("d{}/page{i}.html", i % 3), format!("<p>{i}</p>\n"));
+    }
+    site.deploy();
+    site.write("d0/page0.html", "<p>changed</p>\n");
+    let run = check(&site);
+    run.expect_code(
+        1,
+        "check with too few inodes for a copy of the live release",
+    );
+    assert_failed(&run, "free space", &["inodes", "free on"]);
+    let deploy = site.deploy_with(&[]);
+    deploy.expect_code(1, "the deploy check predicted would fail");
+    assert!(
+        deploy.stderr.to_lowercase().contains("no space"),
+        "{}",
+        deploy.describe()
+    );
+}
+
 /// A deploy path that holds a site already (an rsync-era docroot): check notes it (the first
 /// deploy would add its layout beside those files) without failing, and writes nothing.
 #[test]

@@ -417,6 +417,7 @@ fn rollback() {
 fn check() {
     insta::assert_snapshot!(cutover::script::check_script(
         &target(Hooks::default()),
-        1536 * 1024
+        1536 * 1024,
+        412
     ));
 }

@@ -232,11 +232,11 @@ async fn collect(target: &Target) -> Vec<Check> {
 
     let layout = Layout::new(&target.path);
     let survey = Survey::read(&session, &layout).await;
-    let upload_bytes = match scan {
+    let needs = match scan {
         Ok(scan) => {
-            let (found, bytes) = plan(&survey, target, &scan.manifest);
+            let (found, needs) = plan(&survey, target, &scan.manifest);
             checks.extend(found);
-            bytes
+            needs
         }
         Err(e) => {
             checks.push(Check::from_error(
@@ -244,14 +244,15 @@ async fn collect(target: &Target) -> Vec<Check> {
                 &format!("cannot scan the source {}: {e:#}", target.source.display()),
                 "fix the file named above in the source directory, or exclude it in cutover.toml",
             ));
-            0
+            Needs::default()
         }
     };
 
     if target.sftp_only {
-        checks.extend(sftp_only_checks(&session, target, &layout, &survey, upload_bytes).await);
+        checks
+            .extend(sftp_only_checks(&session, target, &layout, &survey, needs.upload_bytes).await);
     } else {
-        checks.extend(run_script(&session, target, upload_bytes).await);
+        checks.extend(run_script(&session, target, needs).await);
     }
     session.close().await;
     checks
@@ -380,8 +381,52 @@ fn host_key_refused(refusal: &HostKeyRefusal) -> Check {
     Check::from_error("host key", &refusal.to_string(), refusal.hint())
 }
 
-/// Plan the deploy as `cutover deploy --dry-run` would (read-only, no lock) for its upload size.
+/// What a deploy planned now would write: bytes uploaded, and entries (inodes) made.
+#[derive(Debug, Clone, Copy, Default)]
+struct Needs {
+    upload_bytes: u64,
+    inodes: u64,
+}
+
+/// Plan the deploy as `cutover deploy --dry-run` would (read-only, no lock) for its upload size
+/// and the entries it makes: a copy of the live release (all of its entries, or only its
+/// directories with copy = "hardlink"), the uploaded files and new directories, the archive and
+/// the manifest.
 fn plan(
+    survey: &Result<Survey>,
+    target: &Target,
+    new: &crate::source::Manifest,
+) -> (Vec<Check>, Needs) {
+    let (checks, upload_bytes) = plan_upload(survey, target, new);
+    let live = survey.as_ref().ok().and_then(|s| s.live.as_ref());
+    let made = match live {
+        Some((_, live)) => {
+            let copied = match target.copy {
+                crate::config::CopyMode::Full => live.entries.len(),
+                crate::config::CopyMode::Hardlink => {
+                    live.entries.values().filter(|e| e.is_dir()).count()
+                }
+            };
+            let changed = new
+                .entries
+                .iter()
+                .filter(|(path, e)| live.entries.get(*path) != Some(*e))
+                .count();
+            copied + changed
+        }
+        None => new.entries.len(),
+    };
+    let inodes = made as u64 + 2;
+    (
+        checks,
+        Needs {
+            upload_bytes,
+            inodes,
+        },
+    )
+}
+
+fn plan_upload(
     survey: &Result<Survey>,
     target: &Target,
     new: &crate::source::Manifest,
@@ -471,8 +516,8 @@ fn serving_note(id: &ReleaseId, live: &Manifest) -> Option<Check> {
 }
 
 /// Run the check script in one exec call and turn its lines into checks.
-async fn run_script(session: &Session, target: &Target, upload_bytes: u64) -> Vec<Check> {
-    let text = script::check_script(target, upload_bytes);
+async fn run_script(session: &Session, target: &Target, needs: Needs) -> Vec<Check> {
+    let text = script::check_script(target, needs.upload_bytes, needs.inodes);
     let (ssh, server) = match session {
         Session::Ssh(s) => (true, s.description.clone()),
         Session::Local(_) => (false, "this machine".to_string()),

@@ -211,11 +211,13 @@ struct CheckVars<'a> {
     root: &'a str,
     copy: &'a str,
     upload_kib: String,
+    inodes: String,
 }
 
 /// The check script (`cutover check`): inspects `target` and changes nothing under its deploy
-/// path. `upload_bytes` is what the deploy planned now would upload, for the free-space check.
-pub fn check_script(target: &Target, upload_bytes: u64) -> String {
+/// path. `upload_bytes` is what the deploy planned now would upload and `inodes` how many
+/// entries it would make, for the free-space check.
+pub fn check_script(target: &Target, upload_bytes: u64, inodes: u64) -> String {
     let vars = CheckVars {
         version: env!("CARGO_PKG_VERSION"),
         target: &target.name,
@@ -225,6 +227,7 @@ pub fn check_script(target: &Target, upload_bytes: u64) -> String {
             CopyMode::Hardlink => "hardlink",
         },
         upload_kib: upload_bytes.div_ceil(1024).to_string(),
+        inodes: inodes.to_string(),
     };
     engine()
         .render("check", &vars)
