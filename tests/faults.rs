@@ -22,6 +22,16 @@ fn write_sparse(site: &Site, rel: &str, len: u64) {
     f.set_len(len).unwrap();
 }
 
+/// After a killed deploy: its big file leaves the source, and the next deploy, with no
+/// `cutover unlock` before it, builds exactly the source and leaves nothing behind.
+fn next_deploy_builds_the_source(site: &Site, after: &str) {
+    fs::remove_file(site.src.join("big.bin")).unwrap();
+    let run = site.deploy_with(&[]);
+    run.expect_code(0, &format!("the deploy {after}, without unlock"));
+    site.assert_release_is_source(&run.summary().release, &[]);
+    site.assert_clean(&format!("after the deploy {after}"));
+}
+
 /// Where a pruned release waits in the trash: `.cutover/trash/ID.PID` (PID of the script that
 /// deletes it).
 fn trashed(site: &Site, id: &str) -> PathBuf {
@@ -91,11 +101,7 @@ fn killed_connection_during_upload_leaves_current_untouched() {
     );
     assert!(site.leftovers().is_empty(), "{:?}", site.leftovers());
 
-    fs::remove_file(site.src.join("big.bin")).unwrap();
-    let run = site.deploy_with(&[]);
-    run.expect_code(0, "the deploy after the killed one");
-    site.assert_release_is_source(&run.summary().release, &[]);
-    site.assert_clean("after the deploy that followed a killed connection");
+    next_deploy_builds_the_source(&site, "after a killed connection");
 }
 
 /// What the issue asks for: after a killed connection, the NEXT deploy (no `cutover unlock` in
@@ -144,11 +150,7 @@ fn killed_client_during_the_upload_leaves_the_server_clean(kind: TargetKind) {
     assert_eq!(site.current_id(), Some(first.release.clone()));
     assert_eq!(site.releases(), std::slice::from_ref(&first.release));
 
-    fs::remove_file(site.src.join("big.bin")).unwrap();
-    let run = site.deploy_with(&[]);
-    run.expect_code(0, "the deploy after the killed one, without unlock");
-    site.assert_release_is_source(&run.summary().release, &[]);
-    site.assert_clean("after a killed client and the next deploy");
+    next_deploy_builds_the_source(&site, "after a killed client");
 }
 
 both_targets!(killed_client_during_the_upload_leaves_the_server_clean);
@@ -971,11 +973,7 @@ fn killed_client_before_the_login_shell_started_leaves_the_server_clean() {
     assert_eq!(site.current_id(), Some(first.release.clone()));
     assert_eq!(site.releases(), std::slice::from_ref(&first.release));
 
-    fs::remove_file(site.src.join("big.bin")).unwrap();
-    let run = site.deploy_with(&[]);
-    run.expect_code(0, "the deploy after the killed one, without unlock");
-    site.assert_release_is_source(&run.summary().release, &[]);
-    site.assert_clean("after a client killed before the login shell started");
+    next_deploy_builds_the_source(site, "after a client killed before the login shell started");
 }
 
 /// `chmod -R a-w` on the live release (a hardening step), with a deploy user who is not root:

@@ -429,12 +429,7 @@ async fn stages(
         return Ok(Status::Unchanged);
     }
     if !failures.is_empty() {
-        call_off_all(hosts).await;
-        return Err(first_failure(
-            failures,
-            fleet,
-            "no host was switched: current is untouched everywhere",
-        ));
+        return Err(call_off_failed(hosts, fleet, failures).await);
     }
 
     // --- 5. wait until every host is ready. A fleet of one has sent `go` and `commit`
@@ -478,12 +473,7 @@ async fn stages(
         };
         let (_, failures) = note_failures(hosts, ready);
         if !failures.is_empty() {
-            call_off_all(hosts).await;
-            return Err(first_failure(
-                failures,
-                fleet,
-                "no host was switched: current is untouched everywhere",
-            ));
+            return Err(call_off_failed(hosts, fleet, failures).await);
         }
         // --- 6. the barrier passed: switch every host, then commit or revert together.
         notice(interrupts)
@@ -517,12 +507,7 @@ pub(crate) async fn switch(
             gave_up.push(e);
         }
         if !gave_up.is_empty() {
-            call_off_all(hosts).await;
-            return Err(first_failure(
-                gave_up,
-                fleet,
-                "no host was switched: current is untouched everywhere",
-            ));
+            return Err(call_off_failed(hosts, fleet, gave_up).await);
         }
     }
     let mut verdicts = futures::future::join_all(hosts.iter_mut().map(|h| h.go())).await;
@@ -797,6 +782,20 @@ async fn give_back_all(hosts: &mut [HostDeploy]) {
 }
 
 /// Before the switch: every host stops and removes what it built.
+/// Before the switch, some hosts failed: call every host off, and the error that says so.
+async fn call_off_failed(
+    hosts: &mut [HostDeploy],
+    fleet: &Fleet,
+    failures: Vec<anyhow::Error>,
+) -> anyhow::Error {
+    call_off_all(hosts).await;
+    first_failure(
+        failures,
+        fleet,
+        "no host was switched: current is untouched everywhere",
+    )
+}
+
 async fn call_off_all(hosts: &mut [HostDeploy]) {
     futures::future::join_all(hosts.iter_mut().map(|h| h.call_off())).await;
 }
