@@ -11,7 +11,7 @@ use std::path::Path;
 use std::process::Command;
 
 use common::fixtures::{is_root, keygen, whoami};
-use common::site::{fingerprint, snapshot, toml_str, Run, Site, TargetKind};
+use common::site::{chown, fingerprint, snapshot, toml_str, Run, Site, TargetKind};
 use common::Sshd;
 
 // --- helpers -------------------------------------------------------------------------------------
@@ -352,19 +352,9 @@ fn deploy_path_not_writable_by_the_user_fails() {
     // the deploy path is the user's, but its .cutover/ was made read-only (chmod 555): the
     // fix is the mode, not the owner; shared/ owned by root is fine (a deploy only reads it),
     // and no fix re-owns it
-    let chown = Command::new("chown")
-        .arg(&user.name)
-        .arg(&site.path)
-        .status()
-        .unwrap();
-    assert!(chown.success());
+    chown(&user.name, &site.path);
     fs::create_dir(site.at(".cutover")).unwrap();
-    let chown = Command::new("chown")
-        .arg(&user.name)
-        .arg(site.at(".cutover"))
-        .status()
-        .unwrap();
-    assert!(chown.success());
+    chown(&user.name, &site.at(".cutover"));
     fs::set_permissions(site.at(".cutover"), fs::Permissions::from_mode(0o555)).unwrap();
     fs::create_dir(site.at("shared")).unwrap();
     let run = check(&site);
@@ -384,12 +374,7 @@ fn deploy_path_not_writable_by_the_user_fails() {
     fs::remove_dir(site.at("shared")).unwrap();
     fs::set_permissions(site.at(".cutover"), fs::Permissions::from_mode(0o755)).unwrap();
     fs::remove_dir(site.at(".cutover")).unwrap();
-    let chown = Command::new("chown")
-        .arg("root")
-        .arg(&site.path)
-        .status()
-        .unwrap();
-    assert!(chown.success());
+    chown("root", &site.path);
 
     // a deploy path that does not exist, in a directory the user cannot write
     fs::remove_dir(&site.path).unwrap();

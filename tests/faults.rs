@@ -576,12 +576,7 @@ fn user_site(prefix: &str, shell: Option<&std::path::Path>, top: &str) -> Option
     site.kind = Ssh;
     fs::set_permissions(site.root(), fs::Permissions::from_mode(0o755)).unwrap();
     mkdirs(&site.path);
-    let chown = Command::new("chown")
-        .arg(&user.name)
-        .arg(&site.path)
-        .status()
-        .unwrap();
-    assert!(chown.success());
+    chown(&user.name, &site.path);
     site.configure(top, "");
     let table = site.target_table();
     let cfg = fs::read_to_string(&site.config).unwrap().replace(

@@ -928,6 +928,12 @@ pub fn subtree(tree: &Tree, prefix: &str) -> Tree {
 
 // --- small file helpers -----------------------------------------------------------------------
 
+/// `chown OWNER PATH` (root runs the tests), asserting it worked.
+pub fn chown(owner: &str, path: &Path) {
+    let done = Command::new("chown").arg(owner).arg(path).status().unwrap();
+    assert!(done.success(), "chown {owner} {}", path.display());
+}
+
 pub fn mkdirs(dir: &Path) {
     fs::create_dir_all(dir).unwrap_or_else(|e| panic!("mkdir -p {}: {e}", dir.display()));
 }
