@@ -632,6 +632,126 @@ fn aes_gcm_is_chosen_where_the_cpu_has_aes_instructions() {
     );
 }
 
+// --- user certificates ---------------------------------------------------------------------------
+
+/// An sshd that trusts a user CA (and has no authorized_keys line for the keys below), and a
+/// fresh key in `p` with no certificate yet: (sshd, the CA's private key, the key).
+fn sshd_trusting_a_user_ca(p: &Project) -> (Sshd, PathBuf, PathBuf) {
+    let ca = keygen(p.root(), "user_ca", &["-t", "ed25519"], "");
+    let sshd = Sshd::start_with(&format!("TrustedUserCAKeys {}\n", pub_of(&ca).display()));
+    let key = keygen(p.root(), "certified", &["-t", "ed25519"], "");
+    (sshd, ca, key)
+}
+
+/// `ssh-keygen -s CA`: a certificate for `key` valid for `principal`, as `KEY-cert.pub`.
+fn certify(ca: &Path, key: &Path, principal: &str) -> PathBuf {
+    let out = Command::new("ssh-keygen")
+        .args(["-q", "-s"])
+        .arg(ca)
+        .args(["-I", "cutover-test", "-n", principal, "-V", "-5m:+1h"])
+        .arg(pub_of(key))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "ssh-keygen -s: {out:?}");
+    let mut cert = key.as_os_str().to_owned();
+    cert.push("-cert.pub");
+    let cert = PathBuf::from(cert);
+    assert!(cert.exists(), "{} was not written", cert.display());
+    cert
+}
+
+/// The server trusts a user CA and knows no key: the identity file alone is refused, and with
+/// its certificate beside it (`KEY-cert.pub`, where `ssh-keygen -s` and Vault put it) the same
+/// deploy logs in with the certificate.
+#[test]
+fn user_certificate_beside_the_key_file_logs_in() {
+    if !sshd_or_skip() {
+        return;
+    }
+    let p = Project::new();
+    let (sshd, ca, key) = sshd_trusting_a_user_ca(&p);
+    p.target(&(sshd_lines(&sshd, &sshd.known_hosts) + &identity_line(&key)));
+    let out = p.deploy(&[]);
+    p.assert_refused(
+        &out,
+        &sshd,
+        "a key the server does not know, no certificate",
+    );
+
+    // A certificate for another principal is offered and refused; the key alone still is.
+    certify(&ca, &key, "someone-else");
+    let out = p.deploy(&[]);
+    p.assert_refused(&out, &sshd, "a certificate for another principal");
+    assert!(
+        out.stderr.contains("certified-cert.pub") && out.stderr.contains("rejected"),
+        "the refused certificate is named among what was tried:\n{}",
+        out.describe()
+    );
+
+    certify(&ca, &key, &sshd.user);
+    let out = p.deploy(&[]);
+    p.assert_deployed(&out, "identity file with its certificate beside it");
+    let log = sshd.log_text();
+    assert!(
+        log.contains("Accepted publickey") && log.contains("ED25519-CERT"),
+        "sshd logged no certificate login:\n{log}"
+    );
+}
+
+/// `CertificateFile` in the ssh config names a certificate kept elsewhere than beside its key.
+#[test]
+fn certificate_file_from_the_ssh_config_logs_in() {
+    if !sshd_or_skip() {
+        return;
+    }
+    let p = Project::new();
+    let (sshd, ca, key) = sshd_trusting_a_user_ca(&p);
+    let issued = certify(&ca, &key, &sshd.user);
+    let elsewhere = p.root().join("signed").join("deploy-cert.pub");
+    fs::create_dir_all(elsewhere.parent().unwrap()).unwrap();
+    fs::rename(&issued, &elsewhere).unwrap();
+    p.write_ssh_config(&format!(
+        "Host app\n  HostName 127.0.0.1\n  Port {}\n  User {}\n  IdentityFile {}\n  \
+         CertificateFile {}\n  UserKnownHostsFile {}\n",
+        sshd.port,
+        sshd.user,
+        key.display(),
+        elsewhere.display(),
+        sshd.known_hosts.display()
+    ));
+    p.target("host = \"app\"\n");
+    let out = p.deploy(&[]);
+    p.assert_deployed(&out, "CertificateFile from the ssh config");
+    assert!(
+        sshd.log_text().contains("ED25519-CERT"),
+        "{}",
+        sshd.log_text()
+    );
+}
+
+/// A certificate held by ssh-agent (`ssh-add` loads `KEY-cert.pub` with its key, as
+/// `step ssh login` and Teleport do): no identity file is configured, and it logs in.
+#[test]
+fn agent_certificate_logs_in() {
+    if !sshd_or_skip() {
+        return;
+    }
+    let p = Project::new();
+    let (sshd, ca, key) = sshd_trusting_a_user_ca(&p);
+    certify(&ca, &key, &sshd.user);
+    let agent = Agent::start(p.root());
+    agent.add(&key);
+    p.target(&sshd_lines(&sshd, &sshd.known_hosts));
+    let (k, v) = agent.env();
+    let out = p.deploy(&[(k, &v)]);
+    p.assert_deployed(&out, "certificate in ssh-agent");
+    assert!(
+        sshd.log_text().contains("ED25519-CERT"),
+        "{}",
+        sshd.log_text()
+    );
+}
+
 // --- host keys -----------------------------------------------------------------------------------
 
 /// Deploys with `known_hosts` holding `text` (`{key}` = the server's `TYPE BASE64`,

@@ -8,6 +8,11 @@
 //! `IdentitiesOnly yes`); then `~/.ssh/id_ed25519`, `id_ecdsa`, `id_rsa` when no identity is
 //! configured at all, as `ssh` does. A key is offered once, however many ways lead to it.
 //!
+//! User certificates, as `ssh` finds them: `KEY-cert.pub` beside a key file, the ssh config's
+//! `CertificateFile`s, and the certificates an agent holds. A certificate goes first, with the
+//! key it certifies (servers that trust a user CA often have no authorized_keys at all); the
+//! plain key follows, for a certificate the server refuses (expired, another principal).
+//!
 //! RSA keys always sign with rsa-sha2-512 or rsa-sha2-256 (what the server announces in
 //! `server-sig-algs`, else SHA-256): never with SHA-1 `ssh-rsa`, which OpenSSH 8.8+ refuses anyway.
 //!
@@ -22,7 +27,7 @@ use std::sync::Arc;
 use russh::client::{self, AuthResult, Handle};
 use russh::keys::{self, ssh_key, PrivateKeyWithHashAlg};
 use russh::MethodSet;
-use ssh_key::{public::KeyData, HashAlg, PrivateKey, PublicKey};
+use ssh_key::{public::KeyData, Certificate, HashAlg, PrivateKey, PublicKey};
 use zeroize::Zeroizing;
 
 use super::Peer;
@@ -154,6 +159,8 @@ enum Outcome {
 struct Attempts {
     tried: Vec<Tried>,
     offered: Vec<KeyData>,
+    /// Certificates offered (each once, however many ways lead to it).
+    certificates: Vec<Certificate>,
     remaining: Option<MethodSet>,
     partial: bool,
 }
@@ -206,6 +213,7 @@ pub(super) async fn authenticate<H: client::Handler>(
     let mut log = Attempts {
         tried: Vec::new(),
         offered: Vec::new(),
+        certificates: Vec::new(),
         remaining: None,
         partial: false,
     };
@@ -213,9 +221,11 @@ pub(super) async fn authenticate<H: client::Handler>(
     let reason = match result {
         Ok(Some(how)) => return Ok(how),
         Err(HungUp) => AuthFailureReason::Closed {
-            after: log.offered.len(),
+            after: log.offered.len() + log.certificates.len(),
         },
-        Ok(None) if log.offered.is_empty() => AuthFailureReason::NoKeys,
+        Ok(None) if log.offered.is_empty() && log.certificates.is_empty() => {
+            AuthFailureReason::NoKeys
+        }
         Ok(None) if log.partial => AuthFailureReason::PartialSuccess,
         Ok(None) => AuthFailureReason::NoneAccepted,
     };
@@ -266,7 +276,8 @@ async fn offer_keys<H: client::Handler>(
                     key.algorithm(),
                     key.fingerprint(HashAlg::Sha256)
                 );
-                if offer_private_key(handle, user, key, &mut rsa_hash, &what, log).await? {
+                if offer_private_key(handle, user, Arc::new(key), &mut rsa_hash, &what, log).await?
+                {
                     return Ok(Some(what));
                 }
             }
@@ -274,29 +285,33 @@ async fn offer_keys<H: client::Handler>(
         }
     }
 
-    let (mut agent, agent_keys) = match connect_agent(&ep.agent).await {
+    let (mut agent, agent_keys, agent_certificates) = match connect_agent(&ep.agent).await {
         Ok(Some(mut agent)) => match agent.request_identities().await {
             Ok(ids) => {
-                let keys: Vec<(PublicKey, String)> = ids
-                    .into_iter()
-                    .filter_map(|id| match id {
+                let mut keys: Vec<(PublicKey, String)> = Vec::new();
+                let mut certificates: Vec<(Certificate, String)> = Vec::new();
+                for id in ids {
+                    match id {
                         keys::agent::AgentIdentity::PublicKey { key, comment } => {
-                            Some((key, comment))
+                            keys.push((key, comment))
                         }
-                        _ => None,
-                    })
-                    .collect();
-                (Some(agent), keys)
+                        keys::agent::AgentIdentity::Certificate {
+                            certificate,
+                            comment,
+                        } => certificates.push((certificate, comment)),
+                    }
+                }
+                (Some(agent), keys, certificates)
             }
             Err(e) => {
                 log.note("ssh-agent", format!("cannot list its keys ({e})"));
-                (None, Vec::new())
+                (None, Vec::new(), Vec::new())
             }
         },
-        Ok(None) => (None, Vec::new()),
+        Ok(None) => (None, Vec::new(), Vec::new()),
         Err(e) => {
             log.note("ssh-agent", e);
-            (None, Vec::new())
+            (None, Vec::new(), Vec::new())
         }
     };
 
@@ -308,6 +323,12 @@ async fn offer_keys<H: client::Handler>(
                 .iter()
                 .any(|(k, _)| k.key_data() == public.key_data())
             {
+                for (file, cert) in certificates_for(Some(path), public, ep, log) {
+                    let what = format!("certificate {} via ssh-agent", file.display());
+                    if offer_agent_certificate(handle, user, cert, agent, &what, log).await? {
+                        return Ok(Some(what));
+                    }
+                }
                 let what = format!("key {} via ssh-agent", path.display());
                 match offer_agent_key(handle, user, public, &mut rsa_hash, agent, &what, log)
                     .await?
@@ -329,13 +350,37 @@ async fn offer_keys<H: client::Handler>(
                 continue;
             }
         };
+        let key = Arc::new(key);
+        for (file, cert) in certificates_for(Some(path), key.public_key(), ep, log) {
+            let what = format!("certificate {}", file.display());
+            if offer_certificate(handle, user, key.clone(), cert, &what, log).await? {
+                return Ok(Some(what));
+            }
+        }
         if offer_private_key(handle, user, key, &mut rsa_hash, &what, log).await? {
             return Ok(Some(what));
         }
     }
 
-    // 2. the agent's other keys
+    // 2. the agent's certificates, then its other keys
     if let Some(agent) = agent.as_mut() {
+        // (IdentitiesOnly: only those of an identity file's key, as `ssh`)
+        let identities: Vec<KeyData> = ep
+            .identity_files
+            .iter()
+            .filter_map(|f| identity_public_key(f))
+            .map(|k| k.key_data().clone())
+            .collect();
+        for (cert, comment) in &agent_certificates {
+            let what = format!("ssh-agent certificate {} {comment}", cert.algorithm());
+            if ep.identities_only && !identities.contains(cert.public_key()) {
+                log.note(what, "not offered (IdentitiesOnly)");
+                continue;
+            }
+            if offer_agent_certificate(handle, user, cert.clone(), agent, &what, log).await? {
+                return Ok(Some(what));
+            }
+        }
         for (key, comment) in &agent_keys {
             if log.offered.contains(key.key_data()) {
                 continue;
@@ -371,6 +416,13 @@ async fn offer_keys<H: client::Handler>(
                     continue;
                 }
             };
+            let key = Arc::new(key);
+            for (file, cert) in certificates_for(Some(&path), key.public_key(), ep, log) {
+                let what = format!("certificate {}", file.display());
+                if offer_certificate(handle, user, key.clone(), cert, &what, log).await? {
+                    return Ok(Some(what));
+                }
+            }
             if offer_private_key(handle, user, key, &mut rsa_hash, &what, log).await? {
                 return Ok(Some(what));
             }
@@ -398,7 +450,7 @@ async fn connect_agent(agent: &Agent) -> Result<Option<AgentClient>, String> {
 async fn offer_private_key<H: client::Handler>(
     handle: &mut Handle<H>,
     user: &str,
-    key: PrivateKey,
+    key: Arc<PrivateKey>,
     rsa_hash: &mut RsaHash,
     what: &str,
     log: &mut Attempts,
@@ -410,7 +462,7 @@ async fn offer_private_key<H: client::Handler>(
     log.offered.push(data);
     let hash = rsa_hash.for_key(handle, key.algorithm()).await;
     let result = handle
-        .authenticate_publickey(user, PrivateKeyWithHashAlg::new(Arc::new(key), hash))
+        .authenticate_publickey(user, PrivateKeyWithHashAlg::new(key, hash))
         .await;
     let outcome = match result {
         Ok(r) => outcome(r, log),
@@ -436,6 +488,101 @@ async fn offer_agent_key<H: client::Handler>(
     let hash = rsa_hash.for_key(handle, key.algorithm()).await;
     let result = handle
         .authenticate_publickey_with(user, key.clone(), hash, agent)
+        .await;
+    let outcome = match result {
+        Ok(r) => outcome(r, log),
+        Err(e) if handle.is_closed() => Outcome::Closed(e.to_string()),
+        Err(e) => {
+            log.note(what, format!("the agent did not sign ({e})"));
+            return Ok(false);
+        }
+    };
+    record(outcome, what, log)
+}
+
+/// The user certificates for `key`, as `ssh` finds them: `FILE-cert.pub` beside its key file
+/// `FILE` (or beside `FILE` without `.pub`, for an IdentityFile naming the public half), then the
+/// ssh config's `CertificateFile`s; only those that certify this very key. A certificate file
+/// that cannot be read as one is noted, not offered.
+fn certificates_for(
+    file: Option<&Path>,
+    key: &PublicKey,
+    ep: &Endpoint,
+    log: &mut Attempts,
+) -> Vec<(PathBuf, Certificate)> {
+    let mut candidates: Vec<(PathBuf, bool)> = Vec::new();
+    if let Some(file) = file {
+        let stem = match file.to_str().and_then(|f| f.strip_suffix(".pub")) {
+            Some(stem) => PathBuf::from(stem),
+            None => file.to_path_buf(),
+        };
+        let mut beside = stem.into_os_string();
+        beside.push("-cert.pub");
+        // (beside a key: only when there; a configured CertificateFile must be there)
+        candidates.push((PathBuf::from(beside), false));
+    }
+    candidates.extend(ep.certificate_files.iter().map(|f| (f.clone(), true)));
+    let mut found = Vec::new();
+    for (path, configured) in candidates {
+        let text = match std::fs::read_to_string(&path) {
+            Ok(text) => text,
+            Err(e) => {
+                if configured && e.kind() == std::io::ErrorKind::NotFound {
+                    log.note(format!("certificate {}", path.display()), "no such file");
+                }
+                continue;
+            }
+        };
+        match Certificate::from_openssh(text.trim()) {
+            Ok(cert) if cert.public_key() == key.key_data() => found.push((path, cert)),
+            Ok(_) => {} // another key's
+            Err(e) => log.note(
+                format!("certificate {}", path.display()),
+                format!("not a usable OpenSSH certificate ({e})"),
+            ),
+        }
+    }
+    found
+}
+
+/// Offer `cert` with the private key it certifies.
+async fn offer_certificate<H: client::Handler>(
+    handle: &mut Handle<H>,
+    user: &str,
+    key: Arc<PrivateKey>,
+    cert: Certificate,
+    what: &str,
+    log: &mut Attempts,
+) -> Result<bool, HungUp> {
+    if log.certificates.contains(&cert) {
+        return Ok(false);
+    }
+    log.certificates.push(cert.clone());
+    let result = handle.authenticate_openssh_cert(user, key, cert).await;
+    let outcome = match result {
+        Ok(r) => outcome(r, log),
+        Err(e) => Outcome::Closed(e.to_string()),
+    };
+    record(outcome, what, log)
+}
+
+/// Offer `cert`, signed by the agent that holds its key.
+async fn offer_agent_certificate<H: client::Handler>(
+    handle: &mut Handle<H>,
+    user: &str,
+    cert: Certificate,
+    agent: &mut AgentClient,
+    what: &str,
+    log: &mut Attempts,
+) -> Result<bool, HungUp> {
+    if log.certificates.contains(&cert) {
+        return Ok(false);
+    }
+    log.certificates.push(cert.clone());
+    // RSA certificates sign with SHA-512, which every OpenSSH that takes them supports.
+    let hash = cert.algorithm().is_rsa().then_some(HashAlg::Sha512);
+    let result = handle
+        .authenticate_certificate_with(user, cert, hash, agent)
         .await;
     let outcome = match result {
         Ok(r) => outcome(r, log),

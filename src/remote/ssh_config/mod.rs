@@ -23,7 +23,7 @@
 //!   split as `argv_split` does (quotes, backslash escapes, `#` comments), and a keyword that
 //!   takes one value refuses more.
 //! * For each setting the **first** value obtained wins (files in order, blocks in order), except
-//!   `IdentityFile`, which accumulates.
+//!   `IdentityFile` and `CertificateFile`, which accumulate.
 //! * `Host` patterns (`*`, `?`, `!negation`) match the name as written in cutover.toml, case
 //!   sensitively. `Match` supports `all`, `host` (the `HostName` so far, case-insensitive),
 //!   `originalhost`, `user` and `localuser`, each negatable; a `Match` that needs anything else
@@ -31,11 +31,11 @@
 //!   skipped.
 //! * `Include` (with `*`/`?` in the file name) reads files in place, relative to `~/.ssh` (or
 //!   `/etc/ssh` for the system file); an `Include` inside an inactive block includes nothing.
-//! * `HostName` expands `%h` and `%%` and is lowercased. `IdentityFile`, `UserKnownHostsFile` and
-//!   `IdentityAgent` expand `~` and `%C %d %h %i %k %L %l %n %p %r %u %%`; `HostName` refuses
+//! * `HostName` expands `%h` and `%%` and is lowercased. `IdentityFile`, `CertificateFile`,
+//!   `UserKnownHostsFile` and `IdentityAgent` expand `~` and `%C %d %h %i %k %L %l %n %p %r %u %%`; `HostName` refuses
 //!   any token but `%h` and `%%`, as `ssh` does.
 //!
-//! Honoured settings: `HostName`, `User`, `Port`, `IdentityFile`, `IdentitiesOnly`,
+//! Honoured settings: `HostName`, `User`, `Port`, `IdentityFile`, `CertificateFile`, `IdentitiesOnly`,
 //! `IdentityAgent`, `UserKnownHostsFile`, `StrictHostKeyChecking`, `ProxyJump`, `ConnectTimeout`,
 //! `ServerAliveInterval`, `ServerAliveCountMax`. `StrictHostKeyChecking no` never turns checking
 //! off here: it is checked strictly, with a warning. `ProxyCommand` is refused with an error

@@ -44,6 +44,8 @@ pub struct HostConfig {
     pub user: Option<String>,
     pub port: Option<u16>,
     pub identity_files: Vec<String>,
+    /// `CertificateFile`: user certificates, which accumulate as `IdentityFile`s do.
+    pub certificate_files: Vec<String>,
     pub identities_only: Option<bool>,
     pub identity_agent: Option<String>,
     pub user_known_hosts_files: Option<Vec<String>>,
@@ -275,6 +277,12 @@ impl Reader<'_> {
                 let v = first()?;
                 if *active && !out.identity_files.contains(&v) {
                     out.identity_files.push(v);
+                }
+            }
+            "certificatefile" => {
+                let v = first()?;
+                if *active && !out.certificate_files.contains(&v) {
+                    out.certificate_files.push(v);
                 }
             }
             "identitiesonly" => {

@@ -132,6 +132,8 @@ pub struct Endpoint {
     pub user: String,
     /// Identity files in the order to try them.
     pub identity_files: Vec<PathBuf>,
+    /// `CertificateFile`s: user certificates offered with the key each one certifies.
+    pub certificate_files: Vec<PathBuf>,
     /// `IdentitiesOnly yes`: offer no agent key that is not one of `identity_files`.
     pub identities_only: bool,
     pub agent: Agent,
@@ -315,6 +317,7 @@ pub struct Settings {
     pub port: u16,
     /// Empty when none is configured (`ssh -G` then lists its defaults).
     pub identity_files: Vec<PathBuf>,
+    pub certificate_files: Vec<PathBuf>,
     /// The hops as `ssh -G` prints them (`user@host:port,...`); None for `none` or unset.
     pub proxy_jump: Option<String>,
     pub connect_timeout: Option<Duration>,
@@ -381,6 +384,12 @@ fn settings_of(
             .map(|f| tokens.expand("IdentityFile", f))
             .collect::<Result<_>>()?,
     };
+    // (also with cutover.toml's identity_file, as with `ssh -i`)
+    let certificate_files = cfg
+        .certificate_files
+        .iter()
+        .map(|f| tokens.expand("CertificateFile", f))
+        .collect::<Result<_>>()?;
     let user_known_hosts_files = match (&overrides.known_hosts, &cfg.user_known_hosts_files) {
         (Some(p), _) => Some(vec![p.clone()]),
         (None, Some(files)) => Some(
@@ -407,6 +416,7 @@ fn settings_of(
         user,
         port,
         identity_files,
+        certificate_files,
         proxy_jump,
         connect_timeout: cfg.connect_timeout,
         strict_host_key_checking: cfg
@@ -484,6 +494,7 @@ fn endpoint(
         port: set.port,
         user: set.user,
         identity_files: set.identity_files,
+        certificate_files: set.certificate_files,
         identities_only: set.identities_only,
         agent,
         known_hosts,
