@@ -550,6 +550,16 @@ struct UserSite {
 }
 
 fn user_site(prefix: &str, shell: Option<&std::path::Path>, top: &str) -> Option<UserSite> {
+    user_site_with(prefix, shell, top, "")
+}
+
+/// [`user_site`] with `sshd_top` at the top of the sshd's config (e.g. another `Subsystem`).
+fn user_site_with(
+    prefix: &str,
+    shell: Option<&std::path::Path>,
+    top: &str,
+    sshd_top: &str,
+) -> Option<UserSite> {
     use std::os::unix::fs::PermissionsExt;
     if !common::fixtures::root_or_skip("creating a deploy user") || !common::sshd_or_skip() {
         return None;
@@ -564,7 +574,7 @@ fn user_site(prefix: &str, shell: Option<&std::path::Path>, top: &str) -> Option
     };
     let authorized = keys.path().join("authorized_keys");
     let sshd = common::Sshd::start_with(&format!(
-        "Match User {}\n    AuthorizedKeysFile {}\n",
+        "{sshd_top}\nMatch User {}\n    AuthorizedKeysFile {}\n",
         user.name,
         authorized.display()
     ));
@@ -1139,3 +1149,59 @@ fn unlock_refuses_the_lock_of_a_deploy_still_running_here(kind: TargetKind) {
 }
 
 both_targets!(unlock_refuses_the_lock_of_a_deploy_still_running_here);
+
+/// A login shell that prints when it starts (`echo` in ~/.bashrc, which bash reads for an
+/// sshd session), on a server running Debian's default `Subsystem sftp
+/// /usr/lib/openssh/sftp-server`: sshd starts that through the login shell, and the greeting
+/// lands in the SFTP stream. check fails its sftp line and deploy fails, both quoting the text
+/// and naming the fix (not sshd_config's Subsystem, which is there); once ~/.bashrc is silent
+/// for non-interactive shells, as the message says, both work.
+#[test]
+fn a_login_shell_that_prints_is_named_as_what_spoils_sftp() {
+    let Some(deploy_user) = user_site_with(
+        "conoisy",
+        Some(std::path::Path::new("/bin/bash")),
+        "",
+        "Subsystem sftp /usr/lib/openssh/sftp-server",
+    ) else {
+        return;
+    };
+    let site = &deploy_user.site;
+    let bashrc = deploy_user._keys.path().join("home").join(".bashrc");
+    write_file(&bashrc, b"echo \"Welcome to web-7\"\n", 0o644);
+    site.write("index.php", "<?php\n");
+
+    let check = site.cutover(&["check"]);
+    check.expect_code(1, "check with a greeting login shell");
+    for needed in ["Welcome to web-7", "not SFTP", "~/.bashrc", "internal-sftp"] {
+        assert!(
+            check.stderr.contains(needed) || check.stdout.contains(needed),
+            "check does not say {needed:?}:\n{}",
+            check.describe()
+        );
+    }
+    assert!(
+        !check.stdout.contains("the SFTP subsystem is available"),
+        "check ticked sftp:\n{}",
+        check.describe()
+    );
+    let deploy = site.deploy_with(&[]);
+    deploy.expect_code(1, "deploy with a greeting login shell");
+    assert!(
+        deploy.stderr.contains("Welcome to web-7") && deploy.stderr.contains("~/.bashrc"),
+        "{}",
+        deploy.describe()
+    );
+    assert_eq!(site.current_id(), None);
+
+    // The fix the message gives.
+    write_file(
+        &bashrc,
+        b"case $- in *i*) ;; *) return ;; esac\necho \"Welcome to web-7\"\n",
+        0o644,
+    );
+    site.cutover(&["check"])
+        .expect_code(0, "check once ~/.bashrc is silent");
+    let s = site.deploy();
+    site.assert_release_is_source(&s.release, &[]);
+}

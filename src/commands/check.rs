@@ -320,10 +320,27 @@ async fn connect(
         }
     }
 
-    match handshake.into_session().await {
+    // (The session's SFTP start is waited for: a subsystem the server refuses, or one whose
+    // stream a talkative login shell spoils, fails here and not in a later check.)
+    let session = match handshake.into_session().await {
+        Ok(session) => match session.sftp.ready().await {
+            Ok(()) => Ok(session),
+            Err(e) => Err(e),
+        },
+        Err(e) => Err(e),
+    };
+    match session {
         Ok(session) => {
             checks.push(Check::ok("sftp", "the SFTP subsystem is available"));
             Some(session)
+        }
+        Err(e) if format!("{e:#}").contains(crate::remote::sftp::NOISY_LOGIN) => {
+            checks.push(Check::from_error(
+                "sftp",
+                &format!("{e:#}"),
+                "make the login shell's startup files print nothing for a non-interactive session (see the message), or use `Subsystem sftp internal-sftp`",
+            ));
+            None
         }
         Err(e) => {
             checks.push(Check::from_error(

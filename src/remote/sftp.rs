@@ -82,6 +82,106 @@ fn send_now<T: Send + 'static>(
     }
 }
 
+/// Why an SFTP session that began with text fails, and the fix. sshd starts a `Subsystem sftp
+/// /usr/lib/openssh/sftp-server` (Debian's and most distributions' default) through the
+/// account's login shell, and what its startup files print for a non-interactive session lands
+/// in the SFTP stream (OpenSSH's own `sftp` fails there too, with "Received message too long").
+pub const NOISY_LOGIN: &str = "the account's login shell prints something when it starts (an echo in ~/.bashrc, ~/.profile, ~/.zshenv, config.fish or ~/.tcshrc), and sshd runs the sftp subsystem through that shell. Make those files print nothing unless the shell is interactive (at the top of ~/.bashrc: `case $- in *i*) ;; *) return ;; esac`), or set `Subsystem sftp internal-sftp` in sshd_config";
+
+/// The start of an SFTP stream that is no VERSION packet, as text to show: a VERSION reply
+/// begins with a 4-byte length (a few hundred bytes at most) and type 2. None when nothing came
+/// (the subsystem was refused) or it looks like SFTP.
+fn not_sftp(first: &[u8]) -> Option<String> {
+    if first.is_empty() {
+        return None;
+    }
+    if first.len() >= 5 {
+        let len = u32::from_be_bytes([first[0], first[1], first[2], first[3]]);
+        if len < 64 * 1024 && first[4] == 2 {
+            return None;
+        }
+    }
+    let text: String = String::from_utf8_lossy(first)
+        .lines()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or_default()
+        .chars()
+        .filter(|c| !c.is_control())
+        .take(60)
+        .collect();
+    Some(text)
+}
+
+/// A channel's stream that keeps the first bytes it reads (see [`not_sftp`]): its first read
+/// asks the channel for [`SNIFFED`] bytes (the SFTP reader asks for a packet length, 4), which
+/// it then hands out; every later read goes straight through.
+struct Sniffed<S> {
+    inner: S,
+    first: Arc<std::sync::Mutex<Vec<u8>>>,
+    /// The first read's bytes not handed out yet; None once the first read is done with.
+    ahead: Option<(Vec<u8>, usize)>,
+}
+
+/// Bytes [`Sniffed`] keeps.
+const SNIFFED: usize = 64;
+
+impl<S: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Sniffed<S> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        use std::task::Poll;
+        let this = &mut *self;
+        if this.first.lock().unwrap().is_empty() && this.ahead.is_none() {
+            let mut head = [0u8; SNIFFED];
+            let mut head_buf = tokio::io::ReadBuf::new(&mut head);
+            match std::pin::Pin::new(&mut this.inner).poll_read(cx, &mut head_buf) {
+                Poll::Ready(Ok(())) => {
+                    let got = head_buf.filled().to_vec();
+                    if got.is_empty() {
+                        return Poll::Ready(Ok(())); // the end, before any byte
+                    }
+                    this.first.lock().unwrap().extend_from_slice(&got);
+                    this.ahead = Some((got, 0));
+                }
+                other => return other,
+            }
+        }
+        if let Some((bytes, at)) = &mut this.ahead {
+            if *at < bytes.len() {
+                let n = (bytes.len() - *at).min(buf.remaining());
+                buf.put_slice(&bytes[*at..*at + n]);
+                *at += n;
+                return Poll::Ready(Ok(()));
+            }
+        }
+        std::pin::Pin::new(&mut this.inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Sniffed<S> {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        data: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.inner).poll_write(cx, data)
+    }
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+    }
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
 fn is_status(e: &SftpError, code: StatusCode) -> bool {
     matches!(e, SftpError::Status(s) if s.status_code == code)
 }
@@ -102,7 +202,13 @@ impl Sftp {
             request_timeout_secs: 120,
             ..Default::default()
         };
-        let raw = Arc::new(RawSftpSession::new_with_config(channel.into_stream(), cfg));
+        let first_bytes = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let stream = Sniffed {
+            inner: channel.into_stream(),
+            first: first_bytes.clone(),
+            ahead: None,
+        };
+        let raw = Arc::new(RawSftpSession::new_with_config(stream, cfg));
         // INIT goes out now; the first requests follow it without waiting for the VERSION
         // reply (one round trip less on every connection).
         let init = raw.clone();
@@ -110,9 +216,17 @@ impl Sftp {
             send_now(async move {
                 match init.init().await {
                     Ok(v) => Ok(Arc::new(v.extensions)),
-                    Err(e) => Err(Arc::new(format!(
-                        "SFTP is not available: the server refused the sftp subsystem (is `Subsystem sftp` enabled in sshd_config?): {e}"
-                    ))),
+                    Err(e) => {
+                        let first = first_bytes.lock().unwrap().clone();
+                        Err(Arc::new(match not_sftp(&first) {
+                            Some(text) => format!(
+                                "SFTP is not available: the server's SFTP session began with text that is not SFTP ({text:?}): {NOISY_LOGIN}"
+                            ),
+                            None => format!(
+                                "SFTP is not available: the server refused the sftp subsystem (is `Subsystem sftp` enabled in sshd_config?): {e}"
+                            ),
+                        }))
+                    }
                 }
             })
             .shared();
