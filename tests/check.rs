@@ -863,3 +863,57 @@ fn unknown_target_is_a_usage_error() {
     site.cutover(&["check", "nope"])
         .expect_code(2, "check of an unknown target");
 }
+
+/// Declared shared paths as a deploy would find them: a missing shared file fails check (which
+/// passed, and the deploy then failed), with commands that work on a new deploy path (mkdir -p
+/// of shared/ first; ssh and scp naming the real login and port); once put there as they say,
+/// check and the deploy pass. A shared directory that is a file and a shared file that is a
+/// directory fail check and stop the deploy at its survey, before anything is uploaded.
+#[test]
+fn declared_shared_paths_are_checked_as_a_deploy_needs_them() {
+    let Some(mut site) = ssh_site() else { return };
+    site.configure("shared_files = [\".env\"]\nshared_dirs = [\"storage\"]", "");
+    site.write("index.php", "<?php\n");
+    let run = check(&site);
+    run.expect_code(1, "a missing shared file");
+    assert_failed(&run, "shared", &[".env", "missing"]);
+    let fix = fix(&run, "shared");
+    let port = site.sshd().port.to_string();
+    for needed in ["mkdir -p", "scp -P", port.as_str(), "ssh -p"] {
+        assert!(fix.contains(needed), "fix lacks {needed:?}: {fix}");
+    }
+    assert!(!fix.contains("HOST"), "{fix}");
+    // What the fix does, done on this machine (the sshd is here): the deploy path gets shared/.
+    fs::create_dir_all(site.at("shared")).unwrap();
+    fs::write(site.at("shared/.env"), "APP_KEY=x\n").unwrap();
+    let run = check(&site);
+    run.expect_code(0, "the shared file in place");
+    assert_passed(&run, "shared");
+    let first = site.deploy();
+
+    // shared/storage a file, shared/.env a directory: each fails check and the deploy.
+    fs::remove_dir_all(site.at("shared/storage")).unwrap();
+    fs::write(site.at("shared/storage"), "not a directory\n").unwrap();
+    let run = check(&site);
+    run.expect_code(1, "a shared directory that is a file");
+    assert_failed(&run, "shared", &["storage", "not a directory"]);
+    site.write("index.php", "<?php echo 2;\n");
+    let run = site.deploy_with(&[]);
+    run.expect_code(1, "a deploy with a shared directory that is a file");
+    assert!(
+        run.stderr.contains("stage survey") && run.stderr.contains("shared/storage"),
+        "{}",
+        run.describe()
+    );
+    fs::remove_file(site.at("shared/storage")).unwrap();
+    fs::remove_file(site.at("shared/.env")).unwrap();
+    fs::create_dir(site.at("shared/.env")).unwrap();
+    let run = check(&site);
+    assert_failed(&run, "shared", &[".env", "is a directory"]);
+    let run = site.deploy_with(&[]);
+    run.expect_code(1, "a deploy with a shared file that is a directory");
+    assert!(run.stderr.contains("is a directory"), "{}", run.describe());
+    assert_eq!(site.current_id(), Some(first.release.clone()));
+    assert_eq!(site.releases(), vec![first.release]);
+    site.assert_clean("after the refused deploys");
+}

@@ -112,6 +112,46 @@ impl Project {
     }
 }
 
+/// `shared_dirs = ["public/uploads"]` where the source's `public` is a link to `web` (a
+/// common layout): the release would have a directory `public` holding only the shared link,
+/// and the site served from public/ would be gone. Refused with exit 2 before anything is
+/// written, naming the path to declare instead; declared that way, it deploys and the link
+/// stays a link.
+#[test]
+fn shared_path_below_a_source_link_is_refused_with_the_path_to_declare() {
+    let Some(mut site) = Site::new(Local) else {
+        return;
+    };
+    site.configure("shared_dirs = [\"public/uploads\"]", "");
+    site.write("web/index.html", "<h1>hi</h1>\n");
+    site.symlink("public", "web");
+    let run = site.deploy_with(&[]);
+    run.expect_code(2, "a shared path below a link of the source");
+    assert!(
+        run.stderr.contains("public -> web") && run.stderr.contains("\"web/uploads\""),
+        "{}",
+        run.describe()
+    );
+    assert_eq!(site.current_id(), None, "{}", run.describe());
+    assert!(site.releases().is_empty(), "{}", run.describe());
+
+    site.configure("shared_dirs = [\"web/uploads\"]", "");
+    let s = site.deploy();
+    let release = site.release_dir(&s.release);
+    assert_eq!(
+        fs::read_link(release.join("public")).unwrap(),
+        std::path::PathBuf::from("web")
+    );
+    assert_eq!(
+        fs::read_to_string(release.join("public/index.html")).unwrap(),
+        "<h1>hi</h1>\n"
+    );
+    assert!(
+        release.join("public/uploads").is_dir(),
+        "uploads reached through the link"
+    );
+}
+
 #[test]
 fn missing_config_exits_2_and_suggests_init() {
     let p = Project::new();

@@ -232,6 +232,7 @@ async fn collect(target: &Target) -> Vec<Check> {
 
     let layout = Layout::new(&target.path);
     let survey = Survey::read(&session, &layout).await;
+    checks.extend(shared_checks(&session, target, &layout).await);
     let needs = match scan {
         Ok(scan) => {
             let (found, needs) = plan(&survey, target, &scan.manifest);
@@ -351,6 +352,84 @@ async fn connect(
             None
         }
     }
+}
+
+/// The declared shared paths (`shared_files`, `shared_dirs`) as a deploy's survey sees them:
+/// a missing shared file, a shared file that is a directory and a shared directory that is a
+/// file each stop a deploy, so each fails here, with the commands that fix it. None declared:
+/// no check.
+async fn shared_checks(session: &Session, target: &Target, layout: &Layout) -> Vec<Check> {
+    use crate::remote::PathKind;
+    let declared: Vec<(&String, bool)> = (target.shared.files.iter().map(|f| (f, true)))
+        .chain(target.shared.dirs.iter().map(|d| (d, false)))
+        .collect();
+    if declared.is_empty() {
+        return Vec::new();
+    }
+    let at = |p: &str| layout.at(&format!("{}/{p}", crate::layout::SHARED));
+    let mut problems = Vec::new();
+    let mut fixes = Vec::new();
+    for (p, file) in &declared {
+        match (file, session.path_kind(&at(p)).await) {
+            (true, Ok(PathKind::Missing)) => {
+                problems.push(format!("the shared file {} is missing", at(p)));
+                fixes.push(crate::deploy::host::put_shared_file(
+                    target,
+                    layout,
+                    session.login(),
+                    p,
+                ));
+            }
+            (true, Ok(PathKind::Dir)) => {
+                problems.push(format!(
+                    "the shared file {} is a directory (shared_files declares a file)",
+                    at(p)
+                ));
+                fixes.push(format!(
+                    "move {} away, or declare {p:?} in shared_dirs",
+                    at(p)
+                ));
+            }
+            (false, Ok(PathKind::File | PathKind::Other)) => {
+                problems.push(format!(
+                    "the shared directory {} is not a directory (shared_dirs declares one)",
+                    at(p)
+                ));
+                fixes.push(format!(
+                    "move {} away, or declare {p:?} in shared_files",
+                    at(p)
+                ));
+            }
+            (_, Err(e)) => problems.push(format!("cannot look at {}: {e:#}", at(p))),
+            _ => {}
+        }
+    }
+    if problems.is_empty() {
+        return vec![Check::ok(
+            "shared",
+            format!(
+                "declared shared paths in place: {} (a missing shared directory is created by the deploy)",
+                [
+                    (target.shared.files.len(), "file", "files"),
+                    (target.shared.dirs.len(), "directory", "directories")
+                ]
+                .iter()
+                .filter(|(n, _, _)| *n > 0)
+                .map(|(n, one, many)| format!("{n} {}", if *n == 1 { one } else { many }))
+                .collect::<Vec<_>>()
+                .join(", ")
+            ),
+        )];
+    }
+    vec![Check::fail(
+        "shared",
+        problems.join("; "),
+        if fixes.is_empty() {
+            "see the message".to_string()
+        } else {
+            fixes.join("; ")
+        },
+    )]
 }
 
 /// Reach failed: say which way (the message names it) and what to look at for that kind. The

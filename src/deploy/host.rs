@@ -253,9 +253,13 @@ impl HostDeploy {
         // Declared shared files must be there before anything is uploaded or built: looked at
         // in the survey's first flight.
         let (session, layout) = (&self.session, &self.layout);
-        let shared_files = futures::future::join_all(self.target.shared.files.iter().map(|f| {
-            let path = layout.at(&format!("{}/{f}", crate::layout::SHARED));
-            async move { (f.clone(), session.path_kind(&path).await) }
+        // Declared shared directories too: one that is a file stops the deploy here, not
+        // after the copy and the upload.
+        let declared = (self.target.shared.files.iter().map(|f| (f, true)))
+            .chain(self.target.shared.dirs.iter().map(|d| (d, false)));
+        let shared_kinds = futures::future::join_all(declared.map(|(p, file)| {
+            let path = layout.at(&format!("{}/{p}", crate::layout::SHARED));
+            async move { (p.clone(), file, session.path_kind(&path).await) }
         }));
         let digest_now = || match scan.as_ref().map(|s| s.borrow().clone()) {
             Some(Scanned::Done { digest, .. }) => digest,
@@ -392,8 +396,8 @@ impl HostDeploy {
                 session.open_spare_sftp().await;
             }
         };
-        let ((survey, took), (locking, shell), shared_files, channels, ()) =
-            tokio::join!(timed, locking, shared_files, channels, spare);
+        let ((survey, took), (locking, shell), shared_kinds, channels, ()) =
+            tokio::join!(timed, locking, shared_kinds, channels, spare);
         match shell {
             Some(Ok(shell)) => self.shell = Some(shell),
             Some(Err(e)) => {
@@ -409,9 +413,9 @@ impl HostDeploy {
             Locking::ReadOnly | Locking::ScanFailed => None,
             Locking::Taken(held) => Some(held),
             Locking::Unchanged(id) => {
-                if let Some((f, _)) = shared_files
+                if let Some((f, _, _)) = shared_kinds
                     .iter()
-                    .find(|(_, kind)| matches!(kind, Ok(PathKind::Missing)))
+                    .find(|(_, file, kind)| *file && matches!(kind, Ok(PathKind::Missing)))
                 {
                     return Err(
                         anyhow!(self.missing_shared(f)).context(self.target.stage("survey"))
@@ -456,11 +460,10 @@ impl HostDeploy {
                 return Err(e.context(self.target.stage("survey")));
             }
         };
-        let missing_shared = shared_files
+        let shared_problem = shared_kinds
             .iter()
-            .find(|(_, kind)| matches!(kind, Ok(PathKind::Missing)))
-            .map(|(f, _)| self.missing_shared(f));
-        let problem = missing_shared.or_else(|| survey.layout_problem(&self.layout)).or_else(|| match &survey.current {
+            .find_map(|(p, file, kind)| self.shared_problem(p, *file, kind.as_ref().ok()?));
+        let problem = shared_problem.or_else(|| survey.layout_problem(&self.layout)).or_else(|| match &survey.current {
             Current::NotALink(_) => Some(crate::error::with_hint(
                 format!(
                     "{} is not a symlink. It was probably made by a tool that deploys in place",
@@ -494,17 +497,37 @@ impl HostDeploy {
         Ok(())
     }
 
-    /// The message for a declared shared file (`shared_files`) that is not on the host.
-    fn missing_shared(&self, f: &str) -> String {
-        let path = self.layout.at(&format!("{}/{f}", crate::layout::SHARED));
+    /// What is wrong with declared shared path `p` (a file when `file`, else a directory) being
+    /// `kind` in shared/ on the host, if anything: a missing file, a file that is a directory,
+    /// a directory that is a file. (A link is taken as what it leads to; a missing directory is
+    /// made by the deploy.)
+    fn shared_problem(&self, p: &str, file: bool, kind: &PathKind) -> Option<String> {
+        let path = self.layout.at(&format!("{}/{p}", crate::layout::SHARED));
+        match (file, kind) {
+            (true, PathKind::Missing) => Some(self.missing_shared(p)),
+            (true, PathKind::Dir) => Some(crate::error::with_hint(
+                format!("the shared file {path} is a directory, but shared_files declares a file: every release would link to that directory"),
+                format!("move it away (or declare {p:?} in shared_dirs instead), and deploy again"),
+            )),
+            (false, PathKind::File | PathKind::Other) => Some(crate::error::with_hint(
+                format!("the shared directory {path} is not a directory, but shared_dirs declares one"),
+                format!("move it away (or declare {p:?} in shared_files instead), and deploy again"),
+            )),
+            _ => None,
+        }
+    }
+
+    /// The message for a declared shared file (`shared_files`) that is not on the host, with
+    /// the commands that put it there from this machine.
+    pub fn missing_shared(&self, f: &str) -> String {
         crate::error::with_hint(
             format!(
-                "the shared file {path} is missing (shared_files): a release would link to nothing"
+                "the shared file {} is missing (shared_files): a release would link to nothing",
+                self.layout.at(&format!("{}/{f}", crate::layout::SHARED))
             ),
             format!(
-                "put it there before the first deploy, e.g. scp {} HOST:{}",
-                crate::shell::quote(f),
-                crate::shell::quote(&path)
+                "put it there, e.g. {}, and deploy again",
+                put_shared_file(&self.target, &self.layout, self.session.login(), f)
             ),
         )
     }
@@ -1369,5 +1392,48 @@ async fn try_clean(
             true
         }
         Err(_) => false,
+    }
+}
+
+/// The commands that copy this machine's `f` (relative to the source) to the declared shared
+/// file on the target: `mkdir -p` of its directory first (the first deploy has made no
+/// shared/ yet), then `cp`, or `ssh` and `scp` with the login the connection used.
+pub fn put_shared_file(
+    target: &Target,
+    layout: &crate::layout::Layout,
+    login: Option<(String, u16)>,
+    f: &str,
+) -> String {
+    use crate::shell::quote;
+    let path = layout.at(&format!("{}/{f}", crate::layout::SHARED));
+    let dir = match path.rsplit_once('/') {
+        Some((dir, _)) if !dir.is_empty() => dir.to_string(),
+        _ => "/".to_string(),
+    };
+    match &target.host {
+        crate::config::Host::Local => {
+            format!(
+                "mkdir -p {} && cp {} {}",
+                quote(&dir),
+                quote(f),
+                quote(&path)
+            )
+        }
+        crate::config::Host::Ssh { host, port, user } => {
+            let (user, port) = login.unwrap_or((user.clone(), *port));
+            let at = format!("{user}@{host}");
+            let (ssh_port, scp_port) = match port {
+                22 => (String::new(), String::new()),
+                p => (format!(" -p {p}"), format!(" -P {p}")),
+            };
+            // ssh hands its command to the remote shell: quoted once for it, once for ours
+            let remote = quote(&format!("mkdir -p {}", quote(&dir)));
+            format!(
+                "ssh{ssh_port} {} {remote} && scp{scp_port} {} {}",
+                quote(&at),
+                quote(f),
+                quote(&format!("{at}:{path}"))
+            )
+        }
     }
 }

@@ -44,6 +44,7 @@ pub fn scan_release(target: &Target) -> Result<Scan> {
         known,
     )?;
     let mut manifest = scan.manifest;
+    refuse_shared_through_links(&manifest, &target.shared)?;
     link_shared(&mut manifest, &target.shared);
     let deployable = manifest
         .entries
@@ -66,6 +67,66 @@ pub fn scan_release(target: &Target) -> Result<Scan> {
         manifest,
         warnings: scan.warnings,
     })
+}
+
+/// A declared shared path must not lie below a symbolic link of the source. The release holds
+/// real directories above a shared path (its link to shared/ is made inside them), so the
+/// source's `public -> web` would become a directory `public` holding nothing but the link to
+/// shared/public/uploads, and everything served through `public/` would be gone. Refused
+/// (exit 2), with the path to declare instead when the link leads inside the source.
+fn refuse_shared_through_links(manifest: &Manifest, shared: &SharedPaths) -> Result<()> {
+    for path in shared.all() {
+        let key = if shared.dirs.contains(path) {
+            "shared_dirs"
+        } else {
+            "shared_files"
+        };
+        let mut above = String::new();
+        for component in path.split('/').collect::<Vec<_>>().split_last().unwrap().1 {
+            if !above.is_empty() {
+                above.push('/');
+            }
+            above.push_str(component);
+            let Some(Entry {
+                kind: Kind::Symlink { target },
+                ..
+            }) = manifest.entries.get(&above)
+            else {
+                continue;
+            };
+            let rest = &path[above.len() + 1..];
+            let instead = match link_destination(&above, target) {
+                Some(real) => format!("declare \"{real}/{rest}\" (where the link leads) instead"),
+                None => format!("make {above} a directory in the source, or declare a path with no link above it"),
+            };
+            return Err(crate::error::usage(format!(
+                "{key} entry \"{path}\" lies below {above}, a symbolic link in the source ({above} -> {target}): \
+                 the release would get a directory {above} holding only the shared link, without what the link leads to; \
+                 {instead}"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Where the relative link at `link` (a path in the source) leads, as a path in the source;
+/// None for an absolute target or one that leaves the source.
+fn link_destination(link: &str, target: &str) -> Option<String> {
+    if target.starts_with('/') {
+        return None;
+    }
+    let mut parts: Vec<&str> = link.split('/').collect();
+    parts.pop();
+    for component in target.split('/') {
+        match component {
+            "" | "." => {}
+            ".." => {
+                parts.pop()?;
+            }
+            c => parts.push(c),
+        }
+    }
+    (!parts.is_empty()).then(|| parts.join("/"))
 }
 
 /// Put the declared shared paths into `manifest` as what the release holds there: a relative
@@ -122,6 +183,47 @@ pub fn shared_link_target(path: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_shared_path_below_a_link_of_the_source_is_refused_with_the_path_to_declare() {
+        let mut m = Manifest::default();
+        m.entries.insert(
+            "public".into(),
+            Entry {
+                kind: Kind::Symlink {
+                    target: "web".into(),
+                },
+                mode: 0o777,
+            },
+        );
+        m.entries.insert(
+            "web".into(),
+            Entry {
+                kind: Kind::Dir,
+                mode: 0o755,
+            },
+        );
+        let shared = SharedPaths {
+            dirs: vec!["public/uploads".into()],
+            files: vec![],
+        };
+        let e = refuse_shared_through_links(&m, &shared).unwrap_err();
+        assert!(e.is::<crate::error::UsageError>(), "{e:#}");
+        let msg = format!("{e:#}");
+        assert!(
+            msg.contains("public -> web") && msg.contains("\"web/uploads\""),
+            "{msg}"
+        );
+        // through a real directory: fine
+        let shared = SharedPaths {
+            dirs: vec!["web/uploads".into()],
+            files: vec![],
+        };
+        refuse_shared_through_links(&m, &shared).unwrap();
+        assert_eq!(link_destination("a/b/link", "../c"), Some("a/c".into()));
+        assert_eq!(link_destination("link", "/srv/x"), None);
+        assert_eq!(link_destination("link", "../out"), None);
+    }
 
     fn file() -> Entry {
         Entry {
