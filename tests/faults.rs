@@ -360,6 +360,41 @@ fn disk_full_fails_naming_the_file_system(kind: TargetKind) {
 
 both_targets!(disk_full_fails_naming_the_file_system);
 
+/// A first deploy whose upload fits and whose unpacking does not (the archive and the tree it
+/// becomes both need room): exit 1 naming the full file system, as when the copy fills it (it
+/// said only "cannot unpack the upload"), and nothing left behind.
+fn disk_full_while_unpacking_names_the_file_system(kind: TargetKind) {
+    if !common::fixtures::root_or_skip("mounting a tmpfs") {
+        return;
+    }
+    let Some(site) = Site::new(kind) else { return };
+    let fs_ = common::Tmpfs::mount(&site.path, "8m");
+    site.write("index.php", "<?php\n");
+    site.write("assets/video.bin", noise(12, 5 * 1024 * 1024));
+    let run = site.deploy_with(&[]);
+    run.expect_code(1, "a first deploy that cannot be unpacked");
+    let mount_point = site.path.display().to_string();
+    assert!(
+        run.stderr
+            .lines()
+            .any(|l| l.contains("no space left on the file system") && l.contains(&mount_point)),
+        "names the full file system ({mount_point})\n{}",
+        run.describe()
+    );
+    assert!(
+        run.stderr.lines().filter(|l| l.contains("Cannot write")).count() <= 10,
+        "tar's messages are cut at ten lines\n{}",
+        run.describe()
+    );
+    assert_eq!(site.current_id(), None);
+    assert!(site.releases().is_empty(), "{:?}", site.releases());
+    site.assert_clean("after a first deploy onto a full disk");
+    drop(fs_);
+    drop(site);
+}
+
+both_targets!(disk_full_while_unpacking_names_the_file_system);
+
 // --- two deploys at once ---------------------------------------------------------------------------
 
 /// Starts two deploys of the same source at the same moment; returns (the one that went live,
