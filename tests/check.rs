@@ -917,3 +917,34 @@ fn declared_shared_paths_are_checked_as_a_deploy_needs_them() {
     assert_eq!(site.releases(), vec![first.release]);
     site.assert_clean("after the refused deploys");
 }
+
+/// A deploy path on a file system mounted read-only: check says so and suggests a remount,
+/// not the chown or chmod it suggested (which cannot help: the owner may write already). Both
+/// for a deployed path and for a new one below the mount.
+#[test]
+fn a_read_only_file_system_is_named_as_such() {
+    if !common::fixtures::root_or_skip("mounting a tmpfs") {
+        return;
+    }
+    let Some(mut site) = ssh_site() else { return };
+    site.write("index.html", "hi\n");
+    let mount = site.root().join("ro");
+    let tmpfs = common::Tmpfs::mount(&mount, "8m");
+    site.set_path(mount.join("app"));
+    site.deploy();
+    tmpfs.read_only(true);
+    let run = check(&site);
+    run.expect_code(1, "a read-only deploy path");
+    assert_failed(&run, "writable", &["mounted read-only"]);
+    let fix = fix(&run, "writable");
+    assert!(
+        fix.contains("remount,rw") && !fix.contains("chown"),
+        "{fix}"
+    );
+
+    site.set_path(mount.join("new").join("app"));
+    let run = check(&site);
+    assert_failed(&run, "writable", &["mounted read-only"]);
+    tmpfs.read_only(false);
+    drop(tmpfs);
+}

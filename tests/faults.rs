@@ -8,7 +8,7 @@
 mod common;
 
 use std::fs;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -382,7 +382,11 @@ fn disk_full_while_unpacking_names_the_file_system(kind: TargetKind) {
         run.describe()
     );
     assert!(
-        run.stderr.lines().filter(|l| l.contains("Cannot write")).count() <= 10,
+        run.stderr
+            .lines()
+            .filter(|l| l.contains("Cannot write"))
+            .count()
+            <= 10,
         "tar's messages are cut at ten lines\n{}",
         run.describe()
     );
@@ -1195,7 +1199,7 @@ both_targets!(unlock_refuses_the_lock_of_a_deploy_still_running_here);
 fn a_login_shell_that_prints_is_named_as_what_spoils_sftp() {
     let Some(deploy_user) = user_site_with(
         "conoisy",
-        Some(std::path::Path::new("/bin/bash")),
+        Some(Path::new("/bin/bash")),
         "",
         "Subsystem sftp /usr/lib/openssh/sftp-server",
     ) else {
@@ -1239,4 +1243,78 @@ fn a_login_shell_that_prints_is_named_as_what_spoils_sftp() {
         .expect_code(0, "check once ~/.bashrc is silent");
     let s = site.deploy();
     site.assert_release_is_source(&s.release, &[]);
+}
+
+/// A deploy path that cannot be made or written, as the deploy user (not root) meets it: under a
+/// directory of root's, under a file, and on a file system mounted read-only. SFTP's status
+/// said "No such file" or "Failure"; the deploy names what is in the way and points to check.
+#[test]
+fn a_deploy_path_that_cannot_be_made_names_what_is_in_the_way() {
+    use std::os::unix::fs::PermissionsExt;
+    let Some(mut deploy_user) = user_site("comake", None, "") else {
+        return;
+    };
+    let user = deploy_user._user.name.clone();
+    // (the site rewrites its config with its sshd's user: the deploy user goes back in)
+    let move_to = |site: &mut Site, path: PathBuf| {
+        site.set_path(path);
+        let cfg = fs::read_to_string(&site.config).unwrap().replace(
+            &format!("user = {}", toml_str(&site.sshd().user)),
+            &format!("user = {}", toml_str(&user)),
+        );
+        fs::write(&site.config, cfg).unwrap();
+    };
+    let site = &mut deploy_user.site;
+    site.write("index.php", "<?php\n");
+    let roots = site.root().join("roots");
+    mkdirs(&roots);
+    fs::set_permissions(&roots, fs::Permissions::from_mode(0o755)).unwrap();
+    let attempt = |site: &mut Site, path: PathBuf, what: &str, says: &str, at: &Path| {
+        move_to(site, path);
+        let run = site.deploy_with(&[]);
+        run.expect_code(1, what);
+        assert!(
+            run.stderr
+                .lines()
+                .any(|l| l.contains(says) && l.contains(&at.display().to_string())),
+            "{what}: does not say {says:?} about {}\n{}",
+            at.display(),
+            run.describe()
+        );
+        assert!(run.stderr.contains("cutover check"), "{}", run.describe());
+    };
+    attempt(
+        site,
+        roots.join("app"),
+        "a deploy path under root's directory",
+        "cannot create entries in",
+        &roots,
+    );
+    let file = site.root().join("a-file");
+    fs::write(&file, "x").unwrap();
+    attempt(
+        site,
+        file.join("app"),
+        "a deploy path under a file",
+        "is a file",
+        &file,
+    );
+
+    // An existing deploy path whose file system is then mounted read-only.
+    let mount = site.root().join("ro");
+    let tmpfs = common::Tmpfs::mount(&mount, "8m");
+    chown(&user, &mount);
+    move_to(site, mount.join("app"));
+    site.deploy();
+    tmpfs.read_only(true);
+    site.write("index.php", "<?php echo 2;\n");
+    let run = site.deploy_with(&[]);
+    run.expect_code(1, "a read-only file system");
+    assert!(
+        run.stderr.contains("mounted read-only"),
+        "{}",
+        run.describe()
+    );
+    tmpfs.read_only(false);
+    drop(tmpfs);
 }

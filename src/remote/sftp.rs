@@ -498,6 +498,21 @@ impl Sftp {
     /// them in order, and "exists" answers are expected): two round trips whatever the depth.
     pub async fn create_dir_all(&self, path: &str) -> Result<()> {
         let path = path.trim_end_matches('/');
+        match self.make_dir_all(path).await {
+            Ok(()) => Ok(()),
+            // SFTP's status says little ("No such file" for a parent that cannot be made,
+            // "Failure" for a read-only file system): what is in the way, found out.
+            Err(e) => match self.why_no_dir(path).await {
+                Some(why) => Err(anyhow::anyhow!(crate::error::with_hint(
+                    format!("cannot create directory {path}: {why}"),
+                    "`cutover check` says how to fix it"
+                ))),
+                None => Err(e),
+            },
+        }
+    }
+
+    async fn make_dir_all(&self, path: &str) -> Result<()> {
         match self.raw.mkdir(path, Self::dir_attrs()).await {
             Ok(_) => return Ok(()),
             Err(e) if !not_found(&e) => return self.ensure_dir(path).await,
@@ -513,6 +528,62 @@ impl Sftp {
             Some(Ok(_)) => Ok(()),
             _ => self.ensure_dir(path).await,
         }
+    }
+
+    /// Why `path` cannot be made, from its deepest ancestor that exists: not a directory, on a
+    /// file system mounted read-only (statvfs@openssh.com's flag), or a directory the login
+    /// cannot write in. None when that cannot be told.
+    async fn why_no_dir(&self, path: &str) -> Option<String> {
+        let ancestors = crate::layout::ancestors(path);
+        for dir in ancestors.iter().rev() {
+            let attrs = match self.raw.lstat(dir).await {
+                Ok(a) => a.attrs,
+                Err(e) if not_found(&e) => continue,
+                Err(_) => return None,
+            };
+            let mut kind = kind_of(&attrs);
+            let mut attrs = attrs;
+            if kind == PathKind::Symlink {
+                // (a deploy path below a linked directory is fine: what it leads to counts)
+                match self.raw.stat(dir).await {
+                    Ok(a) => {
+                        kind = kind_of(&a.attrs);
+                        attrs = a.attrs;
+                    }
+                    Err(_) => return Some(format!("{dir} is a symbolic link that leads nowhere")),
+                }
+            }
+            if kind != PathKind::Dir {
+                let what = match kind {
+                    PathKind::File => "a file",
+                    _ => "not a directory",
+                };
+                return Some(format!("{dir} is {what}, not a directory"));
+            }
+            if dir == path {
+                return None; // it is there after all
+            }
+            const ST_RDONLY: u64 = 1;
+            if let Ok(fs) = self.raw.statvfs(dir).await {
+                if fs.flags & ST_RDONLY != 0 {
+                    return Some(format!(
+                        "the file system holding {dir} is mounted read-only"
+                    ));
+                }
+            }
+            let mode = attrs.permissions.map(|p| format!("mode {:o}", p & 0o7777));
+            let owner = attrs.uid.map(|u| format!("owner uid {u}"));
+            let about: Vec<String> = [mode, owner].into_iter().flatten().collect();
+            return Some(format!(
+                "the deploy user cannot create entries in {dir}{}",
+                if about.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({})", about.join(", "))
+                }
+            ));
+        }
+        None
     }
 
     /// One MKDIR, nothing more: for directories created ahead in a flight of requests, whose

@@ -668,6 +668,17 @@ impl Tmpfs {
         }
     }
 
+    /// Remount read-only (`ro: true`) or read-write.
+    pub fn read_only(&self, ro: bool) {
+        let out = Command::new("mount")
+            .arg("-o")
+            .arg(if ro { "remount,ro" } else { "remount,rw" })
+            .arg(&self.dir)
+            .output()
+            .expect("running mount -o remount");
+        assert!(out.status.success(), "remounting the tmpfs: {out:?}");
+    }
+
     pub fn resize(&self, size: &str) {
         let out = Command::new("mount")
             .args(["-o"])
