@@ -1095,6 +1095,61 @@ fn fleet_rollback_with_one_host_locked_moves_no_host() {
     assert_eq!(f.currents(), vec![Some(v1.clone()); 4]);
 }
 
+/// One host cannot be reached (it refuses the key): the rollback moves no host, and the host
+/// is in the table and in `--json` with its error (it was left out of both); `--to` a release
+/// that two hosts lack names both.
+#[test]
+fn fleet_rollback_with_one_host_unreachable_reports_it() {
+    let _turn = turn();
+    let Some(f) = Fleet::start(3) else { return };
+    write_site(&f, "v1");
+    let v1 = f.deploy();
+    write_site(&f, "v2");
+    let v2 = f.deploy();
+    let keys = f.host("web02").sshd.dir.path().join("authorized_keys");
+    let authorized = fs::read(&keys).unwrap();
+    fs::write(&keys, "").unwrap();
+
+    let run = f.cutover(&["rollback", "--json"]);
+    run.expect_code(1, "rollback with one host unreachable");
+    assert_eq!(
+        f.currents(),
+        vec![Some(v2.clone()); 3],
+        "{}",
+        run.describe()
+    );
+    let hosts = run.stdout.matches("\"host\":").count();
+    assert_eq!(hosts, 3, "every host in the JSON\n{}", run.describe());
+    assert!(
+        run.stdout.contains("\"web02\"") && run.stdout.contains("auth"),
+        "web02 and its error in the JSON\n{}",
+        run.describe()
+    );
+    let run = f.cutover(&["rollback"]);
+    run.expect_code(1, "rollback with one host unreachable (table)");
+    assert!(
+        run.stdout
+            .lines()
+            .chain(run.stderr.lines())
+            .any(|l| l.contains("web02") && l.contains("failed")),
+        "web02 in the table\n{}",
+        run.describe()
+    );
+    fs::write(&keys, authorized).unwrap();
+
+    // A release two hosts lack: both named.
+    for h in ["web01", "web03"] {
+        fs::remove_dir_all(f.host(h).app.at(&format!("releases/{v1}"))).unwrap();
+        fs::remove_file(f.host(h).app.at(&format!(".cutover/manifests/{v1}"))).unwrap();
+    }
+    let run = f.cutover(&["rollback", "--to", &v1]);
+    run.expect_code(1, "rollback --to a release two hosts lack");
+    for h in ["web01", "web03"] {
+        assert!(run.stderr.contains(h), "{h} named\n{}", run.describe());
+    }
+    assert_eq!(f.currents(), vec![Some(v2.clone()); 3]);
+}
+
 // --- duplicates -------------------------------------------------------------------------------------
 
 /// One server listed twice is refused, whatever the command: as written (by the config), under

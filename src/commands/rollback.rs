@@ -5,11 +5,12 @@
 //! Nothing is deleted: the release rolled back from stays until it ages out (prune never
 //! removes releases newer than the one `current` points to).
 
-use anyhow::{anyhow, bail, Result};
+use anyhow::{anyhow, Result};
 
 use crate::config::Fleet;
 use crate::deploy::host::HostDeploy;
-use crate::deploy::report::{Report, Status};
+use crate::deploy::report::{HostReport, Report, Status};
+use crate::deploy::{first_failure, note_failures};
 use crate::error::usage;
 use crate::layout::ReleaseId;
 use crate::output::Output;
@@ -22,17 +23,24 @@ pub async fn run(fleet: &Fleet, to: Option<&str>, json: bool, out: &Output) -> R
     let started = std::time::Instant::now();
     let single = fleet.is_single();
     let mut hosts = Vec::new();
-    let result = rollback(fleet, wanted, single, out, &mut hosts).await;
+    let mut unreached = Vec::new();
+    let result = rollback(fleet, wanted, single, out, &mut hosts, &mut unreached).await;
     let status = match &result {
         Ok(s) => *s,
         Err(_) => crate::deploy::overall(&hosts),
     };
-    // In the fleet's order (the hosts that moved were switched apart from the others).
+    // In the fleet's order (the hosts that moved were switched apart from the others), also
+    // the hosts never reached.
     let reports = fleet
         .hosts
         .iter()
-        .filter_map(|t| hosts.iter().find(|h| h.target.label == t.label))
-        .map(|h| h.report.clone())
+        .filter_map(|t| {
+            hosts
+                .iter()
+                .find(|h| h.target.label == t.label)
+                .map(|h| h.report.clone())
+                .or_else(|| unreached.iter().find(|r| r.host == t.label).cloned())
+        })
         .collect();
     for h in hosts {
         h.close().await;
@@ -90,6 +98,7 @@ async fn rollback(
     single: bool,
     out: &Output,
     hosts: &mut Vec<HostDeploy>,
+    unreached: &mut Vec<HostReport>,
 ) -> Result<Status> {
     let connected = crate::deploy::connect_all(fleet, |label| {
         if single {
@@ -99,11 +108,30 @@ async fn rollback(
         }
     })
     .await;
-    for c in connected {
-        hosts.push(c?);
+    let mut failures = Vec::new();
+    for (t, c) in fleet.hosts.iter().zip(connected) {
+        match c {
+            Ok(h) => hosts.push(h),
+            Err(e) => {
+                unreached.push(HostReport {
+                    host: t.label.clone(),
+                    destination: t.describe(),
+                    error: Some(format!("{e:#}")),
+                    seconds: crate::output::started().elapsed().as_secs_f64(),
+                    ..HostReport::default()
+                });
+                failures.push(e);
+            }
+        }
     }
-    for r in futures::future::join_all(hosts.iter_mut().map(|h| h.survey(true))).await {
-        r?;
+    let nothing = "rollback not done; current is untouched everywhere";
+    if !failures.is_empty() {
+        return Err(first_failure(failures, fleet, nothing));
+    }
+    let surveyed = futures::future::join_all(hosts.iter_mut().map(|h| h.survey(true))).await;
+    let (_, failures) = note_failures(hosts, surveyed);
+    if !failures.is_empty() {
+        return Err(first_failure(failures, fleet, nothing));
     }
     // The release to go to: the one asked for, or the newest release older than the live one
     // that every host has.
@@ -127,25 +155,33 @@ async fn rollback(
     let newest_live = lives.iter().max().cloned().expect("at least one host");
     let to = match wanted {
         Some(id) => {
-            for h in hosts.iter() {
+            // Every host that lacks it is named (and marked failed), not just the first.
+            let mut lacking = Vec::new();
+            for h in hosts.iter_mut() {
                 let survey = h.survey.as_ref().expect("surveyed");
-                if !survey.releases.contains(&id) {
-                    if let Some(f) = survey.foreign.iter().find(|f| f.name == id.as_str()) {
-                        bail!(
-                            "{}: {}/{id} is not a release cutover can roll back to ({}): a rollback only goes to releases with a manifest (see cutover releases {})",
-                            h.target.stage("rollback"),
-                            h.layout.releases(),
-                            f.why,
-                            fleet.name
-                        );
-                    }
-                    bail!(
+                if survey.releases.contains(&id) {
+                    continue;
+                }
+                let e = match survey.foreign.iter().find(|f| f.name == id.as_str()) {
+                    Some(f) => anyhow!(
+                        "{}: {}/{id} is not a release cutover can roll back to ({}): a rollback only goes to releases with a manifest (see cutover releases {})",
+                        h.target.stage("rollback"),
+                        h.layout.releases(),
+                        f.why,
+                        fleet.name
+                    ),
+                    None => anyhow!(
                         "{}: there is no release {id} in {} (see cutover releases {})",
                         h.target.stage("rollback"),
                         h.layout.releases(),
                         fleet.name
-                    );
-                }
+                    ),
+                };
+                h.failed(&e);
+                lacking.push(e);
+            }
+            if !lacking.is_empty() {
+                return Err(first_failure(lacking, fleet, nothing));
             }
             id
         }

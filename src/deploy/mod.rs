@@ -741,7 +741,7 @@ fn same_deploy_path(hosts: &[HostDeploy], fleet: &Fleet) -> Option<String> {
 
 /// Each host's result of one stage, in the hosts' order: what succeeded, and the failures, each
 /// also noted in its host's report (its error, and when its part ended).
-fn note_failures<T>(
+pub(crate) fn note_failures<T>(
     hosts: &mut [HostDeploy],
     results: Vec<Result<T>>,
 ) -> (Vec<T>, Vec<anyhow::Error>) {
@@ -760,7 +760,11 @@ fn note_failures<T>(
 }
 
 /// One error for several hosts' failures: the first, with how many others failed.
-fn first_failure(mut failures: Vec<anyhow::Error>, fleet: &Fleet, what: &str) -> anyhow::Error {
+pub(crate) fn first_failure(
+    mut failures: Vec<anyhow::Error>,
+    fleet: &Fleet,
+    what: &str,
+) -> anyhow::Error {
     let n = failures.len();
     let first = failures.remove(0);
     if fleet.is_single() {
