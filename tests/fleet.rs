@@ -1139,8 +1139,8 @@ fn fleet_rollback_with_one_host_unreachable_reports_it() {
 
     // A release two hosts lack: both named.
     for h in ["web01", "web03"] {
-        fs::remove_dir_all(f.host(h).app.at(&format!("releases/{v1}"))).unwrap();
-        fs::remove_file(f.host(h).app.at(&format!(".cutover/manifests/{v1}"))).unwrap();
+        fs::remove_dir_all(f.host(h).app.at(format!("releases/{v1}"))).unwrap();
+        fs::remove_file(f.host(h).app.at(format!(".cutover/manifests/{v1}"))).unwrap();
     }
     let run = f.cutover(&["rollback", "--to", &v1]);
     run.expect_code(1, "rollback --to a release two hosts lack");
