@@ -27,6 +27,10 @@ pub struct Plan {
     pub base: Base,
     /// Files and symlinks to stage and move into the release, sorted.
     pub uploads: Vec<String>,
+    /// Of `uploads`, the links to `shared/` (declared shared paths and links shaped like them):
+    /// they travel on every deploy (the script remakes them) but are no content of the source,
+    /// so they are counted and shown apart.
+    pub shared_links: Vec<String>,
     /// Paths to remove from the copied release before anything is moved in: paths gone from the
     /// source, paths whose type changed, and changed symlinks. Never a child of another entry.
     pub deletes: Vec<String>,
@@ -57,9 +61,11 @@ impl Plan {
                 .filter(|(_, e)| !e.is_dir())
                 .map(|(p, _)| p.clone())
                 .collect();
+            let shared_links = shared_links_of(&uploads, new);
             return Plan {
                 base: Base::Empty,
                 upload_bytes: new.total_bytes(),
+                shared_links,
                 uploads,
                 deletes: vec![],
                 new_dirs: vec![],
@@ -140,8 +146,10 @@ impl Plan {
             .map(String::from)
             .collect();
         let noop = deletes.is_empty() && new_dirs.is_empty() && uploads.len() == same;
+        let shared_links = shared_links_of(&uploads, new);
         Plan {
             base: Base::Previous(prev_id.clone()),
+            shared_links,
             uploads,
             deletes,
             new_dirs,
@@ -156,6 +164,22 @@ impl Plan {
 /// `a/b/c` → `a`, `a/b` (not the path itself).
 fn parents(path: &str) -> impl Iterator<Item = &str> {
     path.match_indices('/').map(move |(i, _)| &path[..i])
+}
+
+impl Plan {
+    /// Uploads that are content of the source: files and links other than shared links.
+    pub fn files_to_upload(&self) -> usize {
+        self.uploads.len() - self.shared_links.len()
+    }
+}
+
+/// Those of `uploads` that are links to `shared/` (see [`Plan::shared_links`]).
+fn shared_links_of(uploads: &[String], new: &Manifest) -> Vec<String> {
+    uploads
+        .iter()
+        .filter(|p| new.entries.get(*p).is_some_and(|e| shared_shaped(p, e)))
+        .cloned()
+        .collect()
 }
 
 /// A repository symlink shaped exactly like a shared link is removed by the script together

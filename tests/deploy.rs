@@ -829,3 +829,42 @@ fn the_copy_of_the_previous_release_overlaps_a_slow_upload() {
     assert_ne!(s.release, first);
     site.assert_release_is_source(&s.release, WEBAPP_NOT_DEPLOYED);
 }
+
+/// Declared shared paths in a dry run and a deploy: shown as links to shared/ (`link ".env" ->
+/// "../../shared/.env"`) and counted apart, never as uploads (`upload ".env"` read as if the
+/// local secret file were sent).
+#[test]
+fn shared_links_are_shown_as_links_not_uploads() {
+    let Some(mut site) = Site::new(Local) else {
+        return;
+    };
+    site.configure("shared_files = [\".env\"]\nshared_dirs = [\"storage\"]", "");
+    write_file_at(&site.at("shared/.env"), "APP_KEY=x\n");
+    site.write("index.php", "<?php\n");
+    site.write(".env", "APP_KEY=local-secret\n");
+    let first = site.deploy();
+    assert_eq!(first.uploaded, 1, "{first:?}");
+    let run = site.deploy_with(&["--dry-run", "-v"]);
+    run.expect_code(0, "dry run");
+    assert!(
+        !run.stderr.contains("upload  \".env\""),
+        "{}",
+        run.describe()
+    );
+    assert!(
+        run.stderr
+            .contains("link    \".env\" -> \"../../shared/.env\""),
+        "{}",
+        run.describe()
+    );
+    assert!(
+        run.stdout.contains("0 to upload") && run.stdout.contains("2 links to shared/"),
+        "{}",
+        run.describe()
+    );
+}
+
+fn write_file_at(path: &std::path::Path, text: &str) {
+    fs::create_dir_all(path.parent().unwrap()).unwrap();
+    fs::write(path, text).unwrap();
+}

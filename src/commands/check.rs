@@ -564,7 +564,7 @@ fn plan_upload(
     let (plan, notes) = plan;
     let what = format!(
         "{}, {}",
-        count(plan.uploads.len(), "file"),
+        count(plan.files_to_upload(), "file"),
         human_bytes(plan.upload_bytes)
     );
     let detail = match &plan.base {

@@ -536,7 +536,7 @@ impl HostDeploy {
     pub fn plan(&mut self, new: &Manifest, full: bool) -> &Plan {
         let survey = self.survey.as_ref().expect("surveyed before planning");
         let plan = Plan::build(survey.live.as_ref().map(|(id, m)| (id, m)), new, full);
-        self.report.uploaded = plan.uploads.len();
+        self.report.uploaded = plan.files_to_upload();
         self.report.deleted = plan.deletes.len();
         self.report.unchanged = plan.unchanged;
         self.plan = Some(plan);
@@ -566,9 +566,10 @@ impl HostDeploy {
         let plan = self.plan.clone().expect("planned before preparing");
         self.report.release = Some(id.to_string());
         self.out.stage(format_args!(
-            "release {id}: {} to upload ({}), {} to delete, {} unchanged{}",
-            plan.uploads.len(),
+            "release {id}: {} to upload ({}){}, {} to delete, {} unchanged{}",
+            plan.files_to_upload(),
             bytes(plan.upload_bytes),
+            shared_links_note(&plan),
             plan.deletes.len(),
             plan.unchanged,
             match &plan.base {
@@ -1435,5 +1436,14 @@ pub fn put_shared_file(
                 quote(&format!("{at}:{path}"))
             )
         }
+    }
+}
+
+/// `, N links to shared/` for a plan that makes any (nothing otherwise).
+pub fn shared_links_note(plan: &Plan) -> String {
+    match plan.shared_links.len() {
+        0 => String::new(),
+        1 => ", 1 link to shared/".to_string(),
+        n => format!(", {n} links to shared/"),
     }
 }

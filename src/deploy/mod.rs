@@ -811,9 +811,10 @@ fn print_plan(h: &HostDeploy, out: &Output) {
         crate::plan::Base::Previous(p) => format!("a copy of release {p}"),
     };
     h.out.summary(format!(
-        "dry run: would build {base}: {} to upload ({}), {} to delete, {} new directories, {} unchanged; nothing was written{}",
-        plan.uploads.len(),
+        "dry run: would build {base}: {} to upload ({}){}, {} to delete, {} new directories, {} unchanged; nothing was written{}",
+        plan.files_to_upload(),
         bytes(plan.upload_bytes),
+        host::shared_links_note(plan),
         plan.deletes.len(),
         plan.new_dirs.len(),
         plan.unchanged,
@@ -821,7 +822,13 @@ fn print_plan(h: &HostDeploy, out: &Output) {
     ));
     if out.verbose {
         for p in &plan.uploads {
-            eprintln!("{}  upload  {p:?}", h.out.prefix);
+            // (a link to shared/ is made on the server: nothing of the source travels)
+            if plan.shared_links.contains(p) {
+                let target = crate::source::shared_link_target(p);
+                eprintln!("{}  link    {p:?} -> {target:?}", h.out.prefix);
+            } else {
+                eprintln!("{}  upload  {p:?}", h.out.prefix);
+            }
         }
         for p in &plan.deletes {
             eprintln!("{}  delete  {p:?}", h.out.prefix);
