@@ -1318,3 +1318,36 @@ fn a_deploy_path_that_cannot_be_made_names_what_is_in_the_way() {
     tmpfs.read_only(false);
     drop(tmpfs);
 }
+
+/// An account whose login shell is nologin (SFTP works, with internal-sftp; no command runs):
+/// check and deploy name nologin and the two ways out, instead of "make sure sh is on the PATH"
+/// (check) and "SFTP-only or a forced command" (deploy).
+#[test]
+fn a_nologin_account_is_named_as_such() {
+    let nologin = Path::new("/usr/sbin/nologin");
+    if !nologin.exists() {
+        eprintln!("skipped: no /usr/sbin/nologin");
+        return;
+    }
+    let Some(deploy_user) = user_site("conolog", Some(nologin), "") else {
+        return;
+    };
+    let site = &deploy_user.site;
+    site.write("index.php", "<?php\n");
+    let run = site.cutover(&["check"]);
+    run.expect_code(1, "check of a nologin account");
+    assert!(
+        run.stdout.contains("nologin") && run.stdout.contains("usermod -s /bin/sh"),
+        "{}",
+        run.describe()
+    );
+    let run = site.deploy_with(&[]);
+    run.expect_code(1, "deploy as a nologin account");
+    assert!(
+        run.stderr.contains("no login shell") && run.stderr.contains("sftp_only = true"),
+        "{}",
+        run.describe()
+    );
+    assert_eq!(site.current_id(), None);
+    assert!(!site.lock_exists(), "{}", run.describe());
+}

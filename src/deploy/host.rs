@@ -1174,6 +1174,13 @@ impl HostDeploy {
         if !shell.started() {
             let said = shell.stdout.join("\n");
             let said = said.trim();
+            if let Some(nologin) = crate::remote::no_login_shell(said) {
+                let user = self.session.login().map(|(u, _)| u);
+                return anyhow!(crate::error::with_hint(
+                    format!("{stage}: the account {nologin}; current is untouched"),
+                    crate::remote::no_login_shell_fix(user.as_deref())
+                ));
+            }
             return anyhow!(crate::error::with_hint(
                 format!(
                     "{stage}: the server ran something other than the {script} (exit {}{}): the account may be SFTP-only or have a forced command; current is untouched",

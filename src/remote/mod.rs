@@ -401,3 +401,21 @@ impl Session {
         }
     }
 }
+
+/// What `nologin` (`/usr/sbin/nologin`, `/sbin/nologin`) says for an account whose login shell
+/// it is, in words for an error, when `said` (what a command run over SSH printed) is that.
+pub fn no_login_shell(said: &str) -> Option<String> {
+    said.contains("This account is currently not available").then(|| {
+        format!("has no login shell (nologin: {said:?}): it runs no commands, so the deploy script cannot run")
+    })
+}
+
+/// The fix for [`no_login_shell`]: a shell for `user`, or SFTP alone (which needs sshd's
+/// internal-sftp: a `Subsystem sftp /usr/lib/openssh/sftp-server` is started through the login
+/// shell too).
+pub fn no_login_shell_fix(user: Option<&str>) -> String {
+    format!(
+        "give the account a shell (as root: usermod -s /bin/sh {}), or set sftp_only = true to deploy with SFTP requests alone (that needs `Subsystem sftp internal-sftp` in sshd_config: any other sftp subsystem is started through the login shell too)",
+        crate::shell::quote(user.unwrap_or("USER"))
+    )
+}
