@@ -423,3 +423,32 @@ fn a_directory_declared_shared_later_warns_about_what_it_leaves_behind(kind: Tar
 }
 
 both_targets!(a_directory_declared_shared_later_warns_about_what_it_leaves_behind);
+
+/// The application made a directory at runtime in the live release (`current/rtdir/keep`), and
+/// the source now has a file `rtdir`: the deploy stops naming the directory in the way and
+/// `--full` (it named neither), and `deploy --full` then builds the release from the source.
+fn a_runtime_directory_in_the_way_is_named_with_the_way_out(kind: TargetKind) {
+    let Some(site) = Site::new(kind) else { return };
+    site.write("index.php", "<?php\n");
+    let first = site.deploy();
+    let runtime = site.release_dir(&first.release).join("rtdir");
+    fs::create_dir_all(&runtime).unwrap();
+    fs::write(runtime.join("keep"), "made by the app\n").unwrap();
+    site.write("rtdir", "now a file in the repository\n");
+    let run = site.deploy_with(&[]);
+    run.expect_code(1, "a runtime directory where the source has a file");
+    assert!(
+        run.stderr
+            .lines()
+            .any(|l| l.contains("rtdir") && l.contains("--full")),
+        "{}",
+        run.describe()
+    );
+    assert_eq!(site.current_id(), Some(first.release.clone()));
+    let full = site.deploy_with(&["--full"]);
+    full.expect_code(0, "deploy --full");
+    let id = site.current_id().unwrap();
+    site.assert_release_is_source(&id, &[]);
+}
+
+both_targets!(a_runtime_directory_in_the_way_is_named_with_the_way_out);

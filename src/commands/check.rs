@@ -651,7 +651,10 @@ async fn run_script(session: &Session, target: &Target, needs: Needs) -> Vec<Che
         let check = if let Some(nologin) = crate::remote::no_login_shell(said) {
             Check::fail(
                 "exec",
-                format!("the account on {server} {nologin} (exit {})", describe_code(exit.code)),
+                format!(
+                    "the account on {server} {nologin} (exit {})",
+                    describe_code(exit.code)
+                ),
                 crate::remote::no_login_shell_fix(session.login().map(|(u, _)| u).as_deref()),
             )
         } else if said.contains("sftp connections only") {
