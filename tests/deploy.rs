@@ -868,3 +868,36 @@ fn write_file_at(path: &std::path::Path, text: &str) {
     fs::create_dir_all(path.parent().unwrap()).unwrap();
     fs::write(path, text).unwrap();
 }
+
+/// A source path that fits on this machine but not under the server's
+/// `DEPLOY_PATH/releases/ID.partial/` (PATH_MAX, 4,095 bytes): refused before anything is
+/// written, exit 2, naming it (an SFTP server answered "Bad message", and verify then reported
+/// drift that was not there).
+#[test]
+fn a_path_too_long_for_the_server_is_refused_before_anything_is_written() {
+    let Some(site) = Site::new(Local) else {
+        return;
+    };
+    site.write("index.php", "<?php\n");
+    // As long as this machine allows under the source (4,090 bytes in all), which is longer
+    // than the deploy path (as long as the source's) with releases/ID.partial/ allows.
+    let rel_len = 4090 - site.src.display().to_string().len() - 1;
+    let component = "x".repeat(100);
+    let mut rel = String::new();
+    while rel.len() + 101 < rel_len - 8 {
+        rel.push_str(&component);
+        rel.push('/');
+    }
+    rel.push_str(&"y".repeat(rel_len - rel.len() - 4));
+    rel.push_str(".txt");
+    site.write(&rel, "deep\n");
+    let run = site.deploy_with(&[]);
+    run.expect_code(2, "a path too long for the server");
+    assert!(
+        run.stderr.contains("PATH_MAX") && run.stderr.contains("xxxxxxxx"),
+        "{}",
+        run.describe()
+    );
+    assert_eq!(site.current_id(), None);
+    assert!(site.releases().is_empty());
+}

@@ -250,8 +250,9 @@ async fn collect(target: &Target) -> Vec<Check> {
     };
 
     if target.sftp_only {
-        checks
-            .extend(sftp_only_checks(&session, target, &layout, &survey, needs.upload_bytes).await);
+        checks.extend(
+            sftp_only_checks(&session, target, &layout, &survey, needs.unpacked_bytes).await,
+        );
     } else {
         checks.extend(run_script(&session, target, needs).await);
     }
@@ -477,11 +478,48 @@ fn host_key_refused(refusal: &HostKeyRefusal) -> Check {
     Check::from_error("host key", &refusal.to_string(), refusal.hint())
 }
 
-/// What a deploy planned now would write: bytes uploaded, and entries (inodes) made.
+/// What a deploy planned now would write: the room its upload takes on the server (staged and
+/// unpacked: see [`upload_room`]; files as they land, for an SFTP-only deploy), and entries
+/// (inodes) made.
 #[derive(Debug, Clone, Copy, Default)]
 struct Needs {
     upload_bytes: u64,
+    /// Of `upload_bytes`, what the files take unpacked (all an SFTP-only deploy writes).
+    unpacked_bytes: u64,
     inodes: u64,
+}
+
+/// Room on disk for an upload: its tar archive in staging (a 512-byte header per entry, each
+/// file padded to 512 bytes) plus the files unpacked (each file in 4 KiB blocks, each directory
+/// a block), as (archive, unpacked). By the bytes of the files alone, 3,000 tiny files came to
+/// 43 KiB, when the archive alone was 3 MiB.
+fn upload_room(plan: &Plan, new: &crate::source::Manifest) -> (u64, u64) {
+    const BLOCK: u64 = 4096;
+    let round = |n: u64, to: u64| n.div_ceil(to) * to;
+    let (mut archive, mut unpacked) = (1024u64, 0u64);
+    let dirs: Vec<&String> = match plan.base {
+        Base::Empty => new
+            .entries
+            .iter()
+            .filter(|(_, e)| e.is_dir())
+            .map(|(p, _)| p)
+            .collect(),
+        Base::Previous(_) => plan.new_dirs.iter().collect(),
+    };
+    archive += 512 * dirs.len() as u64;
+    unpacked += BLOCK * dirs.len() as u64;
+    for p in &plan.uploads {
+        archive += 512;
+        if let Some(crate::source::Entry {
+            kind: crate::source::Kind::File { size, .. },
+            ..
+        }) = new.entries.get(p)
+        {
+            archive += round(*size, 512);
+            unpacked += round(*size, BLOCK);
+        }
+    }
+    (archive, unpacked)
 }
 
 /// Plan the deploy as `cutover deploy --dry-run` would (read-only, no lock) for its upload size
@@ -493,7 +531,7 @@ fn plan(
     target: &Target,
     new: &crate::source::Manifest,
 ) -> (Vec<Check>, Needs) {
-    let (checks, upload_bytes) = plan_upload(survey, target, new);
+    let (checks, (archive_bytes, unpacked_bytes)) = plan_upload(survey, target, new);
     let live = survey.as_ref().ok().and_then(|s| s.live.as_ref());
     let made = match live {
         Some((_, live)) => {
@@ -516,7 +554,8 @@ fn plan(
     (
         checks,
         Needs {
-            upload_bytes,
+            upload_bytes: archive_bytes + unpacked_bytes,
+            unpacked_bytes,
             inodes,
         },
     )
@@ -526,7 +565,7 @@ fn plan_upload(
     survey: &Result<Survey>,
     target: &Target,
     new: &crate::source::Manifest,
-) -> (Vec<Check>, u64) {
+) -> (Vec<Check>, (u64, u64)) {
     // A `current` that is not a symlink makes the planner refuse; the script reports it with the
     // migration steps, and after the migration the first deploy uploads everything.
     let plan = match survey {
@@ -537,7 +576,7 @@ fn plan_upload(
                     &format!("cannot plan the deploy: {e:#}"),
                     format!("as the message says; `cutover deploy --dry-run {}` plans the same way and shows the same error", target.name),
                 )],
-                new.total_bytes(),
+                upload_room(&Plan::build(None, new, false), new),
             )
         }
         Ok(survey) => {
@@ -577,7 +616,7 @@ fn plan_upload(
     };
     let mut checks = vec![Check::ok("upload", detail)];
     checks.extend(notes);
-    (checks, plan.upload_bytes)
+    (checks, upload_room(&plan, new))
 }
 
 /// A note when the live release holds PHP files. PHP-FPM given paths through `current` (nginx's
@@ -1066,6 +1105,25 @@ fn parse_script_output(stdout: &str) -> ScriptOutput {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_room_of_an_upload_counts_tar_headers_and_blocks() {
+        let mut new = crate::source::Manifest::default();
+        for i in 0..3000 {
+            new.entries.insert(
+                format!("f{i}"),
+                crate::source::Entry {
+                    kind: crate::source::Kind::File { size: 15, hash: 1 },
+                    mode: 0o644,
+                },
+            );
+        }
+        let plan = Plan::build(None, &new, false);
+        let (archive, unpacked) = upload_room(&plan, &new);
+        // a header and one padded block each, the end of archive; a 4 KiB block each
+        assert_eq!(archive, 3000 * 1024 + 1024);
+        assert_eq!(unpacked, 3000 * 4096);
+    }
 
     #[test]
     fn script_lines_become_checks() {

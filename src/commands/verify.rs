@@ -94,6 +94,11 @@ pub async fn run(fleet: &Fleet, hash: bool, json: bool, out: &Output) -> Result<
 
 fn print_host(h: &HostVerdict, target: &str, hash: bool, out: &Output) {
     let Some(release) = &h.release else { return };
+    // A check that stopped on an error says nothing about drift (it said "has drifted: 0
+    // modified, 0 missing, 0 extra"): the error is printed instead.
+    if h.error.is_some() {
+        return;
+    }
     for (what, list) in [
         ("modified", &h.modified),
         ("missing", &h.missing),

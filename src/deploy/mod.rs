@@ -135,6 +135,32 @@ pub async fn run(fleet: &Fleet, opts: Options, out: &Output) -> (Report, Result<
     (report, result.map(|_| ()))
 }
 
+/// Longest path a Linux server can open: PATH_MAX (4,096) less its terminating NUL.
+const PATH_MAX: usize = 4095;
+
+/// The source's longest path, once under a host's `DEPLOY_PATH/releases/ID.partial/`, over
+/// [`PATH_MAX`]: what to say. (An SFTP server answered such a file with "Bad message", and
+/// verify then said the release had drifted.)
+fn too_long_for_a_host(
+    hosts: &[HostDeploy],
+    new: &crate::source::Manifest,
+    id: &ReleaseId,
+) -> Option<String> {
+    let longest = new.entries.keys().max_by_key(|p| p.len())?;
+    hosts.iter().find_map(|h| {
+        let under = format!("{}/{id}.partial/", h.layout.releases());
+        let total = under.len() + longest.len();
+        (total > PATH_MAX).then(|| {
+            format!(
+                "{}: the source's longest path ({} bytes: {}...) would be {total} bytes long in {under}, over the {PATH_MAX} bytes a path may have on the server (PATH_MAX); shorten or exclude it, or deploy to a shorter path",
+                h.target.stage("plan"),
+                longest.len(),
+                longest.chars().take(60).collect::<String>()
+            )
+        })
+    })
+}
+
 /// How a fleet ended when something failed: all failed/reverted, or split.
 pub(crate) fn overall(hosts: &[HostDeploy]) -> Status {
     let live = hosts
@@ -374,6 +400,10 @@ async fn stages(
     };
     for h in hosts.iter_mut() {
         h.plan(&new, opts.full);
+    }
+    if let Some(why) = too_long_for_a_host(hosts, &new, &id) {
+        give_back_all(hosts).await;
+        return Err(usage(why));
     }
     if opts.dry_run {
         for h in hosts.iter() {

@@ -126,8 +126,31 @@ fn hash_entries(
             Ok(())
         })
         .collect();
-    // The first failure by path, whichever thread met it first.
-    results.into_iter().collect::<Result<()>>()?;
+    // Every file that cannot be read is named (up to 20), with what to do about them: one a
+    // run, each found only after the last was fixed, is slow going.
+    let failed: Vec<String> = results
+        .into_iter()
+        .filter_map(|r| r.err().map(|e| format!("{e:#}")))
+        .collect();
+    if !failed.is_empty() {
+        let n = failed.len();
+        let mut msg = format!(
+            "cannot read {n} file{} of the source {}:",
+            if n == 1 { "" } else { "s" },
+            root.display()
+        );
+        for e in failed.iter().take(20) {
+            msg.push_str("\n  ");
+            msg.push_str(e);
+        }
+        if n > 20 {
+            msg.push_str(&format!("\n  … and {} more", n - 20));
+        }
+        bail!(crate::error::with_hint(
+            msg,
+            "make them readable by this user, or leave them out with `exclude` in cutover.toml (or .cutoverignore)"
+        ));
+    }
     known.save(
         entries
             .iter()

@@ -241,9 +241,19 @@ impl SshSession {
     /// Runs a remote operation, giving up as soon as the connection is gone: russh-sftp would
     /// otherwise wait out its request timeout for answers that can no longer come.
     pub async fn guard<T>(&self, op: impl std::future::Future<Output = Result<T>>) -> Result<T> {
+        // Also as soon as the SFTP session is known never to have started: a request made
+        // after its reader stopped (a stream spoiled by a login shell's greeting) is answered
+        // by no one, not even with an error.
+        let never_started = async {
+            match self.sftp.ready().await {
+                Err(why) => why,
+                Ok(()) => std::future::pending().await,
+            }
+        };
         let result = tokio::select! {
             result = op => result,
             () = self.connection_closed() => Err(anyhow::anyhow!("no answer from the server")),
+            why = never_started => Err(why),
         };
         self.explain(result).await
     }
