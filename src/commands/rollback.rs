@@ -108,22 +108,7 @@ async fn rollback(
         }
     })
     .await;
-    let mut failures = Vec::new();
-    for (t, c) in fleet.hosts.iter().zip(connected) {
-        match c {
-            Ok(h) => hosts.push(h),
-            Err(e) => {
-                unreached.push(HostReport {
-                    host: t.label.clone(),
-                    destination: t.describe(),
-                    error: Some(format!("{e:#}")),
-                    seconds: crate::output::started().elapsed().as_secs_f64(),
-                    ..HostReport::default()
-                });
-                failures.push(e);
-            }
-        }
-    }
+    let failures = crate::deploy::sort_connected(fleet, connected, hosts, unreached);
     let nothing = "rollback not done; current is untouched everywhere";
     if !failures.is_empty() {
         return Err(first_failure(failures, fleet, nothing));

@@ -135,6 +135,33 @@ pub async fn run(fleet: &Fleet, opts: Options, out: &Output) -> (Report, Result<
     (report, result.map(|_| ()))
 }
 
+/// The hosts [`connect_all`] reached go to `hosts`; each one it did not becomes a report in
+/// `unreached` (its error in the table and the JSON), and its error is returned.
+pub(crate) fn sort_connected(
+    fleet: &Fleet,
+    connected: Vec<Result<HostDeploy>>,
+    hosts: &mut Vec<HostDeploy>,
+    unreached: &mut Vec<HostReport>,
+) -> Vec<anyhow::Error> {
+    let mut failures = Vec::new();
+    for (t, c) in fleet.hosts.iter().zip(connected) {
+        match c {
+            Ok(h) => hosts.push(h),
+            Err(e) => {
+                unreached.push(HostReport {
+                    host: t.label.clone(),
+                    destination: t.describe(),
+                    error: Some(format!("{e:#}")),
+                    seconds: crate::output::started().elapsed().as_secs_f64(),
+                    ..HostReport::default()
+                });
+                failures.push(e);
+            }
+        }
+    }
+    failures
+}
+
 /// Longest path a Linux server can open: PATH_MAX (4,096) less its terminating NUL.
 const PATH_MAX: usize = 4095;
 
@@ -239,22 +266,7 @@ async fn stages(
         signal = interrupts.next() => return Err(stopped(signal)),
         connected = connect_all(fleet, host_out) => connected,
     };
-    let mut failures = Vec::new();
-    for (t, c) in fleet.hosts.iter().zip(connected) {
-        match c {
-            Ok(h) => hosts.push(h),
-            Err(e) => {
-                unreached.push(HostReport {
-                    host: t.label.clone(),
-                    destination: t.describe(),
-                    error: Some(format!("{e:#}")),
-                    seconds: crate::output::started().elapsed().as_secs_f64(),
-                    ..HostReport::default()
-                });
-                failures.push(e);
-            }
-        }
-    }
+    let mut failures = sort_connected(fleet, connected, hosts, unreached);
     if !failures.is_empty() {
         // What is wrong with the source is said first: it is what fails on every host.
         if let Ok((Err(e), _, _)) = scan.await {

@@ -166,6 +166,15 @@ struct Attempts {
 }
 
 impl Attempts {
+    /// True the first time `cert` is about to be offered (and remembered as offered).
+    fn first_offer_of(&mut self, cert: &Certificate) -> bool {
+        if self.certificates.contains(cert) {
+            return false;
+        }
+        self.certificates.push(cert.clone());
+        true
+    }
+
     fn note(&mut self, key: impl Into<String>, why: impl Into<String>) {
         self.tried.push(Tried {
             key: key.into(),
@@ -554,10 +563,9 @@ async fn offer_certificate<H: client::Handler>(
     what: &str,
     log: &mut Attempts,
 ) -> Result<bool, HungUp> {
-    if log.certificates.contains(&cert) {
+    if !log.first_offer_of(&cert) {
         return Ok(false);
     }
-    log.certificates.push(cert.clone());
     let result = handle.authenticate_openssh_cert(user, key, cert).await;
     let outcome = match result {
         Ok(r) => outcome(r, log),
@@ -575,10 +583,9 @@ async fn offer_agent_certificate<H: client::Handler>(
     what: &str,
     log: &mut Attempts,
 ) -> Result<bool, HungUp> {
-    if log.certificates.contains(&cert) {
+    if !log.first_offer_of(&cert) {
         return Ok(false);
     }
-    log.certificates.push(cert.clone());
     // RSA certificates sign with SHA-512, which every OpenSSH that takes them supports.
     let hash = cert.algorithm().is_rsa().then_some(HashAlg::Sha512);
     let result = handle
