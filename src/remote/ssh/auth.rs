@@ -498,15 +498,7 @@ async fn offer_agent_key<H: client::Handler>(
     let result = handle
         .authenticate_publickey_with(user, key.clone(), hash, agent)
         .await;
-    let outcome = match result {
-        Ok(r) => outcome(r, log),
-        Err(e) if handle.is_closed() => Outcome::Closed(e.to_string()),
-        Err(e) => {
-            log.note(what, format!("the agent did not sign ({e})"));
-            return Ok(false);
-        }
-    };
-    record(outcome, what, log)
+    signed_by_agent(result, handle.is_closed(), what, log)
 }
 
 /// The user certificates for `key`, as `ssh` finds them: `FILE-cert.pub` beside its key file
@@ -591,9 +583,20 @@ async fn offer_agent_certificate<H: client::Handler>(
     let result = handle
         .authenticate_certificate_with(user, cert, hash, agent)
         .await;
+    signed_by_agent(result, handle.is_closed(), what, log)
+}
+
+/// The end of an offer the agent signs: an error with the connection still open is the agent's
+/// (it does not hold the key, or declined): noted, and the next key goes on.
+fn signed_by_agent<E: std::fmt::Display>(
+    result: Result<AuthResult, E>,
+    closed: bool,
+    what: &str,
+    log: &mut Attempts,
+) -> Result<bool, HungUp> {
     let outcome = match result {
         Ok(r) => outcome(r, log),
-        Err(e) if handle.is_closed() => Outcome::Closed(e.to_string()),
+        Err(e) if closed => Outcome::Closed(e.to_string()),
         Err(e) => {
             log.note(what, format!("the agent did not sign ({e})"));
             return Ok(false);
