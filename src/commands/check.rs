@@ -360,49 +360,31 @@ async fn connect(
 /// file each stop a deploy, so each fails here, with the commands that fix it. None declared:
 /// no check.
 async fn shared_checks(session: &Session, target: &Target, layout: &Layout) -> Vec<Check> {
-    use crate::remote::PathKind;
     let declared: Vec<(&String, bool)> = (target.shared.files.iter().map(|f| (f, true)))
         .chain(target.shared.dirs.iter().map(|d| (d, false)))
         .collect();
     if declared.is_empty() {
         return Vec::new();
     }
-    let at = |p: &str| layout.at(&format!("{}/{p}", crate::layout::SHARED));
     let mut problems = Vec::new();
     let mut fixes = Vec::new();
     for (p, file) in &declared {
-        match (file, session.path_kind(&at(p)).await) {
-            (true, Ok(PathKind::Missing)) => {
-                problems.push(format!("the shared file {} is missing", at(p)));
-                fixes.push(crate::deploy::host::put_shared_file(
+        let path = layout.at(&format!("{}/{p}", crate::layout::SHARED));
+        match session.path_kind(&path).await {
+            Ok(kind) => {
+                if let Some((problem, fix)) = crate::deploy::host::shared_path_problem(
                     target,
                     layout,
                     session.login(),
                     p,
-                ));
+                    *file,
+                    &kind,
+                ) {
+                    problems.push(problem);
+                    fixes.push(fix);
+                }
             }
-            (true, Ok(PathKind::Dir)) => {
-                problems.push(format!(
-                    "the shared file {} is a directory (shared_files declares a file)",
-                    at(p)
-                ));
-                fixes.push(format!(
-                    "move {} away, or declare {p:?} in shared_dirs",
-                    at(p)
-                ));
-            }
-            (false, Ok(PathKind::File | PathKind::Other)) => {
-                problems.push(format!(
-                    "the shared directory {} is not a directory (shared_dirs declares one)",
-                    at(p)
-                ));
-                fixes.push(format!(
-                    "move {} away, or declare {p:?} in shared_files",
-                    at(p)
-                ));
-            }
-            (_, Err(e)) => problems.push(format!("cannot look at {}: {e:#}", at(p))),
-            _ => {}
+            Err(e) => problems.push(format!("cannot look at {path}: {e:#}")),
         }
     }
     if problems.is_empty() {

@@ -497,39 +497,18 @@ impl HostDeploy {
         Ok(())
     }
 
-    /// What is wrong with declared shared path `p` (a file when `file`, else a directory) being
-    /// `kind` in shared/ on the host, if anything: a missing file, a file that is a directory,
-    /// a directory that is a file. (A link is taken as what it leads to; a missing directory is
-    /// made by the deploy.)
+    /// What is wrong with declared shared path `p` on the host, if anything (see
+    /// [`shared_path_problem`]), as an error message with its hint.
     fn shared_problem(&self, p: &str, file: bool, kind: &PathKind) -> Option<String> {
-        let path = self.layout.at(&format!("{}/{p}", crate::layout::SHARED));
-        match (file, kind) {
-            (true, PathKind::Missing) => Some(self.missing_shared(p)),
-            (true, PathKind::Dir) => Some(crate::error::with_hint(
-                format!("the shared file {path} is a directory, but shared_files declares a file: every release would link to that directory"),
-                format!("move it away (or declare {p:?} in shared_dirs instead), and deploy again"),
-            )),
-            (false, PathKind::File | PathKind::Other) => Some(crate::error::with_hint(
-                format!("the shared directory {path} is not a directory, but shared_dirs declares one"),
-                format!("move it away (or declare {p:?} in shared_files instead), and deploy again"),
-            )),
-            _ => None,
-        }
+        let (problem, fix) =
+            shared_path_problem(&self.target, &self.layout, self.session.login(), p, file, kind)?;
+        Some(crate::error::with_hint(problem, fix))
     }
 
-    /// The message for a declared shared file (`shared_files`) that is not on the host, with
-    /// the commands that put it there from this machine.
+    /// The message for a declared shared file (`shared_files`) that is not on the host.
     pub fn missing_shared(&self, f: &str) -> String {
-        crate::error::with_hint(
-            format!(
-                "the shared file {} is missing (shared_files): a release would link to nothing",
-                self.layout.at(&format!("{}/{f}", crate::layout::SHARED))
-            ),
-            format!(
-                "put it there, e.g. {}, and deploy again",
-                put_shared_file(&self.target, &self.layout, self.session.login(), f)
-            ),
-        )
+        self.shared_problem(f, true, &PathKind::Missing)
+            .expect("a missing shared file is a problem")
     }
 
     /// Plan this host's release against its own live manifest.
@@ -1400,6 +1379,40 @@ async fn try_clean(
             true
         }
         Err(_) => false,
+    }
+}
+
+/// What is wrong with declared shared path `p` (a file when `file`, else a directory) being
+/// `kind` in shared/ on the target, and the fix, if anything: a missing file (the fix: the
+/// commands that put it there), a file that is a directory, a directory that is a file. A link
+/// is taken as what it leads to; a missing directory is made by the deploy. (The deploy's survey
+/// stops on these; check reports them.)
+pub fn shared_path_problem(
+    target: &Target,
+    layout: &crate::layout::Layout,
+    login: Option<(String, u16)>,
+    p: &str,
+    file: bool,
+    kind: &PathKind,
+) -> Option<(String, String)> {
+    let path = layout.at(&format!("{}/{p}", crate::layout::SHARED));
+    match (file, kind) {
+        (true, PathKind::Missing) => Some((
+            format!("the shared file {path} is missing (shared_files): a release would link to nothing"),
+            format!(
+                "put it there, e.g. {}, and deploy again",
+                put_shared_file(target, layout, login, p)
+            ),
+        )),
+        (true, PathKind::Dir) => Some((
+            format!("the shared file {path} is a directory, but shared_files declares a file: every release would link to that directory"),
+            format!("move it away (or declare {p:?} in shared_dirs instead), and deploy again"),
+        )),
+        (false, PathKind::File | PathKind::Other) => Some((
+            format!("the shared directory {path} is not a directory, but shared_dirs declares one"),
+            format!("move it away (or declare {p:?} in shared_files instead), and deploy again"),
+        )),
+        _ => None,
     }
 }
 
