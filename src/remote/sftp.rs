@@ -118,7 +118,9 @@ fn not_sftp(first: &[u8]) -> Option<String> {
 struct Sniffed<S> {
     inner: S,
     first: Arc<std::sync::Mutex<Vec<u8>>>,
-    /// The first read's bytes not handed out yet; None once the first read is done with.
+    /// Whether the first read was made.
+    sniffed: bool,
+    /// The first read's bytes not handed out yet (and how many were).
     ahead: Option<(Vec<u8>, usize)>,
 }
 
@@ -133,11 +135,12 @@ impl<S: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Sniffed<S> {
     ) -> std::task::Poll<std::io::Result<()>> {
         use std::task::Poll;
         let this = &mut *self;
-        if this.first.lock().unwrap().is_empty() && this.ahead.is_none() {
+        if !this.sniffed {
             let mut head = [0u8; SNIFFED];
             let mut head_buf = tokio::io::ReadBuf::new(&mut head);
             match std::pin::Pin::new(&mut this.inner).poll_read(cx, &mut head_buf) {
                 Poll::Ready(Ok(())) => {
+                    this.sniffed = true;
                     let got = head_buf.filled().to_vec();
                     if got.is_empty() {
                         return Poll::Ready(Ok(())); // the end, before any byte
@@ -149,12 +152,13 @@ impl<S: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Sniffed<S> {
             }
         }
         if let Some((bytes, at)) = &mut this.ahead {
-            if *at < bytes.len() {
-                let n = (bytes.len() - *at).min(buf.remaining());
-                buf.put_slice(&bytes[*at..*at + n]);
-                *at += n;
-                return Poll::Ready(Ok(()));
+            let n = (bytes.len() - *at).min(buf.remaining());
+            buf.put_slice(&bytes[*at..*at + n]);
+            *at += n;
+            if *at == bytes.len() {
+                this.ahead = None;
             }
+            return Poll::Ready(Ok(()));
         }
         std::pin::Pin::new(&mut this.inner).poll_read(cx, buf)
     }
@@ -206,6 +210,7 @@ impl Sftp {
         let stream = Sniffed {
             inner: channel.into_stream(),
             first: first_bytes.clone(),
+            sniffed: false,
             ahead: None,
         };
         let raw = Arc::new(RawSftpSession::new_with_config(stream, cfg));
