@@ -1351,3 +1351,26 @@ fn a_nologin_account_is_named_as_such() {
     assert_eq!(site.current_id(), None);
     assert!(!site.lock_exists(), "{}", run.describe());
 }
+
+/// releases/ that the deploy user cannot write in (a root-run tool made it root's): the deploy
+/// says so (cp's "Permission denied" was read as another user's files in the live release,
+/// with --full suggested, which cannot help), and changes nothing.
+#[test]
+fn a_releases_directory_the_user_cannot_write_is_named() {
+    let Some(deploy_user) = user_site("coreldir", None, "") else {
+        return;
+    };
+    let site = &deploy_user.site;
+    site.write("index.php", "<?php\n");
+    let first = site.deploy();
+    chown("root", &site.at("releases"));
+    site.write("index.php", "<?php echo 2;\n");
+    let run = site.deploy_with(&[]);
+    run.expect_code(1, "releases/ not writable");
+    assert!(
+        run.stderr.contains("releases is not writable") && !run.stderr.contains("--full"),
+        "{}",
+        run.describe()
+    );
+    assert_eq!(site.current_id(), Some(first.release));
+}

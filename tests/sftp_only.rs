@@ -755,3 +755,73 @@ fn a_server_without_sftp_is_named_as_such() {
         "nothing may be written"
     );
 }
+
+/// A missing shared file on an SFTP-only account: the hint is an sftp batch (the account runs
+/// no `mkdir`: the ssh-and-scp hint failed at its ssh), and that batch, run with this test's
+/// key and known_hosts, puts the file where the next deploy finds it.
+#[test]
+fn a_missing_shared_file_hint_works_on_an_sftp_only_account() {
+    let Some(mut site) = Site::sftp_only("internal-sftp") else {
+        return;
+    };
+    site.configure("shared_files = [\"config/.env\"]", "");
+    site.write("index.html", "hi\n");
+    let run = site.deploy_with(&[]);
+    run.expect_code(1, "a missing shared file");
+    let hint = run
+        .stderr
+        .lines()
+        .find_map(|l| l.strip_prefix("hint: "))
+        .unwrap_or_else(|| panic!("no hint\n{}", run.describe()))
+        .to_string();
+    assert!(
+        hint.contains("sftp -b -") && !hint.contains("ssh "),
+        "{hint}"
+    );
+    // The printf part of it, piped into this test's sftp (its key, its known_hosts).
+    let batch = hint
+        .split_once("e.g. ")
+        .and_then(|(_, rest)| rest.split_once(" | sftp"))
+        .map(|(printf, _)| printf.to_string())
+        .unwrap_or_else(|| panic!("no printf in {hint}"));
+    let local = site.root().join("local-env");
+    fs::create_dir_all(local.join("config")).unwrap();
+    fs::write(local.join("config/.env"), "APP_KEY=x\n").unwrap();
+    let sshd = site.sshd();
+    let mut sftp = vec![
+        "sftp".to_string(),
+        "-F".into(),
+        "none".into(),
+        "-i".into(),
+        sshd.identity.display().to_string(),
+    ];
+    sftp.extend(common::client_options(&sshd.known_hosts));
+    sftp.extend([
+        "-P".into(),
+        sshd.port.to_string(),
+        "-b".into(),
+        "-".into(),
+        format!("{}@127.0.0.1", sshd.user),
+    ]);
+    let words: Vec<String> = sftp
+        .iter()
+        .map(|w| format!("'{}'", w.replace('\'', "'\\''")))
+        .collect();
+    let out = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!("{batch} | {}", words.join(" ")))
+        .current_dir(&local)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "the hint's batch: {out:?}");
+    assert_eq!(
+        fs::read_to_string(site.at("shared/config/.env")).unwrap(),
+        "APP_KEY=x\n"
+    );
+    site.deploy_with(&[])
+        .expect_code(0, "the deploy once the file is there");
+    assert_eq!(
+        fs::read_to_string(site.at("current/config/.env")).unwrap(),
+        "APP_KEY=x\n"
+    );
+}

@@ -500,8 +500,14 @@ impl HostDeploy {
     /// What is wrong with declared shared path `p` on the host, if anything (see
     /// [`shared_path_problem`]), as an error message with its hint.
     fn shared_problem(&self, p: &str, file: bool, kind: &PathKind) -> Option<String> {
-        let (problem, fix) =
-            shared_path_problem(&self.target, &self.layout, self.session.login(), p, file, kind)?;
+        let (problem, fix) = shared_path_problem(
+            &self.target,
+            &self.layout,
+            self.session.login(),
+            p,
+            file,
+            kind,
+        )?;
         Some(crate::error::with_hint(problem, fix))
     }
 
@@ -1194,9 +1200,16 @@ impl HostDeploy {
                     "{stage}: the script could not switch current back: release {id} stays live"
                 )
             }
-            (Some(code), _) => {
-                anyhow!("{stage}: the {script} failed (exit {code}); current is untouched{removed}")
-            }
+            // What the script said first is why (a before_swap hook, a full disk): the error,
+            // and the JSON report, say it rather than only the exit code.
+            (Some(code), _) => match shell.first_error() {
+                Some(why) => anyhow!(
+                    "{stage}: {why} (the {script} exited {code}); current is untouched{removed}"
+                ),
+                None => anyhow!(
+                    "{stage}: the {script} failed (exit {code}); current is untouched{removed}"
+                ),
+            },
             (None, _) => {
                 if switched {
                     self.report.status = Status::Unknown;
@@ -1440,6 +1453,28 @@ pub fn put_shared_file(
                 quote(&path)
             )
         }
+        crate::config::Host::Ssh { host, port, user } if target.sftp_only => {
+            // An SFTP-only account runs no `mkdir`: an sftp batch makes each level (`-`: one
+            // that exists is no error) and puts the file.
+            let (user, port) = login.unwrap_or((user.clone(), *port));
+            let shared = layout.at(crate::layout::SHARED);
+            let mut lines: Vec<String> = vec![format!("-mkdir {}", sftp_word(&shared))];
+            let mut level = shared.clone();
+            for component in f.split('/').collect::<Vec<_>>().split_last().unwrap().1 {
+                level = format!("{level}/{component}");
+                lines.push(format!("-mkdir {}", sftp_word(&level)));
+            }
+            lines.push(format!("put {} {}", sftp_word(f), sftp_word(&path)));
+            let port = match port {
+                22 => String::new(),
+                p => format!(" -P {p}"),
+            };
+            format!(
+                "printf '%s\\n' {} | sftp -b -{port} {}",
+                lines.iter().map(|l| quote(l)).collect::<Vec<_>>().join(" "),
+                quote(&format!("{user}@{host}"))
+            )
+        }
         crate::config::Host::Ssh { host, port, user } => {
             let (user, port) = login.unwrap_or((user.clone(), *port));
             let at = format!("{user}@{host}");
@@ -1466,4 +1501,9 @@ pub fn shared_links_note(plan: &Plan) -> String {
         1 => ", 1 link to shared/".to_string(),
         n => format!(", {n} links to shared/"),
     }
+}
+
+/// `path` as one word of an sftp batch line: double-quoted, with `"` and `\` escaped.
+fn sftp_word(path: &str) -> String {
+    format!("\"{}\"", path.replace('\\', "\\\\").replace('"', "\\\""))
 }

@@ -539,7 +539,11 @@ impl Sftp {
     /// file system mounted read-only (statvfs@openssh.com's flag), or a directory the login
     /// cannot write in. None when that cannot be told.
     async fn why_no_dir(&self, path: &str) -> Option<String> {
-        let ancestors = crate::layout::ancestors(path);
+        // (down to `/` itself: a deploy path right under a chroot's root is a common first try)
+        let mut ancestors = crate::layout::ancestors(path);
+        if path.starts_with('/') {
+            ancestors.insert(0, "/".to_string());
+        }
         for dir in ancestors.iter().rev() {
             let attrs = match self.raw.lstat(dir).await {
                 Ok(a) => a.attrs,

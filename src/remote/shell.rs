@@ -42,6 +42,8 @@ pub struct Stderr {
     partial: Arc<Mutex<Vec<u8>>>,
     /// The script's `cutover: warning: …` lines, for the report.
     warnings: Arc<Mutex<Vec<String>>>,
+    /// The script's `cutover: error: …` lines: the first is why it failed.
+    errors: Arc<Mutex<Vec<String>>>,
 }
 
 impl Stderr {
@@ -52,6 +54,7 @@ impl Stderr {
             kept: Arc::default(),
             partial: Arc::default(),
             warnings: Arc::default(),
+            errors: Arc::default(),
         }
     }
 
@@ -83,6 +86,9 @@ impl Stderr {
         let text = String::from_utf8_lossy(line);
         if let Some(w) = text.trim_end().strip_prefix("cutover: warning: ") {
             self.warnings.lock().unwrap().push(w.to_string());
+        }
+        if let Some(e) = text.trim_end().strip_prefix("cutover: error: ") {
+            self.errors.lock().unwrap().push(e.to_string());
         }
         if self.quiet {
             // Kept with the host's prefix: shown only if the script fails, as it would have been.
@@ -351,6 +357,11 @@ impl Shell {
     /// The warnings the script printed.
     pub fn warnings(&self) -> Vec<String> {
         self.stderr.warnings()
+    }
+
+    /// Why the script failed, as it said first (`cutover: error: …`), if it said.
+    pub fn first_error(&self) -> Option<String> {
+        self.stderr.errors.lock().unwrap().first().cloned()
     }
 
     /// What the script wrote on stderr while `--quiet` kept it back.

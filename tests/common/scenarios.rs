@@ -599,6 +599,14 @@ pub fn failing_before_swap_hook_leaves_current_untouched(kind: TargetKind) {
     let run = site.deploy_with(&[]);
     run.expect_code(1, "deploy with a failing before_swap hook");
     assert!(run.stderr.contains("before_swap"), "{}", run.describe());
+    // The final error says why (what the script said first), not only its exit code.
+    assert!(
+        run.stderr
+            .lines()
+            .any(|l| l.starts_with("error: ") && l.contains("before_swap hook failed")),
+        "{}",
+        run.describe()
+    );
     assert!(
         parse_summary(&run.stdout).is_none(),
         "no `is live` summary\n{}",
