@@ -589,15 +589,17 @@ struct UserSite {
 }
 
 fn user_site(prefix: &str, shell: Option<&std::path::Path>, top: &str) -> Option<UserSite> {
-    user_site_with(prefix, shell, top, "")
+    user_site_with(prefix, shell, top, "", "")
 }
 
-/// [`user_site`] with `sshd_top` at the top of the sshd's config (e.g. another `Subsystem`).
+/// [`user_site`] with `sshd_top` at the top of the sshd's config (e.g. another `Subsystem`) and
+/// `target_extra` in the target's table.
 fn user_site_with(
     prefix: &str,
     shell: Option<&std::path::Path>,
     top: &str,
     sshd_top: &str,
+    target_extra: &str,
 ) -> Option<UserSite> {
     use std::os::unix::fs::PermissionsExt;
     if !common::fixtures::root_or_skip("creating a deploy user") || !common::sshd_or_skip() {
@@ -626,7 +628,7 @@ fn user_site_with(
     fs::set_permissions(site.root(), fs::Permissions::from_mode(0o755)).unwrap();
     mkdirs(&site.path);
     chown(&user.name, &site.path);
-    site.configure(top, "");
+    site.configure(top, target_extra);
     let table = site.target_table();
     let cfg = fs::read_to_string(&site.config).unwrap().replace(
         &format!("user = {}", toml_str(&site.sshd().user)),
@@ -1202,6 +1204,7 @@ fn a_login_shell_that_prints_is_named_as_what_spoils_sftp() {
         Some(Path::new("/bin/bash")),
         "",
         "Subsystem sftp /usr/lib/openssh/sftp-server",
+        "",
     ) else {
         return;
     };
@@ -1373,4 +1376,47 @@ fn a_releases_directory_the_user_cannot_write_is_named() {
         run.describe()
     );
     assert_eq!(site.current_id(), Some(first.release));
+}
+
+/// An SFTP-only account (not root: permission bits count) whose live release an FTP client made
+/// read-only (chmod -R a-w): later deploys prune it (it stayed in releases/ without its
+/// manifest, no longer a release, and never removed) and empty the trash of it (every later
+/// deploy exited 3), as exec deploys do.
+#[test]
+fn an_sftp_only_deploy_prunes_read_only_releases() {
+    let Some(deploy_user) = user_site_with(
+        "cosftpro",
+        None,
+        "keep_releases = 1",
+        "ForceCommand internal-sftp",
+        "sftp_only = true",
+    ) else {
+        return;
+    };
+    let site = &deploy_user.site;
+    site.write("index.html", "v1\n");
+    site.write("sub/deep/f.txt", "deep\n");
+    let first = site.deploy();
+    let done = Command::new("chmod")
+        .arg("-R")
+        .arg("a-w")
+        .arg(site.release_dir(&first.release))
+        .status()
+        .unwrap();
+    assert!(done.success());
+    site.write("index.html", "v2\n");
+    let run = site.deploy_with(&[]);
+    run.expect_code(0, "the deploy that prunes the read-only release");
+    let live = site.current_id().unwrap();
+    assert_eq!(site.releases(), vec![live.clone()], "{}", run.describe());
+    assert_eq!(site.manifests(), vec![live], "{}", run.describe());
+    site.write("index.html", "v3\n");
+    site.deploy_with(&[])
+        .expect_code(0, "the next deploy: nothing left to report");
+    assert!(
+        fs::read_dir(site.at(".cutover/trash"))
+            .map(|d| d.count() == 0)
+            .unwrap_or(true),
+        "the trash is empty"
+    );
 }

@@ -408,7 +408,7 @@ impl SftpRun {
         Ok(())
     }
 
-    /// After the swap: old releases pruned (renamed into the trash with their manifests
+    /// After the swap: old releases pruned (renamed into the trash, then their manifests
     /// removed, never the live one), staging and the lock removed in one flight; then the
     /// trash emptied. 0, or 3 when something was left behind (the release stays live).
     pub async fn commit(&mut self, lock: Option<HeldLock>) -> u32 {
@@ -428,25 +428,41 @@ impl SftpRun {
             }
             for name in old {
                 let trashed = format!("{}/{name}.sftp-{}", l.trash(), self.suffix);
-                let unlisted = ch.send_remove(&l.manifest(&name));
                 let moved = ch.send_rename(&l.release(&name), &trashed);
-                prune_flight.push((name, trashed, unlisted, moved));
+                prune_flight.push((name, trashed, moved));
             }
-            staging = Some((l.staging(id), ch.send_rmdir(&l.staging(id))));
         }
-        let unlocked = lock.map(|_| {
-            futures::future::join(ch.send_remove(&l.lock_info()), ch.send_rmdir(&l.lock()))
-        });
-        for (name, trashed, unlisted, moved) in prune_flight {
-            let _ = unlisted.await;
-            match moved.await {
-                Ok(()) => pruned.push((name, trashed)),
+        // The release leaves releases/ first, its manifest after, as in the deploy script: a
+        // release that could not move keeps its manifest (it is still a release, and the next
+        // deploy prunes it); a manifest left without its release is removed by the next one.
+        for (name, trashed, moved) in prune_flight {
+            let moved = match moved.await {
+                // A directory moves to another parent only if it is writable (its `..`
+                // changes): one made read-only (an FTP client's permissions dialog, chmod -R
+                // a-w) is made writable for it, as the deploy script does.
+                Err(_) => match writable(&ch, &l.release(&name)).await {
+                    true => ch.send_rename(&l.release(&name), &trashed).await,
+                    false => Err(anyhow::anyhow!("permission denied")),
+                },
+                ok => ok,
+            };
+            match moved {
+                Ok(()) => {
+                    drop(ch.send_remove(&l.manifest(&name)));
+                    pruned.push((name, trashed));
+                }
                 Err(e) => self.left(format!(
                     "could not move old release {} out of releases/; remove it by hand ({e:#})",
                     l.release(&name)
                 )),
             }
         }
+        if let Job::Deploy { id, .. } = &job {
+            staging = Some((l.staging(id), ch.send_rmdir(&l.staging(id))));
+        }
+        let unlocked = lock.map(|_| {
+            futures::future::join(ch.send_remove(&l.lock_info()), ch.send_rmdir(&l.lock()))
+        });
         if let Some((path, removed)) = staging {
             if removed.await.is_err() {
                 if let Err(e) = self.channels.remove_tree(&path).await {
@@ -575,6 +591,28 @@ fn named(paths: &[String]) -> String {
         0 => shown.join(", "),
         more => format!("{} and {more} more", shown.join(", ")),
     }
+}
+
+/// Make the directory `path` writable by its owner (SETSTAT u+w), when it is a directory that
+/// is not: true when it now is (or was already). For moving it, or emptying it.
+pub async fn writable(ch: &crate::remote::sftp::Sftp, path: &str) -> bool {
+    let Ok(Some(attrs)) = ch.send_lstat(path).await else {
+        return false;
+    };
+    let Some(mode) = attrs.permissions else {
+        return false;
+    };
+    if mode & 0o170000 != 0o040000 {
+        return false;
+    }
+    if mode & 0o300 == 0o300 {
+        return true;
+    }
+    let set = russh_sftp::protocol::FileAttributes {
+        permissions: Some(mode & 0o7777 | 0o700),
+        ..russh_sftp::protocol::FileAttributes::empty()
+    };
+    ch.send_setstat(path, set).await.is_ok()
 }
 
 #[cfg(test)]

@@ -1290,22 +1290,41 @@ impl Channels {
             Err(e) if status_of(&e) == Some(StatusCode::NoSuchFile) => Ok(()),
             other => other,
         };
-        match self.first().send_lstat(path).await?.map(|a| kind_of(&a)) {
+        let top = match self.first().send_lstat(path).await? {
             None => return Ok(()),
-            Some(PathKind::Dir) => {}
+            Some(a) if kind_of(&a) == PathKind::Dir => a,
             Some(_) => return gone(self.first().send_remove(path).await),
-        }
+        };
         let tree = self.walk(path, []).await?.unwrap_or_default();
         let mut dirs: Vec<String> = Vec::new();
+        // Directories made read-only (chmod -R a-w, an FTP client's permissions dialog) are
+        // made writable first, as the deploy script's remove_tree does: nothing can leave a
+        // directory its owner may not write. (A SETSTAT refused is left to the REMOVE to tell.)
+        let mut read_only: Vec<(String, u32)> = Vec::new();
+        if let Some(mode) = top.permissions.filter(|m| m & 0o300 != 0o300) {
+            read_only.push((path.to_string(), mode));
+        }
         let files = tree.iter().filter_map(|(rel, node)| {
             if node.kind == PathKind::Dir {
                 dirs.push(join(path, rel));
+                if node.mode & 0o300 != 0o300 {
+                    read_only.push((join(path, rel), node.mode));
+                }
                 None
             } else {
                 Some(join(path, rel))
             }
         });
         let files: Vec<String> = files.collect();
+        let _ = self
+            .in_order(read_only.iter().map(|(dir, mode)| {
+                let attrs = FileAttributes {
+                    permissions: Some(mode & 0o7777 | 0o700),
+                    ..FileAttributes::empty()
+                };
+                self.first().send_setstat(dir, attrs)
+            }))
+            .await;
         stream::iter(files.iter().map(|f| self.next().send_remove(f)))
             .buffer_unordered(self.request_bound())
             .map(gone)
