@@ -825,3 +825,49 @@ fn a_missing_shared_file_hint_works_on_an_sftp_only_account() {
         "APP_KEY=x\n"
     );
 }
+
+/// An SFTP-only deploy onto a full file system: the error says so (SFTP's bare "Failure" was
+/// all it said), and check counts inodes too (it passed with none left).
+#[test]
+fn an_sftp_only_deploy_names_a_full_file_system() {
+    if !common::fixtures::root_or_skip("mounting a tmpfs") {
+        return;
+    }
+    let Some(site) = Site::sftp_only("internal-sftp") else {
+        return;
+    };
+    let fs_ = common::Tmpfs::mount(&site.path, "4m");
+    site.write("index.html", "hi\n");
+    site.write("big.bin", noise(5, 6 * 1024 * 1024));
+    let run = site.deploy_with(&[]);
+    run.expect_code(1, "an SFTP-only deploy onto a full disk");
+    assert!(
+        run.stderr.contains("no space left on the file system"),
+        "{}",
+        run.describe()
+    );
+    assert_eq!(site.current_id(), None);
+    drop(fs_);
+
+    // Bytes enough, entries not.
+    site.remove("big.bin");
+    for i in 0..40 {
+        site.write(format!("many/f{i}.txt"), "x\n");
+    }
+    common::site::mkdirs(&site.path);
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=8m,nr_inodes=24,mode=0755", "tmpfs"])
+        .arg(&site.path)
+        .status()
+        .unwrap();
+    assert!(mounted.success());
+    let run = site.cutover(&["check"]);
+    let unmounted = std::process::Command::new("umount").arg(&site.path).status();
+    run.expect_code(1, "check with too few inodes");
+    assert!(
+        run.stdout.lines().any(|l| l.starts_with("✗ free space") && l.contains("inodes")),
+        "{}",
+        run.describe()
+    );
+    assert!(unmounted.unwrap().success());
+}

@@ -251,7 +251,15 @@ async fn collect(target: &Target) -> Vec<Check> {
 
     if target.sftp_only {
         checks.extend(
-            sftp_only_checks(&session, target, &layout, &survey, needs.unpacked_bytes).await,
+            sftp_only_checks(
+                &session,
+                target,
+                &layout,
+                &survey,
+                needs.unpacked_bytes,
+                needs.inodes,
+            )
+            .await,
         );
     } else {
         checks.extend(run_script(&session, target, needs).await);
@@ -742,6 +750,7 @@ async fn sftp_only_checks(
     layout: &Layout,
     survey: &Result<Survey>,
     upload_bytes: u64,
+    inodes_needed: u64,
 ) -> Vec<Check> {
     use crate::remote::sftp::{COPY_DATA, HARDLINK, POSIX_RENAME, STATVFS};
     let Session::Ssh(ssh) = session else {
@@ -930,7 +939,20 @@ async fn sftp_only_checks(
                     layout.root(),
                     human_bytes(need)
                 );
-                if avail >= need {
+                // Entries too, as the check script does: a file system with a fixed table of
+                // them can run out while bytes are left (0 inodes: none kept, nothing to check).
+                if fs.inodes > 0 && fs.inodes_avail < inodes_needed {
+                    Check::fail(
+                        "free space",
+                        format!(
+                            "only {} inodes (files and directories) free where {} is, though {} are; a deploy makes about {inodes_needed} entries",
+                            fs.inodes_avail,
+                            layout.root(),
+                            human_bytes(avail)
+                        ),
+                        "free some entries on the server's file system (old releases go with a smaller keep_releases), or ask the host for more",
+                    )
+                } else if avail >= need {
                     Check::ok("free space", detail)
                 } else {
                     Check::fail("free space", detail, "free some space on the server's file system (old releases go with a smaller keep_releases)")

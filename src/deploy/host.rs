@@ -936,12 +936,51 @@ impl HostDeploy {
             }))
             .await;
         progress.finish();
-        let built = built.with_context(|| self.target.stage("build"))?;
+        let built = match built {
+            Ok(b) => b,
+            Err(e) => {
+                let e = match self.full_file_system(&e).await {
+                    Some(full) => e.context(full),
+                    None => e,
+                };
+                return Err(e.context(self.target.stage("build")));
+            }
+        };
         self.report.bytes_sent = built.bytes_sent;
         self.report.shared_links = built.links;
         self.phase = Phase::Ready;
         self.out.stage("built and ready to switch");
         Ok(())
+    }
+
+    /// When an SFTP request failed with the protocol's bare "Failure" (which is all OpenSSH's
+    /// sftp-server says for a full disk, a quota or no free inodes) and the deploy path's file
+    /// system has (almost) no room left: what to say about it. statvfs@openssh.com tells.
+    async fn full_file_system(&self, e: &anyhow::Error) -> Option<String> {
+        let failure = e.chain().any(|c| {
+            matches!(
+                c.downcast_ref::<russh_sftp::client::error::Error>(),
+                Some(russh_sftp::client::error::Error::Status(s))
+                    if s.status_code == russh_sftp::protocol::StatusCode::Failure
+            )
+        });
+        let crate::remote::Session::Ssh(ssh) = &self.session else {
+            return None;
+        };
+        if !failure || !ssh.sftp.offers(crate::remote::sftp::STATVFS).await {
+            return None;
+        }
+        let fs = ssh.sftp.statvfs(&self.layout.root()).await.ok()?;
+        let free = fs.blocks_avail.saturating_mul(fs.fragment_size.max(1));
+        let (bytes_out, inodes_out) = (free < 1024 * 1024, fs.inodes > 0 && fs.inodes_free == 0);
+        (bytes_out || inodes_out).then(|| {
+            format!(
+                "no space left on the file system of {} ({} free, {} free inodes): free some space there (or ask the host for a larger quota) and deploy again",
+                self.layout.root(),
+                bytes(free),
+                fs.inodes_free
+            )
+        })
     }
 
     /// A rollback of an SFTP-only host: the lock, then the checks; ready to swap.
