@@ -970,7 +970,7 @@ impl HostDeploy {
         if !failure || !ssh.sftp.offers(crate::remote::sftp::STATVFS).await {
             return None;
         }
-        let fs = ssh.sftp.statvfs(&self.layout.root()).await.ok()?;
+        let fs = ssh.sftp.statvfs(self.layout.root()).await.ok()?;
         let free = fs.blocks_avail.saturating_mul(fs.fragment_size.max(1));
         let (bytes_out, inodes_out) = (free < 1024 * 1024, fs.inodes > 0 && fs.inodes_free == 0);
         (bytes_out || inodes_out).then(|| {
