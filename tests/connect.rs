@@ -953,6 +953,25 @@ fn host_alias_from_the_ssh_config() {
     ));
     p.target("host = \"app-production\"\n");
     p.assert_deployed(&p.deploy(&[]), "deploy to a Host alias");
+    // check's JSON names the login as the deploy does: the ssh config's user and port
+    let json = Command::new(cutover_bin())
+        .arg("--config")
+        .arg(&p.config)
+        .args(["check", "--json"])
+        .current_dir(p.root())
+        .env("HOME", &p.home)
+        .env("CUTOVER_SSH_CONFIG", &p.ssh_config)
+        .env_remove("SSH_AUTH_SOCK")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&json.stdout);
+    assert!(
+        text.contains(&format!("{}@app-production", sshd.user))
+            && text.contains(&format!("(port {})", sshd.port))
+            && text.contains("\"host\": \"app-production\""),
+        "{text}"
+    );
 
     // cutover.toml wins: a port where nothing listens
     let closed = TcpListener::bind("127.0.0.1:0")

@@ -1344,6 +1344,16 @@ fn a_host_that_stops_waiting_by_itself_moves_no_host_and_splits_nothing() {
         ] {
             assert!(run.stderr.contains(&needle), "{needle}\n{}", run.describe());
         }
+        if hook == "before_swap" {
+            // The host the others waited for is named as the cause (they were blamed).
+            assert!(
+                run.stderr
+                    .lines()
+                    .any(|l| l.contains("host web03") && l.contains("ready only after")),
+                "{}",
+                run.describe()
+            );
+        }
         for h in &f.hosts {
             assert_eq!(
                 h.app.current_id().as_deref(),

@@ -856,16 +856,26 @@ fn an_sftp_only_deploy_names_a_full_file_system() {
     }
     common::site::mkdirs(&site.path);
     let mounted = std::process::Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=8m,nr_inodes=24,mode=0755", "tmpfs"])
+        .args([
+            "-t",
+            "tmpfs",
+            "-o",
+            "size=8m,nr_inodes=24,mode=0755",
+            "tmpfs",
+        ])
         .arg(&site.path)
         .status()
         .unwrap();
     assert!(mounted.success());
     let run = site.cutover(&["check"]);
-    let unmounted = std::process::Command::new("umount").arg(&site.path).status();
+    let unmounted = std::process::Command::new("umount")
+        .arg(&site.path)
+        .status();
     run.expect_code(1, "check with too few inodes");
     assert!(
-        run.stdout.lines().any(|l| l.starts_with("✗ free space") && l.contains("inodes")),
+        run.stdout
+            .lines()
+            .any(|l| l.starts_with("✗ free space") && l.contains("inodes")),
         "{}",
         run.describe()
     );

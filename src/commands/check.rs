@@ -84,6 +84,10 @@ fn flatten(text: &str) -> String {
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
     pub target: String,
+    /// The host's label (its `host` entry), as deploy's report names it.
+    pub host: String,
+    /// Where it logged in: the user and port the connection used (the ssh config's, for an
+    /// alias), as deploy's report says.
     pub destination: String,
     /// True when a deploy would work: no check failed.
     pub ready: bool,
@@ -100,10 +104,11 @@ pub struct FleetReport {
 
 pub async fn run(fleet: &Fleet, json: bool, out: &Output) -> Result<()> {
     let reports = futures::future::join_all(fleet.hosts.iter().map(|t| async move {
-        let checks = collect(t).await;
+        let (checks, login) = collect(t).await;
         Report {
             target: t.name.clone(),
-            destination: t.describe(),
+            host: t.label.clone(),
+            destination: t.describe_as(login),
             ready: checks.iter().all(|c| c.status != Status::Fail),
             checks,
         }
@@ -205,8 +210,9 @@ pub fn render(checks: &[Check], quiet: bool) -> String {
     s
 }
 
-/// Run every check that can run; stop at the first connection stage that fails.
-async fn collect(target: &Target) -> Vec<Check> {
+/// Run every check that can run; stop at the first connection stage that fails. Also the user
+/// and port the connection logged in with, once it did.
+async fn collect(target: &Target) -> (Vec<Check>, Option<(String, u16)>) {
     let mut checks = Vec::new();
 
     // Scanned before connecting, like a deploy: it needs no server.
@@ -226,9 +232,10 @@ async fn collect(target: &Target) -> Vec<Check> {
         }
         Host::Ssh { .. } => match connect(target, &mut checks).await {
             Some(s) => Session::Ssh(Box::new(s)),
-            None => return checks,
+            None => return (checks, None),
         },
     };
+    let login = session.login();
 
     let layout = Layout::new(&target.path);
     let survey = Survey::read(&session, &layout).await;
@@ -265,7 +272,7 @@ async fn collect(target: &Target) -> Vec<Check> {
         checks.extend(run_script(&session, target, needs).await);
     }
     session.close().await;
-    checks
+    (checks, login)
 }
 
 /// The SSH stages, each one check: connect, host key, authentication, SFTP. None when one failed.

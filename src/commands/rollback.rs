@@ -181,11 +181,18 @@ async fn rollback(
                 .filter(|r| *r < newest_live)
                 .max()
                 .ok_or_else(|| {
-                    anyhow!(
-                        "{}: release {newest_live} is the oldest one kept{}; there is no earlier release to roll back to",
-                        fleet.stage("rollback"),
-                        if single { "" } else { " on every host" }
-                    )
+                    if single {
+                        anyhow!(
+                            "{}: release {newest_live} is the oldest one kept; there is no earlier release to roll back to",
+                            fleet.stage("rollback")
+                        )
+                    } else {
+                        anyhow!(
+                            "{}: no release older than {newest_live} is on every host (see cutover releases {}: it lists which host has which); roll back one host with --host, or to a release every host has with --to",
+                            fleet.stage("rollback"),
+                            fleet.name
+                        )
+                    }
                 })?
         }
     };

@@ -116,6 +116,8 @@ pub struct HostDeploy {
     sftp: Option<SftpRun>,
     /// Half the round trip of `go` → `cutover-swapped`: how long a word takes to get there.
     one_way: Option<Duration>,
+    /// When its script said it was ready to switch (a fleet's slowest host is the last).
+    pub ready_at: Option<Instant>,
     /// Its script said it could not switch `current` back: it is on the new release.
     pub stuck: bool,
     /// The script is a rollback's (it builds and removes nothing).
@@ -153,6 +155,7 @@ impl HostDeploy {
             script_started: false,
             sftp: None,
             one_way: None,
+            ready_at: None,
             stuck: false,
             fleet_upload: None,
             rolling_back: false,
@@ -740,6 +743,7 @@ impl HostDeploy {
             match self.next_line().await {
                 Some(Line::Ready { links, .. }) => {
                     self.report.shared_links = links;
+                    self.ready_at = Some(Instant::now());
                     self.phase = Phase::Ready;
                     self.out.stage("built and ready to switch");
                     return Ok(());

@@ -539,17 +539,43 @@ pub(crate) async fn switch(
     // A host whose script stopped waiting by itself (barrier_timeout: another host's hooks ran
     // longer) is not there to switch: `go` goes to none, and every host is called off.
     if !single {
-        let mut gave_up = Vec::new();
-        for h in hosts.iter_mut() {
-            if !h.stopped_waiting() {
-                continue;
+        let mut waited = Vec::new();
+        for (i, h) in hosts.iter_mut().enumerate() {
+            if h.stopped_waiting() {
+                waited.push(i);
             }
-            let e = h.gave_up(word::GO);
-            h.failed(&e);
-            gave_up.push(e);
         }
-        if !gave_up.is_empty() {
-            return Err(call_off_failed(hosts, fleet, gave_up).await);
+        if !waited.is_empty() {
+            // The host the others waited for is the one ready last: it is the cause (its
+            // build and before_swap hooks outlasted barrier_timeout), and it is named; the
+            // hosts that stopped waiting are called off with the others.
+            let slowest = (0..hosts.len())
+                .filter(|i| !waited.contains(i))
+                .max_by_key(|&i| hosts[i].ready_at);
+            let names = waited
+                .iter()
+                .map(|&i| hosts[i].target.label.as_str())
+                .collect::<Vec<_>>()
+                .join(", ");
+            let e = match slowest {
+                Some(i) => {
+                    let h = &mut hosts[i];
+                    let e = anyhow!(
+                        "{}: it was ready only after {names} had stopped waiting for `go` (barrier_timeout {} s): its build and before_swap hooks took longer than that; raise barrier_timeout above the longest any host needs",
+                        h.target.stage("barrier"),
+                        h.target.barrier_timeout
+                    );
+                    h.failed(&e);
+                    e
+                }
+                None => {
+                    let h = &mut hosts[waited[0]];
+                    let e = h.gave_up(word::GO);
+                    h.failed(&e);
+                    e
+                }
+            };
+            return Err(call_off_failed(hosts, fleet, vec![e]).await);
         }
     }
     let mut verdicts = futures::future::join_all(hosts.iter_mut().map(|h| h.go())).await;
