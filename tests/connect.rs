@@ -643,6 +643,15 @@ fn sshd_trusting_a_user_ca(p: &Project) -> (Sshd, PathBuf, PathBuf) {
     (sshd, ca, key)
 }
 
+/// sshd logged a login with an Ed25519 certificate (not with a plain key).
+fn assert_certificate_login(sshd: &Sshd) {
+    let log = sshd.log_text();
+    assert!(
+        log.contains("Accepted publickey") && log.contains("ED25519-CERT"),
+        "sshd logged no certificate login:\n{log}"
+    );
+}
+
 /// `ssh-keygen -s CA`: a certificate for `key` valid for `principal`, as `KEY-cert.pub`.
 fn certify(ca: &Path, key: &Path, principal: &str) -> PathBuf {
     let out = Command::new("ssh-keygen")
@@ -691,11 +700,7 @@ fn user_certificate_beside_the_key_file_logs_in() {
     certify(&ca, &key, &sshd.user);
     let out = p.deploy(&[]);
     p.assert_deployed(&out, "identity file with its certificate beside it");
-    let log = sshd.log_text();
-    assert!(
-        log.contains("Accepted publickey") && log.contains("ED25519-CERT"),
-        "sshd logged no certificate login:\n{log}"
-    );
+    assert_certificate_login(&sshd);
 }
 
 /// `CertificateFile` in the ssh config names a certificate kept elsewhere than beside its key.
@@ -722,11 +727,7 @@ fn certificate_file_from_the_ssh_config_logs_in() {
     p.target("host = \"app\"\n");
     let out = p.deploy(&[]);
     p.assert_deployed(&out, "CertificateFile from the ssh config");
-    assert!(
-        sshd.log_text().contains("ED25519-CERT"),
-        "{}",
-        sshd.log_text()
-    );
+    assert_certificate_login(&sshd);
 }
 
 /// A certificate held by ssh-agent (`ssh-add` loads `KEY-cert.pub` with its key, as
@@ -745,11 +746,7 @@ fn agent_certificate_logs_in() {
     let (k, v) = agent.env();
     let out = p.deploy(&[(k, &v)]);
     p.assert_deployed(&out, "certificate in ssh-agent");
-    assert!(
-        sshd.log_text().contains("ED25519-CERT"),
-        "{}",
-        sshd.log_text()
-    );
+    assert_certificate_login(&sshd);
 }
 
 // --- host keys -----------------------------------------------------------------------------------
