@@ -1218,6 +1218,61 @@ fn a_server_listed_twice_is_refused_and_changes_nothing() {
     f.deploy();
 }
 
+/// web02 has a release named an hour ahead of this machine's clock (its clock once ran ahead):
+/// the fleet's next release is named after it, on every host. The other hosts had started
+/// their uploads the moment each was surveyed, under the name this clock gives: those start
+/// again under the fleet's name, and nothing of the first ones is left behind.
+#[test]
+fn a_host_with_a_newer_release_names_the_fleets_release_and_no_upload_is_left_behind() {
+    let _turn = turn();
+    let Some(f) = Fleet::start(3) else { return };
+    write_site(&f, "v1");
+    let v1 = f.deploy();
+    let ahead = (chrono::Utc::now() + chrono::Duration::hours(1))
+        .format("%Y%m%d%H%M%S")
+        .to_string();
+    let web02 = &f.host("web02").app;
+    let copied = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(web02.release_dir(&v1))
+        .arg(web02.at(format!("releases/{ahead}")))
+        .status()
+        .unwrap();
+    assert!(copied.success());
+    fs::copy(
+        web02.at(format!(".cutover/manifests/{v1}")),
+        web02.at(format!(".cutover/manifests/{ahead}")),
+    )
+    .unwrap();
+
+    write_site(&f, "v2");
+    let run = f.cutover(&["deploy", "-v"]);
+    run.expect_code(0, "deploy to a fleet with a host one hour ahead");
+    let id = f.hosts[0].app.current_id().expect("current on web01");
+    assert!(id > ahead, "{id} comes after {ahead}\n{}", run.describe());
+    for h in &f.hosts {
+        assert_eq!(
+            h.app.current_id().as_deref(),
+            Some(id.as_str()),
+            "{}: one release ID everywhere\n{}",
+            h.label,
+            run.describe()
+        );
+        h.app.assert_release_is(&f.src, &id, &[]);
+        h.app.assert_clean(&format!("{} after the deploy", h.label));
+    }
+    assert_eq!(f.host("web01").app.releases(), [v1.clone(), id.clone()]);
+    for (label, again) in [("web01", true), ("web02", false), ("web03", true)] {
+        let said = run
+            .stderr
+            .lines()
+            .any(|l| l.starts_with(&format!("[{label}]")) && l.contains("uploading again under"));
+        assert_eq!(said, again, "{label}\n{}", run.describe());
+    }
+    f.assert_nothing_left_running("after the deploy");
+    f.deploy();
+}
+
 // --- check, verify, unlock ------------------------------------------------------------------------
 
 /// `check`, `verify` and `unlock` act on every host, each line prefixed with its host: check

@@ -231,7 +231,7 @@ async fn collect(target: &Target) -> (Vec<Check>, Option<(String, u16)>) {
             Session::Local(LocalSession)
         }
         Host::Ssh { .. } => match connect(target, &mut checks).await {
-            Some(s) => Session::Ssh(Box::new(s)),
+            Some(s) => Session::Ssh(std::sync::Arc::new(s)),
             None => return (checks, None),
         },
     };

@@ -126,6 +126,25 @@ pub struct HostDeploy {
     pub refused_by: Option<String>,
     /// What the hosts of a fleet share while they upload (None: this host deploys alone).
     pub fleet_upload: Option<std::sync::Arc<archive::FleetUpload>>,
+    /// The upload, once started (see [`HostDeploy::upload_early`]); taken by `prepare`.
+    upload: Option<Upload>,
+}
+
+/// An upload under way on a task of its own (see [`HostDeploy::start_upload`]): it travels
+/// while the rest of the deploy goes on, in a fleet while other hosts are still surveyed.
+/// Dropping it stops it; what already arrived stays in its staging directory until that is
+/// removed (by the script, or by the client when it gives the lock back).
+struct Upload {
+    /// The release name its staging directory carries.
+    name: ReleaseId,
+    /// Archive parts: `files.0.tar`, ….
+    parts: usize,
+    /// The manifest's file, opened in the upload's first flight and written once the release
+    /// is named (the manifest records its name); never sent when staging could not be made.
+    manifest: tokio::sync::oneshot::Receiver<OpenFile>,
+    /// The bytes sent, once every archive is written.
+    sent: futures::future::RemoteHandle<Result<u64>>,
+    progress: std::sync::Arc<Progress>,
 }
 
 impl HostDeploy {
@@ -158,6 +177,7 @@ impl HostDeploy {
             ready_at: None,
             stuck: false,
             fleet_upload: None,
+            upload: None,
             rolling_back: false,
             refused_by: None,
         })
@@ -531,6 +551,120 @@ impl HostDeploy {
         self.plan.as_ref().expect("just set")
     }
 
+    /// Start the upload as soon as this host is surveyed and locked (and does not hold the
+    /// tree already), under the release name this host alone would give it: a fleet's one
+    /// name is known only once every host is surveyed, and is nearly always the same (see
+    /// `prepare`). The archives then travel while the slowest hosts are still surveyed. Not
+    /// for a plan that uploads nothing, nor over SFTP alone; when it cannot start, `prepare`
+    /// starts it and says why.
+    pub async fn upload_early(
+        &mut self,
+        new: &Manifest,
+        now: chrono::DateTime<chrono::Utc>,
+        full: bool,
+    ) {
+        if self.target.sftp_only || self.lock.is_none() || self.unchanged.is_some() {
+            return;
+        }
+        let Some(survey) = self.survey.as_ref() else {
+            return;
+        };
+        let name = ReleaseId::next(&survey.releases, now)
+            .and_then(|id| id.avoiding(&survey.taken_names()));
+        let Ok(name) = name else { return };
+        if self.plan(new, full).noop {
+            return;
+        }
+        if self.start_upload(&name, new).await.is_err() {
+            self.upload = None;
+        }
+    }
+
+    /// Start uploading the planned files (in archive parts) and open the manifest's file in
+    /// `.cutover/staging/NAME`, on a task of its own (see [`Upload`]). A killed deploy's
+    /// staging directory of that name goes first.
+    async fn start_upload(&mut self, name: &ReleaseId, new: &Manifest) -> Result<()> {
+        let stage = self.target.stage("upload");
+        let layout = &self.layout;
+        let staging = layout.staging(name);
+        let leftover = self
+            .survey
+            .as_ref()
+            .is_some_and(|s| s.staging.iter().any(|e| e.name == name.as_str()));
+        if leftover {
+            self.session
+                .remove_tree(&staging)
+                .await
+                .with_context(|| stage.clone())?;
+        }
+        let plan = self.plan.as_ref().expect("planned before uploading");
+        // A first deploy's archive also carries every directory, so empty ones exist too.
+        let mut packed: Vec<String> = match plan.base {
+            Base::Empty => new
+                .entries
+                .iter()
+                .filter(|(_, e)| e.is_dir())
+                .map(|(p, _)| p.clone())
+                .collect(),
+            Base::Previous(_) => Vec::new(),
+        };
+        packed.extend(plan.uploads.iter().cloned());
+        let parts = archive::split(new, packed, archive::max_parts(self.uploading_hosts()));
+        let max_in_flight = archive::in_flight_per_part(self.uploading_hosts(), parts.len());
+        let files = [
+            (layout.staging_manifest(name), 0o644),
+            (layout.staging_archive(name, 0), 0o600),
+        ];
+        let source = self.target.source.clone();
+        let mut archives: Vec<(String, archive::Chunks)> = parts
+            .into_iter()
+            .enumerate()
+            .map(|(i, part)| {
+                let chunks = match &self.fleet_upload {
+                    Some(fleet) => fleet.packs.pack(source.clone(), new, part),
+                    None => archive::pack(source.clone(), new, part),
+                };
+                (layout.staging_archive(name, i), chunks)
+            })
+            .collect();
+        let parts = archives.len();
+        let progress = std::sync::Arc::new(Progress::new(plan.upload_bytes, &self.out));
+        let (opened, manifest) = tokio::sync::oneshot::channel();
+        let session = self.session.clone();
+        let task = {
+            let progress = progress.clone();
+            async move {
+                // One flight: staging made, its files opened.
+                let files = session
+                    .open_staging(&staging, &files)
+                    .await
+                    .with_context(|| stage.clone())?;
+                let [manifest_file, first]: [OpenFile; 2] =
+                    files.try_into().ok().expect("opened as asked");
+                let _ = opened.send(manifest_file);
+                let sent = if archives.is_empty() {
+                    session.finish_file(first, b"").await.map(|_| 0)
+                } else {
+                    let (_, chunks) = archives.remove(0);
+                    session
+                        .upload_archives((first, chunks), archives, max_in_flight, &*progress)
+                        .await
+                };
+                sent.with_context(|| format!("{stage}: cannot upload into {staging}"))
+            }
+        };
+        let (task, sent) = task.remote_handle();
+        tokio::spawn(task);
+        self.upload = Some(Upload {
+            name: name.clone(),
+            parts,
+            manifest,
+            sent,
+            progress,
+        });
+        Ok(())
+    }
+
     /// Upload the changed files and the manifest into staging while the deploy script starts
     /// (and copies the previous release), then tell it the upload is done; [`until_ready`]
     /// waits for the build. With `pipelined` (a fleet of one) the `go` and `commit` words
@@ -569,31 +703,25 @@ impl HostDeploy {
             self.build_over_sftp(id, new, &plan).await?;
             return Ok(None);
         }
-        let staging = layout.staging(id);
-        let leftover = self
-            .survey
-            .as_ref()
-            .is_some_and(|s| s.staging.iter().any(|e| e.name == id.as_str()));
-        if leftover {
-            // A killed deploy with the same release name: its upload goes first.
+        // The upload started when this host was surveyed, under the name this host alone
+        // would give the release. The fleet's name differs only when another host has a newer
+        // release (a clock ahead of this one's): the upload then starts again under it.
+        if let Some(early) = self.upload.take_if(|u| u.name != *id) {
+            let name = early.name.clone();
+            drop(early);
+            self.out.stage(format_args!(
+                "the fleet's release is newer than {name} (another host has a newer release): uploading again under {id}"
+            ));
             self.session
-                .remove_tree(&staging)
+                .remove_tree(&layout.staging(&name))
                 .await
                 .with_context(|| stage("upload"))?;
         }
-        // A first deploy's archive also carries every directory, so empty ones exist too.
-        let mut packed: Vec<String> = match plan.base {
-            Base::Empty => new
-                .entries
-                .iter()
-                .filter(|(_, e)| e.is_dir())
-                .map(|(p, _)| p.clone())
-                .collect(),
-            Base::Previous(_) => Vec::new(),
-        };
-        packed.extend(plan.uploads.iter().cloned());
-        let parts = archive::split(new, packed, archive::max_parts(self.uploading_hosts()));
-        let max_in_flight = archive::in_flight_per_part(self.uploading_hosts(), parts.len());
+        if self.upload.is_none() {
+            self.start_upload(id, new).await?;
+        }
+        let upload = self.upload.take().expect("started");
+        let staging = layout.staging(id);
         let token = self
             .lock
             .as_ref()
@@ -606,7 +734,7 @@ impl HostDeploy {
                 id,
                 digest,
                 plan: &plan,
-                archives: parts.len(),
+                archives: upload.parts,
                 lock: if opts.emit_script {
                     script::Lock::TakenByScript
                 } else {
@@ -621,54 +749,26 @@ impl HostDeploy {
             },
         );
 
-        // One flight: staging made and its files opened, the script sent to the waiting shell
-        // (its copy of the previous release then overlaps the upload).
-        let files = [
-            (layout.staging_manifest(id), 0o644),
-            (layout.staging_archive(id, 0), 0o600),
-        ];
-        let HostDeploy {
-            session,
-            shell,
-            out,
-            fleet_upload,
-            ..
-        } = &mut *self;
-        let fleet_upload = fleet_upload.clone();
-        let send = async {
-            match shell.as_mut() {
-                Some(sh) if !opts.emit_script => sh.send_script(&text).await,
-                _ => Ok(()),
-            }
-        };
-        let (opened, sent) = tokio::join!(session.open_staging(&staging, &files), send);
-        let opened = opened.with_context(|| stage("upload"))?;
-        sent.with_context(|| stage("run"))?;
-        let [manifest_file, first]: [OpenFile; 2] =
-            opened.try_into().ok().expect("opened as asked");
-
-        let progress = Progress::new(plan.upload_bytes, out);
+        let HostDeploy { session, shell, .. } = &mut *self;
+        // The script goes to the waiting shell while the upload travels (its copy of the
+        // previous release then overlaps the upload).
+        if let Some(sh) = shell.as_mut().filter(|_| !opts.emit_script) {
+            sh.send_script(&text).await.with_context(|| stage("run"))?;
+        }
         let mut record = new.clone();
         record.meta.insert("release".into(), id.to_string());
         let manifest_text = record.render().into_bytes();
-        let mut archives = parts.into_iter().enumerate().map(|(i, part)| {
-            (
-                layout.staging_archive(id, i),
-                match &fleet_upload {
-                    Some(fleet) => fleet.packs.pack(target.source.clone(), new, part),
-                    None => archive::pack(target.source.clone(), new, part),
-                },
-            )
-        });
-        let upload = async {
-            match archives.next() {
-                Some((_, chunks)) => {
-                    let rest = archives.collect();
-                    session
-                        .upload_archives((first, chunks), rest, max_in_flight, &progress)
-                        .await
-                }
-                None => session.finish_file(first, b"").await.map(|_| 0),
+        let Upload {
+            manifest,
+            sent,
+            progress,
+            ..
+        } = upload;
+        let written = async {
+            match manifest.await {
+                Ok(file) => session.finish_file(file, &manifest_text).await,
+                // Staging could not be made: the upload's error says why.
+                Err(_) => Ok(()),
             }
         };
         let started = async {
@@ -677,20 +777,17 @@ impl HostDeploy {
                 _ => Ok(()),
             }
         };
-        let (sent, written, started) = tokio::join!(
-            upload,
-            session.finish_file(manifest_file, &manifest_text),
-            started
-        );
+        let (sent, written, started) = tokio::join!(sent, written, started);
         progress.finish();
+        let written =
+            written.with_context(|| format!("{}: cannot upload into {staging}", stage("upload")));
         let sent = sent.and_then(|n| written.map(|()| n));
         if sent.is_err() && self.script_stopped_by_itself().await {
             // The script stopped on a check of its own (and removed staging under the upload):
             // its reason is the one to tell.
             return Err(self.script_ended("run").await);
         }
-        let sent =
-            sent.with_context(|| format!("{}: cannot upload into {staging}", stage("upload")))?;
+        let sent = sent?;
         self.report.bytes_sent = sent;
         self.out
             .stage(format_args!("uploaded {} into {staging}", bytes(sent)));
@@ -1270,6 +1367,12 @@ impl HostDeploy {
 
     /// Give the lock back, when this client holds it and no script took it over.
     pub async fn give_back_lock(&mut self) {
+        // An upload started early stops, and what it wrote goes first: under the lock.
+        if let Some(upload) = self.upload.take() {
+            let staging = self.layout.staging(&upload.name);
+            drop(upload);
+            let _ = self.session.remove_tree(&staging).await;
+        }
         if let Some(lock) = self.lock.take() {
             let _ = lock.release(&self.session, &self.layout).await;
         }
@@ -1282,11 +1385,10 @@ impl HostDeploy {
     /// while the lock still carries this client's token.
     pub async fn clean_up(&mut self) {
         let Some(lock) = self.lock.take() else { return };
-        let staging = self
-            .report
-            .release
-            .as_deref()
-            .and_then(ReleaseId::parse)
+        // (an upload started early and never taken by `prepare` stops here)
+        let early = self.upload.take().map(|u| u.name.clone());
+        let staging = early
+            .or_else(|| self.report.release.as_deref().and_then(ReleaseId::parse))
             .map(|id| self.layout.staging(&id));
         // An SFTP-only run's temporaries (its partial release, probe, swap link): removed with
         // staging when the connection is lost before it could remove them itself.

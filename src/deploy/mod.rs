@@ -34,8 +34,8 @@ use crate::error::{usage, FleetSplit, LiveWithWarnings};
 use crate::layout::{self, ReleaseId};
 use crate::output::{bytes, Output};
 use crate::script::protocol::word;
-use crate::source;
 use crate::source::record::{self, Record};
+use crate::source::{self, Manifest};
 
 use host::{HostDeploy, Phase, Scanned};
 use report::{HostReport, Report, Status};
@@ -238,18 +238,26 @@ async fn stages(
     // `HostDeploy::survey_while_scanning`); --force and --full build a release anyway.
     let wants_digest = !read_only && !opts.force && !opts.full;
     let (scan_progress, scan_watch) = tokio::sync::watch::channel(Scanned::Running);
+    // The scanned tree, for the hosts that start their upload as soon as they are surveyed:
+    // set before the scan says it is done.
+    let scanned_tree = std::sync::Arc::new(std::sync::OnceLock::<std::sync::Arc<Manifest>>::new());
     let first = fleet.hosts[0].clone();
+    let tree = scanned_tree.clone();
     let scan = tokio::task::spawn_blocking(move || {
-        let scan = source::scan_release(&first);
+        let scan =
+            source::scan_release(&first).map(|s| (std::sync::Arc::new(s.manifest), s.warnings));
+        if let Ok((manifest, _)) = &scan {
+            let _ = tree.set(manifest.clone());
+        }
         let digest = scan
             .as_ref()
             .ok()
             .filter(|_| wants_digest)
-            .map(|s| s.manifest.tree_digest());
+            .map(|(m, _)| m.tree_digest());
         let _ = scan_progress.send(match &scan {
-            Ok(s) => Scanned::Done {
+            Ok((m, _)) => Scanned::Done {
                 digest: digest.clone(),
-                bytes: s.manifest.total_bytes(),
+                bytes: m.total_bytes(),
             },
             Err(_) => Scanned::Failed,
         });
@@ -289,14 +297,22 @@ async fn stages(
     for h in hosts.iter_mut() {
         h.fleet_upload = fleet_upload.clone();
     }
+    // The release's name: this moment, unless a host has a newer release (see below). Each
+    // host's upload starts under the name it alone would give, the moment it is surveyed.
+    let now = layout::now();
     let (surveyed, scanned, interrupted) = {
         let surveys = futures::future::join_all(hosts.iter_mut().map(|h| {
             let scan = scan_watch.clone();
+            let tree = scanned_tree.clone();
             // The exec request goes out as soon as the scan is done, not waited for: the
             // shell starts on the server while the survey's flights travel.
             async move {
                 h.survey_while_scanning(opts.dry_run, Some(scan), !read_only)
-                    .await
+                    .await?;
+                if let Some(tree) = tree.get().filter(|_| !read_only) {
+                    h.upload_early(tree, now, opts.full).await;
+                }
+                Ok(())
             }
         }));
         let both = async { tokio::join!(surveys, scan) };
@@ -322,15 +338,15 @@ async fn stages(
     };
     let (_, mut failures) = note_failures(hosts, surveyed);
     let new = match scan {
-        Ok(scan) => {
-            for w in &scan.warnings {
+        Ok((manifest, warnings)) => {
+            for w in &warnings {
                 out.warn(w);
                 // (what the source lacks, every host's release lacks)
                 for h in hosts.iter_mut() {
                     h.report.warnings.push(w.clone());
                 }
             }
-            Some(scan.manifest)
+            Some(manifest)
         }
         Err(e) => {
             failures.insert(0, e.context(fleet.stage("scan")));
@@ -396,7 +412,6 @@ async fn stages(
     }
 
     // --- 3. one release name for the fleet, one plan per host
-    let now = layout::now();
     // After every release of every host (names sort in deploy order), and past any name that
     // is there but is no release.
     let surveys = || hosts.iter().filter_map(|h| h.survey.as_ref());
@@ -437,7 +452,7 @@ async fn stages(
     }
 
     // --- 4. prepare every host: upload, build, before_swap, up to "ready"
-    let mut manifest = new.clone();
+    let mut manifest = (*new).clone();
     manifest.meta = Record::now(git).to_meta();
     let digest = digest.unwrap_or_else(|| new.tree_digest());
     let prepared = futures::future::join_all(

@@ -9,6 +9,7 @@ use anyhow::{Context, Result};
 
 use super::{DirEntry, PathKind, Progress};
 
+#[derive(Clone, Copy)]
 pub struct LocalSession;
 
 impl LocalSession {

@@ -72,8 +72,11 @@ pub trait Progress: Send + Sync {
     fn advance(&self, bytes: u64);
 }
 
+/// A connection to a target. Cloned cheaply (an SSH connection is shared): an upload runs on a
+/// task of its own while the rest of a deploy goes on over the same connection.
+#[derive(Clone)]
 pub enum Session {
-    Ssh(Box<ssh::SshSession>),
+    Ssh(std::sync::Arc<ssh::SshSession>),
     Local(local::LocalSession),
 }
 
@@ -81,7 +84,7 @@ impl Session {
     pub async fn open(target: &Target, verbose: bool) -> Result<Session> {
         match &target.host {
             Host::Local => Ok(Session::Local(local::LocalSession)),
-            Host::Ssh { .. } => Ok(Session::Ssh(Box::new(
+            Host::Ssh { .. } => Ok(Session::Ssh(std::sync::Arc::new(
                 ssh::SshSession::connect(target, verbose).await?,
             ))),
         }

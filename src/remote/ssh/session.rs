@@ -301,7 +301,7 @@ impl SshSession {
         )))
     }
 
-    pub async fn close(self) {
+    pub async fn close(&self) {
         let _ = self
             .handle
             .disconnect(russh::Disconnect::ByApplication, "", "en")
