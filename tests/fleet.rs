@@ -1273,6 +1273,45 @@ fn a_host_with_a_newer_release_names_the_fleets_release_and_no_upload_is_left_be
     f.deploy();
 }
 
+/// An after_swap hook failing on one host comes after the commit: every host stays on the
+/// new release (it is live everywhere, the fleet is not split), and the exit is 3 with the
+/// message naming the host whose warnings to read, and no other.
+#[test]
+fn an_after_swap_hook_failing_on_one_host_leaves_the_fleet_live_and_names_that_host() {
+    let _turn = turn();
+    let Some(mut f) = Fleet::start(3) else { return };
+    f.configure(
+        "[hooks]\nafter_swap = ['test ! -e \"$CUTOVER_DEPLOY_PATH/../fail-after-swap\"']\n",
+        "",
+    );
+    fs::write(f.host("web02").marker("fail-after-swap"), "").unwrap();
+    write_site(&f, "v1");
+    let run = f.cutover(&["deploy"]);
+    run.expect_code(3, "a deploy whose after_swap hook fails on web02");
+    let id = f.hosts[0].app.current_id().expect("current on web01");
+    for h in &f.hosts {
+        assert_eq!(
+            h.app.current_id().as_deref(),
+            Some(id.as_str()),
+            "{}: live on the new release\n{}",
+            h.label,
+            run.describe()
+        );
+        h.app.assert_release_is(&f.src, &id, &[]);
+        h.app.assert_clean(&h.label);
+    }
+    let summary = run
+        .stderr
+        .lines()
+        .find(|l| l.contains("an after_swap hook or the cleanup failed"))
+        .unwrap_or_else(|| panic!("the after_swap failure is reported\n{}", run.describe()));
+    assert!(
+        summary.contains("on web02") && !summary.contains("web01") && !summary.contains("web03"),
+        "names web02 alone: {summary}"
+    );
+    f.assert_nothing_left_running("after the deploy");
+}
+
 // --- check, verify, unlock ------------------------------------------------------------------------
 
 /// `check`, `verify` and `unlock` act on every host, each line prefixed with its host: check

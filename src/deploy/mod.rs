@@ -644,12 +644,12 @@ pub(crate) async fn switch(
         return Err(split_or_failed(hosts, fleet, purpose, reasons.join("; ")));
     }
     let committed = futures::future::join_all(hosts.iter_mut().map(|h| h.commit())).await;
-    let mut warnings = false;
+    let mut warned = Vec::new();
     let mut errors = Vec::new();
     for (h, c) in hosts.iter_mut().zip(committed) {
         match c {
             Ok(0) => {}
-            Ok(_) => warnings = true,
+            Ok(_) => warned.push(h.target.label.clone()),
             Err(e) => {
                 if h.report.status != Status::Reverted {
                     h.report.status = Status::Unknown;
@@ -670,9 +670,15 @@ pub(crate) async fn switch(
             h.report.release.as_deref().unwrap_or("?")
         ));
     }
-    if warnings {
+    if !warned.is_empty() {
+        // A fleet names the hosts whose warnings to read (its lines are prefixed with them).
+        let on = if single {
+            String::new()
+        } else {
+            format!(" on {}", warned.join(", "))
+        };
         return Err(LiveWithWarnings(format!(
-            "{}: release {} is live, but an after_swap hook or the cleanup failed (see the warnings above)",
+            "{}: release {} is live, but an after_swap hook or the cleanup failed{on} (see the warnings above)",
             fleet.stage("after swap"),
             hosts[0].report.release.as_deref().unwrap_or("?")
         ))
