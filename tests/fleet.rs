@@ -61,6 +61,24 @@ fn switched_within(stdout: &str) -> Option<(usize, usize, f64)> {
     Some((n.parse().ok()?, m.parse().ok()?, ms.parse().ok()?))
 }
 
+/// Every host of `f` is live on one release, exactly the source, with nothing of the deploy
+/// left over; that release's ID.
+fn assert_every_host_live_on_one_release(f: &Fleet, run: &Run) -> String {
+    let id = f.hosts[0].app.current_id().expect("current on web01");
+    for h in &f.hosts {
+        assert_eq!(
+            h.app.current_id().as_deref(),
+            Some(id.as_str()),
+            "{}: one release ID everywhere\n{}",
+            h.label,
+            run.describe()
+        );
+        h.app.assert_release_is(&f.src, &id, &[]);
+        h.app.assert_clean(&format!("{} after the deploy", h.label));
+    }
+    id
+}
+
 // --- all good ------------------------------------------------------------------------------------
 
 /// Twenty hosts, nothing wrong: every host ends on the same new release, each release is exactly
@@ -74,18 +92,9 @@ fn twenty_hosts_all_good_get_one_release_equal_to_the_source_in_one_exec_each() 
     write_site(&f, "v1");
     let run = f.cutover(&["deploy"]);
     run.expect_code(0, "deploy to 20 good hosts");
-    let id = f.hosts[0].app.current_id().expect("current on web01");
+    let id = assert_every_host_live_on_one_release(&f, &run);
     for h in &f.hosts {
-        assert_eq!(
-            h.app.current_id().as_deref(),
-            Some(id.as_str()),
-            "{}: one release ID everywhere\n{}",
-            h.label,
-            run.describe()
-        );
-        h.app.assert_release_is(&f.src, &id, &[]);
         assert_eq!(h.sshd.exec_sessions(), 1, "{}: one exec", h.label);
-        h.app.assert_clean(&format!("{} after the deploy", h.label));
         let live = format!("[{}] t: release {id} is live: ", h.label);
         assert!(run.stdout.contains(&live), "{live:?}\n{}", run.describe());
         let row = run
@@ -1248,19 +1257,8 @@ fn a_host_with_a_newer_release_names_the_fleets_release_and_no_upload_is_left_be
     write_site(&f, "v2");
     let run = f.cutover(&["deploy", "-v"]);
     run.expect_code(0, "deploy to a fleet with a host one hour ahead");
-    let id = f.hosts[0].app.current_id().expect("current on web01");
+    let id = assert_every_host_live_on_one_release(&f, &run);
     assert!(id > ahead, "{id} comes after {ahead}\n{}", run.describe());
-    for h in &f.hosts {
-        assert_eq!(
-            h.app.current_id().as_deref(),
-            Some(id.as_str()),
-            "{}: one release ID everywhere\n{}",
-            h.label,
-            run.describe()
-        );
-        h.app.assert_release_is(&f.src, &id, &[]);
-        h.app.assert_clean(&format!("{} after the deploy", h.label));
-    }
     assert_eq!(f.host("web01").app.releases(), [v1.clone(), id.clone()]);
     for (label, again) in [("web01", true), ("web02", false), ("web03", true)] {
         let said = run
@@ -1288,18 +1286,7 @@ fn an_after_swap_hook_failing_on_one_host_leaves_the_fleet_live_and_names_that_h
     write_site(&f, "v1");
     let run = f.cutover(&["deploy"]);
     run.expect_code(3, "a deploy whose after_swap hook fails on web02");
-    let id = f.hosts[0].app.current_id().expect("current on web01");
-    for h in &f.hosts {
-        assert_eq!(
-            h.app.current_id().as_deref(),
-            Some(id.as_str()),
-            "{}: live on the new release\n{}",
-            h.label,
-            run.describe()
-        );
-        h.app.assert_release_is(&f.src, &id, &[]);
-        h.app.assert_clean(&h.label);
-    }
+    assert_every_host_live_on_one_release(&f, &run);
     let summary = run
         .stderr
         .lines()
