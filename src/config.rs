@@ -266,6 +266,12 @@ impl Fleet {
         self.hosts.len() == 1
     }
 
+    /// Do this target's lines name their host (`[web1] `)? Those of a fleet do, also when
+    /// `--host` narrowed it to one host: every line of a fleet says where it happened.
+    pub fn names_hosts(&self) -> bool {
+        !self.is_single() || self.narrowed.is_some()
+    }
+
     /// Keep only the host called `label` (`--host`).
     pub fn narrow(mut self, label: &str) -> Result<Fleet> {
         let labels: Vec<String> = self.hosts.iter().map(|h| h.label.clone()).collect();

@@ -30,6 +30,16 @@ impl Output {
         }
     }
 
+    /// For host `label` of a target: its lines prefixed when the target's lines name their
+    /// host (see `Fleet::names_hosts`), as they are otherwise.
+    pub fn for_member(&self, names_hosts: bool, label: &str) -> Output {
+        if names_hosts {
+            self.for_host(label)
+        } else {
+            self.clone()
+        }
+    }
+
     pub fn info(&self, msg: impl Display) {
         if !self.quiet {
             eprintln!("{}cutover: {msg}", self.prefix);

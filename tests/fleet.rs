@@ -870,9 +870,9 @@ fn a_host_lost_after_go_leaves_the_fleet_split_exit_4_until_it_switches_back_by_
 
 // --- --host, releases, rollback --------------------------------------------------------------------
 
-/// `--host web02` deploys to web02 alone and says so loudly; the other hosts are not even
-/// connected to. `releases` then flags that the hosts are not on the same release (in --json
-/// too), and a deploy to the whole fleet brings them together again.
+/// `--host web02` deploys to web02 alone and says so loudly (its lines still named `[web02]`);
+/// the other hosts are not even connected to. `releases` then flags that the hosts are not on
+/// the same release (in --json too), and a deploy to the whole fleet brings them together again.
 #[test]
 fn host_flag_narrows_a_deploy_to_one_host_and_releases_flags_the_drift() {
     let _turn = turn();
@@ -897,6 +897,9 @@ fn host_flag_narrows_a_deploy_to_one_host_and_releases_flags_the_drift() {
     );
     let v2 = f.host("web02").app.current_id().unwrap();
     assert_ne!(v2, v1);
+    // A fleet's lines name their host, narrowed to one or not.
+    let live = format!("[web02] t: release {v2} is live: ");
+    assert!(run.stdout.contains(&live), "{live:?}\n{}", run.describe());
     for (h, before) in f.hosts.iter().zip(&logins) {
         let logins = h.sshd.count_log("Accepted publickey");
         if h.label == "web02" {

@@ -129,11 +129,7 @@ pub async fn run(fleet: &Fleet, json: bool, out: &Output) -> Result<()> {
     }
     let mut failed_hosts = Vec::new();
     for (t, report) in fleet.hosts.iter().zip(&reports) {
-        let o = if single {
-            out.clone()
-        } else {
-            out.for_host(&t.label)
-        };
+        let o = out.for_member(fleet.names_hosts(), &t.label);
         if !json {
             for line in render(&report.checks, out.quiet).lines() {
                 if out.stdout_reserved {

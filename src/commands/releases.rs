@@ -186,11 +186,7 @@ fn print_listing(listing: &Listing, fleet: &Fleet, out: &Output) {
         ));
     }
     for h in &listing.hosts {
-        let o = if single {
-            out.clone()
-        } else {
-            out.for_host(&h.host)
-        };
+        let o = out.for_member(fleet.names_hosts(), &h.host);
         for f in &h.foreign {
             o.summary(format!(
                 "{:?}: not a cutover release ({}); left alone",
@@ -257,17 +253,10 @@ async fn read_host(
 }
 
 pub async fn unlock(fleet: &Fleet, out: &Output) -> Result<()> {
-    let single = fleet.is_single();
     let outs: Vec<Output> = fleet
         .hosts
         .iter()
-        .map(|t| {
-            if single {
-                out.clone()
-            } else {
-                out.for_host(&t.label)
-            }
-        })
+        .map(|t| out.for_member(fleet.names_hosts(), &t.label))
         .collect();
     // Every host at once: one that cannot be reached does not hold up the others.
     let results = futures::future::join_all(

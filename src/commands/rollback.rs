@@ -45,12 +45,7 @@ pub async fn run(fleet: &Fleet, to: Option<&str>, json: bool, out: &Output) -> R
     for h in hosts {
         h.close().await;
     }
-    let report = Report::new(
-        &fleet.name,
-        reports,
-        status,
-        started.elapsed().as_secs_f64(),
-    );
+    let report = Report::new(fleet, reports, status, started.elapsed().as_secs_f64());
     if json {
         println!("{}", report.to_json());
     } else {
@@ -64,11 +59,7 @@ pub async fn run(fleet: &Fleet, to: Option<&str>, json: bool, out: &Output) -> R
 fn print(report: &Report, done: bool, single: bool, out: &Output) {
     if done {
         for h in &report.hosts {
-            let o = if single {
-                out.clone()
-            } else {
-                out.for_host(&h.host)
-            };
+            let o = out.for_member(report.names_hosts, &h.host);
             match h.status {
                 Status::Live => o.summary(format!(
                     "{}: rolled back: current -> releases/{} (was {})",
@@ -100,14 +91,8 @@ async fn rollback(
     hosts: &mut Vec<HostDeploy>,
     unreached: &mut Vec<HostReport>,
 ) -> Result<Status> {
-    let connected = crate::deploy::connect_all(fleet, |label| {
-        if single {
-            out.clone()
-        } else {
-            out.for_host(label)
-        }
-    })
-    .await;
+    let connected =
+        crate::deploy::connect_all(fleet, |label| out.for_member(fleet.names_hosts(), label)).await;
     let failures = crate::deploy::sort_connected(fleet, connected, hosts, unreached);
     let nothing = "rollback not done; current is untouched everywhere";
     if !failures.is_empty() {

@@ -71,11 +71,7 @@ pub async fn run(fleet: &Fleet, hash: bool, json: bool, out: &Output) -> Result<
         );
     } else {
         for h in &verdict.hosts {
-            let o = if fleet.is_single() {
-                out.clone()
-            } else {
-                out.for_host(&h.host)
-            };
+            let o = out.for_member(fleet.names_hosts(), &h.host);
             print_host(h, &fleet.name, hash, &o);
         }
     }

@@ -126,12 +126,7 @@ pub async fn run(fleet: &Fleet, opts: Options, out: &Output) -> (Report, Result<
                 })
         })
         .collect();
-    let report = Report::new(
-        &fleet.name,
-        reports,
-        status,
-        started.elapsed().as_secs_f64(),
-    );
+    let report = Report::new(fleet, reports, status, started.elapsed().as_secs_f64());
     (report, result.map(|_| ()))
 }
 
@@ -222,13 +217,7 @@ async fn stages(
         )));
     }
     let mut interrupts = Interrupts::listen()?;
-    let host_out = |label: &str| {
-        if single {
-            out.clone()
-        } else {
-            out.for_host(label)
-        }
-    };
+    let host_out = |label: &str| out.for_member(fleet.names_hosts(), label);
 
     // --- 1. scan the source while connecting to every host. The survey starts once every
     // host is connected, whether or not the scan is done: a large tree's hashing overlaps the

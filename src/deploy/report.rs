@@ -3,6 +3,7 @@
 
 use serde::Serialize;
 
+use crate::config::Fleet;
 use crate::output::{bytes, Output};
 
 /// How a host (or the whole target) ended.
@@ -81,17 +82,21 @@ pub struct Report {
     pub seconds: f64,
     pub warnings: Vec<String>,
     pub hosts: Vec<HostReport>,
+    /// Do the lines printed for people name their host? (See `Fleet::names_hosts`.)
+    #[serde(skip)]
+    pub names_hosts: bool,
 }
 
 impl Report {
-    pub fn new(target: &str, hosts: Vec<HostReport>, status: Status, seconds: f64) -> Report {
+    pub fn new(fleet: &Fleet, hosts: Vec<HostReport>, status: Status, seconds: f64) -> Report {
         let first = hosts.first();
         let release = first.and_then(|h| h.release.clone());
         let previous = first.and_then(|h| h.previous.clone());
         let sum = |f: fn(&HostReport) -> usize| hosts.iter().map(f).sum();
         let many = hosts.len() > 1;
         Report {
-            target: target.to_string(),
+            target: fleet.name.clone(),
+            names_hosts: fleet.names_hosts(),
             release,
             previous,
             status,
@@ -210,11 +215,7 @@ pub fn live_line(target: &str, h: &HostReport, verb: &str) -> String {
 pub fn print(report: &Report, out: &Output) {
     let single = report.hosts.len() == 1;
     for h in &report.hosts {
-        let o = if single {
-            out.clone()
-        } else {
-            out.for_host(&h.host)
-        };
+        let o = out.for_member(report.names_hosts, &h.host);
         match h.status {
             Status::Live => o.summary(live_line(&report.target, h, "is live")),
             Status::Unchanged => o.summary(format!(
