@@ -433,6 +433,54 @@ fn without_posix_rename_the_deploy_is_refused_and_nothing_changes() {
     assert_no_exec(&site, "without posix-rename");
 }
 
+/// An account whose SFTP server is read-only (`internal-sftp -R`, as some hosts give a
+/// download-only login): its VERSION reply leaves out every extension that writes. `check` and
+/// the deploy name the read-only mode and the fix, not a missing posix-rename, and nothing on the
+/// server changes.
+#[test]
+fn a_read_only_sftp_server_is_named_as_read_only() {
+    let Some(mut site) = Site::new(TargetKind::SftpOnly) else {
+        return;
+    };
+    write_webapp(&site, 5);
+    let first = site.deploy();
+    site.sshd = Some(Sshd::start_with(&sftp_only_config(
+        "internal-sftp -R",
+        None,
+    )));
+    site.configure("", "");
+    site.write("index.php", "<?php echo 'v2';\n");
+    let before = snapshot(&site.path);
+
+    let check = site.cutover(&["check"]);
+    check.expect_code(1, "check against a read-only SFTP server");
+    let swap = line(&check, "posix-rename");
+    assert!(
+        swap.starts_with("✗") && swap.contains("read-only") && swap.contains("-R"),
+        "{}",
+        check.describe()
+    );
+    assert!(
+        format!("{}{}", check.stdout, check.stderr)
+            .contains("remove -R from this account's ForceCommand or Subsystem line"),
+        "the fix\n{}",
+        check.describe()
+    );
+
+    let run = site.deploy_with(&[]);
+    run.expect_code(1, "deploy to a read-only SFTP server");
+    assert!(
+        run.stderr.contains("SFTP subsystem is read-only")
+            && run.stderr.contains("nothing was changed")
+            && run.stderr.contains("hint: remove -R"),
+        "{}",
+        run.describe()
+    );
+    assert_trees_equal(&before, &snapshot(&site.path), "the deploy path");
+    assert_eq!(site.current_id(), Some(first.release));
+    assert_no_exec(&site, "against a read-only SFTP server");
+}
+
 // --- a connection killed during the build --------------------------------------------------------
 
 /// The sshd session processes (with internal-sftp, the SFTP servers themselves) are killed

@@ -755,7 +755,9 @@ async fn sftp_only_checks(
     upload_bytes: u64,
     inodes_needed: u64,
 ) -> Vec<Check> {
-    use crate::remote::sftp::{COPY_DATA, HARDLINK, POSIX_RENAME, STATVFS};
+    use crate::remote::sftp::{
+        COPY_DATA, HARDLINK, POSIX_RENAME, READ_ONLY, READ_ONLY_FIX, STATVFS,
+    };
     let Session::Ssh(ssh) = session else {
         unreachable!("the config refuses sftp_only for a local target")
     };
@@ -775,6 +777,12 @@ async fn sftp_only_checks(
         Check::ok(
             "posix-rename",
             format!("{POSIX_RENAME}: current is replaced by one rename(2) of a new link"),
+        )
+    } else if sftp.read_only().await {
+        Check::fail(
+            "posix-rename",
+            format!("{READ_ONLY}: a deploy cannot write here"),
+            READ_ONLY_FIX,
         )
     } else {
         Check::fail(

@@ -240,12 +240,7 @@ impl HostDeploy {
         let over_sftp = self.target.sftp_only && !read_only;
         if over_sftp {
             // Known from the SFTP handshake: refused before anything is locked or built.
-            let offered = self
-                .session
-                .sftp_offers(crate::remote::sftp::POSIX_RENAME)
-                .await
-                .with_context(|| self.target.stage("connect"))?;
-            SftpRun::require_posix_rename(offered, &self.target)?;
+            SftpRun::require_posix_rename(&self.session, &self.target, "connect").await?;
         }
         // An SFTP-only deploy spreads its work over several SFTP channels: they open while
         // the survey's flights travel.
@@ -1087,12 +1082,7 @@ impl HostDeploy {
     /// A rollback of an SFTP-only host: the lock, then the checks; ready to swap.
     async fn prepare_rollback_over_sftp(&mut self, from: &ReleaseId, to: &ReleaseId) -> Result<()> {
         let stage = self.target.stage("rollback");
-        let offered = self
-            .session
-            .sftp_offers(crate::remote::sftp::POSIX_RENAME)
-            .await
-            .with_context(|| stage.clone())?;
-        SftpRun::require_posix_rename(offered, &self.target)?;
+        SftpRun::require_posix_rename(&self.session, &self.target, "rollback").await?;
         let lock = lock::acquire(&self.session, &self.layout, "cutover rollback")
             .await
             .map_err(|e| self.lock_refused(e).context(stage.clone()))?;

@@ -59,7 +59,7 @@
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use anyhow::{anyhow, bail, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use futures::FutureExt;
 use russh_sftp::protocol::FileAttributes;
 
@@ -69,9 +69,10 @@ use crate::lock::HeldLock;
 use crate::output::{bytes, Output};
 use crate::plan::Plan;
 use crate::remote::sftp::{
-    kind_of, status_of, Channels, SymlinkOrder, COPY_DATA, HARDLINK, POSIX_RENAME,
+    kind_of, status_of, Channels, SymlinkOrder, COPY_DATA, HARDLINK, POSIX_RENAME, READ_ONLY,
+    READ_ONLY_FIX,
 };
-use crate::remote::{PathKind, Progress};
+use crate::remote::{PathKind, Progress, Session};
 use crate::source::Manifest;
 use crate::survey::Survey;
 
@@ -217,10 +218,26 @@ impl SftpRun {
         }
     }
 
-    /// Refuse a server that cannot swap atomically, before anything is built or locked.
-    pub fn require_posix_rename(offers: bool, target: &Target) -> Result<()> {
-        if offers {
+    /// Refuse a server that cannot swap atomically, before anything is built or locked: its
+    /// SFTP subsystem lacks posix-rename, or is read-only altogether (said as such: the
+    /// missing extension is only a symptom there). `stage` names where the question is asked.
+    pub async fn require_posix_rename(
+        session: &Session,
+        target: &Target,
+        stage: &str,
+    ) -> Result<()> {
+        let asked = |r: Result<bool>| r.with_context(|| target.stage(stage));
+        if asked(session.sftp_offers(POSIX_RENAME).await)? {
             return Ok(());
+        }
+        if asked(session.sftp_read_only().await)? {
+            return Err(anyhow!(crate::error::with_hint(
+                format!(
+                    "{}: {READ_ONLY}, so a deploy cannot write there; nothing was changed",
+                    target.stage("survey")
+                ),
+                READ_ONLY_FIX
+            )));
         }
         Err(anyhow!(crate::error::with_hint(
             format!(

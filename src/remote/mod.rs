@@ -365,6 +365,17 @@ impl Session {
         }
     }
 
+    /// Is the server's SFTP subsystem read-only (see [`sftp::Sftp::read_only`])? Never locally.
+    pub async fn sftp_read_only(&self) -> Result<bool> {
+        match self {
+            Session::Ssh(s) => {
+                s.sftp.ready().await?;
+                Ok(s.sftp.read_only().await)
+            }
+            Session::Local(_) => Ok(false),
+        }
+    }
+
     /// Run `op`, ending it as soon as the connection is lost, and name a lost connection as the
     /// cause of its error (see [`ssh::SshSession::guard`]).
     pub async fn guard<T>(&self, op: impl std::future::Future<Output = Result<T>>) -> Result<T> {

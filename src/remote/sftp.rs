@@ -48,6 +48,15 @@ pub const HARDLINK: &str = "hardlink@openssh.com";
 pub const COPY_DATA: &str = "copy-data";
 pub const STATVFS: &str = "statvfs@openssh.com";
 
+/// What `check` and a deploy say of a read-only SFTP server (see [`Sftp::read_only`]), and
+/// the fix.
+pub const READ_ONLY: &str =
+    "the server's SFTP subsystem is read-only (OpenSSH's sftp-server or internal-sftp run \
+     with -R: it offers none of the requests that write, posix-rename@openssh.com among them)";
+pub const READ_ONLY_FIX: &str =
+    "remove -R from this account's ForceCommand or Subsystem line in the server's \
+     sshd_config, or deploy as an account that may write";
+
 /// Handles this layer keeps open at once on one channel: below the 128 russh-sftp can address
 /// (see the module docs), with room for the handles the survey and the lock open unaccounted.
 pub const HANDLES_PER_CHANNEL: usize = 100;
@@ -292,6 +301,23 @@ impl Sftp {
     /// SFTP-only deploy, after its survey checked posix-rename): false before that.
     pub fn offered(&self, name: &str) -> bool {
         matches!(self.version.peek(), Some(Ok(extensions)) if extensions.contains_key(name))
+    }
+
+    /// Is this OpenSSH's SFTP server in read-only mode (`sftp-server -R`, `internal-sftp -R`)?
+    /// It then leaves out of its VERSION reply every extension that writes (posix-rename,
+    /// hardlink, fsync, lsetstat, copy-data) and keeps the others (statvfs, limits, ...).
+    /// `-P` can switch extensions off one by one, but not statvfs kept and all of these gone.
+    pub async fn read_only(&self) -> bool {
+        const WRITING: [&str; 3] = [POSIX_RENAME, HARDLINK, "fsync@openssh.com"];
+        if !self.offers(STATVFS).await {
+            return false; // not OpenSSH's, or not telling
+        }
+        for name in WRITING {
+            if self.offers(name).await {
+                return false;
+            }
+        }
+        true
     }
 
     /// Largest WRITE the server takes.
