@@ -388,23 +388,28 @@ fn without_hardlink_files_are_copied_on_the_server() {
     );
 }
 
+/// A site with a live release whose account is then served by `force` (its ForceCommand),
+/// with a change in the source: the site, its live release and a snapshot of the deploy path.
+fn live_then_served_by(force: &str) -> Option<(Site, Summary, Tree)> {
+    let mut site = Site::new(TargetKind::SftpOnly)?;
+    write_webapp(&site, 5);
+    let first = site.deploy();
+    site.sshd = Some(Sshd::start_with(&sftp_only_config(force, None)));
+    site.configure("", "");
+    site.write("index.php", "<?php echo 'v2';\n");
+    let before = snapshot(&site.path);
+    Some((site, first, before))
+}
+
 /// Without posix-rename@openssh.com there is no atomic swap over SFTP: the deploy is refused
 /// before anything is locked or built, saying why, and nothing on the server changes — on a new
 /// server as on one with a live release.
 #[test]
 fn without_posix_rename_the_deploy_is_refused_and_nothing_changes() {
-    let Some(mut site) = Site::new(TargetKind::SftpOnly) else {
+    let Some((mut site, first, before)) = live_then_served_by("internal-sftp -P posix-rename")
+    else {
         return;
     };
-    write_webapp(&site, 5);
-    let first = site.deploy();
-    site.sshd = Some(Sshd::start_with(&sftp_only_config(
-        "internal-sftp -P posix-rename",
-        None,
-    )));
-    site.configure("", "");
-    site.write("index.php", "<?php echo 'v2';\n");
-    let before = snapshot(&site.path);
     let run = site.deploy_with(&[]);
     run.expect_code(1, "deploy without posix-rename");
     assert!(
@@ -439,18 +444,9 @@ fn without_posix_rename_the_deploy_is_refused_and_nothing_changes() {
 /// server changes.
 #[test]
 fn a_read_only_sftp_server_is_named_as_read_only() {
-    let Some(mut site) = Site::new(TargetKind::SftpOnly) else {
+    let Some((site, first, before)) = live_then_served_by("internal-sftp -R") else {
         return;
     };
-    write_webapp(&site, 5);
-    let first = site.deploy();
-    site.sshd = Some(Sshd::start_with(&sftp_only_config(
-        "internal-sftp -R",
-        None,
-    )));
-    site.configure("", "");
-    site.write("index.php", "<?php echo 'v2';\n");
-    let before = snapshot(&site.path);
 
     let check = site.cutover(&["check"]);
     check.expect_code(1, "check against a read-only SFTP server");
