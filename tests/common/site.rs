@@ -489,8 +489,10 @@ impl DeployPath {
     }
 
     /// Every path under the deploy path whose name ends in `.partial` or starts with `.current.`
-    /// (the swap's temporary link).
+    /// (the swap's temporary link). Waits first for a pruned release still being deleted
+    /// (the deploy reports before it empties the trash): the walk would see it vanish.
     pub fn leftovers(&self) -> Vec<PathBuf> {
+        self.wait_for_prune();
         snapshot(&self.path)
             .keys()
             .filter(|p| {
