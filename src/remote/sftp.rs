@@ -735,10 +735,18 @@ impl Sftp {
                     break;
                 }
             };
-            for piece in chunk.chunks(write_len) {
+            // A chunk that fits one WRITE (the usual case: chunks are made that size) is sent
+            // as it is; a larger one is cut into copies. Each copy is a fresh allocation for
+            // every host of a fleet, so the whole-chunk case saves one per byte sent.
+            let pieces: Vec<Vec<u8>> = if chunk.len() <= write_len {
+                vec![chunk]
+            } else {
+                chunk.chunks(write_len).map(<[u8]>::to_vec).collect()
+            };
+            for data in pieces {
                 while !pending.is_empty()
                     && (pending.len() >= WRITES_IN_FLIGHT
-                        || in_flight + piece.len() > max_in_flight)
+                        || in_flight + data.len() > max_in_flight)
                 {
                     match pending.next().await {
                         Some(Ok(n)) => {
@@ -754,12 +762,11 @@ impl Sftp {
                     }
                 }
                 let at = offset;
-                let len = piece.len() as u64;
+                let len = data.len() as u64;
                 offset += len;
-                in_flight += piece.len();
+                in_flight += data.len();
                 let raw = self.raw.clone();
                 let h = handle.clone();
-                let data = piece.to_vec();
                 pending.push(send_now(async move {
                     raw.write(h, at, data).await.map(|_| len)
                 }));
