@@ -745,8 +745,7 @@ impl Sftp {
             };
             for data in pieces {
                 while !pending.is_empty()
-                    && (pending.len() >= WRITES_IN_FLIGHT
-                        || in_flight + data.len() > max_in_flight)
+                    && (pending.len() >= WRITES_IN_FLIGHT || in_flight + data.len() > max_in_flight)
                 {
                     match pending.next().await {
                         Some(Ok(n)) => {
@@ -772,9 +771,10 @@ impl Sftp {
                 }));
             }
         }
-        drop(chunks); // stops the packer if we broke off
-                      // Every WRITE is on its way: the CLOSE follows at once instead of a round trip later.
-                      // (After a failure it still runs; the file is removed with staging anyway.)
+        // (Stops the packer if we broke off.)
+        drop(chunks);
+        // Every WRITE is on its way: the CLOSE follows at once instead of a round trip later.
+        // (After a failure it still runs; the file is removed with staging anyway.)
         let close = send_now({
             let raw = self.raw.clone();
             let handle = handle.clone();
